@@ -1,0 +1,144 @@
+# ems: edge-to-cloud energy management system.
+#
+#   make            build every binary into build/
+#   make test       install what is missing, build with ASan+UBSan, run every test
+#   make demo       run the whole system locally (see README.md)
+#   make fuzz       build the libFuzzer targets into build/fuzz/
+#   make bench      run the benchmarks (results go to docs/benchmarks.md by hand)
+#   make deps       install the Debian packages the build and the tests need
+#
+# Sources are discovered by folder, so a new module is a new .c file in the
+# right folder and nothing else:
+#   common/*.c common/net/*.c  -> build/libems.a      (shared by edge and cloud)
+#   edge/*.c                   -> build/ems-edge       (edge/main.c holds main)
+#   cloud/gateway/*.c          -> build/ems-gateway    (cloud/gateway/main.c)
+#   cloud/dbwriter/*.c         -> build/ems-dbwriter   (cloud/dbwriter/main.c)
+#   cloud/emsctl/*.c           -> build/emsctl         (cloud/emsctl/main.c)
+#   test/unit/test_*.c         -> build/test/test_*    (one binary per file)
+#   test/fuzz/fuzz_*.c         -> build/fuzz/fuzz_*    (clang, libFuzzer)
+
+BUILD    ?= build
+CC       ?= cc
+SANITIZE ?=
+OPT      ?= -O2
+
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) -MMD -MP \
+              -Icommon -Icommon/net -Iedge -Icloud/gateway -Icloud/dbwriter
+ifneq ($(SANITIZE),)
+CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS     += -fsanitize=$(SANITIZE)
+endif
+CFLAGS  += $(CFLAGS_BASE)
+
+PKG_CONFIG ?= pkg-config
+# mbedTLS, wslay and http-parser ship no .pc file on Debian 12.
+LIBS_COMMON  = $(shell $(PKG_CONFIG) --libs libuv jansson 2>/dev/null || echo -luv -ljansson) \
+               -lmbedtls -lmbedx509 -lmbedcrypto -lwslay -lhttp_parser -lm
+LIBS_EDGE    = $(LIBS_COMMON) -lsqlite3 $(shell $(PKG_CONFIG) --libs libgpiod 2>/dev/null || echo -lgpiod)
+LIBS_CLOUD   = $(LIBS_COMMON) $(shell $(PKG_CONFIG) --libs libpq 2>/dev/null || echo -lpq)
+LIBS_ALL     = $(LIBS_COMMON) -lsqlite3 $(shell $(PKG_CONFIG) --libs libgpiod libpq 2>/dev/null || echo -lgpiod -lpq)
+CFLAGS += $(shell $(PKG_CONFIG) --cflags libpq 2>/dev/null)
+
+COMMON_SRC   = $(wildcard common/*.c common/net/*.c)
+EDGE_SRC     = $(filter-out edge/main.c,$(wildcard edge/*.c))
+GATEWAY_SRC  = $(filter-out cloud/gateway/main.c,$(wildcard cloud/gateway/*.c))
+DBWRITER_SRC = $(filter-out cloud/dbwriter/main.c,$(wildcard cloud/dbwriter/*.c))
+EMSCTL_SRC   = $(filter-out cloud/emsctl/main.c,$(wildcard cloud/emsctl/*.c))
+TEST_SRC     = $(wildcard test/unit/test_*.c)
+FUZZ_SRC     = $(wildcard test/fuzz/fuzz_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIB_COMMON   = $(BUILD)/libems.a
+LIB_EDGE     = $(BUILD)/libems-edge.a
+LIB_GATEWAY  = $(BUILD)/libems-gateway.a
+LIB_DBWRITER = $(BUILD)/libems-dbwriter.a
+LIB_EMSCTL   = $(BUILD)/libems-emsctl.a
+
+BINS  = $(if $(wildcard edge/main.c),$(BUILD)/ems-edge) \
+        $(if $(wildcard cloud/gateway/main.c),$(BUILD)/ems-gateway) \
+        $(if $(wildcard cloud/dbwriter/main.c),$(BUILD)/ems-dbwriter) \
+        $(if $(wildcard cloud/emsctl/main.c),$(BUILD)/emsctl)
+TESTS = $(patsubst test/unit/%.c,$(BUILD)/test/%,$(TEST_SRC))
+
+.PHONY: all tests test test-unit test-faults demo fuzz bench deps clean format dashboard
+all: $(BINS)
+tests: $(TESTS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# An archive with no members is still a valid archive, so a folder that has
+# no sources yet does not break the link.
+define archive
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	$(AR) rcs $@ $^ 2>/dev/null || $(AR) rc $@
+endef
+$(LIB_COMMON):   $(call obj,$(COMMON_SRC))   ; $(archive)
+$(LIB_EDGE):     $(call obj,$(EDGE_SRC))     ; $(archive)
+$(LIB_GATEWAY):  $(call obj,$(GATEWAY_SRC))  ; $(archive)
+$(LIB_DBWRITER): $(call obj,$(DBWRITER_SRC)) ; $(archive)
+$(LIB_EMSCTL):   $(call obj,$(EMSCTL_SRC))   ; $(archive)
+
+$(BUILD)/ems-edge: $(call obj,edge/main.c) $(LIB_EDGE) $(LIB_COMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_EDGE)
+$(BUILD)/ems-gateway: $(call obj,cloud/gateway/main.c) $(LIB_GATEWAY) $(LIB_COMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CLOUD)
+$(BUILD)/ems-dbwriter: $(call obj,cloud/dbwriter/main.c) $(LIB_DBWRITER) $(LIB_COMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CLOUD)
+$(BUILD)/emsctl: $(call obj,cloud/emsctl/main.c) $(LIB_EMSCTL) $(LIB_GATEWAY) $(LIB_DBWRITER) $(LIB_COMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CLOUD)
+
+# Every unit test links every component library; a static archive only
+# contributes the objects a test actually uses.
+$(BUILD)/test/%: $(call obj,test/unit/%.c) $(LIB_EDGE) $(LIB_GATEWAY) $(LIB_DBWRITER) $(LIB_EMSCTL) $(LIB_COMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ALL)
+
+# ---------------------------------------------------------------- fuzzing
+FUZZ_CC     ?= clang
+FUZZ_CFLAGS  = -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+               -Icommon -Icommon/net
+fuzz: $(patsubst test/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+$(BUILD)/fuzz/%: test/fuzz/%.c $(COMMON_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(COMMON_SRC) $(LIBS_COMMON)
+
+# ---------------------------------------------------------------- the two commands
+SAN_BUILD = build/san
+
+deps:
+	@scripts/deps.sh
+
+# make test: sanitized build of everything, then the whole suite. The plain
+# build is made too, because emsctl and the demo live at build/.
+test:
+	@scripts/deps.sh --check || scripts/deps.sh
+	$(MAKE) all
+	$(MAKE) BUILD=$(SAN_BUILD) SANITIZE=address,undefined OPT=-O1 all tests
+	$(MAKE) fuzz BUILD=$(SAN_BUILD)
+	test/run.sh $(SAN_BUILD)
+
+# Only the C unit tests, quickly, without the slow suites.
+test-unit:
+	$(MAKE) BUILD=$(SAN_BUILD) SANITIZE=address,undefined OPT=-O1 all tests
+	EMS_TEST_ONLY=unit test/run.sh $(SAN_BUILD)
+
+demo:
+	@scripts/deps.sh --check || scripts/deps.sh
+	$(MAKE) all
+	@scripts/demo.sh
+
+bench:
+	$(MAKE) all
+	@scripts/bench.sh
+
+clean:
+	rm -rf build
+
+format:
+	clang-format -i $(wildcard common/*.[ch] common/net/*.[ch] edge/*.[ch] cloud/*/*.[ch] test/unit/*.[ch] test/fuzz/*.c)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

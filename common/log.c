@@ -1,0 +1,80 @@
+#include "log.h"
+
+#include "error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The only process-wide state outside main (see log.h). */
+static struct {
+    const char *ident;
+    ems_log_level_t level;
+    int with_time;
+} ems_log__cfg = {"ems", EMS_LOG_INFO, 1};
+
+void ems_log_init(const char *ident, ems_log_level_t level)
+{
+    ems_log__cfg.ident = ident ? ident : "ems";
+    ems_log__cfg.level = level;
+    /* Under systemd, JOURNAL_STREAM is set and journald adds its own time. */
+    ems_log__cfg.with_time = getenv("JOURNAL_STREAM") == NULL;
+}
+
+void ems_log_set_level(ems_log_level_t level) { ems_log__cfg.level = level; }
+
+ems_log_level_t ems_log_get_level(void) { return ems_log__cfg.level; }
+
+int ems_log_level_parse(const char *s, ems_log_level_t *out)
+{
+    static const struct {
+        const char *name;
+        ems_log_level_t level;
+    } names[] = {{"error", EMS_LOG_ERROR},
+                 {"warn", EMS_LOG_WARN},
+                 {"warning", EMS_LOG_WARN},
+                 {"info", EMS_LOG_INFO},
+                 {"debug", EMS_LOG_DEBUG}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (s && strcmp(s, names[i].name) == 0) {
+            *out = names[i].level;
+            return 0;
+        }
+    }
+    return EMS_EINVAL;
+}
+
+void ems_log(ems_log_level_t level, const char *fmt, ...)
+{
+    if (level > ems_log__cfg.level)
+        return;
+    static const char *const tag[8] = {"", "", "", "error", "warn", "", "info", "debug"};
+    char line[2048];
+    size_t n = (size_t)snprintf(line, sizeof line, "<%d>", (int)level);
+    if (ems_log__cfg.with_time) {
+        struct timespec ts;
+        struct tm tm;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gmtime_r(&ts.tv_sec, &tm);
+        n += strftime(line + n, sizeof line - n, "%Y-%m-%dT%H:%M:%S", &tm);
+        n += (size_t)snprintf(line + n, sizeof line - n, ".%03ldZ ", ts.tv_nsec / 1000000);
+    }
+    n += (size_t)snprintf(line + n, sizeof line - n, "%s %s: ", ems_log__cfg.ident,
+                          tag[level & 7]);
+    if (n < sizeof line) {
+        va_list ap;
+        va_start(ap, fmt);
+        int m = vsnprintf(line + n, sizeof line - n, fmt, ap);
+        va_end(ap);
+        if (m > 0)
+            n += (size_t)m;
+    }
+    if (n > sizeof line - 2)
+        n = sizeof line - 2; /* truncated: keep the newline */
+    line[n++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, n);
+    (void)w;
+}
