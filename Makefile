@@ -23,7 +23,7 @@ SANITIZE ?=
 OPT      ?= -O2
 
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) -MMD -MP \
-              -Icommon -Icommon/net -Iedge -Icloud/gateway -Icloud/dbwriter
+              -Icommon -Icommon/net -Iedge -Icloud/gateway -Icloud/dbwriter -Itest/unit
 ifneq ($(SANITIZE),)
 CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS     += -fsanitize=$(SANITIZE)
@@ -46,6 +46,7 @@ DBWRITER_SRC = $(filter-out cloud/dbwriter/main.c,$(wildcard cloud/dbwriter/*.c)
 EMSCTL_SRC   = $(filter-out cloud/emsctl/main.c,$(wildcard cloud/emsctl/*.c))
 TEST_SRC     = $(wildcard test/unit/test_*.c)
 FUZZ_SRC     = $(wildcard test/fuzz/fuzz_*.c)
+BENCH_SRC    = $(wildcard test/bench/bench_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -60,6 +61,7 @@ BINS  = $(if $(wildcard edge/main.c),$(BUILD)/ems-edge) \
         $(if $(wildcard cloud/dbwriter/main.c),$(BUILD)/ems-dbwriter) \
         $(if $(wildcard cloud/emsctl/main.c),$(BUILD)/emsctl)
 TESTS = $(patsubst test/unit/%.c,$(BUILD)/test/%,$(TEST_SRC))
+BENCHES = $(patsubst test/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all tests test test-unit test-faults demo fuzz bench deps clean format dashboard
 all: $(BINS)
@@ -94,6 +96,11 @@ $(BUILD)/emsctl: $(call obj,cloud/emsctl/main.c) $(LIB_EMSCTL) $(LIB_GATEWAY) $(
 # Every unit test links every component library; a static archive only
 # contributes the objects a test actually uses.
 $(BUILD)/test/%: $(call obj,test/unit/%.c) $(LIB_EDGE) $(LIB_GATEWAY) $(LIB_DBWRITER) $(LIB_EMSCTL) $(LIB_COMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ALL)
+
+# Benchmarks link like unit tests; they measure, they never assert timings.
+$(BUILD)/bench/%: $(call obj,test/bench/%.c) $(LIB_EDGE) $(LIB_GATEWAY) $(LIB_DBWRITER) $(LIB_EMSCTL) $(LIB_COMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ALL)
 
@@ -132,7 +139,7 @@ demo:
 	@scripts/demo.sh
 
 bench:
-	$(MAKE) all
+	$(MAKE) all $(BENCHES)
 	@scripts/bench.sh
 
 clean:
