@@ -113,6 +113,16 @@ $(BUILD)/fuzz/%: test/fuzz/%.c $(COMMON_SRC)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(COMMON_SRC) $(LIBS_COMMON)
 
+# ---------------------------------------------------------------- dashboard
+# The web page (cloud/dashboard, npm + esbuild) as static files in
+# $(BUILD)/dashboard, which the gateway serves. npm ci runs when
+# node_modules is missing or older than the lock file.
+DASH = cloud/dashboard
+dashboard: $(DASH)/node_modules/.package-lock.json
+	cd $(DASH) && node build.mjs --outdir $(abspath $(BUILD))/dashboard
+$(DASH)/node_modules/.package-lock.json: $(DASH)/package-lock.json
+	cd $(DASH) && npm ci --no-audit --no-fund
+
 # ---------------------------------------------------------------- the two commands
 SAN_BUILD = build/san
 

@@ -15,9 +15,16 @@ typedef struct {
     char reason[256];
 } ems_verr_t;
 
-/* Sets both parts; `reason` is a printf format. Safe with err == NULL. */
+/* Sets both parts; `reason` is a printf format. Safe with err == NULL.
+ * Text too long for a part is cut at a UTF-8 character boundary, so both
+ * parts are always valid UTF-8 when the inputs are (a nack carries them). */
 void ems_verr_set(ems_verr_t *err, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Puts `prefix` in front of the path: "battery.soc" with prefix "packets[3]"
+ * becomes "packets[3].battery.soc"; the empty path becomes "packets[3]".
+ * Used when a message is validated inside another one. Safe with NULL. */
+void ems_verr_prefix(ems_verr_t *err, const char *prefix);
 
 /* Writes "path: reason" (or just "reason" for the whole message) into buf. */
 const char *ems_verr_format(const ems_verr_t *err, char *buf, size_t cap);

@@ -1,0 +1,75 @@
+// The REST API of the gateway (docs/api.md). Same origin, cookie session.
+
+export class ApiError extends Error {
+    constructor(status, body) {
+        super(body?.error || `HTTP ${status}`);
+        this.status = status;
+        this.body = body || {};
+        this.path = body?.path;
+    }
+}
+
+let onUnauthorized = () => {};
+
+/** Called with no argument whenever a request answers 401 (session gone). */
+export function setUnauthorizedHandler(fn) {
+    onUnauthorized = fn;
+}
+
+async function request(method, path, body, { quiet401 = false } = {}) {
+    const init = { method, headers: { Accept: 'application/json' }, credentials: 'same-origin' };
+    if (body !== undefined) {
+        init.headers['Content-Type'] = 'application/json';
+        init.body = JSON.stringify(body);
+    }
+    let res;
+    try {
+        res = await fetch(path, init);
+    } catch (e) {
+        throw new ApiError(0, { error: 'the gateway cannot be reached' });
+    }
+    if (res.status === 204) return null;
+    let data = null;
+    const type = res.headers.get('Content-Type') || '';
+    if (type.includes('json')) {
+        try {
+            data = await res.json();
+        } catch {
+            data = null;
+        }
+    }
+    if (!res.ok) {
+        if (res.status === 401 && !quiet401) onUnauthorized();
+        throw new ApiError(res.status, data);
+    }
+    return data;
+}
+
+export const api = {
+    me: () => request('GET', '/api/me', undefined, { quiet401: true }),
+    login: (username, password) => request('POST', '/api/login', { username, password }, { quiet401: true }),
+    logout: () => request('POST', '/api/logout', {}),
+    devices: () => request('GET', '/api/devices'),
+    device: (id) => request('GET', `/api/devices/${encodeURIComponent(id)}`),
+    telemetry: (id, params) => request('GET', telemetryUrl(id, params)),
+    commands: (id, limit = 50) => request('GET', `/api/devices/${encodeURIComponent(id)}/commands?limit=${limit}`),
+    command: (cid) => request('GET', `/api/commands/${encodeURIComponent(cid)}`),
+    sendCommand: (id, body) => request('POST', `/api/devices/${encodeURIComponent(id)}/commands`, body),
+};
+
+/** The history URL; `format: 'csv'` gives the CSV export link. */
+export function telemetryUrl(id, { from, to, resolution = 'auto', format } = {}) {
+    const q = new URLSearchParams();
+    if (from) q.set('from', from);
+    if (to) q.set('to', to);
+    q.set('resolution', resolution);
+    if (format) q.set('format', format);
+    return `/api/devices/${encodeURIComponent(id)}/telemetry?${q}`;
+}
+
+/** A command id for idempotent retries: 1..64 of [A-Za-z0-9_.:-] (docs/protocol.md). */
+export function newCommandId() {
+    const b = new Uint8Array(12);
+    crypto.getRandomValues(b);
+    return 'dash-' + Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}

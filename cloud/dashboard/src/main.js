@@ -1,0 +1,154 @@
+// Entry point: session, socket, header and the hash router.
+//
+// Routes (hash, so the gateway only has to serve index.html and assets/):
+//   #/login  #/fleet  #/device/ID  #/device/ID/history  #/device/ID/control
+
+import { api, setUnauthorizedHandler } from './api.js';
+import { Store, LiveSocket } from './live.js';
+import { setText, clear } from './dom.js';
+import { mountLogin } from './views/login.js';
+import { mountFleet } from './views/fleet.js';
+import { mountDevice } from './views/device.js';
+
+// A browser that has not logged in has no session to probe for: asking
+// /api/me would only earn a 401. This hint is no secret (the HttpOnly cookie
+// is what counts); it only saves that request.
+const HINT = 'ems.session';
+
+const store = new Store();
+const socket = new LiveSocket(store, { onAuthLost: () => sessionLost() });
+const view = document.getElementById('view');
+const topbar = document.querySelector('.topbar');
+let current = null; // the mounted view: {destroy(), route?(parts)}
+let currentKey = '';
+let loginNotice = '';
+
+function parseRoute() {
+    const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+    if (parts[0] === 'device' && parts[1]) return { name: 'device', id: parts[1], tab: parts[2] || 'live' };
+    if (parts[0] === 'login') return { name: 'login' };
+    return { name: 'fleet' };
+}
+
+function unmount() {
+    if (current) current.destroy();
+    current = null;
+    currentKey = '';
+    clear(view);
+}
+
+// Live updates for every device while the fleet is small; beyond that only
+// for the devices on screen (LiveSocket explains why).
+const LIVE_ALL_MAX = 300;
+let onScreen = [];
+function updateInterest() {
+    socket.setInterest(store.devices.size <= LIVE_ALL_MAX ? '*' : onScreen);
+}
+store.addEventListener('devices', updateInterest);
+
+/** Views tell which devices they show (for large fleets). */
+function setOnScreen(ids) {
+    onScreen = ids;
+    updateInterest();
+}
+
+function route() {
+    const r = parseRoute();
+    if (!store.me) {
+        showLogin();
+        return;
+    }
+    if (r.name === 'login') {
+        location.replace('#/fleet');
+        return;
+    }
+    const key = r.name === 'device' ? `device:${r.id}` : r.name;
+    if (key === currentKey) {
+        current?.route?.(r); // same view (another tab of the device): keep it
+        return;
+    }
+    unmount();
+    currentKey = key;
+    const ctx = { store, me: store.me, setOnScreen };
+    current = r.name === 'device' ? mountDevice(view, ctx, r) : mountFleet(view, ctx);
+    const nav = document.getElementById('nav-fleet');
+    if (r.name === 'fleet') nav.setAttribute('aria-current', 'page');
+    else nav.removeAttribute('aria-current');
+    view.focus({ preventScroll: true });
+}
+
+function showLogin() {
+    unmount();
+    topbar.hidden = true;
+    document.title = 'Log in · ems dashboard';
+    currentKey = 'login';
+    current = mountLogin(view, {
+        notice: loginNotice,
+        onLogin: (me) => {
+            loginNotice = '';
+            startSession(me);
+        },
+    });
+}
+
+function startSession(me) {
+    localStorage.setItem(HINT, '1');
+    store.me = me;
+    topbar.hidden = false;
+    setText(document.getElementById('who'), `${me.username} · ${me.role}`);
+    store.load().catch((e) => console.warn('loading devices failed:', e.message));
+    socket.start();
+    if (parseRoute().name === 'login' || !location.hash) location.replace('#/fleet');
+    unmount();
+    route();
+}
+
+function sessionLost() {
+    if (!store.me) return;
+    socket.stop();
+    localStorage.removeItem(HINT);
+    store.me = null;
+    store.devices.clear();
+    loginNotice = 'Your session has ended. Please log in again.';
+    showLogin();
+}
+
+store.addEventListener('conn', (e) => {
+    const { state, retryIn } = e.detail;
+    const el = document.getElementById('conn');
+    el.dataset.state = state;
+    if (state === 'open') setText(el, 'Live');
+    else if (state === 'connecting') setText(el, 'Connecting…');
+    else if (state === 'waiting') setText(el, `Connection lost, retrying in ${Math.ceil(retryIn / 1000)} s`);
+    else setText(el, '');
+});
+
+document.getElementById('logout').addEventListener('click', async () => {
+    try {
+        await api.logout();
+    } catch {
+        /* the cookie may be gone already; log out locally anyway */
+    }
+    socket.stop();
+    localStorage.removeItem(HINT);
+    store.me = null;
+    store.devices.clear();
+    loginNotice = 'You have logged out.';
+    location.hash = '#/login';
+    showLogin();
+});
+
+setUnauthorizedHandler(sessionLost);
+window.addEventListener('hashchange', route);
+
+if (localStorage.getItem(HINT)) {
+    api.me().then(
+        (me) => startSession(me),
+        () => {
+            localStorage.removeItem(HINT);
+            showLogin();
+        },
+    );
+} else {
+    showLogin();
+}

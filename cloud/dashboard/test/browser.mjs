@@ -1,0 +1,521 @@
+// Browser tests of the dashboard in Debian's Chromium, driven by
+// playwright-core, against a running system (test/suites/70-dashboard.sh
+// starts PostgreSQL, the DB writer, the gateway and simulated edges, then
+// runs this). Prints TAP lines "ok - name" / "not ok - name: why".
+//
+// Environment (set by the suite):
+//   EMS_DASH_URL            the gateway's base URL, e.g. http://127.0.0.1:8443
+//   EMS_DASH_OPERATOR       "user:password" of an operator
+//   EMS_DASH_VIEWER         "user:password" of a viewer
+//   EMS_DASH_DEVICES        every simulated device id, comma-separated
+//   EMS_DASH_CONTROL        the device that gets SET_MODE
+//   EMS_DASH_FAULT          the device whose simulated pack overheats
+//   EMS_DASH_OFFLINE        the device that is stopped and started again
+//   EMS_DASH_RESET_BELOW_C  the temperature under which the fault has gone
+//   EMS_DASH_HOOK           a program: "HOOK stop ID", "HOOK start ID",
+//                           "HOOK restart-gateway"
+//   EMS_DASH_ARTIFACTS      where screenshots go
+//   EMS_CHROMIUM            the browser (default /usr/bin/chromium)
+
+import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+
+const env = (k, d) => {
+    const v = process.env[k] ?? d;
+    if (v === undefined) {
+        console.log(`not ok - environment: ${k} is not set`);
+        process.exit(1);
+    }
+    return v;
+};
+const URL_BASE = env('EMS_DASH_URL').replace(/\/$/, '');
+const [OP_USER, OP_PASS] = splitCred(env('EMS_DASH_OPERATOR'));
+const [VIEW_USER, VIEW_PASS] = splitCred(env('EMS_DASH_VIEWER'));
+const DEVICES = env('EMS_DASH_DEVICES').split(',').filter(Boolean);
+const CTRL = env('EMS_DASH_CONTROL');
+const FAULT = env('EMS_DASH_FAULT');
+const OFF = env('EMS_DASH_OFFLINE');
+const RESET_BELOW_C = Number(env('EMS_DASH_RESET_BELOW_C', '50'));
+const HOOK = env('EMS_DASH_HOOK');
+const ART = env('EMS_DASH_ARTIFACTS');
+const CHROMIUM = env('EMS_CHROMIUM', '/usr/bin/chromium');
+mkdirSync(ART, { recursive: true });
+
+function splitCred(s) {
+    const i = s.indexOf(':');
+    return [s.slice(0, i), s.slice(i + 1)];
+}
+
+// ------------------------------------------------------------------ TAP
+let failed = 0;
+const oneLine = (s) => String(s).split('\n')[0].slice(0, 300);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function step(name, fn, timeoutMs = 60000) {
+    let timer;
+    try {
+        await Promise.race([
+            fn(),
+            new Promise((_, rej) => (timer = setTimeout(() => rej(new Error(`no result within ${timeoutMs / 1000} s`)), timeoutMs))),
+        ]);
+        console.log(`ok - ${name}`);
+        return true;
+    } catch (e) {
+        failed++;
+        console.log(`not ok - ${name}: ${oneLine(e.message)}`);
+        for (const p of pages) await shot(p.page, `fail-${p.tag}-${slug(name)}`).catch(() => {});
+        return false;
+    } finally {
+        clearTimeout(timer);
+    }
+}
+
+function assert(cond, msg) {
+    if (!cond) throw new Error(msg);
+}
+
+const slug = (s) => s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 60);
+
+async function shot(page, name, opts = {}) {
+    await page.screenshot({ path: path.join(ART, `${name}.png`), fullPage: true, ...opts });
+}
+
+function hook(...args) {
+    console.log(`# hook: ${args.join(' ')}`);
+    execFileSync(HOOK, args, { stdio: ['ignore', 'inherit', 'inherit'], timeout: 60000 });
+}
+
+/**
+ * Polls fn() until it returns true or an object (which is returned). Any
+ * other value (false, a number, a string) means "not yet" and is shown in
+ * the failure message as the last value seen.
+ */
+async function until(what, fn, timeoutMs = 20000, everyMs = 250) {
+    const end = Date.now() + timeoutMs;
+    let last;
+    while (Date.now() < end) {
+        last = await fn();
+        if (last === true || (typeof last === 'object' && last !== null)) return last;
+        await sleep(everyMs);
+    }
+    throw new Error(`${what} (waited ${timeoutMs / 1000} s${last !== undefined ? `, last: ${JSON.stringify(last)}` : ''})`);
+}
+
+// ------------------------------------------------------------------ browser
+const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // playwright gives every launch a fresh temporary profile (user data dir).
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+console.log(`# chromium ${browser.version()}, gateway ${URL_BASE}`);
+
+// Console errors are collected per page; a step that provokes one on purpose
+// (a wrong password answered 401, the socket failing while the gateway is
+// down) says so with `expectErrors`.
+const pages = [];
+const consoleErrors = [];
+let expected = null; // RegExp of errors the current step provokes
+
+async function newPage(tag, contextOpts = {}) {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, ...contextOpts });
+    const page = await context.newPage();
+    page.setDefaultTimeout(15000);
+    const note = (text) => {
+        if (expected && expected.test(text)) return;
+        consoleErrors.push(`[${tag}] ${text}`);
+    };
+    page.on('console', (m) => {
+        if (m.type() === 'error') note(m.text());
+    });
+    page.on('pageerror', (e) => note(`uncaught: ${e.message}`));
+    pages.push({ tag, page, context });
+    return page;
+}
+
+async function expectErrors(re, fn) {
+    expected = re;
+    try {
+        return await fn();
+    } finally {
+        await sleep(300);
+        expected = null;
+    }
+}
+
+async function login(page, user, pass) {
+    await page.goto(`${URL_BASE}/`);
+    await page.getByLabel('User name').fill(user);
+    await page.getByLabel('Password').fill(pass);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.locator('#fleet-table').waitFor();
+}
+
+/** The newest state of a device as the API gives it, fetched by the page (its cookie). */
+async function apiDevice(page, id) {
+    return page.evaluate(async (id) => {
+        const r = await fetch(`/api/devices/${encodeURIComponent(id)}`);
+        return r.ok ? r.json() : { status: r.status };
+    }, id);
+}
+
+const text = (page, sel) => page.locator(sel).first().innerText();
+const stateOf = (page) => page.locator('[data-field=strip-state]').innerText();
+
+// ------------------------------------------------------------------ the scenarios
+const op = await newPage('operator');
+
+await step('login page has labelled fields and refuses a wrong password', async () => {
+    await op.goto(`${URL_BASE}/`);
+    await op.getByLabel('User name').waitFor();
+    await shot(op, 'login');
+    await expectErrors(/401/, async () => {
+        await op.getByLabel('User name').fill(OP_USER);
+        await op.getByLabel('Password').fill(`${OP_PASS}-wrong`);
+        await op.getByRole('button', { name: 'Log in' }).click();
+        await until('an error message', async () => /wrong user name or password/i.test(await text(op, '#login-error')));
+    });
+    assert(await op.locator('#fleet-table').count() === 0, 'the fleet is shown after a wrong password');
+});
+
+await step('operator logs in and the header names the user and the role', async () => {
+    await op.getByLabel('Password').fill(OP_PASS);
+    await op.getByRole('button', { name: 'Log in' }).click();
+    await op.locator('#fleet-table').waitFor();
+    const who = await text(op, '#who');
+    assert(who.includes(OP_USER) && who.includes('operator'), `header says "${who}"`);
+    await until('the socket to be live', async () => (await op.locator('#conn').getAttribute('data-state')) === 'open');
+});
+
+await step(`the fleet shows every simulated device online (${DEVICES.join(', ')})`, async () => {
+    await until('every device listed and online', async () => {
+        for (const id of DEVICES) {
+            const row = op.locator(`#fleet-table tr[data-device="${id}"]`);
+            if (await row.count() !== 1) return false;
+            if (!/online/.test(await row.innerText())) return false;
+            if (!/\d/.test(await row.locator('td').nth(4).innerText())) return false; // SoC has a value
+        }
+        return true;
+    }, 30000);
+    const summary = await text(op, '#fleet-summary');
+    assert(new RegExp(`${DEVICES.length} devices`).test(summary), `summary "${summary}"`);
+    await shot(op, 'fleet');
+}, 40000);
+
+await step('the fleet sorts by a column header (SoC ascending, then descending)', async () => {
+    const socs = async () => op.$$eval('#fleet-table tbody tr', (rows) =>
+        rows.map((r) => parseFloat(r.querySelectorAll('td')[4].innerText.replace('\u2212', '-'))));
+    const btn = op.locator('#fleet-table th[data-key=soc] button');
+    await btn.click();
+    assert((await op.locator('#fleet-table th[data-key=soc]').getAttribute('aria-sort')) === 'ascending', 'aria-sort is not ascending');
+    const a = await socs();
+    assert(a.every((v, i) => i === 0 || v >= a[i - 1]), `not ascending: ${a}`);
+    await btn.click();
+    const d = await socs();
+    assert(d.every((v, i) => i === 0 || v <= d[i - 1]), `not descending: ${d}`);
+    assert((await op.locator('#fleet-table th[data-key=soc]').getAttribute('aria-sort')) === 'descending', 'aria-sort is not descending');
+    await op.locator('#fleet-table th[data-key=device_id] button').click();
+});
+
+await step('the live view updates its values every second', async () => {
+    await op.locator(`#fleet-table tr[data-device="${CTRL}"] a`).click();
+    await op.locator('#live-tiles').waitFor();
+    await until('a first packet', async () => /^\d+$/.test(await text(op, '[data-field=seq]')));
+    const seqs = [];
+    const points = [];
+    for (let i = 0; i < 6; i++) {
+        seqs.push(Number(await text(op, '[data-field=seq]')));
+        points.push(Number(await op.locator('#live-chart').getAttribute('data-points')));
+        await sleep(1000);
+    }
+    const distinct = new Set(seqs).size;
+    assert(distinct >= 4, `only ${distinct} different packets in 6 s: ${seqs}`);
+    assert(seqs.every((v, i) => i === 0 || v >= seqs[i - 1]), `sequence went back: ${seqs}`);
+    assert(points[5] > points[0], `the live chart did not grow: ${points}`);
+    for (const f of ['battery-voltage', 'battery-current', 'grid-voltage', 'grid-frequency', 'soc', 'temperature'])
+        assert(/\d/.test(await text(op, `[data-field=${f}]`)), `tile ${f} has no number`);
+    assert(/V$/.test(await text(op, '[data-field=battery-voltage]')), 'battery voltage has no unit');
+    assert(/Hz$/.test(await text(op, '[data-field=grid-frequency]')), 'frequency has no unit');
+    await shot(op, 'device-live');
+}, 30000);
+
+await step('direction signs follow the sign conventions of the spec', async () => {
+    const r = await op.evaluate(() => {
+        const t = (f) => document.querySelector(`[data-field=${f}]`).textContent;
+        return { bp: t('battery-power'), bd: t('battery-dir'), gp: t('grid-power'), gd: t('grid-dir') };
+    });
+    const n = (s) => parseFloat(s.replace('\u2212', '-'));
+    const bp = n(r.bp), gp = n(r.gp);
+    if (bp >= 1) assert(/Charging/.test(r.bd), `battery ${r.bp} shown as "${r.bd}"`);
+    if (bp <= -1) assert(/Discharging/.test(r.bd), `battery ${r.bp} shown as "${r.bd}"`);
+    if (gp <= -1) assert(/Exporting/.test(r.gd), `grid ${r.gp} shown as "${r.gd}"`);
+    if (gp >= 1) assert(/Importing/.test(r.gd), `grid ${r.gp} shown as "${r.gd}"`);
+    console.log(`# battery ${r.bp} ${r.bd}, grid ${r.gp} ${r.gd}`);
+});
+
+let limits = null;
+await step('a target power above the device limit is refused before sending', async () => {
+    const dev = await until('the device limits (device_info)', async () => (await apiDevice(op, CTRL)).limits, 15000);
+    limits = dev;
+    assert(typeof limits.max_discharge_w === 'number', `no max_discharge_w in ${JSON.stringify(limits)}`);
+    await op.locator('nav.tabs a[data-tab=control]').click();
+    await op.locator('#mode-form').waitFor();
+    const before = await op.evaluate(async (id) => (await (await fetch(`/api/devices/${id}/commands?limit=500`)).json()), CTRL);
+    const count = (x) => (Array.isArray(x) ? x : x.commands || []).length;
+    await op.getByLabel(/Manual discharge/).check();
+    await op.getByLabel('Target power (W)').fill(String(limits.max_discharge_w + 1));
+    await op.locator('#send-mode').click();
+    const err = await text(op, '#mode-error');
+    assert(new RegExp(`above the device's maximum discharge power of ${limits.max_discharge_w} W`).test(err), `error "${err}"`);
+    assert((await op.getByLabel('Target power (W)').getAttribute('aria-invalid')) === 'true', 'the field is not marked invalid');
+    await sleep(500);
+    const after = await op.evaluate(async (id) => (await (await fetch(`/api/devices/${id}/commands?limit=500`)).json()), CTRL);
+    assert(count(after) === count(before), 'a command was sent anyway');
+});
+
+await step('Reset Error is disabled while the device is not in ERROR', async () => {
+    assert(await op.locator('#reset-error').isDisabled(), 'the button is enabled');
+    assert(/only while the device is in the ERROR state/.test(await text(op, '#reset-hint')), 'no explanation');
+});
+
+await step('SET_MODE MANUAL_DISCHARGE 500 W by clicking: status goes to completed, state to DISCHARGING', async () => {
+    await op.getByLabel(/Manual discharge/).check();
+    await op.getByLabel('Target power (W)').fill('500');
+    // Record every status the page shows, as it shows it.
+    await op.evaluate(() => {
+        window.__seen = [];
+        const box = document.querySelector('#cmd-status');
+        new MutationObserver(() => {
+            const s = box.dataset.status;
+            if (s && window.__seen[window.__seen.length - 1] !== s) window.__seen.push(s);
+        }).observe(box, { attributes: true, childList: true, subtree: true });
+    });
+    await op.locator('#send-mode').click();
+    await until('status completed', async () => (await op.locator('#cmd-status').getAttribute('data-status')) === 'completed', 30000);
+    const seen = await op.evaluate(() => window.__seen);
+    const steps = await op.locator('#cmd-status ol.steps li').allInnerTexts();
+    console.log(`# statuses shown: ${seen.join(' -> ')}; history: ${steps.map((s) => s.split(/\s/)[0]).join(' -> ')}`);
+    assert(steps.some((s) => /accepted/.test(s)), `no "accepted" in the history: ${steps}`);
+    await until('state DISCHARGING', async () => (await stateOf(op)).includes('DISCHARGING'), 20000);
+    const mode = await text(op, '[data-field=strip-mode]');
+    assert(/Manual discharge 500\s?W/.test(mode), `mode shown "${mode}"`);
+    const row = op.locator('#cmd-log tbody tr').first();
+    const rowText = await row.innerText();
+    assert(rowText.includes(OP_USER) && /completed/.test(rowText) && /500/.test(rowText), `log row "${rowText}"`);
+    await shot(op, 'device-control');
+    await op.locator('nav.tabs a[data-tab=live]').click();
+    await until('battery power near -500 W', async () => {
+        const p = parseFloat((await text(op, '[data-field=battery-power]')).replace('\u2212', '-'));
+        return p <= -450 && p >= -550 ? true : p;
+    }, 15000);
+    assert(/Discharging/.test(await text(op, '[data-field=battery-dir]')), 'not shown as discharging');
+}, 70000);
+
+await step('back to AUTO by clicking', async () => {
+    await op.locator('nav.tabs a[data-tab=control]').click();
+    await op.getByLabel(/Automatic/).check();
+    assert(await op.getByLabel('Target power (W)').isDisabled(), 'target power is enabled for AUTO');
+    await op.locator('#send-mode').click();
+    await until('status completed', async () => (await op.locator('#cmd-status').getAttribute('data-status')) === 'completed', 30000);
+    await until('mode AUTO', async () => /Automatic|AUTO/.test(await text(op, '[data-field=strip-mode]')), 15000);
+}, 50000);
+
+await step(`an injected fault shows ERROR in the fleet (${FAULT})`, async () => {
+    await op.locator('#nav-fleet').click();
+    const row = op.locator(`#fleet-table tr[data-device="${FAULT}"]`);
+    await until('the row marked as error', async () => (await row.getAttribute('class') || '').includes('is-error'), 150000, 500);
+    assert(/ERROR/.test(await row.innerText()), 'no ERROR in the row');
+    assert(/OVERHEAT/.test(await row.innerText()), 'no OVERHEAT flag in the row');
+    assert((await text(op, '#fleet-errors')).includes(FAULT), 'no alert above the table');
+    await shot(op, 'fleet-error');
+}, 160000);
+
+await step('Reset Error asks for confirmation and is refused while the fault lasts', async () => {
+    await op.goto(`${URL_BASE}/#/device/${FAULT}/control`);
+    await until('reset enabled', async () => !(await op.locator('#reset-error').isDisabled()), 10000);
+    const t = (await apiDevice(op, FAULT)).telemetry?.battery?.temperature;
+    console.log(`# ${FAULT} at ${t} C`);
+    assert(t > RESET_BELOW_C, `the pack cooled too early to test a refusal (${t} C)`);
+    assert(await op.locator('#send-mode').isDisabled(), 'Set mode is enabled in ERROR');
+    // Cancel sends nothing.
+    await op.locator('#reset-error').click();
+    assert(await op.locator('#confirm-dialog').evaluate((d) => d.open), 'no confirmation dialog');
+    assert(/inspect/i.test(await text(op, '#confirm-msg')), 'the dialog does not explain');
+    await op.locator('#cancel-reset').click();
+    assert(!(await op.locator('#confirm-dialog').evaluate((d) => d.open)), 'the dialog stayed open');
+    assert((await op.locator('#cmd-status').getAttribute('data-status')) === null, 'cancel sent a command');
+    await op.locator('#reset-error').click();
+    await op.locator('#confirm-reset').click();
+    await until('status rejected', async () => (await op.locator('#cmd-status').getAttribute('data-status')) === 'rejected', 20000);
+    const why = await text(op, '#cmd-status');
+    assert(/FAULT_ACTIVE/.test(why), `the reason is not shown: "${why}"`);
+    assert((await stateOf(op)).includes('ERROR'), 'the state left ERROR');
+    await shot(op, 'device-reset-refused');
+}, 40000);
+
+await step('Reset Error succeeds once the fault has gone', async () => {
+    await until(`${FAULT} cooled below ${RESET_BELOW_C} C`, async () => {
+        const t = (await apiDevice(op, FAULT)).telemetry?.battery?.temperature;
+        return t < RESET_BELOW_C - 0.5 ? true : t;
+    }, 180000, 1000);
+    await op.locator('#reset-error').click();
+    await op.locator('#confirm-reset').click();
+    await until('status completed', async () => (await op.locator('#cmd-status').getAttribute('data-status')) === 'completed', 30000);
+    await until('the state leaves ERROR', async () => !(await stateOf(op)).includes('ERROR'), 15000);
+    assert(await op.locator('#reset-error').isDisabled(), 'reset still enabled after the error was cleared');
+}, 230000);
+
+const viewer = await newPage('viewer');
+await step('a viewer sees the fleet and the device but cannot send commands', async () => {
+    await login(viewer, VIEW_USER, VIEW_PASS);
+    await until('the devices', async () => (await viewer.locator('#fleet-table tbody tr').count()) === DEVICES.length, 15000);
+    await viewer.goto(`${URL_BASE}/#/device/${CTRL}/control`);
+    await viewer.locator('#role-note').waitFor();
+    assert(/cannot send commands/.test(await text(viewer, '#role-note')), 'no explanation for the viewer');
+    assert(await viewer.locator('#send-mode').isDisabled(), 'Set mode is enabled');
+    assert(await viewer.locator('#reset-error').isDisabled(), 'Reset error is enabled');
+    for (const r of await viewer.locator('#mode-form input[type=radio]').all())
+        assert(await r.isDisabled(), 'a mode is selectable');
+    // The gateway refuses too, not just the page.
+    const status = await expectErrors(/403/, () => viewer.evaluate(async (id) => (await fetch(`/api/devices/${id}/commands`, {
+        method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ action: 'SET_MODE', payload: { target_mode: 'AUTO' } }),
+    })).status, CTRL));
+    assert(status === 403, `POST as viewer answered ${status}`);
+    await shot(viewer, 'device-control-viewer');
+    // The live view works for a viewer.
+    await viewer.locator('nav.tabs a[data-tab=live]').click();
+    const a = await text(viewer, '[data-field=seq]');
+    await sleep(2200);
+    assert(a !== await text(viewer, '[data-field=seq]'), 'live values do not move for the viewer');
+});
+
+let offlineAt = 0;
+await step(`a device that drops shows "offline since" (${OFF})`, async () => {
+    await op.goto(`${URL_BASE}/#/device/${OFF}/live`);
+    await op.locator('#live-tiles').waitFor();
+    await sleep(3000); // some live data before the hole
+    offlineAt = Date.now();
+    hook('stop', OFF);
+    await op.locator('#offline-banner').waitFor({ state: 'visible', timeout: 20000 });
+    assert(/Offline since \d\d:\d\d:\d\d/.test(await text(op, '#offline-banner')), 'no time in the banner');
+    await op.locator('#nav-fleet').click();
+    const row = op.locator(`#fleet-table tr[data-device="${OFF}"]`);
+    await until('the fleet row offline', async () => /offline/.test(await row.innerText()) && /since/.test(await row.innerText()), 10000);
+    await sleep(Math.max(0, 12000 - (Date.now() - offlineAt))); // a hole of 12 s or more
+    await op.goto(`${URL_BASE}/#/device/${OFF}/live`);
+    await shot(op, 'device-offline');
+}, 60000);
+
+await step('the history chart shows a gap where the device was offline', async () => {
+    hook('start', OFF);
+    await until('the device back online', async () => !(await op.locator('#offline-banner').isVisible()), 40000);
+    await sleep(5000); // data after the hole
+    await op.locator('nav.tabs a[data-tab=history]').click();
+    const chart = op.locator('#hist-chart');
+    await until('history loaded', async () => Number(await chart.getAttribute('data-points')) > 0, 20000);
+    assert((await chart.getAttribute('data-resolution')) === 'raw', `resolution ${await chart.getAttribute('data-resolution')} for the last hour`);
+    const gaps = Number(await chart.getAttribute('data-gaps'));
+    assert(gaps >= 1, `no gap in the chart data (${await chart.getAttribute('data-points')} points)`);
+    const items = await op.locator('#hist-gaps li.gap').allInnerTexts();
+    // The hole we made: at least ~10 s long, inside the list.
+    const long = items.filter((s) => /\((\d+)\s?s\)|min/.test(s) && !/\(([0-9])\s?s\)/.test(s));
+    assert(long.length >= 1, `the offline time is not listed as missing: ${items}`);
+    await shot(op, 'device-history');
+    // CSV export of the same range.
+    const href = await op.locator('#hist-csv').getAttribute('href');
+    const csv = await op.evaluate(async (u) => {
+        const r = await fetch(u);
+        return { status: r.status, type: r.headers.get('Content-Type'), body: await r.text() };
+    }, href);
+    assert(csv.status === 200 && /text\/csv/.test(csv.type), `CSV answered ${csv.status} ${csv.type}`);
+    const lines = csv.body.trim().split('\n');
+    assert(lines.length > 10 && /soc/.test(lines[0]), `CSV has ${lines.length} lines, header "${lines[0]}"`);
+}, 90000);
+
+await step('history over a day and a week uses 1-minute and 1-hour buckets', async () => {
+    const chart = op.locator('#hist-chart');
+    await op.locator('label[for=hist-range-24h]').click();
+    await until('1m resolution', async () => (await chart.getAttribute('data-resolution')) === '1m', 20000);
+    await op.locator('label[for=hist-range-7d]').click();
+    await until('1h resolution', async () => (await chart.getAttribute('data-resolution')) === '1h', 20000);
+    await op.locator('label[for=hist-range-1h]').click();
+    await until('raw resolution', async () => (await chart.getAttribute('data-resolution')) === 'raw', 20000);
+});
+
+await step('the page reconnects after the gateway restarts, and backfilled data is marked', async () => {
+    await op.goto(`${URL_BASE}/#/device/${CTRL}/live`);
+    await until('live', async () => (await op.locator('#conn').getAttribute('data-state')) === 'open', 10000);
+    await expectErrors(/WebSocket|ERR_CONNECTION_REFUSED|Failed to load resource/, async () => {
+        hook('restart-gateway');
+        await until('the page noticing the loss', async () => (await op.locator('#conn').getAttribute('data-state')) !== 'open', 20000, 100);
+        await until('the page reconnected', async () => (await op.locator('#conn').getAttribute('data-state')) === 'open', 60000);
+    });
+    const a = await text(op, '[data-field=seq]');
+    await until('live values again', async () => (await text(op, '[data-field=seq]')) !== a, 10000);
+    // The edges kept their packets while the gateway was away and send them late.
+    await op.locator('nav.tabs a[data-tab=history]').click();
+    await until('backfilled points in the history', async () => {
+        await op.locator('#device-panel button', { hasText: 'Refresh' }).click();
+        await sleep(1500);
+        return Number(await op.locator('#hist-chart').getAttribute('data-backfilled')) > 0;
+    }, 40000, 500);
+    await shot(op, 'device-history-backfill');
+}, 120000);
+
+await step('phone layout: fleet and device fit the screen', async () => {
+    const phone = await newPage('phone', { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+    await login(phone, OP_USER, OP_PASS);
+    await until('rows', async () => (await phone.locator('#fleet-table tbody tr').count()) === DEVICES.length, 15000);
+    await sleep(1200);
+    const fits = () => phone.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1);
+    assert(await fits(), 'the fleet scrolls sideways');
+    await shot(phone, 'phone-fleet');
+    await phone.goto(`${URL_BASE}/#/device/${CTRL}/live`);
+    await phone.locator('#live-tiles').waitFor();
+    await sleep(2500);
+    assert(await fits(), 'the device view scrolls sideways');
+    await shot(phone, 'phone-device-live');
+    await phone.goto(`${URL_BASE}/#/device/${CTRL}/control`);
+    await phone.locator('#mode-form').waitFor();
+    assert(await fits(), 'the control view scrolls sideways');
+    await shot(phone, 'phone-device-control');
+});
+
+await step('every form control has a label and every button a name', async () => {
+    const problems = [];
+    for (const route of ['#/fleet', `#/device/${CTRL}/live`, `#/device/${CTRL}/history`, `#/device/${CTRL}/control`]) {
+        await op.goto(`${URL_BASE}/${route}`);
+        await sleep(1000);
+        problems.push(...await op.evaluate((route) => {
+            const out = [];
+            for (const el of document.querySelectorAll('input, select, textarea')) {
+                const named = (el.labels && el.labels.length) || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+                if (!named) out.push(`${route}: ${el.outerHTML.slice(0, 80)}`);
+            }
+            for (const b of document.querySelectorAll('button, a[href]')) {
+                if (!(b.textContent.trim() || b.getAttribute('aria-label') || b.title)) out.push(`${route}: ${b.outerHTML.slice(0, 80)}`);
+            }
+            return out;
+        }, route));
+    }
+    assert(problems.length === 0, `unlabelled: ${problems.slice(0, 3).join(' | ')}`);
+});
+
+await step('logout ends the session', async () => {
+    await op.locator('#logout').click();
+    await op.getByLabel('User name').waitFor();
+    const status = await expectErrors(/401/, () => op.evaluate(async () => (await fetch('/api/devices')).status));
+    assert(status === 401, `GET /api/devices after logout answered ${status}`);
+});
+
+await step('no errors in the browser console', async () => {
+    assert(consoleErrors.length === 0, `${consoleErrors.length} errors: ${consoleErrors.slice(0, 3).join(' | ')}`);
+});
+
+await browser.close();
+console.log(`# screenshots in ${ART}`);
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,888 @@
+/* query.c: the QUERY operations (see query.h, docs/protocol.md 5.5). */
+#include "query.h"
+
+#include "error.h"
+#include "link.h"
+#include "log.h"
+#include "status.h"
+#include "telemetry.h"
+#include "timefmt.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RAW_LIMIT 100000     /* rows per raw answer; more sets "truncated" */
+#define BUCKET_LIMIT 100000  /* buckets per downsampled answer */
+#define LATEST_MAX_IDS 20000 /* device ids per latest query */
+
+/* A time as SQL: Unix ms as an int8 parameter, exact (no float). */
+#define TS(n) "(TIMESTAMPTZ 'epoch' + $" #n "::int8 * INTERVAL '1 millisecond')"
+#define MS(col) "floor(extract(epoch FROM " col ") * 1000)::int8"
+#define ORIGIN "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
+
+static const char SQL_RAW[] =
+    "SELECT " MS("ts") ", seq, state, mode, target_mode, error_flags, wifi_strength,"
+    " battery_voltage, battery_current, battery_power, battery_soc, battery_temperature,"
+    " grid_voltage, grid_power, grid_frequency, clock_synced, backfill"
+    " FROM telemetry WHERE device_id = $1 AND ts >= " TS(2) " AND ts < " TS(3)
+    " ORDER BY ts, seq LIMIT $4::int8";
+
+/* Names of the columns of SQL_RAW as they appear in the answer. */
+static const char *const RAW_NAMES[] = {
+    "ts",          "seq",          "state",           "mode",
+    "target_mode", "error_flags",  "wifi_strength",   "battery_voltage",
+    "battery_current", "battery_power", "battery_soc", "battery_temperature",
+    "grid_voltage", "grid_power",  "grid_frequency",  "clock_synced",
+    "backfill",
+};
+
+/* Measurements that are downsampled. */
+#define NFIELDS 8
+static const char *const FIELDS[NFIELDS] = {
+    "battery_voltage", "battery_current", "battery_power", "battery_soc",
+    "battery_temperature", "grid_voltage", "grid_power", "grid_frequency",
+};
+
+#define BUCKET_FROM_RAW_FIELD(f)                                                         \
+    ", min(" f "), max(" f "), avg(" f "::float8)::real"
+static const char SQL_BUCKET_RAW[] =
+    "SELECT " MS("date_bin($4::int8 * INTERVAL '1 second', ts, " ORIGIN ")") " AS b, count(*)"
+    BUCKET_FROM_RAW_FIELD("battery_voltage") BUCKET_FROM_RAW_FIELD("battery_current")
+    BUCKET_FROM_RAW_FIELD("battery_power") BUCKET_FROM_RAW_FIELD("battery_soc")
+    BUCKET_FROM_RAW_FIELD("battery_temperature") BUCKET_FROM_RAW_FIELD("grid_voltage")
+    BUCKET_FROM_RAW_FIELD("grid_power") BUCKET_FROM_RAW_FIELD("grid_frequency")
+    " FROM telemetry WHERE device_id = $1 AND ts >= " TS(2) " AND ts < " TS(3)
+    " GROUP BY 1 ORDER BY 1 LIMIT $5::int8";
+
+/* Re-bucketing a rollup: counts and sums add up, min of mins, max of maxes;
+ * the result equals the one computed from raw rows (up to float rounding
+ * in the averages). */
+#define BUCKET_FROM_ROLLUP_FIELD(f, n)                                                   \
+    ", min(" f "_min), max(" f "_max), (sum(" f "_sum) / nullif(sum(" n "), 0))::real"
+#define SQL_BUCKET_ROLLUP(table)                                                         \
+    "SELECT " MS("date_bin($4::int8 * INTERVAL '1 second', bucket, " ORIGIN ")") " AS b,"    \
+    " sum(n)::int8" BUCKET_FROM_ROLLUP_FIELD("battery_voltage", "n")                     \
+        BUCKET_FROM_ROLLUP_FIELD("battery_current", "n")                                 \
+            BUCKET_FROM_ROLLUP_FIELD("battery_power", "n")                               \
+                BUCKET_FROM_ROLLUP_FIELD("battery_soc", "n")                             \
+                    BUCKET_FROM_ROLLUP_FIELD("battery_temperature", "n_temp")            \
+                        BUCKET_FROM_ROLLUP_FIELD("grid_voltage", "n")                    \
+                            BUCKET_FROM_ROLLUP_FIELD("grid_power", "n")                  \
+                                BUCKET_FROM_ROLLUP_FIELD("grid_frequency", "n")          \
+    " FROM " table " WHERE device_id = $1 AND bucket >= " TS(2) " AND bucket < " TS(3)   \
+    " GROUP BY 1 HAVING sum(n) > 0 ORDER BY 1 LIMIT $5::int8"
+static const char SQL_BUCKET_1M[] = SQL_BUCKET_ROLLUP("telemetry_1m");
+static const char SQL_BUCKET_1H[] = SQL_BUCKET_ROLLUP("telemetry_1h");
+
+#define LATEST_COLS                                                                      \
+    "t.device_id, " MS("t.ts") ", " MS("t.received_at") ", t.seq, t.state, t.mode,"      \
+    " t.target_mode, t.target_power, t.error_flags, t.wifi_strength, t.battery_voltage," \
+    " t.battery_current, t.battery_power, t.battery_soc, t.battery_temperature,"         \
+    " t.grid_voltage, t.grid_power, t.grid_frequency, t.clock_synced, t.backfill"
+/* Newest timestamp wins (then the highest seq): a backfilled packet, however
+ * late it arrives, never replaces a newer live one. */
+#define LATEST_LATERAL                                                                   \
+    " CROSS JOIN LATERAL (SELECT * FROM telemetry x WHERE x.device_id = d.id"            \
+    " ORDER BY x.ts DESC, x.seq DESC LIMIT 1) t ORDER BY t.device_id"
+static const char SQL_LATEST_IDS[] =
+    "SELECT " LATEST_COLS " FROM unnest($1::text[]) AS d(id)" LATEST_LATERAL;
+static const char SQL_LATEST_ALL[] =
+    "SELECT " LATEST_COLS " FROM (SELECT device_id AS id FROM devices) d" LATEST_LATERAL;
+
+/* Commands with their status history, newest first; json_build_object
+ * lists the members so the answer's shape is fixed here. */
+static const char SQL_COMMANDS[] =
+    "SELECT coalesce(json_agg(json_build_object('command_id', command_id, 'device_id', device_id,"
+    " 'action', action, 'payload', payload, 'status', status, 'created_by', created_by,"
+    " 'created_at', ems_rfc3339(created_at), 'updated_at', ems_rfc3339(updated_at),"
+    " 'expires_at', ems_rfc3339(expires_at),"
+    " 'events', (SELECT coalesce(json_agg(json_build_object('status', e.status,"
+    " 'at', ems_rfc3339(e.at), 'reason', e.reason, 'message', e.message, 'actor', e.actor)"
+    " ORDER BY e.at, e.status), '[]') FROM command_events e WHERE e.command_id = c.command_id))"
+    " ORDER BY created_at DESC, command_id), '[]')::text"
+    " FROM (SELECT * FROM commands"
+    " WHERE ($1::text IS NULL OR device_id = $1) AND ($2::text IS NULL OR command_id = $2)"
+    " AND ($3::int8 IS NULL OR created_at < " TS(3) ")"
+    " ORDER BY created_at DESC, command_id LIMIT $4::int8) c";
+
+static const char SQL_SESSIONS[] =
+    "SELECT coalesce(json_agg(json_build_object('device_id', device_id,"
+    " 'connected_at', ems_rfc3339(connected_at), 'disconnected_at', ems_rfc3339(disconnected_at),"
+    " 'remote', remote, 'gateway', gateway, 'reason', reason)"
+    " ORDER BY connected_at DESC, device_id), '[]')::text"
+    " FROM (SELECT * FROM device_sessions"
+    " WHERE ($1::text IS NULL OR device_id = $1)"
+    " AND ($2::int8 IS NULL OR coalesce(disconnected_at, 'infinity') >= " TS(2) ")"
+    " AND ($3::int8 IS NULL OR connected_at < " TS(3) ")"
+    " ORDER BY connected_at DESC, device_id LIMIT $4::int8) s";
+
+static const char SQL_DEVICE_AUTH[] =
+    "SELECT device_id, token_hash, revoked_at IS NOT NULL, ems_rfc3339(revoked_at)"
+    " FROM devices WHERE device_id = $1";
+
+static const char SQL_USER[] = "SELECT name, role, password_hash FROM users WHERE name = $1";
+
+static const char SQL_DEVICES[] =
+    "SELECT coalesce(json_agg(json_build_object('device_id', device_id,"
+    " 'created_at', ems_rfc3339(created_at), 'revoked_at', ems_rfc3339(revoked_at))"
+    " ORDER BY device_id), '[]')::text FROM devices";
+
+/* ------------------------------------------------------------------ JSON text */
+
+typedef ems_link_buf_t jb_t;
+
+static void jb_raw(jb_t *b, const char *s, size_t n)
+{
+    (void)ems_link_put_bytes(b, s, n); /* ENOMEM is checked once at the end */
+}
+
+static void jb_cstr(jb_t *b, const char *s)
+{
+    jb_raw(b, s, strlen(s));
+}
+
+static void jb_printf(jb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void jb_printf(jb_t *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        jb_raw(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+/* A JSON string; `s` is UTF-8 from PostgreSQL (server encoding UTF8). */
+static void jb_str(jb_t *b, const char *s)
+{
+    jb_raw(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        jb_raw(b, run, (size_t)(s - run));
+        char esc[8];
+        if (c == '"' || c == '\\')
+            snprintf(esc, sizeof esc, "\\%c", c);
+        else
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+        jb_cstr(b, esc);
+        run = s + 1;
+    }
+    jb_raw(b, run, (size_t)(s - run));
+    jb_raw(b, "\"", 1);
+}
+
+/* A number from PostgreSQL's text; NaN and infinities have no JSON form
+ * and are written as null. */
+static void jb_num(jb_t *b, const char *s)
+{
+    if (!*s || strchr(s, 'N') || strchr(s, 'n') || strchr(s, 'I'))
+        jb_cstr(b, "null");
+    else
+        jb_cstr(b, s);
+}
+
+/* ------------------------------------------------------------------ module */
+
+struct ems_query {
+    ems_pg_t *pg;
+    ems_query_opts_t o;
+    unsigned inflight;
+};
+
+typedef enum {
+    OP_HISTORY_RAW,
+    OP_HISTORY_BUCKET,
+    OP_LATEST,
+    OP_COMMANDS,
+    OP_SESSIONS,
+    OP_DEVICE_AUTH,
+    OP_USER,
+    OP_DEVICES,
+} op_t;
+
+#define MAXP 6
+
+typedef struct {
+    ems_pg_req_t req;
+    ems_query_t *q;
+    uint64_t id;
+    ems_query_done_cb cb;
+    void *ud;
+    op_t op;
+    const char *sql;
+    int np;
+    char *p[MAXP];
+    char device_id[EMS_DEVICE_ID_MAX + 1];
+    int64_t width_s;
+    int64_t limit;
+    jb_t out;
+    bool answered;
+} qreq_t;
+
+int ems_query_new(ems_pg_t *pg, const ems_query_opts_t *o, ems_query_t **out)
+{
+    ems_query_t *q = calloc(1, sizeof *q);
+    if (!q)
+        return EMS_ENOMEM;
+    q->pg = pg;
+    q->o = *o;
+    if (!q->o.max_inflight)
+        q->o.max_inflight = 256;
+    *out = q;
+    return 0;
+}
+
+void ems_query_set_storage(ems_query_t *q, ems_storage_t storage)
+{
+    q->o.storage = storage;
+}
+
+unsigned ems_query_inflight(const ems_query_t *q)
+{
+    return q->inflight;
+}
+
+void ems_query_free(ems_query_t *q)
+{
+    free(q);
+}
+
+static void answer_error(ems_query_done_cb cb, void *ud, uint64_t id, int status, const char *fmt,
+                         ...) __attribute__((format(printf, 5, 6)));
+static void answer_error(ems_query_done_cb cb, void *ud, uint64_t id, int status, const char *fmt,
+                         ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *o = json_pack("{s:s}", "error", msg);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (s)
+        cb(ud, id, status, s, strlen(s));
+    else
+        cb(ud, id, status, "{\"error\":\"out of memory\"}", 25);
+    free(s);
+    json_decref(o);
+}
+
+static void qreq_free(qreq_t *r)
+{
+    for (int i = 0; i < MAXP; i++)
+        free(r->p[i]);
+    ems_link_buf_free(&r->out);
+    free(r);
+}
+
+static char *fmt_i64(int64_t v)
+{
+    char b[32];
+    snprintf(b, sizeof b, "%lld", (long long)v);
+    return strdup(b);
+}
+
+/* ------------------------------------------------------------------ request parsing */
+
+/* A time member: integer ms or an RFC 3339 string. 0 absent, 1 read, <0 bad. */
+static int get_time(json_t *req, const char *key, int64_t *out, char *err, size_t cap)
+{
+    json_t *v = json_object_get(req, key);
+    if (!v || json_is_null(v))
+        return 0;
+    if (json_is_integer(v)) {
+        *out = json_integer_value(v);
+    } else if (json_is_real(v) && json_real_value(v) == (double)(int64_t)json_real_value(v)) {
+        *out = (int64_t)json_real_value(v);
+    } else if (json_is_string(v)) {
+        if (ems_time_parse(json_string_value(v), json_string_length(v), out) < 0) {
+            snprintf(err, cap, "%s: not an RFC 3339 UTC time", key);
+            return EMS_EINVAL;
+        }
+    } else {
+        snprintf(err, cap, "%s: expected a time (ms since the epoch or RFC 3339)", key);
+        return EMS_EINVAL;
+    }
+    if (!ems_time_ms_valid(*out)) {
+        snprintf(err, cap, "%s: out of range", key);
+        return EMS_EINVAL;
+    }
+    return 1;
+}
+
+static int get_int(json_t *req, const char *key, int64_t min, int64_t max, int64_t *out, char *err,
+                   size_t cap)
+{
+    json_t *v = json_object_get(req, key);
+    if (!v || json_is_null(v))
+        return 0;
+    double d = json_is_integer(v) ? (double)json_integer_value(v)
+                                  : json_is_real(v) ? json_real_value(v) : -1e300;
+    if (d == -1e300 || d != (double)(int64_t)d) {
+        snprintf(err, cap, "%s: expected an integer", key);
+        return EMS_EINVAL;
+    }
+    if ((int64_t)d < min || (int64_t)d > max) {
+        snprintf(err, cap, "%s: %lld is outside %lld..%lld", key, (long long)d, (long long)min,
+                 (long long)max);
+        return EMS_EINVAL;
+    }
+    *out = (int64_t)d;
+    return 1;
+}
+
+/* A string member checked as a device id. 0 absent, 1 read, <0 bad. */
+static int get_device(json_t *req, const char *key, char *out, char *err, size_t cap)
+{
+    json_t *v = json_object_get(req, key);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v) || !ems_device_id_valid(json_string_value(v), json_string_length(v))) {
+        snprintf(err, cap, "%s: expected a device id (1..64 of [A-Za-z0-9_.-])", key);
+        return EMS_EINVAL;
+    }
+    snprintf(out, EMS_DEVICE_ID_MAX + 1, "%s", json_string_value(v));
+    return 1;
+}
+
+static int get_string(json_t *req, const char *key, size_t maxlen, const char **out, char *err,
+                      size_t cap)
+{
+    json_t *v = json_object_get(req, key);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > maxlen ||
+        strlen(json_string_value(v)) != json_string_length(v)) {
+        snprintf(err, cap, "%s: expected a string of 1..%zu characters", key, maxlen);
+        return EMS_EINVAL;
+    }
+    *out = json_string_value(v);
+    return 1;
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+int64_t ems_query_auto_width(int64_t span_ms, int64_t max_points)
+{
+    static const int64_t ladder[] = {1, 10, 60, 300, 900, 3600, 21600, 86400};
+    if (max_points < 1)
+        max_points = 1;
+    for (size_t i = 0; i < sizeof ladder / sizeof ladder[0]; i++) {
+        int64_t w = ladder[i] * 1000;
+        if ((span_ms + w - 1) / w <= max_points)
+            return ladder[i];
+    }
+    /* Longer than max_points days: whole days. */
+    int64_t days = (span_ms / 86400000 + max_points - 1) / max_points + 1;
+    return days * 86400;
+}
+
+static int parse_history(qreq_t *r, json_t *req, char *err, size_t cap)
+{
+    int rc = get_device(req, "device_id", r->device_id, err, cap);
+    if (rc == 0) {
+        snprintf(err, cap, "device_id: required");
+        return EMS_EINVAL;
+    }
+    if (rc < 0)
+        return rc;
+    int64_t from, to, max_points = 1000;
+    if ((rc = get_time(req, "from", &from, err, cap)) <= 0) {
+        if (rc == 0)
+            snprintf(err, cap, "from: required");
+        return EMS_EINVAL;
+    }
+    if ((rc = get_time(req, "to", &to, err, cap)) <= 0) {
+        if (rc == 0)
+            snprintf(err, cap, "to: required");
+        return EMS_EINVAL;
+    }
+    if (to <= from) {
+        snprintf(err, cap, "to: must be after from");
+        return EMS_EINVAL;
+    }
+    if (get_int(req, "max_points", 1, BUCKET_LIMIT, &max_points, err, cap) < 0)
+        return EMS_EINVAL;
+    json_t *res = json_object_get(req, "resolution");
+    int64_t w;
+    if (!res || json_is_null(res) || (json_is_string(res) && !strcmp(json_string_value(res), "auto"))) {
+        w = ems_query_auto_width(to - from, max_points);
+    } else if (json_is_string(res) && !strcmp(json_string_value(res), "raw")) {
+        w = 1;
+    } else if (get_int(req, "resolution", 1, 366LL * 86400, &w, err, cap) == 1) {
+        /* an explicit width in seconds */
+    } else {
+        snprintf(err, cap, "resolution: expected \"auto\", \"raw\" or seconds (1..31622400)");
+        return EMS_EINVAL;
+    }
+    r->p[0] = strdup(r->device_id);
+    if (w == 1) {
+        r->op = OP_HISTORY_RAW;
+        r->sql = SQL_RAW;
+        r->np = 4;
+        r->limit = RAW_LIMIT;
+        r->p[1] = fmt_i64(from);
+        r->p[2] = fmt_i64(to);
+        r->p[3] = fmt_i64(RAW_LIMIT + 1);
+        r->width_s = 0;
+        return 0;
+    }
+    /* Every bucket that overlaps [from, to) is answered whole, so that the
+     * answer does not depend on which table served it. */
+    int64_t wms = w * 1000;
+    int64_t from_a = floor_div(from, wms) * wms;
+    int64_t to_a = -floor_div(-to, wms) * wms;
+    if ((to_a - from_a) / wms > BUCKET_LIMIT) {
+        snprintf(err, cap, "resolution: %lld s gives more than %d buckets for this range",
+                 (long long)w, BUCKET_LIMIT);
+        return EMS_EINVAL;
+    }
+    r->op = OP_HISTORY_BUCKET;
+    r->np = 5;
+    r->width_s = w;
+    r->limit = BUCKET_LIMIT;
+    if (w % 3600 == 0 && r->q->o.storage == EMS_STORAGE_TIMESCALEDB)
+        r->sql = SQL_BUCKET_1H;
+    else if (w % 60 == 0)
+        r->sql = SQL_BUCKET_1M;
+    else
+        r->sql = SQL_BUCKET_RAW;
+    r->p[1] = fmt_i64(from_a);
+    r->p[2] = fmt_i64(to_a);
+    r->p[3] = fmt_i64(w);
+    r->p[4] = fmt_i64(BUCKET_LIMIT + 1);
+    return 0;
+}
+
+static int parse_latest(qreq_t *r, json_t *req, char *err, size_t cap)
+{
+    json_t *ids = json_object_get(req, "device_ids");
+    r->op = OP_LATEST;
+    if (!ids || json_is_null(ids)) {
+        r->sql = SQL_LATEST_ALL;
+        r->np = 0;
+        return 0;
+    }
+    if (!json_is_array(ids) || json_array_size(ids) > LATEST_MAX_IDS) {
+        snprintf(err, cap, "device_ids: expected an array of at most %d device ids", LATEST_MAX_IDS);
+        return EMS_EINVAL;
+    }
+    /* A text[] literal; device ids need no quoting ([A-Za-z0-9_.-]). */
+    jb_t lit = {0};
+    jb_raw(&lit, "{", 1);
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v)
+    {
+        if (!json_is_string(v) || !ems_device_id_valid(json_string_value(v), json_string_length(v))) {
+            snprintf(err, cap, "device_ids[%zu]: expected a device id", i);
+            ems_link_buf_free(&lit);
+            return EMS_EINVAL;
+        }
+        if (i)
+            jb_raw(&lit, ",", 1);
+        jb_raw(&lit, json_string_value(v), json_string_length(v));
+    }
+    jb_raw(&lit, "}", 2); /* with the NUL */
+    if (!lit.data) {
+        snprintf(err, cap, "out of memory");
+        return EMS_ENOMEM;
+    }
+    r->p[0] = (char *)lit.data; /* ownership moves to the request */
+    r->sql = SQL_LATEST_IDS;
+    r->np = 1;
+    return 0;
+}
+
+static int parse_commands(qreq_t *r, json_t *req, char *err, size_t cap)
+{
+    char dev[EMS_DEVICE_ID_MAX + 1];
+    const char *cid = NULL;
+    int64_t before = 0, limit = 100;
+    int rd = get_device(req, "device_id", dev, err, cap);
+    if (rd < 0 || get_string(req, "command_id", 64, &cid, err, cap) < 0)
+        return EMS_EINVAL;
+    int rb = get_time(req, "before", &before, err, cap);
+    if (rb < 0 || get_int(req, "limit", 1, 1000, &limit, err, cap) < 0)
+        return EMS_EINVAL;
+    r->op = OP_COMMANDS;
+    r->sql = SQL_COMMANDS;
+    r->np = 4;
+    r->p[0] = rd ? strdup(dev) : NULL;
+    r->p[1] = cid ? strdup(cid) : NULL;
+    r->p[2] = rb ? fmt_i64(before) : NULL;
+    r->p[3] = fmt_i64(limit);
+    return 0;
+}
+
+static int parse_sessions(qreq_t *r, json_t *req, char *err, size_t cap)
+{
+    char dev[EMS_DEVICE_ID_MAX + 1];
+    int64_t from = 0, to = 0, limit = 100;
+    int rd = get_device(req, "device_id", dev, err, cap);
+    if (rd < 0)
+        return EMS_EINVAL;
+    int rf = get_time(req, "from", &from, err, cap);
+    int rt = rf < 0 ? rf : get_time(req, "to", &to, err, cap);
+    if (rf < 0 || rt < 0 || get_int(req, "limit", 1, 1000, &limit, err, cap) < 0)
+        return EMS_EINVAL;
+    r->op = OP_SESSIONS;
+    r->sql = SQL_SESSIONS;
+    r->np = 4;
+    r->p[0] = rd ? strdup(dev) : NULL;
+    r->p[1] = rf ? fmt_i64(from) : NULL;
+    r->p[2] = rt ? fmt_i64(to) : NULL;
+    r->p[3] = fmt_i64(limit);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ answers */
+
+static const char *val(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+}
+
+/* The first `n` values of one column as a JSON array: numbers, strings,
+ * booleans, or seq numbers (where -1 means the packet had none) by `kind`. */
+static void jb_column(jb_t *b, const PGresult *res, int col, char kind, int n)
+{
+    jb_raw(b, "[", 1);
+    for (int i = 0; i < n; i++) {
+        if (i)
+            jb_raw(b, ",", 1);
+        const char *v = val(res, i, col);
+        if (!v)
+            jb_cstr(b, "null");
+        else if (kind == 's')
+            jb_str(b, v);
+        else if (kind == 'b')
+            jb_cstr(b, v[0] == 't' ? "true" : "false");
+        else if (kind == 'q' && v[0] == '-')
+            jb_cstr(b, "null");
+        else
+            jb_num(b, v);
+    }
+    jb_raw(b, "]", 1);
+}
+
+/* The query asks for one row more than the limit, to know whether the
+ * answer is complete. */
+static int rows_within_limit(const qreq_t *r, const PGresult *res, bool *truncated)
+{
+    int n = PQntuples(res);
+    *truncated = n > r->limit;
+    return *truncated ? (int)r->limit : n;
+}
+
+static void answer_history_raw(qreq_t *r, const PGresult *res)
+{
+    static const char kinds[] = "nqsssnnnnnnnnnnbb";
+    bool truncated;
+    int n = rows_within_limit(r, res, &truncated);
+    jb_t *b = &r->out;
+    jb_cstr(b, "{\"device_id\":");
+    jb_str(b, r->device_id);
+    jb_printf(b, ",\"resolution\":\"raw\",\"bucket_s\":0,\"count\":%d,\"truncated\":%s,\"series\":{",
+              n, truncated ? "true" : "false");
+    for (int c = 0; c < (int)(sizeof RAW_NAMES / sizeof RAW_NAMES[0]); c++) {
+        if (c)
+            jb_raw(b, ",", 1);
+        jb_str(b, RAW_NAMES[c]);
+        jb_raw(b, ":", 1);
+        jb_column(b, res, c, kinds[c], n);
+    }
+    jb_cstr(b, "}}");
+}
+
+static void answer_history_bucket(qreq_t *r, const PGresult *res)
+{
+    bool truncated;
+    int n = rows_within_limit(r, res, &truncated);
+    jb_t *b = &r->out;
+    jb_cstr(b, "{\"device_id\":");
+    jb_str(b, r->device_id);
+    jb_printf(b,
+              ",\"resolution\":\"bucket\",\"bucket_s\":%lld,\"count\":%d,\"truncated\":%s,\"series\":{",
+              (long long)r->width_s, n, truncated ? "true" : "false");
+    jb_cstr(b, "\"ts\":");
+    jb_column(b, res, 0, 'n', n);
+    jb_cstr(b, ",\"n\":");
+    jb_column(b, res, 1, 'n', n);
+    static const char *const sfx[] = {"_min", "_max", "_avg"};
+    for (int f = 0; f < NFIELDS; f++)
+        for (int k = 0; k < 3; k++) {
+            jb_printf(b, ",\"%s%s\":", FIELDS[f], sfx[k]);
+            jb_column(b, res, 2 + f * 3 + k, 'n', n);
+        }
+    jb_cstr(b, "}}");
+}
+
+/* Builds the packet of a latest row and appends it with received_at. */
+static void answer_latest_row(qreq_t *r, const PGresult *res, int i, bool *first)
+{
+    ems_telemetry_t t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.device_id, sizeof t.device_id, "%s", val(res, i, 0));
+    t.timestamp_ms = strtoll(val(res, i, 1), NULL, 10);
+    int64_t received = strtoll(val(res, i, 2), NULL, 10);
+    long long seq = strtoll(val(res, i, 3), NULL, 10);
+    t.has_seq = seq >= 0;
+    t.seq = t.has_seq ? (uint64_t)seq : 0;
+    if (ems_state_parse(val(res, i, 4), &t.state) < 0 || ems_mode_parse(val(res, i, 5), &t.mode) < 0)
+        return;
+    const char *v;
+    if ((v = val(res, i, 6)) && ems_target_mode_parse(v, &t.target_mode) == 0)
+        t.has_target_mode = true;
+    if ((v = val(res, i, 7))) {
+        t.has_target_power = true;
+        t.target_power = strtod(v, NULL);
+    }
+    /* DB bit k (frozen order) -> the C enum's bit of the same name. */
+    static const char *const names[] = {"OVERHEAT",    "UNDERTEMP",    "OVERVOLTAGE", "UNDERVOLTAGE",
+                                        "OVERCURRENT", "SENSOR_FAULT", "GRID_FAULT"};
+    unsigned long dbf = strtoul(val(res, i, 8), NULL, 10);
+    for (unsigned k = 0; k < 7; k++) {
+        uint32_t bit;
+        if ((dbf & (1ul << k)) && ems_fault_parse(names[k], &bit) == 0)
+            t.error_flags |= bit;
+    }
+    if ((v = val(res, i, 9))) {
+        t.has_wifi_strength = true;
+        t.wifi_strength = atoi(v);
+    }
+    t.battery_voltage = strtod(val(res, i, 10), NULL);
+    t.battery_current = strtod(val(res, i, 11), NULL);
+    t.battery_power = strtod(val(res, i, 12), NULL);
+    t.battery_soc = strtod(val(res, i, 13), NULL);
+    if ((v = val(res, i, 14))) {
+        t.has_battery_temperature = true;
+        t.battery_temperature = strtod(v, NULL);
+    }
+    t.grid_voltage = strtod(val(res, i, 15), NULL);
+    t.grid_power = strtod(val(res, i, 16), NULL);
+    t.grid_frequency = strtod(val(res, i, 17), NULL);
+    if ((v = val(res, i, 18))) {
+        t.has_clock_synced = true;
+        t.clock_synced = v[0] == 't';
+    }
+    t.has_backfill = true;
+    t.backfill = val(res, i, 19)[0] == 't';
+
+    char pkt[EMS_TELEMETRY_JSON_MAX];
+    int n = ems_telemetry_encode(&t, pkt, sizeof pkt);
+    if (n < 2) {
+        ems_log_warn("query: latest row of %s does not encode (%s)", t.device_id, ems_strerror(n));
+        return;
+    }
+    char when[EMS_TIME_STR_MAX];
+    if (ems_time_format(received, when, sizeof when) < 0)
+        snprintf(when, sizeof when, "1970-01-01T00:00:00.000Z");
+    if (!*first)
+        jb_raw(&r->out, ",", 1);
+    *first = false;
+    jb_raw(&r->out, pkt, (size_t)n - 1); /* without the closing brace */
+    jb_printf(&r->out, ",\"received_at\":\"%s\"}", when);
+}
+
+static void answer_latest(qreq_t *r, const PGresult *res)
+{
+    jb_cstr(&r->out, "{\"devices\":[");
+    bool first = true;
+    for (int i = 0; i < PQntuples(res); i++)
+        answer_latest_row(r, res, i, &first);
+    jb_cstr(&r->out, "]}");
+}
+
+static void answer_wrapped(qreq_t *r, const PGresult *res, const char *key)
+{
+    jb_printf(&r->out, "{\"%s\":", key);
+    jb_cstr(&r->out, PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "[]");
+    jb_cstr(&r->out, "}");
+}
+
+static void answer_device_auth(qreq_t *r, const PGresult *res)
+{
+    if (PQntuples(res) != 1) {
+        jb_cstr(&r->out, "{\"found\":false}");
+        return;
+    }
+    jb_cstr(&r->out, "{\"found\":true,\"device_id\":");
+    jb_str(&r->out, val(res, 0, 0));
+    jb_cstr(&r->out, ",\"token_hash\":");
+    jb_str(&r->out, val(res, 0, 1));
+    jb_printf(&r->out, ",\"revoked\":%s,\"revoked_at\":", val(res, 0, 2)[0] == 't' ? "true" : "false");
+    if (val(res, 0, 3))
+        jb_str(&r->out, val(res, 0, 3));
+    else
+        jb_cstr(&r->out, "null");
+    jb_cstr(&r->out, "}");
+}
+
+static void answer_user(qreq_t *r, const PGresult *res)
+{
+    if (PQntuples(res) != 1) {
+        jb_cstr(&r->out, "{\"found\":false}");
+        return;
+    }
+    jb_cstr(&r->out, "{\"found\":true,\"name\":");
+    jb_str(&r->out, val(res, 0, 0));
+    jb_cstr(&r->out, ",\"role\":");
+    jb_str(&r->out, val(res, 0, 1));
+    jb_cstr(&r->out, ",\"password_hash\":");
+    jb_str(&r->out, val(res, 0, 2));
+    jb_cstr(&r->out, "}");
+}
+
+/* ------------------------------------------------------------------ driver */
+
+static int q_send(ems_pg_req_t *req, PGconn *conn)
+{
+    qreq_t *r = req->data;
+    return PQsendQueryParams(conn, r->sql, r->np, NULL, (const char *const *)r->p, NULL, NULL, 0) == 1
+               ? 0
+               : EMS_EDB;
+}
+
+static void q_result(ems_pg_req_t *req, const PGresult *res)
+{
+    qreq_t *r = req->data;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || r->answered)
+        return;
+    r->answered = true;
+    switch (r->op) {
+    case OP_HISTORY_RAW: answer_history_raw(r, res); break;
+    case OP_HISTORY_BUCKET: answer_history_bucket(r, res); break;
+    case OP_LATEST: answer_latest(r, res); break;
+    case OP_COMMANDS: answer_wrapped(r, res, "commands"); break;
+    case OP_SESSIONS: answer_wrapped(r, res, "sessions"); break;
+    case OP_DEVICES: answer_wrapped(r, res, "devices"); break;
+    case OP_DEVICE_AUTH: answer_device_auth(r, res); break;
+    case OP_USER: answer_user(r, res); break;
+    }
+}
+
+static void q_done(ems_pg_req_t *req, int status)
+{
+    qreq_t *r = req->data;
+    r->q->inflight--;
+    if (status == 0 && r->answered && r->out.data) {
+        r->cb(r->ud, r->id, 0, (const char *)r->out.data, r->out.len);
+    } else if (status == EMS_ECLOSED) {
+        answer_error(r->cb, r->ud, r->id, EMS_EAGAIN, "database connection lost");
+    } else if (status == 0) {
+        answer_error(r->cb, r->ud, r->id, EMS_ENOMEM, "out of memory");
+    } else {
+        ems_log_warn("query: %s (%s)", req->error, req->sqlstate);
+        answer_error(r->cb, r->ud, r->id, EMS_EDB, "database error: %s", req->error);
+    }
+    qreq_free(r);
+}
+
+void ems_query_run(ems_query_t *q, uint64_t id, const char *json, size_t len, ems_query_done_cb cb,
+                   void *ud)
+{
+    json_error_t jerr;
+    json_t *req = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!req || !json_is_object(req)) {
+        json_decref(req);
+        answer_error(cb, ud, id, EMS_EINVAL, "not a JSON object");
+        return;
+    }
+    const char *op = json_string_value(json_object_get(req, "op"));
+    if (!op) {
+        json_decref(req);
+        answer_error(cb, ud, id, EMS_EINVAL, "op: required");
+        return;
+    }
+    if (!strcmp(op, "stats")) {
+        json_decref(req);
+        char *s = q->o.stats_json ? q->o.stats_json(q->o.stats_ud) : NULL;
+        if (s)
+            cb(ud, id, 0, s, strlen(s));
+        else
+            answer_error(cb, ud, id, EMS_ENOMEM, "no stats");
+        free(s);
+        return;
+    }
+    qreq_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        json_decref(req);
+        answer_error(cb, ud, id, EMS_ENOMEM, "out of memory");
+        return;
+    }
+    r->q = q;
+    r->id = id;
+    r->cb = cb;
+    r->ud = ud;
+    char err[300] = "";
+    int rc = 0;
+    if (!strcmp(op, "history")) {
+        rc = parse_history(r, req, err, sizeof err);
+    } else if (!strcmp(op, "latest")) {
+        rc = parse_latest(r, req, err, sizeof err);
+    } else if (!strcmp(op, "commands")) {
+        rc = parse_commands(r, req, err, sizeof err);
+    } else if (!strcmp(op, "sessions")) {
+        rc = parse_sessions(r, req, err, sizeof err);
+    } else if (!strcmp(op, "device_auth")) {
+        rc = get_device(req, "device_id", r->device_id, err, sizeof err);
+        if (rc == 0)
+            snprintf(err, sizeof err, "device_id: required");
+        rc = rc == 1 ? 0 : EMS_EINVAL;
+        r->op = OP_DEVICE_AUTH;
+        r->sql = SQL_DEVICE_AUTH;
+        r->np = 1;
+        r->p[0] = strdup(r->device_id);
+    } else if (!strcmp(op, "user")) {
+        const char *name = NULL;
+        rc = get_string(req, "name", 64, &name, err, sizeof err);
+        if (rc == 0)
+            snprintf(err, sizeof err, "name: required");
+        rc = rc == 1 ? 0 : EMS_EINVAL;
+        r->op = OP_USER;
+        r->sql = SQL_USER;
+        r->np = 1;
+        r->p[0] = name ? strdup(name) : NULL;
+    } else if (!strcmp(op, "devices")) {
+        r->op = OP_DEVICES;
+        r->sql = SQL_DEVICES;
+        r->np = 0;
+    } else {
+        snprintf(err, sizeof err, "op: unknown operation \"%.64s\"", op);
+        rc = EMS_EINVAL;
+    }
+    json_decref(req);
+    if (rc < 0) {
+        qreq_free(r);
+        answer_error(cb, ud, id, rc, "%s", err);
+        return;
+    }
+    if (q->inflight >= q->o.max_inflight) {
+        qreq_free(r);
+        answer_error(cb, ud, id, EMS_EAGAIN, "too many queries in progress");
+        return;
+    }
+    r->req.send = q_send;
+    r->req.on_result = q_result;
+    r->req.on_done = q_done;
+    r->req.data = r;
+    rc = ems_pg_submit(q->pg, &r->req);
+    if (rc < 0) {
+        qreq_free(r);
+        answer_error(cb, ud, id, EMS_EAGAIN, "database unavailable");
+        return;
+    }
+    q->inflight++;
+}

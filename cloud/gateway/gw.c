@@ -1,0 +1,609 @@
+/* gw.c: the gateway's life, request dispatch and metrics (see gw.h). */
+#include "gw.h"
+
+#include "error.h"
+#include "log.h"
+#include "timefmt.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define SHUTDOWN_DRAIN_MS 5000 /* wait this long for the DB writer to commit */
+
+/* ------------------------------------------------------------ helpers */
+
+gw_dev_t *gw_dev_get(gw_t *gw, const char *id, bool create)
+{
+    gw_dev_t *d = gw_map_get(&gw->devs, id);
+    if (d || !create)
+        return d;
+    d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    snprintf(d->id, sizeof d->id, "%s", id);
+    if (gw_map_put(&gw->devs, d->id, d) != 0) {
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void gw_event(gw_t *gw, const char *json, size_t len)
+{
+    int rc = gw->link ? gw_link_event(gw->link, json, len) : EMS_ECLOSED;
+    if (rc < 0)
+        ems_log_warn("event not stored (%s): %.*s", ems_strerror(rc), (int)(len > 200 ? 200 : len),
+                     json);
+}
+
+void gw_reply_json(ems_server_req_t *req, int status, const char *json, size_t len,
+                   const char *extra)
+{
+    char hdr[512];
+    snprintf(hdr, sizeof hdr, "Cache-Control: no-store\r\n%s", extra ? extra : "");
+    ems_server_respond(req, status, "application/json", hdr, json, len);
+}
+
+void gw_reply_error(ems_server_req_t *req, int status, const char *reason, const char *path)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "error", json_string(reason));
+    if (path && path[0])
+        json_object_set_new(o, "path", json_string(path));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    const char *extra = status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL;
+    if (s) {
+        gw_reply_json(req, status, s, strlen(s), extra);
+        free(s);
+    } else {
+        gw_reply_json(req, status, "{\"error\":\"out of memory\"}", 25, extra);
+    }
+}
+
+bool gw_req_session(const gw_t *gw, ems_server_req_t *req, gw_session_t *s)
+{
+    const char *cookie = ems_http_msg_header(ems_server_req_msg(req), "Cookie");
+    if (!cookie)
+        return false;
+    size_t len;
+    const char *v = gw_cookie_find(cookie, strlen(cookie), "ems_session", &len);
+    return v && gw_session_verify(&gw->skey, v, len, ems_time_now_ms() / 1000, s) == 0;
+}
+
+/* Compares the authority part of an Origin ("https://host:port") with a
+ * Host header, ASCII case-insensitively. */
+static bool origin_matches_host(const char *origin, const char *host)
+{
+    const char *p = strstr(origin, "://");
+    if (!p || !host)
+        return false;
+    size_t slen = (size_t)(p - origin);
+    if (!(slen == 4 && strncasecmp(origin, "http", 4) == 0) &&
+        !(slen == 5 && strncasecmp(origin, "https", 5) == 0))
+        return false;
+    return strcasecmp(p + 3, host) == 0;
+}
+
+bool gw_origin_ok(const gw_t *gw, const char *origin, const char *host)
+{
+    if (!origin)
+        return true; /* not a browser: browsers always send Origin on WebSocket */
+    if (!gw->cfg.origins[0])
+        return origin_matches_host(origin, host);
+    const char *p = gw->cfg.origins;
+    size_t olen = strlen(origin);
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',' && *e != ' ')
+            e++;
+        if ((size_t)(e - p) == olen && strncasecmp(p, origin, olen) == 0)
+            return true;
+        p = e;
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+static void on_request(ems_server_req_t *req, void *user)
+{
+    gw_t *gw = user;
+    const ems_http_msg_t *m = ems_server_req_msg(req);
+    gw_route_t r;
+    gw_router_match(m->path, strlen(m->path), &r);
+    unsigned method = gw_router_method(m->method);
+    gw_metric_inc(gw->m.http_requests);
+    if (r.id != GW_R_NOT_FOUND && r.methods && !(method & r.methods)) {
+        char allow[64];
+        snprintf(allow, sizeof allow, "Allow: %s\r\n", gw_router_allow(r.methods));
+        ems_server_respond(req, 405, "application/json", allow,
+                           "{\"error\":\"method not allowed\"}", 30);
+        return;
+    }
+    if (gw->stopping && (r.id == GW_R_WS_DEVICE || r.id == GW_R_WS_DASHBOARD)) {
+        gw_reply_error(req, 503, "gateway is shutting down", NULL);
+        return;
+    }
+    switch (r.id) {
+    case GW_R_WS_DEVICE:
+        gw_device_upgrade(gw, req, r.id1);
+        return;
+    case GW_R_WS_DASHBOARD:
+        gw_dash_upgrade(gw, req);
+        return;
+    default:
+        gw_api_handle(gw, req, &r, method);
+        return;
+    }
+}
+
+/* ------------------------------------------------------------ metrics */
+
+static double g_devices(void *ud) { return (double)((gw_t *)ud)->ndevconns; }
+static double g_dashes(void *ud) { return (double)((gw_t *)ud)->ndashes; }
+static double g_held(void *ud)
+{
+    gw_t *gw = ud;
+    return gw->link ? (double)gw_link_held(gw->link) : 0;
+}
+static double g_link_up(void *ud)
+{
+    gw_t *gw = ud;
+    return gw->link && gw_link_up(gw->link) ? 1 : 0;
+}
+static double g_queries(void *ud)
+{
+    gw_t *gw = ud;
+    return gw->link ? (double)gw_link_pending_queries(gw->link) : 0;
+}
+static double g_server_conns(void *ud)
+{
+    gw_t *gw = ud;
+    return gw->server ? (double)ems_server_connections(gw->server) : 0;
+}
+static double g_known(void *ud) { return (double)((gw_t *)ud)->devs.len; }
+
+typedef struct {
+    gw_t *gw;
+    gw_cmd_status_t s;
+} cmd_gauge_t;
+
+static double g_link_stat(void *ud);
+
+static void metrics_init(gw_t *gw)
+{
+    gw_metrics_t *m = gw->metrics;
+    gw_metric_set_t *s = &gw->m;
+    static const char *const ep[2] = {"endpoint=\"device\"", "endpoint=\"dashboard\""};
+    for (int i = 0; i < 2; i++) {
+        s->conns_total[i] = gw_metrics_counter(m, "ems_gateway_connections_total",
+                                               "WebSocket connections accepted.", ep[i]);
+        s->refused[i] = gw_metrics_counter(m, "ems_gateway_upgrades_refused_total",
+                                           "WebSocket upgrades refused (auth, limits).", ep[i]);
+        s->msgs_in[i] = gw_metrics_counter(m, "ems_gateway_messages_in_total",
+                                           "WebSocket messages received.", ep[i]);
+        s->msgs_out[i] = gw_metrics_counter(m, "ems_gateway_messages_out_total",
+                                            "WebSocket messages queued for sending.", ep[i]);
+        s->bytes_in[i] = gw_metrics_counter(m, "ems_gateway_bytes_in_total",
+                                            "Message payload bytes received.", ep[i]);
+        s->bytes_out[i] = gw_metrics_counter(m, "ems_gateway_bytes_out_total",
+                                             "Message payload bytes queued for sending.", ep[i]);
+    }
+    gw_metrics_gauge_fn(m, "ems_gateway_connections", "Open WebSocket connections.", ep[0],
+                        g_devices, gw);
+    gw_metrics_gauge_fn(m, "ems_gateway_connections", "Open WebSocket connections.", ep[1],
+                        g_dashes, gw);
+    gw_metrics_gauge_fn(m, "ems_gateway_tcp_connections", "Open TCP connections (all kinds).",
+                        NULL, g_server_conns, gw);
+    gw_metrics_gauge_fn(m, "ems_gateway_known_devices", "Devices seen since start.", NULL,
+                        g_known, gw);
+    s->telemetry_ok = gw_metrics_counter(m, "ems_gateway_telemetry_total",
+                                         "Telemetry packets accepted.", NULL);
+    s->invalid = gw_metrics_counter(m, "ems_gateway_validation_failures_total",
+                                    "Messages refused by validation.", NULL);
+    s->foreign = gw_metrics_counter(m, "ems_gateway_foreign_packets_total",
+                                    "Packets naming another device than the connection's.", NULL);
+    s->rate_limited = gw_metrics_counter(m, "ems_gateway_rate_limited_total",
+                                         "Device connections closed for their message rate.", NULL);
+    s->not_stored = gw_metrics_counter(m, "ems_gateway_telemetry_not_stored_total",
+                                       "Packets not forwarded (DB writer queue full).", NULL);
+    s->acks_sent = gw_metrics_counter(m, "ems_gateway_acks_sent_total", "Ack messages sent.", NULL);
+    s->nacks_sent = gw_metrics_counter(m, "ems_gateway_nacks_sent_total", "Nack messages sent.", NULL);
+    s->acked_records = gw_metrics_counter(m, "ems_gateway_committed_records_total",
+                                          "Telemetry records the DB writer committed.", NULL);
+    s->dash_dropped = gw_metrics_counter(m, "ems_gateway_dashboards_dropped_total",
+                                         "Dashboards closed for a full send queue (4009).", NULL);
+    s->fanout_msgs = gw_metrics_counter(m, "ems_gateway_fanout_deliveries_total",
+                                        "Messages queued to dashboards by fan-out.", NULL);
+    s->http_requests = gw_metrics_counter(m, "ems_gateway_http_requests_total",
+                                          "HTTP requests handled.", NULL);
+    s->http_errors = gw_metrics_counter(m, "ems_gateway_http_errors_total",
+                                        "HTTP requests answered with 4xx or 5xx.", NULL);
+    s->logins_ok = gw_metrics_counter(m, "ems_gateway_logins_total", "Logins.", "result=\"ok\"");
+    s->logins_failed = gw_metrics_counter(m, "ems_gateway_logins_total", "Logins.",
+                                          "result=\"failed\"");
+    static const double lat[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                 0.25,  0.5,    1,     2.5,  5,     10};
+    s->query_latency = gw_metrics_histogram(m, "ems_gateway_query_latency_seconds",
+                                            "DB writer query round trips.", NULL, lat, 13);
+    for (int i = 0; i < GW_CMD_STATUS_COUNT; i++) {
+        char l[48];
+        snprintf(l, sizeof l, "status=\"%s\"", gw_cmd_status_name((gw_cmd_status_t)i));
+        s->cmd_status[i] = gw_metrics_counter(m, "ems_gateway_command_transitions_total",
+                                              "Commands entering each status.", l);
+    }
+    gw_metrics_gauge_fn(m, "ems_gateway_dbwriter_up", "1 when the DB writer link is up.", NULL,
+                        g_link_up, gw);
+    gw_metrics_gauge_fn(m, "ems_gateway_dbwriter_held",
+                        "Records and events held until the DB writer commits them.", NULL, g_held,
+                        gw);
+    gw_metrics_gauge_fn(m, "ems_gateway_dbwriter_pending_queries",
+                        "Queries waiting for the DB writer.", NULL, g_queries, gw);
+    gw_metrics_gauge_fn(m, "ems_gateway_dbwriter_reconnects", "Connection attempts to the DB writer.",
+                        NULL, g_link_stat, gw);
+}
+
+static double g_link_stat(void *ud)
+{
+    gw_t *gw = ud;
+    if (!gw->link)
+        return 0;
+    gw_link_stats_t st;
+    gw_link_stats(gw->link, &st);
+    return (double)st.reconnects;
+}
+
+/* ------------------------------------------------------------ link callbacks */
+
+static void link_committed(void *ud, void *owner, bool has_seq, uint64_t seq, const char *reject)
+{
+    gw_device_committed(ud, owner, has_seq, seq, reject);
+}
+
+static void link_acked(void *ud) { gw_device_flush_acks(ud); }
+
+static void link_state(void *ud, bool up)
+{
+    (void)ud;
+    if (!up)
+        ems_log_warn("DB writer unavailable: telemetry is still fanned out but not acknowledged");
+}
+
+static const gw_link_cb_t link_cbs = {link_committed, link_state, link_acked};
+
+static const gw_cmds_ops_t cmd_ops = {gw_api_cmd_deliver, gw_api_cmd_changed};
+
+/* ------------------------------------------------------------ shutdown */
+
+static void tick_cb(uv_timer_t *t);
+
+static void handle_closed(uv_handle_t *h)
+{
+    gw_t *gw = h->data;
+    gw->open_handles--;
+}
+
+static void close_handles(gw_t *gw)
+{
+    if (gw->closing_handles)
+        return;
+    gw->closing_handles = true;
+    uv_close((uv_handle_t *)&gw->tick, handle_closed);
+    uv_close((uv_handle_t *)&gw->sig_term, handle_closed);
+    uv_close((uv_handle_t *)&gw->sig_int, handle_closed);
+    uv_close((uv_handle_t *)&gw->sig_hup, handle_closed);
+    ems_log_info("gateway stopped");
+}
+
+static void maybe_done(gw_t *gw)
+{
+    if (gw->server_stopped && gw->link_freed && gw->ndevconns == 0 && gw->ndashes == 0)
+        close_handles(gw);
+}
+
+static void on_server_stopped(void *arg)
+{
+    gw_t *gw = arg;
+    gw->server = NULL;
+    gw->server_stopped = true;
+    maybe_done(gw);
+}
+
+static void on_link_freed(void *arg)
+{
+    gw_t *gw = arg;
+    gw->link_freed = true;
+    maybe_done(gw);
+}
+
+/* Runs on every tick while stopping: first the DB writer drains (devices
+ * still get their acks), then the WebSockets close with 1001, then the link
+ * goes. */
+static void shutdown_step(gw_t *gw, int64_t now)
+{
+    if (gw->link && !gw->link_freed) {
+        bool drained = gw_link_held(gw->link) == 0 || !gw_link_up(gw->link);
+        if (!drained && now < gw->stop_deadline)
+            return;
+        if (!drained)
+            ems_log_warn("shutdown: %zu records/events not committed; the edges will resend",
+                         gw_link_held(gw->link));
+        if (gw->ndevconns || gw->ndashes) {
+            gw_device_close_all(gw, 1001, "gateway shutting down");
+            gw_dash_close_all(gw, 1001, "gateway shutting down");
+            return; /* the next ticks wait for them */
+        }
+        gw_link_t *l = gw->link;
+        gw->link = NULL;
+        gw_link_free(l, on_link_freed, gw);
+        return;
+    }
+    maybe_done(gw);
+}
+
+void gw_stop(gw_t *gw)
+{
+    if (gw->stopping)
+        return;
+    gw->stopping = true;
+    gw->stop_deadline = ems_time_mono_ms() + SHUTDOWN_DRAIN_MS;
+    ems_log_info("shutting down: no new connections; waiting for the DB writer to commit");
+    if (gw->server)
+        ems_server_stop(gw->server, on_server_stopped, gw);
+    else
+        gw->server_stopped = true;
+    if (gw->link)
+        gw_link_flush(gw->link);
+    uv_timer_start(&gw->tick, tick_cb, 50, 50);
+}
+
+/* ------------------------------------------------------------ tick, signals */
+
+static void tick_cb(uv_timer_t *t)
+{
+    gw_t *gw = t->data;
+    int64_t mono = ems_time_mono_ms();
+    if (gw->cmds)
+        gw_cmds_tick(gw->cmds, ems_time_now_ms());
+    if (gw->stopping) {
+        shutdown_step(gw, mono);
+        return;
+    }
+    gw_device_recheck(gw, mono);
+    /* Failed-login buckets are small; forget them all now and then rather
+     * than tracking each one's age. */
+    if (gw->login_fail.len > 10000) {
+        const char *k;
+        void *v;
+        for (size_t i = 0; gw_map_next(&gw->login_fail, &i, &k, &v);)
+            free(v);
+        gw_map_free(&gw->login_fail);
+    }
+}
+
+static void reload_tls(gw_t *gw)
+{
+    if (!gw->cfg.tls || !gw->server)
+        return;
+    ems_tls_config_t *n = NULL;
+    int rc = ems_tls_server_config_new(gw->cfg.tls_cert, gw->cfg.tls_key, &n);
+    if (rc < 0) {
+        ems_log_error("SIGHUP: TLS reload failed (%s); keeping the old certificate",
+                      ems_strerror(rc));
+        return;
+    }
+    rc = ems_server_set_tls(gw->server, n);
+    if (rc == 0) {
+        ems_tls_config_unref(gw->tls);
+        gw->tls = n;
+        ems_log_info("SIGHUP: TLS certificate and key reloaded from %s; open connections keep "
+                     "theirs",
+                     gw->cfg.tls_cert);
+    } else {
+        ems_tls_config_unref(n);
+        ems_log_error("SIGHUP: cannot install the new TLS configuration: %s", ems_strerror(rc));
+    }
+}
+
+static void signal_cb(uv_signal_t *s, int signum)
+{
+    gw_t *gw = s->data;
+    if (signum == SIGHUP)
+        reload_tls(gw);
+    else
+        gw_stop(gw);
+}
+
+/* ------------------------------------------------------------ start */
+
+static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
+{
+    const char *colon;
+    const char *h = s;
+    size_t hlen;
+    if (s[0] == '[') {
+        const char *e = strchr(s, ']');
+        if (!e || e[1] != ':')
+            return EMS_ECONFIG;
+        h = s + 1;
+        hlen = (size_t)(e - h);
+        colon = e + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return EMS_ECONFIG;
+        hlen = (size_t)(colon - s);
+    }
+    if (hlen == 0 || hlen >= cap)
+        return EMS_ECONFIG;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno || *end || end == colon + 1 || p < 0 || p > 65535)
+        return EMS_ECONFIG;
+    *port = (uint16_t)p;
+    return 0;
+}
+
+static int write_port_file(const char *path, uint16_t port)
+{
+    char tmp[GW_PATH_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return -errno;
+    fprintf(f, "%u\n", port);
+    if (fclose(f) != 0)
+        return EMS_EIO;
+    return rename(tmp, path) == 0 ? 0 : -errno;
+}
+
+int gw_start(gw_t *gw, uv_loop_t *loop, const gw_config_t *cfg)
+{
+    memset(gw, 0, sizeof *gw);
+    gw->loop = loop;
+    gw->cfg = *cfg;
+    char host[64] = "";
+    gethostname(host, sizeof host - 1);
+    snprintf(gw->instance, sizeof gw->instance, "%s:%d", host, (int)getpid());
+    gw_hub_init(&gw->hub);
+
+    int rc;
+    if (cfg->session_key_file[0]) {
+        rc = gw_session_key_load(&gw->skey, cfg->session_key_file);
+        if (rc < 0) {
+            ems_log_error("session_key_file %s: %s (at least 32 bytes, raw or hex)",
+                          cfg->session_key_file, ems_strerror(rc));
+            return rc;
+        }
+    } else {
+        gw_session_key_random(&gw->skey);
+        ems_log_warn("no session_key_file: sessions use a random key and end with this process "
+                     "(and are not valid on other gateways)");
+    }
+
+    if (cfg->tls) {
+        rc = ems_tls_server_config_new(cfg->tls_cert, cfg->tls_key, &gw->tls);
+        if (rc < 0) {
+            ems_log_error("TLS: cannot load %s / %s: %s", cfg->tls_cert, cfg->tls_key,
+                          ems_strerror(rc));
+            return rc;
+        }
+    }
+
+    gw->metrics = gw_metrics_new();
+    if (!gw->metrics) {
+        ems_tls_config_unref(gw->tls);
+        return EMS_ENOMEM;
+    }
+    metrics_init(gw);
+
+    gw_cmds_cfg_t ccfg = {.answer_ms = cfg->command_timeout_s * 1000,
+                          .complete_ms = cfg->command_complete_s * 1000,
+                          .retain = 10000};
+    gw->cmds = gw_cmds_new(&ccfg, &cmd_ops, gw);
+    if (!gw->cmds) {
+        gw_metrics_free(gw->metrics);
+        ems_tls_config_unref(gw->tls);
+        return EMS_ENOMEM;
+    }
+
+    ems_server_options_t so;
+    memset(&so, 0, sizeof so);
+    uint16_t port;
+    rc = parse_listen(cfg->listen, host, sizeof host, &port);
+    if (rc < 0) {
+        ems_log_error("listen: '%s' is not HOST:PORT or [V6]:PORT", cfg->listen);
+        goto fail;
+    }
+    so.host = host;
+    so.port = port;
+    so.tls = gw->tls;
+    so.reuseport = cfg->reuseport;
+    /* A little room above the limit so that one more client still gets a
+     * clear 429 instead of a silent close. */
+    so.max_connections = (unsigned)cfg->max_connections + 16;
+    so.handshake_timeout_ms = (unsigned)cfg->handshake_timeout_ms;
+    ems_http_limits_default(&so.limits);
+    so.limits.max_body = (size_t)cfg->http_max_body;
+    rc = ems_server_start(loop, &so, on_request, gw, &gw->server);
+    if (rc < 0) {
+        ems_log_error("cannot listen on %s: %s", cfg->listen, ems_strerror(rc));
+        goto fail;
+    }
+    if (cfg->port_file[0])
+        write_port_file(cfg->port_file, ems_server_port(gw->server));
+
+    char hello[256];
+    snprintf(hello, sizeof hello, "{\"name\":\"ems-gateway\",\"instance\":\"%s\"}", gw->instance);
+    gw_link_opts_t lo = {.path = cfg->dbwriter_socket,
+                         .ring = (size_t)cfg->link_ring,
+                         .batch = (unsigned)cfg->link_batch,
+                         .flush_ms = (unsigned)cfg->link_flush_ms,
+                         .hello_info = hello};
+    rc = gw_link_new(loop, &lo, &link_cbs, gw, &gw->link);
+    if (rc < 0) {
+        ems_log_error("dbwriter link: %s", ems_strerror(rc));
+        ems_server_stop(gw->server, NULL, NULL);
+        gw->server = NULL;
+        goto fail;
+    }
+
+    uv_timer_init(loop, &gw->tick);
+    uv_signal_init(loop, &gw->sig_term);
+    uv_signal_init(loop, &gw->sig_int);
+    uv_signal_init(loop, &gw->sig_hup);
+    gw->tick.data = gw->sig_term.data = gw->sig_int.data = gw->sig_hup.data = gw;
+    gw->open_handles = 4;
+    uv_timer_start(&gw->tick, tick_cb, 1000, 1000);
+    uv_signal_start(&gw->sig_term, signal_cb, SIGTERM);
+    uv_signal_start(&gw->sig_int, signal_cb, SIGINT);
+    uv_signal_start(&gw->sig_hup, signal_cb, SIGHUP);
+
+    ems_log_info("listening on %s port %u (%s); dbwriter at %s; dashboard files from %s", host,
+                 ems_server_port(gw->server), cfg->tls ? "TLS" : "plain, behind a TLS proxy",
+                 cfg->dbwriter_socket, cfg->static_dir);
+    return 0;
+
+fail:
+    gw_cmds_free(gw->cmds);
+    gw->cmds = NULL;
+    gw_metrics_free(gw->metrics);
+    gw->metrics = NULL;
+    ems_tls_config_unref(gw->tls);
+    gw->tls = NULL;
+    return rc;
+}
+
+void gw_free(gw_t *gw)
+{
+    const char *k;
+    void *v;
+    for (size_t i = 0; gw_map_next(&gw->devs, &i, &k, &v);) {
+        gw_dev_t *d = v;
+        free(d->info_json);
+        gw_ranges_free(&d->acks);
+        free(d);
+    }
+    gw_map_free(&gw->devs);
+    for (size_t i = 0; gw_map_next(&gw->login_fail, &i, &k, &v);)
+        free(v);
+    gw_map_free(&gw->login_fail);
+    gw_hub_free(&gw->hub);
+    gw_cmds_free(gw->cmds);
+    gw->cmds = NULL;
+    gw_metrics_free(gw->metrics);
+    gw->metrics = NULL;
+    ems_tls_config_unref(gw->tls);
+    gw->tls = NULL;
+}

@@ -1,0 +1,201 @@
+/* gw.h: the gateway process: one libuv loop holding every connection.
+ *
+ * This header is the gateway's internal contract between its policy files:
+ *   gw.c         life (start, SIGTERM shutdown, SIGHUP TLS reload), the
+ *                request dispatcher, metrics, the 1 s tick
+ *   gw_device.c  /ws/device/{id}: upgrade auth, telemetry, acks, results
+ *   gw_dash.c    /ws/dashboard: session + Origin, subscriptions, fan-out
+ *   gw_api.c     the REST API (docs/api.md) and static files
+ * The reusable pieces (gw_link, gw_cmd, gw_hub, gw_session, ...) know
+ * nothing of this struct.
+ *
+ * Ownership: gw_t owns the device table (gw_dev_t, one per device that
+ * authenticated since start; never freed before shutdown, so link records
+ * and commands can point at them), the list of live device connections
+ * (gw_devconn_t, freed in their WebSocket close callback) and of dashboards
+ * (gw_dash_t, likewise).
+ *
+ * What a second gateway would need: nothing here is shared state except the
+ * session key (a file) and PostgreSQL. Commands for a device connected to
+ * another gateway, and fan-out of telemetry arriving at another gateway,
+ * would go through NATS (subject per device); see docs/architecture.md.
+ */
+#ifndef GW_H
+#define GW_H
+
+#include "command.h"
+#include "gw_cmd.h"
+#include "gw_config.h"
+#include "gw_hub.h"
+#include "gw_link.h"
+#include "gw_map.h"
+#include "gw_metrics.h"
+#include "gw_ranges.h"
+#include "gw_rate.h"
+#include "gw_router.h"
+#include "gw_session.h"
+#include "server.h"
+#include "telemetry.h"
+#include "tls.h"
+#include "ws.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct gw gw_t;
+typedef struct gw_devconn gw_devconn_t;
+typedef struct gw_dash gw_dash_t;
+
+/* One device known to this gateway. */
+typedef struct gw_dev {
+    char id[EMS_DEVICE_ID_MAX + 1]; /* key of gw_t.devs */
+    gw_devconn_t *conn;             /* the live connection, or NULL */
+    int64_t connected_ms;           /* wall clock of the current/last connect */
+    int64_t offline_ms;             /* wall clock of the last disconnect, 0 if online */
+    int64_t last_seen_ms;           /* wall clock of the last message */
+    bool has_last;
+    ems_telemetry_t last; /* newest live packet */
+    char *info_json;      /* device_info, normalised ({"firmware":..,"limits":..}) or NULL */
+    gw_rate_t rate;       /* messages from the device (persists across reconnects) */
+    gw_ranges_t acks;     /* committed seqs not yet acked to the device */
+    bool ack_dirty;
+    struct gw_dev *ack_next;
+    /* Credential cache: the DB writer's answer to device_auth. */
+    bool auth_ok;             /* cache entry present */
+    bool auth_revoked;
+    char auth_hash[65];
+    int64_t auth_mono_ms;     /* when it was fetched */
+} gw_dev_t;
+
+/* One live device WebSocket. */
+struct gw_devconn {
+    gw_t *gw;
+    gw_dev_t *dev;
+    ems_ws_t *ws;
+    uint64_t gen;          /* unique per connection (for async callbacks) */
+    char token_hash[65];   /* the credential it authenticated with */
+    char peer[64];
+    int64_t connected_ms;  /* wall clock */
+    int64_t recheck_mono;  /* next credential re-check */
+    bool rechecking;
+    const char *why_closed; /* our reason for closing, for the session record */
+    gw_devconn_t *prev, *next;
+};
+
+/* One live dashboard WebSocket. */
+struct gw_dash {
+    gw_t *gw;
+    ems_ws_t *ws;
+    gw_hub_subs_t subs;
+    char user[GW_USER_MAX + 1];
+    gw_role_t role;
+    bool dropping; /* closing because its send queue overflowed */
+    gw_dash_t *prev, *next;
+};
+
+typedef struct {
+    gw_metric_t *conns_total[2], *refused[2]; /* [0] device, [1] dashboard */
+    gw_metric_t *msgs_in[2], *msgs_out[2], *bytes_in[2], *bytes_out[2];
+    gw_metric_t *telemetry_ok, *invalid, *foreign, *rate_limited, *not_stored;
+    gw_metric_t *acks_sent, *nacks_sent, *acked_records, *dash_dropped, *fanout_msgs;
+    gw_metric_t *http_requests, *http_errors, *logins_ok, *logins_failed;
+    gw_metric_t *query_latency;
+    gw_metric_t *cmd_status[GW_CMD_STATUS_COUNT];
+} gw_metric_set_t;
+
+struct gw {
+    uv_loop_t *loop;
+    gw_config_t cfg;
+    char instance[96]; /* host:pid, recorded with device sessions */
+
+    ems_server_t *server;
+    ems_tls_config_t *tls;
+    gw_session_key_t skey;
+    gw_link_t *link;
+    gw_cmds_t *cmds;
+    gw_hub_t hub;
+    gw_map_t devs; /* id -> gw_dev_t */
+    gw_dev_t *ack_dirty;
+    gw_devconn_t *devconns;
+    size_t ndevconns;
+    gw_dash_t *dashes;
+    size_t ndashes;
+    uint64_t next_gen;
+    gw_map_t login_fail; /* client address -> gw_rate_t (failed logins) */
+
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t tick;
+    gw_metrics_t *metrics;
+    gw_metric_set_t m;
+
+    bool stopping;       /* SIGTERM seen */
+    int64_t stop_deadline;
+    bool server_stopped, link_freed, closing_handles;
+    int open_handles;
+    int64_t last_full_log_mono;
+};
+
+/* ---- gw.c ---- */
+
+/* Starts everything from the configuration (TLS, listener, link, timers,
+ * signals). Returns 0 or a negative code (logged). On error nothing is
+ * left on the loop. */
+int gw_start(gw_t *gw, uv_loop_t *loop, const gw_config_t *cfg);
+/* Begins the graceful shutdown (what SIGTERM does). */
+void gw_stop(gw_t *gw);
+/* Frees what is left after uv_run returned. */
+void gw_free(gw_t *gw);
+
+/* Looks up or creates the device's entry. NULL on allocation failure. */
+gw_dev_t *gw_dev_get(gw_t *gw, const char *id, bool create);
+
+/* Queues a durable event for the DB writer; logs when it cannot. */
+void gw_event(gw_t *gw, const char *json, size_t len);
+
+/* True when `origin` (may be NULL) is acceptable for a request with Host
+ * `host`: absent (non-browser clients), listed in cfg.origins, or, when
+ * none are listed, http(s)://<host>. */
+bool gw_origin_ok(const gw_t *gw, const char *origin, const char *host);
+
+/* Answers a request with a JSON body / an error body
+ * ({"error": reason, "path": path}); path may be NULL. */
+void gw_reply_json(ems_server_req_t *req, int status, const char *json, size_t len,
+                   const char *extra_headers);
+void gw_reply_error(ems_server_req_t *req, int status, const char *reason, const char *path);
+
+/* The request's session, if any valid one: fills *s and returns true. */
+bool gw_req_session(const gw_t *gw, ems_server_req_t *req, gw_session_t *s);
+
+/* ---- gw_device.c ---- */
+
+void gw_device_upgrade(gw_t *gw, ems_server_req_t *req, const char *device_id);
+/* Link callbacks: a record committed, and the end of one ACK. */
+void gw_device_committed(gw_t *gw, gw_dev_t *d, bool has_seq, uint64_t seq, const char *reject);
+void gw_device_flush_acks(gw_t *gw);
+/* Sends a wire command to the device; 0 if queued on its socket. */
+int gw_device_send_command(gw_t *gw, const gw_cmd_t *c);
+/* Re-checks credentials of connected devices that are due (1 s tick). */
+void gw_device_recheck(gw_t *gw, int64_t now_mono);
+/* Closes every device connection with `code` (shutdown). */
+void gw_device_close_all(gw_t *gw, uint16_t code, const char *reason);
+
+/* ---- gw_dash.c ---- */
+
+void gw_dash_upgrade(gw_t *gw, ems_server_req_t *req);
+/* Fans a message out to the dashboards watching `device_id`. `text` is
+ * encoded once into one shared buffer. */
+void gw_dash_publish(gw_t *gw, const char *device_id, const char *text, size_t len);
+/* {"type":"device",...} for a device that came online or went offline. */
+void gw_dash_device_event(gw_t *gw, const gw_dev_t *d);
+void gw_dash_close_all(gw_t *gw, uint16_t code, const char *reason);
+
+/* ---- gw_api.c ---- */
+
+/* Every non-WebSocket request (REST, /healthz, /metrics, static files). */
+void gw_api_handle(gw_t *gw, ems_server_req_t *req, const gw_route_t *route, unsigned method);
+/* Command tracker callbacks. */
+int gw_api_cmd_deliver(void *ud, const gw_cmd_t *c);
+void gw_api_cmd_changed(void *ud, const gw_cmd_t *c);
+
+#endif

@@ -1,0 +1,58 @@
+/* gw_auth.h: credentials: user passwords, device tokens, random secrets.
+ *
+ * Passwords are guessable, so they are stored as a slow salted hash:
+ * PBKDF2-HMAC-SHA256 with a 16-byte random salt per user, encoded as
+ *     pbkdf2-sha256$ITERATIONS$SALT_HEX$HASH_HEX
+ * (32-byte derived key). The iteration count lives in the string, so it can
+ * be raised later without breaking stored hashes.
+ *
+ * Device tokens are 32 random bytes (64 hex characters); a 256-bit random
+ * secret cannot be guessed, so the server stores only its SHA-256 in hex
+ * (docs/protocol.md section 1). Every comparison of secrets is constant-time.
+ *
+ * The functions are pure (no global state); the random ones read the
+ * kernel's getrandom(2). gw_auth_password_* are CPU-heavy on purpose: the
+ * gateway runs them on libuv's thread pool, never on the loop thread.
+ */
+#ifndef GW_AUTH_H
+#define GW_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define GW_AUTH_PBKDF2_ITER 100000 /* default for new hashes */
+#define GW_AUTH_HASH_MAX 160       /* an encoded password hash fits */
+#define GW_AUTH_TOKEN_HEX 64       /* device token / token hash length */
+
+/* Hashes `password` with a fresh salt; writes the encoded form into `out`
+ * (NUL-terminated; GW_AUTH_HASH_MAX suffices). `iterations` 0 means the
+ * default. Returns 0, EMS_EINVAL (empty password or iterations out of
+ * 1000..10000000), EMS_ENOSPC, or EMS_EIO (no randomness). */
+int gw_auth_password_hash(const char *password, unsigned iterations, char *out, size_t cap);
+
+/* Checks `password` against an encoded hash. Returns 0 on a match,
+ * EMS_EPERM on a mismatch, EMS_EINVAL if `encoded` is malformed. */
+int gw_auth_password_verify(const char *password, const char *encoded);
+
+/* Fills `out` with 64 hex characters of a fresh 32-byte random token and a
+ * NUL (cap >= 65). Returns 0 or EMS_EIO/EMS_ENOSPC. */
+int gw_auth_token_new(char *out, size_t cap);
+
+/* SHA-256 of `len` bytes of `token` as 64 lower-case hex characters and a
+ * NUL into `out` (cap >= 65). Returns 0 or EMS_ENOSPC. */
+int gw_auth_token_hash(const char *token, size_t len, char *out, size_t cap);
+
+/* True when `a` and `b` (each NUL-terminated) are equal; the time taken
+ * depends only on the length of `b` (the secret's known length). */
+bool gw_auth_equal(const char *a, const char *b);
+
+/* Fills `buf` with `len` random bytes from the kernel. 0 or EMS_EIO. */
+int gw_auth_random(void *buf, size_t len);
+
+/* Lower-case hex of `len` bytes into `out` (cap >= 2*len+1). */
+void gw_auth_hex(const unsigned char *in, size_t len, char *out);
+
+/* Parses exactly 2*len hex characters of `hex` into `out`. 0 or EMS_EINVAL. */
+int gw_auth_unhex(const char *hex, size_t hexlen, unsigned char *out, size_t len);
+
+#endif

@@ -1,0 +1,302 @@
+/* gw_config.c: settings from a file and flags (see gw_config.h). */
+#include "gw_config.h"
+
+#include "error.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { T_STR, T_INT, T_BOOL } kind_t;
+
+typedef struct {
+    const char *key;
+    kind_t kind;
+    size_t off, size;
+    int64_t min, max;
+    const char *help;
+} opt_t;
+
+#define S(f, h) {#f, T_STR, offsetof(gw_config_t, f), sizeof(((gw_config_t *)0)->f), 0, 0, h}
+#define I(f, lo, hi, h) {#f, T_INT, offsetof(gw_config_t, f), 0, lo, hi, h}
+#define B(f, h) {#f, T_BOOL, offsetof(gw_config_t, f), 0, 0, 0, h}
+
+static const opt_t opts[] = {
+    S(listen, "address to listen on, HOST:PORT or [V6]:PORT"),
+    B(tls, "serve TLS (off only behind a TLS-terminating proxy)"),
+    S(tls_cert, "PEM certificate chain (reloaded on SIGHUP)"),
+    S(tls_key, "PEM private key (reloaded on SIGHUP)"),
+    S(origins, "allowed Origin values, comma-separated (default: the request's own host)"),
+    S(dbwriter_socket, "Unix socket of ems-dbwriter"),
+    S(session_key_file, "shared HMAC key for session cookies (>= 32 bytes)"),
+    S(static_dir, "dashboard files served at /"),
+    S(port_file, "write the bound port to this file (tests)"),
+    S(log_level, "error, warn, info or debug"),
+    B(reuseport, "SO_REUSEPORT so several gateways share the port"),
+    I(max_connections, 1, 1000000, "open connections at most"),
+    I(device_max_message, 1024, 16 << 20, "largest device message, bytes"),
+    I(dashboard_max_message, 256, 16 << 20, "largest dashboard message, bytes"),
+    I(http_max_body, 256, 16 << 20, "largest REST request body, bytes"),
+    I(handshake_timeout_ms, 100, 600000, "TLS + HTTP upgrade must finish within this"),
+    I(ping_interval_s, 1, 3600, "ping an idle connection this often"),
+    I(idle_timeout_s, 1, 36000, "close a connection silent this long"),
+    I(device_send_queue, 4096, 1 << 30, "bytes queued to a device before it is cut off"),
+    I(dashboard_send_queue, 4096, 1 << 30, "bytes queued to a dashboard before it is dropped"),
+    I(rate_burst, 1, 1000000, "device messages in a burst"),
+    I(rate_per_s, 1, 1000000, "device messages per second, sustained"),
+    I(command_timeout_s, 1, 86400, "a sent command without an answer times out"),
+    I(command_complete_s, 1, 86400, "an accepted command not completed times out"),
+    I(auth_cache_s, 0, 86400, "device credential lookups are cached this long"),
+    I(recheck_s, 1, 86400, "connected devices' credentials are re-checked this often"),
+    I(link_ring, 64, 10000000, "telemetry records held until the DB writer commits"),
+    I(link_batch, 1, 10000, "records per frame to the DB writer"),
+    I(link_flush_ms, 0, 10000, "a partial batch waits at most this long"),
+    I(login_per_min, 1, 100000, "failed logins per client address per minute"),
+};
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+void gw_config_defaults(gw_config_t *c)
+{
+    memset(c, 0, sizeof *c);
+    strcpy(c->listen, "0.0.0.0:8443");
+    c->tls = true;
+    strcpy(c->dbwriter_socket, "/run/ems/dbwriter.sock");
+    strcpy(c->static_dir, "build/dashboard");
+    strcpy(c->log_level, "info");
+    c->reuseport = true;
+    c->max_connections = 19000;
+    c->device_max_message = 64 * 1024;
+    c->dashboard_max_message = 16 * 1024;
+    c->http_max_body = 64 * 1024;
+    c->handshake_timeout_ms = 10000;
+    c->ping_interval_s = 15;
+    c->idle_timeout_s = 45;
+    c->device_send_queue = 256 * 1024;
+    c->dashboard_send_queue = 1024 * 1024;
+    c->rate_burst = 20;
+    c->rate_per_s = 5;
+    c->command_timeout_s = 10;
+    c->command_complete_s = 60;
+    c->auth_cache_s = 30;
+    c->recheck_s = 60;
+    c->link_ring = 262144;
+    c->link_batch = 500;
+    c->link_flush_ms = 5;
+    c->login_per_min = 20;
+}
+
+static const opt_t *find_opt(const char *key)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (strcmp(opts[i].key, key) == 0)
+            return &opts[i];
+    return NULL;
+}
+
+int gw_config_set(gw_config_t *c, const char *key, const char *value, char *err, size_t errcap)
+{
+    const opt_t *o = find_opt(key);
+    if (!o) {
+        snprintf(err, errcap, "unknown setting '%s'", key);
+        return EMS_ECONFIG;
+    }
+    char *field = (char *)c + o->off;
+    switch (o->kind) {
+    case T_STR:
+        if (strlen(value) >= o->size) {
+            snprintf(err, errcap, "%s: value longer than %zu characters", key, o->size - 1);
+            return EMS_ECONFIG;
+        }
+        strcpy(field, value);
+        return 0;
+    case T_BOOL:
+        if (!strcmp(value, "on") || !strcmp(value, "true") || !strcmp(value, "yes") ||
+            !strcmp(value, "1")) {
+            *(bool *)field = true;
+        } else if (!strcmp(value, "off") || !strcmp(value, "false") || !strcmp(value, "no") ||
+                   !strcmp(value, "0")) {
+            *(bool *)field = false;
+        } else {
+            snprintf(err, errcap, "%s: '%s' is not on/off", key, value);
+            return EMS_ECONFIG;
+        }
+        return 0;
+    case T_INT: {
+        char *end;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        if (errno || end == value || *end) {
+            snprintf(err, errcap, "%s: '%s' is not an integer", key, value);
+            return EMS_ECONFIG;
+        }
+        if (v < o->min || v > o->max) {
+            snprintf(err, errcap, "%s: %lld is outside %lld..%lld", key, v, (long long)o->min,
+                     (long long)o->max);
+            return EMS_ECONFIG;
+        }
+        *(int64_t *)field = v;
+        return 0;
+    }
+    }
+    return EMS_ECONFIG;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+int gw_config_load(gw_config_t *c, const char *path, char *err, size_t errcap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        int e = errno;
+        snprintf(err, errcap, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    char line[1024], msg[256];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        if (!*s)
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, errcap, "%s:%d: expected 'key = value'", path, lineno);
+            rc = EMS_ECONFIG;
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(s), *val = trim(eq + 1);
+        if (gw_config_set(c, key, val, msg, sizeof msg)) {
+            snprintf(err, errcap, "%s:%d: %s", path, lineno, msg);
+            rc = EMS_ECONFIG;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+void gw_config_usage(FILE *out)
+{
+    fprintf(out, "usage: ems-gateway [-c FILE] [--KEY=VALUE ...]\n\n"
+                 "Every setting can be given in FILE as 'key = value' or as a flag:\n");
+    gw_config_t d;
+    gw_config_defaults(&d);
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt_t *o = &opts[i];
+        const char *field = (const char *)&d + o->off;
+        char def[GW_PATH_MAX + 8];
+        if (o->kind == T_STR)
+            snprintf(def, sizeof def, "%s", field[0] ? field : "(none)");
+        else if (o->kind == T_BOOL)
+            snprintf(def, sizeof def, "%s", *(const bool *)field ? "on" : "off");
+        else
+            snprintf(def, sizeof def, "%lld", (long long)*(const int64_t *)field);
+        fprintf(out, "  --%-22s %s [%s]\n", o->key, o->help, def);
+    }
+}
+
+int gw_config_from_args(gw_config_t *c, int argc, char **argv, char *err, size_t errcap)
+{
+    gw_config_defaults(c);
+    /* The file first, so flags given anywhere on the line win over it. */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            gw_config_usage(stdout);
+            return 1;
+        }
+        const char *file = NULL;
+        if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
+            if (i + 1 >= argc) {
+                snprintf(err, errcap, "%s needs a file name", a);
+                return EMS_ECONFIG;
+            }
+            file = argv[++i];
+        } else if (!strncmp(a, "--config=", 9)) {
+            file = a + 9;
+        }
+        if (file) {
+            int rc = gw_config_load(c, file, err, errcap);
+            if (rc)
+                return EMS_ECONFIG;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
+            i++;
+            continue;
+        }
+        if (!strncmp(a, "--config=", 9))
+            continue;
+        if (strncmp(a, "--", 2) != 0) {
+            snprintf(err, errcap, "unexpected argument '%s'", a);
+            return EMS_ECONFIG;
+        }
+        char key[64];
+        const char *val, *eq = strchr(a + 2, '=');
+        size_t klen = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (klen >= sizeof key) {
+            snprintf(err, errcap, "unknown flag '%s'", a);
+            return EMS_ECONFIG;
+        }
+        memcpy(key, a + 2, klen);
+        key[klen] = '\0';
+        /* Flags may spell keys with dashes (--max-connections). */
+        for (char *p = key; *p; p++)
+            if (*p == '-')
+                *p = '_';
+        if (eq) {
+            val = eq + 1;
+        } else if (i + 1 < argc) {
+            val = argv[++i];
+        } else {
+            snprintf(err, errcap, "flag '%s' needs a value", a);
+            return EMS_ECONFIG;
+        }
+        if (gw_config_set(c, key, val, err, errcap))
+            return EMS_ECONFIG;
+    }
+    return 0;
+}
+
+int gw_config_check(const gw_config_t *c, char *err, size_t errcap)
+{
+    if (c->tls && (!c->tls_cert[0] || !c->tls_key[0])) {
+        snprintf(err, errcap, "tls is on but tls_cert or tls_key is not set "
+                              "(set tls = off only behind a TLS-terminating proxy)");
+        return EMS_ECONFIG;
+    }
+    ems_log_level_t lv;
+    if (ems_log_level_parse(c->log_level, &lv)) {
+        snprintf(err, errcap, "log_level: '%s' is not error, warn, info or debug", c->log_level);
+        return EMS_ECONFIG;
+    }
+    if (c->idle_timeout_s <= c->ping_interval_s) {
+        snprintf(err, errcap, "idle_timeout_s must be longer than ping_interval_s");
+        return EMS_ECONFIG;
+    }
+    if (c->link_batch > c->link_ring) {
+        snprintf(err, errcap, "link_batch must not exceed link_ring");
+        return EMS_ECONFIG;
+    }
+    if (!c->listen[0]) {
+        snprintf(err, errcap, "listen is empty");
+        return EMS_ECONFIG;
+    }
+    return 0;
+}

@@ -1,0 +1,73 @@
+/* gw_config.h: the gateway's settings, from a file and from flags.
+ *
+ * The file has one `key = value` per line; `#` starts a comment; blank lines
+ * are ignored; an unknown key or a bad value is an error naming the line.
+ * Every key can also be given as a flag, `--key=value` or `--key value`,
+ * which wins over the file. `-c FILE` / `--config FILE` names the file.
+ * Defaults are the values of gw_config_defaults(); docs/operations.md lists
+ * them (gw_config_usage prints the same table).
+ */
+#ifndef GW_CONFIG_H
+#define GW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define GW_PATH_MAX 512
+
+typedef struct {
+    char listen[128];         /* HOST:PORT, [V6]:PORT; port 0 picks one */
+    bool tls;                 /* false only behind a TLS-terminating proxy */
+    char tls_cert[GW_PATH_MAX];
+    char tls_key[GW_PATH_MAX];
+    char origins[GW_PATH_MAX]; /* allowed Origins, comma-separated; empty: the Host's own */
+    char dbwriter_socket[GW_PATH_MAX];
+    char session_key_file[GW_PATH_MAX]; /* empty: a random key per start */
+    char static_dir[GW_PATH_MAX];
+    char port_file[GW_PATH_MAX]; /* if set, the bound port is written there */
+    char log_level[16];
+    bool reuseport;
+
+    int64_t max_connections;
+    int64_t device_max_message;    /* bytes */
+    int64_t dashboard_max_message; /* bytes */
+    int64_t http_max_body;         /* bytes */
+    int64_t handshake_timeout_ms;
+    int64_t ping_interval_s;
+    int64_t idle_timeout_s;
+    int64_t device_send_queue;    /* bytes queued before a device is cut off */
+    int64_t dashboard_send_queue; /* bytes queued before a dashboard is dropped (4009) */
+    int64_t rate_burst;           /* messages */
+    int64_t rate_per_s;           /* messages per second, sustained */
+    int64_t command_timeout_s;    /* sent -> no answer */
+    int64_t command_complete_s;   /* accepted -> not completed */
+    int64_t auth_cache_s;         /* device credential cache lifetime */
+    int64_t recheck_s;            /* live devices' credentials re-checked this often */
+    int64_t link_ring;            /* telemetry records held until the DB commits */
+    int64_t link_batch;           /* records per TELEMETRY frame */
+    int64_t link_flush_ms;        /* a partial batch waits at most this long */
+    int64_t login_per_min;        /* failed logins per client address per minute */
+} gw_config_t;
+
+void gw_config_defaults(gw_config_t *c);
+
+/* Applies one setting. Returns 0 or EMS_ECONFIG with a message in err. */
+int gw_config_set(gw_config_t *c, const char *key, const char *value, char *err, size_t errcap);
+
+/* Reads a file of settings. Returns 0, EMS_ECONFIG (message names the line)
+ * or a negative errno if the file cannot be read. */
+int gw_config_load(gw_config_t *c, const char *path, char *err, size_t errcap);
+
+/* Defaults, then the file named by -c/--config (if any), then the other
+ * flags. Returns 0, 1 if --help was asked (usage printed), or EMS_ECONFIG. */
+int gw_config_from_args(gw_config_t *c, int argc, char **argv, char *err, size_t errcap);
+
+/* Checks the combination (TLS files present when tls is on, ranges).
+ * Returns 0 or EMS_ECONFIG. */
+int gw_config_check(const gw_config_t *c, char *err, size_t errcap);
+
+void gw_config_usage(FILE *out);
+
+#endif

@@ -1,0 +1,294 @@
+/* gw_dash.c: the dashboard endpoint /ws/dashboard (see gw.h).
+ *
+ * Upgrade: WebSocket headers (400/426), then a valid session cookie (401),
+ * then the Origin (403: no cross-site WebSocket hijacking; a request
+ * without Origin is not from a browser and is let through, the cookie still
+ * decides), then the connection limit (429).
+ *
+ * A dashboard only subscribes and unsubscribes; commands go through the
+ * REST API. On subscribe it gets the current online/offline state of each
+ * device it asked for, then live telemetry, device events and command
+ * changes. Fan-out encodes each message once into a shared buffer; a
+ * dashboard whose send queue would pass dashboard_send_queue is closed with
+ * 4009 and never slows anyone else down.
+ */
+#include "gw.h"
+
+#include "dashboard.h"
+#include "error.h"
+#include "jread.h"
+#include "log.h"
+#include "message.h"
+#include "timefmt.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void drop(gw_dash_t *ds)
+{
+    if (ds->dropping)
+        return;
+    ds->dropping = true;
+    gw_metric_inc(ds->gw->m.dash_dropped);
+    ems_log_warn("dashboard of %s: send queue over %" PRId64 " bytes (not reading); closing 4009",
+                 ds->user, ds->gw->cfg.dashboard_send_queue);
+    /* The close frame goes out behind what is queued; a dashboard that does
+     * not read at all is cut off by the close timeout. Either way nothing
+     * more is queued to it, so it costs at most its capped queue. */
+    ems_ws_close(ds->ws, 4009, "send queue overflow");
+}
+
+static void dash_send_text(gw_dash_t *ds, const char *text, size_t len)
+{
+    if (ds->dropping)
+        return;
+    int rc = ems_ws_send_text(ds->ws, text, len);
+    if (rc == 0) {
+        gw_metric_inc(ds->gw->m.msgs_out[1]);
+        gw_metric_add(ds->gw->m.bytes_out[1], (double)len);
+    } else if (rc == EMS_ENOSPC || rc == EMS_EMSGSIZE) {
+        drop(ds);
+    }
+}
+
+typedef struct {
+    ems_ws_msg_t *msg;
+    size_t len;
+} pub_t;
+
+static void pub_one(void *sub, void *ud)
+{
+    gw_dash_t *ds = sub;
+    pub_t *p = ud;
+    if (ds->dropping)
+        return;
+    int rc = ems_ws_send_msg(ds->ws, p->msg);
+    if (rc == 0) {
+        gw_metric_inc(ds->gw->m.msgs_out[1]);
+        gw_metric_add(ds->gw->m.bytes_out[1], (double)p->len);
+        gw_metric_inc(ds->gw->m.fanout_msgs);
+    } else if (rc == EMS_ENOSPC || rc == EMS_EMSGSIZE) {
+        drop(ds);
+    }
+}
+
+void gw_dash_publish(gw_t *gw, const char *device_id, const char *text, size_t len)
+{
+    if (!gw->hub.nall && !gw_hub_count(&gw->hub, device_id))
+        return;
+    pub_t p = {ems_ws_msg_new(text, len, false), len};
+    if (!p.msg)
+        return;
+    gw_hub_fanout(&gw->hub, device_id, pub_one, &p);
+    ems_ws_msg_unref(p.msg);
+}
+
+static int device_event_text(const gw_dev_t *d, char *buf, size_t cap)
+{
+    ems_dash_device_t e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.device_id, sizeof e.device_id, "%s", d->id);
+    e.online = d->conn != NULL;
+    e.since_ms = e.online ? d->connected_ms : (d->offline_ms ? d->offline_ms : d->connected_ms);
+    if (!e.since_ms)
+        e.since_ms = ems_time_now_ms();
+    return ems_dash_device_encode(&e, buf, cap);
+}
+
+void gw_dash_device_event(gw_t *gw, const gw_dev_t *d)
+{
+    char buf[256];
+    int n = device_event_text(d, buf, sizeof buf);
+    if (n > 0)
+        gw_dash_publish(gw, d->id, buf, (size_t)n);
+}
+
+static void send_error(gw_dash_t *ds, const ems_verr_t *err)
+{
+    char buf[1600];
+    int n = ems_dash_error_encode(err, buf, sizeof buf);
+    if (n > 0)
+        dash_send_text(ds, buf, (size_t)n);
+}
+
+/* After a subscribe: the state of what was asked for, so the page does not
+ * wait for the next event to draw it. */
+static void send_state(gw_dash_t *ds, const char *id)
+{
+    gw_dev_t *d = gw_dev_get(ds->gw, id, false);
+    if (!d || (!d->conn && !d->offline_ms))
+        return;
+    char buf[256];
+    int n = device_event_text(d, buf, sizeof buf);
+    if (n > 0)
+        dash_send_text(ds, buf, (size_t)n);
+}
+
+static void handle_sub(gw_dash_t *ds, const json_t *root)
+{
+    gw_t *gw = ds->gw;
+    ems_dash_sub_t s;
+    ems_verr_t err;
+    if (ems_dash_sub_from_json(root, &s, &err) < 0) {
+        gw_metric_inc(gw->m.invalid);
+        send_error(ds, &err);
+        return;
+    }
+    if (s.all) {
+        if (s.unsubscribe) {
+            gw_hub_unsub_all(&gw->hub, ds, &ds->subs);
+            return;
+        }
+        if (gw_hub_sub_all(&gw->hub, ds, &ds->subs) < 0) {
+            ems_verr_set(&err, "devices", "out of memory");
+            send_error(ds, &err);
+            return;
+        }
+        const char *k;
+        void *v;
+        for (size_t i = 0; gw_map_next(&gw->devs, &i, &k, &v) && !ds->dropping;)
+            send_state(ds, k);
+        return;
+    }
+    size_t n = ems_dash_sub_count(&s);
+    for (size_t i = 0; i < n; i++) {
+        const char *id = ems_dash_sub_device(&s, i);
+        if (s.unsubscribe) {
+            gw_hub_unsub(&gw->hub, ds, &ds->subs, id);
+            continue;
+        }
+        int rc = gw_hub_sub(&gw->hub, ds, &ds->subs, id);
+        if (rc < 0) {
+            ems_verr_set(&err, "devices", "%s", rc == EMS_ENOSPC ? "too many subscriptions (use \"*\")"
+                                                                  : "out of memory");
+            send_error(ds, &err);
+            return;
+        }
+        send_state(ds, id);
+    }
+}
+
+static void dash_on_message(ems_ws_t *ws, const char *data, size_t len, bool binary)
+{
+    (void)binary;
+    gw_dash_t *ds = ems_ws_user(ws);
+    gw_t *gw = ds->gw;
+    gw_metric_inc(gw->m.msgs_in[1]);
+    gw_metric_add(gw->m.bytes_in[1], (double)len);
+    ems_verr_t err;
+    json_t *root = ems_jr_parse(data, len, &err);
+    if (!root) {
+        gw_metric_inc(gw->m.invalid);
+        send_error(ds, &err);
+        return;
+    }
+    ems_msg_kind_t kind = ems_message_identify(root, &err);
+    if (kind == EMS_MSG_DASH_SUBSCRIBE) {
+        handle_sub(ds, root);
+    } else {
+        gw_metric_inc(gw->m.invalid);
+        if (kind != EMS_MSG_UNKNOWN)
+            ems_verr_set(&err, "type",
+                         "a dashboard sends only subscribe and unsubscribe here "
+                         "(commands go to POST /api/devices/{id}/commands)");
+        send_error(ds, &err);
+    }
+    json_decref(root);
+}
+
+static void dash_on_close(ems_ws_t *ws, const ems_ws_close_info_t *info)
+{
+    gw_dash_t *ds = ems_ws_user(ws);
+    gw_t *gw = ds->gw;
+    gw_hub_remove(&gw->hub, ds, &ds->subs);
+    if (ds->prev)
+        ds->prev->next = ds->next;
+    else
+        gw->dashes = ds->next;
+    if (ds->next)
+        ds->next->prev = ds->prev;
+    gw->ndashes--;
+    ems_log_info("dashboard of %s closed (%s, code sent %d, received %d)", ds->user,
+                 info->status ? ems_strerror(info->status) : "normal", info->code_sent,
+                 info->code_received);
+    free(ds);
+}
+
+static const ems_ws_callbacks_t dash_cbs = {NULL, dash_on_message, dash_on_close};
+
+static void refuse(gw_t *gw, ems_server_req_t *req, int status, const char *peer, const char *why)
+{
+    gw_metric_inc(gw->m.refused[1]);
+    ems_log_warn("dashboard from %s refused: %d %s", peer, status, why);
+    if (status == 426) {
+        ems_server_respond(req, 426, "application/json", "Sec-WebSocket-Version: 13\r\n",
+                           "{\"error\":\"unsupported WebSocket version\"}", 40);
+        return;
+    }
+    gw_reply_error(req, status, why, NULL);
+}
+
+void gw_dash_upgrade(gw_t *gw, ems_server_req_t *req)
+{
+    const ems_http_msg_t *m = ems_server_req_msg(req);
+    char peer[64] = "?";
+    ems_conn_t *c = ems_server_req_conn(req);
+    if (c)
+        ems_conn_peer(c, peer, sizeof peer);
+    const char *why;
+    int st = ems_http_ws_check_request(m, &why);
+    if (st) {
+        refuse(gw, req, st, peer, why);
+        return;
+    }
+    gw_session_t s;
+    if (!gw_req_session(gw, req, &s)) {
+        refuse(gw, req, 401, peer, "no valid session (log in first)");
+        return;
+    }
+    const char *origin = ems_http_msg_header(m, "Origin");
+    if (!gw_origin_ok(gw, origin, ems_http_msg_header(m, "Host"))) {
+        char w[300];
+        snprintf(w, sizeof w, "foreign Origin %.200s", origin);
+        refuse(gw, req, 403, peer, w);
+        return;
+    }
+    if (gw->ndevconns + gw->ndashes >= (size_t)gw->cfg.max_connections) {
+        refuse(gw, req, 429, peer, "connection limit reached");
+        return;
+    }
+    gw_dash_t *ds = calloc(1, sizeof *ds);
+    if (!ds) {
+        refuse(gw, req, 503, peer, "out of memory");
+        return;
+    }
+    ds->gw = gw;
+    snprintf(ds->user, sizeof ds->user, "%s", s.user);
+    ds->role = s.role;
+    ems_ws_options_t o;
+    ems_ws_options_default(&o);
+    o.max_message = (size_t)gw->cfg.dashboard_max_message;
+    o.max_send_queue = (size_t)gw->cfg.dashboard_send_queue;
+    o.ping_interval_ms = (unsigned)(gw->cfg.ping_interval_s * 1000);
+    o.idle_timeout_ms = (unsigned)(gw->cfg.idle_timeout_s * 1000);
+    ems_ws_t *ws;
+    if (ems_server_upgrade(req, &o, &dash_cbs, ds, NULL, &ws) < 0) {
+        free(ds);
+        return;
+    }
+    ds->ws = ws;
+    ds->next = gw->dashes;
+    if (gw->dashes)
+        gw->dashes->prev = ds;
+    gw->dashes = ds;
+    gw->ndashes++;
+    gw_metric_inc(gw->m.conns_total[1]);
+    ems_log_info("dashboard of %s (%s) connected from %s", s.user, gw_role_name(s.role), peer);
+}
+
+void gw_dash_close_all(gw_t *gw, uint16_t code, const char *reason)
+{
+    for (gw_dash_t *ds = gw->dashes; ds; ds = ds->next)
+        ems_ws_close(ds->ws, code, reason);
+}

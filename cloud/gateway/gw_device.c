@@ -1,0 +1,678 @@
+/* gw_device.c: the device endpoint /ws/device/{id} (see gw.h).
+ *
+ * Upgrade: the WebSocket headers are checked first (400/426), then the
+ * Bearer token: its SHA-256 is compared in constant time with the hash the
+ * DB writer has for the device (device_auth query, cached for
+ * auth_cache_s). Unknown device or wrong token: 401; revoked: 403; DB writer
+ * unreachable and nothing cached: 503; too many connections: 429.
+ *
+ * After the upgrade: welcome, session_open event, online event to
+ * dashboards, pending acks, queued commands. Every message is parsed once;
+ * telemetry is validated, fanned out, and forwarded to the DB writer; the
+ * device is acked only from gw_device_committed (after the commit).
+ *
+ * Revocation and rotation reach live connections through a re-check: every
+ * recheck_s each connected device's credential is looked up again, and a
+ * connection whose token is no longer the device's current, unrevoked one is
+ * closed with 4003 (docs/api.md, "Provisioning").
+ */
+#include "gw.h"
+
+#include "batch.h"
+#include "command_result.h"
+#include "dashboard.h"
+#include "device_info.h"
+#include "error.h"
+#include "jread.h"
+#include "jsonw.h"
+#include "gw_auth.h"
+#include "log.h"
+#include "message.h"
+#include "nack.h"
+#include "timefmt.h"
+#include "welcome.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ------------------------------------------------------------ sending */
+
+static void dev_send(gw_devconn_t *dc, const char *text, size_t len)
+{
+    gw_t *gw = dc->gw;
+    int rc = ems_ws_send_text(dc->ws, text, len);
+    if (rc == 0) {
+        gw_metric_inc(gw->m.msgs_out[0]);
+        gw_metric_add(gw->m.bytes_out[0], (double)len);
+    } else if (rc == EMS_ENOSPC || rc == EMS_EMSGSIZE) {
+        ems_log_warn("device %s: send queue over %" PRId64 " bytes (not reading); closing 4009",
+                     dc->dev ? dc->dev->id : "?", gw->cfg.device_send_queue);
+        dc->why_closed = "send queue overflow";
+        ems_ws_close(dc->ws, 4009, "send queue overflow");
+    }
+}
+
+static void send_nack(gw_devconn_t *dc, bool has_seq, uint64_t seq, const ems_verr_t *err)
+{
+    ems_nack_t n;
+    ems_nack_from_verr(&n, has_seq ? (int64_t)seq : -1, err);
+    char buf[EMS_NACK_JSON_MAX];
+    int len = ems_nack_encode(&n, buf, sizeof buf);
+    if (len > 0) {
+        dev_send(dc, buf, (size_t)len);
+        gw_metric_inc(dc->gw->m.nacks_sent);
+    }
+}
+
+static void send_acks(gw_devconn_t *dc, gw_dev_t *d)
+{
+    char buf[GW_ACK_JSON_MAX];
+    int n;
+    while ((n = gw_ranges_take_ack(&d->acks, buf, sizeof buf)) > 0) {
+        dev_send(dc, buf, (size_t)n);
+        gw_metric_inc(dc->gw->m.acks_sent);
+    }
+}
+
+void gw_device_committed(gw_t *gw, gw_dev_t *d, bool has_seq, uint64_t seq, const char *reject)
+{
+    if (reject) {
+        if (d->conn) {
+            ems_verr_t e;
+            ems_verr_set(&e, "", "refused by the database: %s", reject);
+            send_nack(d->conn, has_seq, seq, &e);
+        }
+        return;
+    }
+    gw_metric_inc(gw->m.acked_records);
+    if (!has_seq)
+        return; /* nothing the edge could match an ack to */
+    if (gw_ranges_add(&d->acks, seq) != 0)
+        return; /* out of memory: no ack; the edge sends it again */
+    if (!d->ack_dirty) {
+        d->ack_dirty = true;
+        d->ack_next = gw->ack_dirty;
+        gw->ack_dirty = d;
+    }
+}
+
+void gw_device_flush_acks(gw_t *gw)
+{
+    gw_dev_t *d = gw->ack_dirty;
+    gw->ack_dirty = NULL;
+    while (d) {
+        gw_dev_t *n = d->ack_next;
+        d->ack_dirty = false;
+        d->ack_next = NULL;
+        /* A device that went away keeps its ranges: they are sent when it
+         * reconnects, which saves it resending what is already stored. */
+        if (d->conn)
+            send_acks(d->conn, d);
+        d = n;
+    }
+}
+
+int gw_device_send_command(gw_t *gw, const gw_cmd_t *c)
+{
+    gw_dev_t *d = gw_dev_get(gw, c->device_id, false);
+    if (!d || !d->conn || !ems_ws_is_open(d->conn->ws))
+        return EMS_ENOENT;
+    char buf[EMS_COMMAND_JSON_MAX];
+    int n = ems_command_encode(&c->cmd, buf, sizeof buf);
+    if (n < 0)
+        return n;
+    int rc = ems_ws_send_text(d->conn->ws, buf, (size_t)n);
+    if (rc == 0) {
+        gw_metric_inc(gw->m.msgs_out[0]);
+        gw_metric_add(gw->m.bytes_out[0], n);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------ events */
+
+static void session_event(gw_t *gw, gw_devconn_t *dc, bool open, const char *reason)
+{
+    char buf[1024], t1[EMS_TIME_STR_MAX], t2[EMS_TIME_STR_MAX];
+    ems_time_format(dc->connected_ms, t1, sizeof t1);
+    ems_jw_t w;
+    ems_jw_init(&w, buf, sizeof buf);
+    ems_jw_obj_open(&w);
+    ems_jw_key(&w, "type");
+    ems_jw_str(&w, open ? "session_open" : "session_close");
+    ems_jw_key(&w, "device_id");
+    ems_jw_str(&w, dc->dev->id);
+    ems_jw_key(&w, "connected_at");
+    ems_jw_str(&w, t1);
+    if (open) {
+        ems_jw_key(&w, "remote");
+        ems_jw_str(&w, dc->peer);
+        ems_jw_key(&w, "gateway");
+        ems_jw_str(&w, gw->instance);
+    } else {
+        ems_time_format(ems_time_now_ms(), t2, sizeof t2);
+        ems_jw_key(&w, "disconnected_at");
+        ems_jw_str(&w, t2);
+        ems_jw_key(&w, "reason");
+        ems_jw_str(&w, reason);
+    }
+    ems_jw_obj_close(&w);
+    int n = ems_jw_finish(&w);
+    if (n > 0)
+        gw_event(gw, buf, (size_t)n);
+}
+
+/* ------------------------------------------------------------ messages */
+
+/* One validated packet from the connection's device. `live` packets are
+ * fanned out to dashboards; backfill from a batch is history and is not. */
+static void handle_packet(gw_devconn_t *dc, const ems_telemetry_t *t, bool live, int64_t now_ms)
+{
+    gw_t *gw = dc->gw;
+    gw_dev_t *d = dc->dev;
+    if (strcmp(t->device_id, d->id) != 0) {
+        gw_metric_inc(gw->m.foreign);
+        ems_log_warn("device %s (%s) sent a packet for device %s: refused", d->id, dc->peer,
+                     t->device_id);
+        ems_verr_t e;
+        ems_verr_set(&e, "device_id", "is \"%s\" but this connection is authenticated as \"%s\"",
+                     t->device_id, d->id);
+        send_nack(dc, t->has_seq, t->seq, &e);
+        return;
+    }
+    gw_metric_inc(gw->m.telemetry_ok);
+    if (live && (!d->has_last || t->timestamp_ms >= d->last.timestamp_ms)) {
+        d->last = *t;
+        d->has_last = true;
+    }
+    if (live && (gw->hub.nall || gw_hub_count(&gw->hub, d->id))) {
+        char pkt[EMS_TELEMETRY_JSON_MAX], msg[EMS_TELEMETRY_JSON_MAX + 64];
+        int n = ems_telemetry_encode(t, pkt, sizeof pkt);
+        if (n > 0 && (n = ems_dash_telemetry_encode(pkt, (size_t)n, msg, sizeof msg)) > 0)
+            gw_dash_publish(gw, d->id, msg, (size_t)n);
+    }
+    if (gw->stopping)
+        return; /* not stored, not acked: the edge sends it to the next gateway */
+    int rc = gw_link_telemetry(gw->link, d, t, now_ms);
+    if (rc < 0) {
+        gw_metric_inc(gw->m.not_stored);
+        int64_t mono = ems_time_mono_ms();
+        if (mono - gw->last_full_log_mono > 5000) {
+            gw->last_full_log_mono = mono;
+            ems_log_warn("DB writer queue full (%zu held): telemetry is fanned out but not "
+                         "stored or acked; the edges keep it",
+                         gw_link_held(gw->link));
+        }
+    }
+}
+
+typedef struct {
+    gw_devconn_t *dc;
+    int64_t now_ms;
+} batch_ctx_t;
+
+static void batch_item(void *ctx, const ems_batch_item_t *it)
+{
+    batch_ctx_t *b = ctx;
+    if (it->packet) {
+        handle_packet(b->dc, it->packet, false, b->now_ms);
+        return;
+    }
+    gw_metric_inc(b->dc->gw->m.invalid);
+    ems_verr_t e;
+    ems_verr_set(&e, it->packet_path ? it->packet_path : "", "%s", it->err->reason);
+    send_nack(b->dc, it->has_seq, it->seq, &e);
+}
+
+/* device_info: kept (normalised) for /api/devices and dashboards. */
+static int handle_info(gw_devconn_t *dc, const json_t *root, ems_verr_t *err)
+{
+    ems_device_info_t info;
+    if (ems_device_info_from_json(root, &info, err) < 0)
+        return EMS_EINVAL;
+    char buf[EMS_DEVICE_INFO_JSON_MAX];
+    int n = ems_device_info_encode(&info, buf, sizeof buf);
+    if (n < 0) {
+        ems_verr_set(err, "", "cannot re-encode device_info");
+        return EMS_EINVAL;
+    }
+    char *copy = strdup(buf);
+    if (copy) {
+        free(dc->dev->info_json);
+        dc->dev->info_json = copy;
+    }
+    return 0;
+}
+
+static void handle_result(gw_devconn_t *dc, const json_t *root)
+{
+    ems_command_result_t r;
+    ems_verr_t err;
+    if (ems_command_result_from_json(root, &r, &err) < 0) {
+        char b[400];
+        gw_metric_inc(dc->gw->m.invalid);
+        ems_log_warn("device %s: invalid command_result: %s", dc->dev->id,
+                     ems_verr_format(&err, b, sizeof b));
+        send_nack(dc, false, 0, &err);
+        return;
+    }
+    int rc = gw_cmds_result(dc->gw->cmds, dc->dev->id, &r, ems_time_now_ms());
+    if (rc == EMS_EPERM)
+        ems_log_warn("device %s answered command %s of another device: ignored", dc->dev->id,
+                     r.command_id);
+    else if (rc == EMS_ENOENT)
+        ems_log_info("device %s answered unknown command %s (%s): ignored", dc->dev->id,
+                     r.command_id, ems_result_status_name(r.status));
+    else if (rc == EMS_EINVAL)
+        ems_log_info("device %s: late or out-of-order %s for command %s: ignored", dc->dev->id,
+                     ems_result_status_name(r.status), r.command_id);
+}
+
+static void dev_on_message(ems_ws_t *ws, const char *data, size_t len, bool binary)
+{
+    (void)binary; /* binary frames are refused with 1008 by the ws layer */
+    gw_devconn_t *dc = ems_ws_user(ws);
+    gw_t *gw = dc->gw;
+    gw_dev_t *d = dc->dev;
+    if (!d || d->conn != dc)
+        return; /* replaced by a newer connection; its close is under way */
+    int64_t now_ms = ems_time_now_ms(), mono = ems_time_mono_ms();
+    gw_metric_inc(gw->m.msgs_in[0]);
+    gw_metric_add(gw->m.bytes_in[0], (double)len);
+    d->last_seen_ms = now_ms;
+    if (!gw_rate_take(&d->rate, (double)gw->cfg.rate_burst, (double)gw->cfg.rate_per_s, mono)) {
+        gw_metric_inc(gw->m.rate_limited);
+        ems_log_warn("device %s (%s): more than %" PRId64 " messages/s (burst %" PRId64
+                     "): closing 4008",
+                     d->id, dc->peer, gw->cfg.rate_per_s, gw->cfg.rate_burst);
+        dc->why_closed = "rate limit exceeded";
+        ems_ws_close(ws, 4008, "rate limit exceeded");
+        return;
+    }
+    ems_verr_t err;
+    json_t *root = ems_jr_parse(data, len, &err);
+    if (!root) {
+        gw_metric_inc(gw->m.invalid);
+        send_nack(dc, false, 0, &err);
+        return;
+    }
+    const char *type = json_string_value(json_object_get(root, "type"));
+    ems_msg_kind_t kind = ems_message_identify(root, &err);
+    ems_telemetry_t t;
+    switch (kind) {
+    case EMS_MSG_TELEMETRY:
+        if (ems_telemetry_from_json(root, &t, &err) == 0) {
+            handle_packet(dc, &t, !(t.has_backfill && t.backfill), now_ms);
+        } else {
+            gw_metric_inc(gw->m.invalid);
+            json_int_t seq = -1;
+            const json_t *s = json_object_get(root, "seq");
+            if (json_is_number(s) && json_number_value(s) >= 0 &&
+                json_number_value(s) <= (double)EMS_SEQ_MAX &&
+                json_number_value(s) == (double)(json_int_t)json_number_value(s))
+                seq = (json_int_t)json_number_value(s);
+            send_nack(dc, seq >= 0, (uint64_t)seq, &err);
+        }
+        break;
+    case EMS_MSG_TELEMETRY_BATCH: {
+        batch_ctx_t b = {dc, now_ms};
+        if (ems_batch_from_json(root, batch_item, &b, &err) < 0) {
+            gw_metric_inc(gw->m.invalid);
+            send_nack(dc, false, 0, &err);
+        }
+        break;
+    }
+    case EMS_MSG_COMMAND_RESULT:
+        handle_result(dc, root);
+        break;
+    case EMS_MSG_DEVICE_INFO:
+        if (handle_info(dc, root, &err) < 0) {
+            gw_metric_inc(gw->m.invalid);
+            send_nack(dc, false, 0, &err);
+        } else {
+            ems_log_info("device %s: %s", d->id, d->info_json);
+        }
+        break;
+    case EMS_MSG_UNKNOWN:
+        gw_metric_inc(gw->m.invalid);
+        send_nack(dc, false, 0, &err);
+        break;
+    default:
+        gw_metric_inc(gw->m.invalid);
+        ems_verr_set(&err, type ? "type" : "", "a device does not send %s messages",
+                     ems_message_kind_name(kind));
+        send_nack(dc, false, 0, &err);
+        break;
+    }
+    json_decref(root);
+}
+
+static const char *close_text(const ems_ws_close_info_t *info, char *buf, size_t cap)
+{
+    if (info->status == 0)
+        snprintf(buf, cap, "closed (code %d)",
+                 info->code_received ? info->code_received : info->code_sent);
+    else
+        snprintf(buf, cap, "%s%s%s", ems_strerror(info->status), info->detail[0] ? ": " : "",
+                 info->detail);
+    return buf;
+}
+
+static void dev_on_close(ems_ws_t *ws, const ems_ws_close_info_t *info)
+{
+    gw_devconn_t *dc = ems_ws_user(ws);
+    gw_t *gw = dc->gw;
+    char why[256];
+    const char *reason = dc->why_closed ? dc->why_closed : close_text(info, why, sizeof why);
+    if (dc->prev)
+        dc->prev->next = dc->next;
+    else
+        gw->devconns = dc->next;
+    if (dc->next)
+        dc->next->prev = dc->prev;
+    gw->ndevconns--;
+    gw_dev_t *d = dc->dev;
+    ems_log_info("device %s (%s) disconnected: %s", d->id, dc->peer, reason);
+    session_event(gw, dc, false, reason);
+    if (d->conn == dc) {
+        d->conn = NULL;
+        d->offline_ms = ems_time_now_ms();
+        gw_dash_device_event(gw, d);
+    }
+    free(dc);
+}
+
+static const ems_ws_callbacks_t dev_cbs = {NULL, dev_on_message, dev_on_close};
+
+/* ------------------------------------------------------------ upgrade */
+
+static void refuse(gw_t *gw, ems_server_req_t *req, int status, const char *id, const char *peer,
+                   const char *why)
+{
+    gw_metric_inc(gw->m.refused[0]);
+    ems_log_warn("device %s from %s refused: %d %s", id, peer, status, why);
+    const char *extra = status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL;
+    if (status == 401)
+        extra = "WWW-Authenticate: Bearer\r\n";
+    char body[300];
+    json_t *o = json_pack("{ss}", "error", why);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    snprintf(body, sizeof body, "%s", s ? s : "{}");
+    free(s);
+    json_decref(o);
+    ems_server_respond(req, status, "application/json", extra, body, strlen(body));
+}
+
+static void accept_device(gw_t *gw, ems_server_req_t *req, gw_dev_t *d, const char *hash,
+                          const char *peer)
+{
+    ems_ws_options_t o;
+    ems_ws_options_default(&o);
+    o.max_message = (size_t)gw->cfg.device_max_message;
+    o.max_send_queue = (size_t)gw->cfg.device_send_queue;
+    o.ping_interval_ms = (unsigned)(gw->cfg.ping_interval_s * 1000);
+    o.idle_timeout_ms = (unsigned)(gw->cfg.idle_timeout_s * 1000);
+    gw_devconn_t *dc = calloc(1, sizeof *dc);
+    if (!dc) {
+        refuse(gw, req, 503, d->id, peer, "out of memory");
+        return;
+    }
+    dc->gw = gw;
+    dc->dev = d;
+    snprintf(dc->token_hash, sizeof dc->token_hash, "%s", hash);
+    snprintf(dc->peer, sizeof dc->peer, "%s", peer);
+    ems_ws_t *ws;
+    if (ems_server_upgrade(req, &o, &dev_cbs, dc, NULL, &ws) < 0) {
+        free(dc); /* answered (400) or the client is gone */
+        return;
+    }
+    dc->ws = ws;
+    dc->gen = ++gw->next_gen;
+    dc->connected_ms = ems_time_now_ms();
+    dc->recheck_mono = ems_time_mono_ms() + gw->cfg.recheck_s * 1000;
+    dc->next = gw->devconns;
+    if (gw->devconns)
+        gw->devconns->prev = dc;
+    gw->devconns = dc;
+    gw->ndevconns++;
+    gw_metric_inc(gw->m.conns_total[0]);
+
+    gw_devconn_t *old = d->conn;
+    d->conn = dc;
+    d->connected_ms = dc->connected_ms;
+    d->offline_ms = 0;
+    if (old) {
+        ems_log_info("device %s: new connection from %s replaces the one from %s (4001)", d->id,
+                     peer, old->peer);
+        old->why_closed = "replaced by a newer connection";
+        ems_ws_close(old->ws, 4001, "replaced by a newer connection");
+    }
+    ems_log_info("device %s connected from %s", d->id, peer);
+
+    ems_welcome_t w;
+    snprintf(w.device_id, sizeof w.device_id, "%s", d->id);
+    w.server_time_ms = dc->connected_ms;
+    char buf[EMS_WELCOME_JSON_MAX];
+    int n = ems_welcome_encode(&w, buf, sizeof buf);
+    if (n > 0)
+        dev_send(dc, buf, (size_t)n);
+    session_event(gw, dc, true, NULL);
+    gw_dash_device_event(gw, d);
+    send_acks(dc, d);
+    gw_cmds_online(gw->cmds, d->id, ems_time_now_ms());
+}
+
+/* Applies a device_auth answer (cached or fresh) to an upgrade. */
+static void decide(gw_t *gw, ems_server_req_t *req, gw_dev_t *d, const char *id, const char *hash,
+                   const char *peer)
+{
+    if (!d || !d->auth_ok) {
+        refuse(gw, req, 401, id, peer, "unknown device or wrong token");
+        return;
+    }
+    if (d->auth_revoked) {
+        refuse(gw, req, 403, id, peer, "device credential revoked");
+        return;
+    }
+    if (!gw_auth_equal(hash, d->auth_hash)) {
+        refuse(gw, req, 401, id, peer, "unknown device or wrong token");
+        return;
+    }
+    accept_device(gw, req, d, hash, peer);
+}
+
+/* Parses a device_auth result into the device's cache entry; creates the
+ * entry only for a device that exists. Returns the entry or NULL. */
+static gw_dev_t *apply_auth(gw_t *gw, const char *id, const char *json, size_t len)
+{
+    json_error_t je;
+    json_t *o = json_loadb(json, len, 0, &je);
+    gw_dev_t *d = NULL;
+    if (json_is_true(json_object_get(o, "found"))) {
+        const char *h = json_string_value(json_object_get(o, "token_hash"));
+        d = gw_dev_get(gw, id, true);
+        if (d) {
+            d->auth_ok = h && strlen(h) == 64;
+            snprintf(d->auth_hash, sizeof d->auth_hash, "%s", h ? h : "");
+            d->auth_revoked = json_is_true(json_object_get(o, "revoked"));
+            d->auth_mono_ms = ems_time_mono_ms();
+        }
+    } else {
+        d = gw_dev_get(gw, id, false);
+        if (d) /* deleted since */
+            d->auth_ok = false;
+        d = NULL;
+    }
+    json_decref(o);
+    return d;
+}
+
+typedef struct {
+    gw_t *gw;
+    ems_server_req_t *req;
+    char id[EMS_DEVICE_ID_MAX + 1];
+    char hash[65];
+    char peer[64];
+    int64_t t0;
+} auth_ctx_t;
+
+static void auth_result(void *ud, int status, const char *json, size_t len)
+{
+    auth_ctx_t *a = ud;
+    gw_t *gw = a->gw;
+    gw_metric_observe(gw->m.query_latency, (double)(ems_time_mono_ms() - a->t0) / 1000.0);
+    if (ems_server_req_gone(a->req)) {
+        ems_server_respond(a->req, 499, NULL, NULL, NULL, 0); /* finishes it */
+    } else if (status < 0) {
+        gw_dev_t *d = gw_dev_get(gw, a->id, false);
+        if (d && d->auth_ok && status != EMS_ECLOSED) {
+            ems_log_warn("device %s: credential lookup failed (%s); using the cached one", a->id,
+                         ems_strerror(status));
+            decide(gw, a->req, d, a->id, a->hash, a->peer);
+        } else {
+            refuse(gw, a->req, 503, a->id, a->peer, "credential store unavailable");
+        }
+    } else {
+        gw_dev_t *d = apply_auth(gw, a->id, json, len);
+        if (gw->stopping)
+            refuse(gw, a->req, 503, a->id, a->peer, "gateway is shutting down");
+        else
+            decide(gw, a->req, d, a->id, a->hash, a->peer);
+    }
+    free(a);
+}
+
+void gw_device_upgrade(gw_t *gw, ems_server_req_t *req, const char *id)
+{
+    const ems_http_msg_t *m = ems_server_req_msg(req);
+    char peer[64] = "?";
+    ems_conn_t *c = ems_server_req_conn(req);
+    if (c)
+        ems_conn_peer(c, peer, sizeof peer);
+    const char *why;
+    int st = ems_http_ws_check_request(m, &why);
+    if (st) {
+        refuse(gw, req, st, id, peer, why);
+        return;
+    }
+    const char *auth = ems_http_msg_header(m, "Authorization");
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) {
+        refuse(gw, req, 401, id, peer, "missing Authorization: Bearer token");
+        return;
+    }
+    const char *tok = auth + 7;
+    while (*tok == ' ')
+        tok++;
+    size_t tlen = strlen(tok);
+    if (tlen == 0 || tlen > 256) {
+        refuse(gw, req, 401, id, peer, "malformed bearer token");
+        return;
+    }
+    if (gw->ndevconns + gw->ndashes >= (size_t)gw->cfg.max_connections) {
+        refuse(gw, req, 429, id, peer, "connection limit reached");
+        return;
+    }
+    char hash[65];
+    gw_auth_token_hash(tok, tlen, hash, sizeof hash);
+    gw_dev_t *d = gw_dev_get(gw, id, false);
+    int64_t mono = ems_time_mono_ms();
+    if (d && d->auth_ok && mono - d->auth_mono_ms < gw->cfg.auth_cache_s * 1000) {
+        decide(gw, req, d, id, hash, peer);
+        return;
+    }
+    auth_ctx_t *a = calloc(1, sizeof *a);
+    if (!a) {
+        refuse(gw, req, 503, id, peer, "out of memory");
+        return;
+    }
+    a->gw = gw;
+    a->req = req;
+    a->t0 = mono;
+    snprintf(a->id, sizeof a->id, "%s", id);
+    snprintf(a->hash, sizeof a->hash, "%s", hash);
+    snprintf(a->peer, sizeof a->peer, "%s", peer);
+    char q[160];
+    int n = snprintf(q, sizeof q, "{\"op\":\"device_auth\",\"device_id\":\"%s\"}", id);
+    int rc = gw_link_query(gw->link, q, (size_t)n, auth_result, a);
+    if (rc < 0) {
+        free(a);
+        if (d && d->auth_ok) {
+            ems_log_warn("device %s: DB writer unavailable; using the cached credential", id);
+            decide(gw, req, d, id, hash, peer);
+        } else {
+            refuse(gw, req, 503, id, peer, "credential store unavailable");
+        }
+    }
+}
+
+/* ------------------------------------------------------------ re-check */
+
+typedef struct {
+    gw_t *gw;
+    uint64_t gen;
+    char id[EMS_DEVICE_ID_MAX + 1];
+} recheck_ctx_t;
+
+static void recheck_result(void *ud, int status, const char *json, size_t len)
+{
+    recheck_ctx_t *r = ud;
+    gw_t *gw = r->gw;
+    gw_dev_t *d = gw_dev_get(gw, r->id, false);
+    gw_devconn_t *dc = d ? d->conn : NULL;
+    if (!dc || dc->gen != r->gen || status < 0) {
+        if (dc && dc->gen == r->gen)
+            dc->rechecking = false; /* try again next round */
+        free(r);
+        return;
+    }
+    dc->rechecking = false;
+    d = apply_auth(gw, r->id, json, len);
+    const char *why = NULL;
+    if (!d || !d->auth_ok)
+        why = "device deleted";
+    else if (d->auth_revoked)
+        why = "credential revoked";
+    else if (!gw_auth_equal(dc->token_hash, d->auth_hash))
+        why = "token rotated";
+    if (why) {
+        ems_log_warn("device %s (%s): %s; closing 4003", r->id, dc->peer, why);
+        dc->why_closed = why;
+        ems_ws_close(dc->ws, 4003, "credential revoked");
+    }
+    free(r);
+}
+
+void gw_device_recheck(gw_t *gw, int64_t now_mono)
+{
+    if (!gw_link_up(gw->link))
+        return;
+    for (gw_devconn_t *dc = gw->devconns; dc; dc = dc->next) {
+        if (dc->rechecking || now_mono < dc->recheck_mono || dc->dev->conn != dc)
+            continue;
+        recheck_ctx_t *r = calloc(1, sizeof *r);
+        if (!r)
+            return;
+        r->gw = gw;
+        r->gen = dc->gen;
+        snprintf(r->id, sizeof r->id, "%s", dc->dev->id);
+        char q[160];
+        int n = snprintf(q, sizeof q, "{\"op\":\"device_auth\",\"device_id\":\"%s\"}", r->id);
+        if (gw_link_query(gw->link, q, (size_t)n, recheck_result, r) < 0) {
+            free(r);
+            return;
+        }
+        dc->rechecking = true;
+        dc->recheck_mono = now_mono + gw->cfg.recheck_s * 1000;
+    }
+}
+
+void gw_device_close_all(gw_t *gw, uint16_t code, const char *reason)
+{
+    for (gw_devconn_t *dc = gw->devconns; dc; dc = dc->next) {
+        if (!dc->why_closed)
+            dc->why_closed = reason;
+        ems_ws_close(dc->ws, code, reason);
+    }
+}

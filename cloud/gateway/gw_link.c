@@ -1,0 +1,557 @@
+/* gw_link.c: the gateway's link to ems-dbwriter (see gw_link.h). */
+#include "gw_link.h"
+
+#include "backoff.h"
+#include "error.h"
+#include "gw_auth.h"
+#include "link.h"
+#include "log.h"
+#include "timefmt.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HIGH_WATER (4u << 20) /* bytes queued on the socket before we wait for drain */
+
+typedef struct {
+    void *owner;
+    uint64_t seq;
+    bool has_seq;
+    char *reject; /* strdup'ed REJECT reason, or NULL */
+} rec_t;
+
+typedef struct frame {
+    struct frame *next;
+    uint64_t link_seq;
+    uint8_t *bytes; /* the whole frame, header included */
+    size_t len;
+    rec_t *recs;    /* telemetry records, NULL for an EVENT */
+    unsigned nrec;
+} frame_t;
+
+typedef struct query {
+    struct query *prev, *next;
+    uint64_t id;
+    int64_t deadline_ms;
+    gw_link_result_fn fn;
+    void *ud;
+} query_t;
+
+struct gw_link {
+    uv_loop_t *loop;
+    gw_link_opts_t o;
+    char *path, *hello;
+    gw_link_cb_t cb;
+    void *ud;
+
+    ems_link_conn_t *conn; /* NULL while down */
+    bool ready, freeing;
+    ems_backoff_t backoff;
+    uv_timer_t retry, flush, qtimer;
+    int open_handles;
+    void (*done)(void *);
+    void *done_arg;
+
+    uint64_t next_link_seq, next_query_id;
+
+    /* The batch being built. */
+    ems_link_buf_t open;
+    size_t mark;
+    uint64_t open_seq;
+    rec_t *open_recs;
+    unsigned open_n;
+
+    /* Sealed durable frames, oldest first; `unsent` is the first one not
+     * yet handed to the current connection. */
+    frame_t *head, *tail, *unsent;
+    size_t held; /* records + events in frames and in the open batch */
+
+    query_t *qhead, *qtail;
+    size_t nqueries;
+    gw_link_stats_t st;
+};
+
+static void connect_now(gw_link_t *l);
+static void release(gw_link_t *l);
+
+bool gw_link_up(const gw_link_t *l) { return l->conn && l->ready; }
+size_t gw_link_held(const gw_link_t *l) { return l->held; }
+size_t gw_link_capacity(const gw_link_t *l) { return l->o.ring; }
+size_t gw_link_pending_queries(const gw_link_t *l) { return l->nqueries; }
+void gw_link_stats(const gw_link_t *l, gw_link_stats_t *out) { *out = l->st; }
+
+/* ------------------------------------------------------------ sending */
+
+/* Hands sealed frames to the connection while it has room. */
+static void pump(gw_link_t *l)
+{
+    if (!gw_link_up(l))
+        return;
+    while (l->unsent && ems_link_conn_queued(l->conn) < HIGH_WATER) {
+        frame_t *f = l->unsent;
+        int rc = ems_link_conn_send_raw(l->conn, f->bytes, f->len);
+        if (rc == EMS_ENOSPC)
+            return; /* on_drain calls us again */
+        if (rc < 0) {
+            ems_log_warn("dbwriter link: send failed: %s", ems_strerror(rc));
+            ems_link_conn_close(l->conn, rc);
+            return;
+        }
+        l->st.frames_sent++;
+        l->st.records_sent += f->nrec;
+        l->unsent = f->next;
+    }
+}
+
+static void push_frame(gw_link_t *l, frame_t *f)
+{
+    f->next = NULL;
+    if (l->tail)
+        l->tail->next = f;
+    else
+        l->head = f;
+    l->tail = f;
+    if (!l->unsent)
+        l->unsent = f;
+    pump(l);
+}
+
+/* Moves the open batch into a frame of its own. */
+static int seal(gw_link_t *l)
+{
+    if (l->open_n == 0)
+        return 0;
+    uv_timer_stop(&l->flush);
+    int rc = ems_link_telemetry_end(&l->open, l->mark);
+    frame_t *f = rc == 0 ? calloc(1, sizeof *f) : NULL;
+    if (!f) {
+        /* Cannot happen with sane limits; the records are lost to the DB
+         * but were never acked, so the edges send them again. */
+        ems_log_error("dbwriter link: cannot seal a batch: %s", ems_strerror(rc ? rc : EMS_ENOMEM));
+        for (unsigned i = 0; i < l->open_n; i++)
+            free(l->open_recs[i].reject);
+        l->held -= l->open_n;
+        l->open_n = 0;
+        ems_link_buf_reset(&l->open);
+        return rc ? rc : EMS_ENOMEM;
+    }
+    f->link_seq = l->open_seq;
+    /* The frame takes the buffer's memory; the batch starts a fresh one. */
+    f->bytes = l->open.data;
+    f->len = l->open.len;
+    f->recs = l->open_recs;
+    f->nrec = l->open_n;
+    memset(&l->open, 0, sizeof l->open);
+    l->open_recs = NULL;
+    l->open_n = 0;
+    push_frame(l, f);
+    return 0;
+}
+
+static void flush_cb(uv_timer_t *t)
+{
+    seal(t->data);
+}
+
+void gw_link_flush(gw_link_t *l) { seal(l); }
+
+int gw_link_telemetry(gw_link_t *l, void *owner, const ems_telemetry_t *t, int64_t received_ms)
+{
+    if (l->freeing)
+        return EMS_ECLOSED;
+    if (l->held >= l->o.ring) {
+        l->st.refused_full++;
+        return EMS_ENOSPC;
+    }
+    if (l->open_n == 0) {
+        l->open_recs = malloc(l->o.batch * sizeof *l->open_recs);
+        if (!l->open_recs)
+            return EMS_ENOMEM;
+        int rc = ems_link_telemetry_begin(&l->open, l->next_link_seq, &l->mark);
+        if (rc < 0) {
+            free(l->open_recs);
+            l->open_recs = NULL;
+            return rc;
+        }
+        l->open_seq = l->next_link_seq++;
+    }
+    int rc = ems_link_telemetry_add(&l->open, l->mark, t, received_ms);
+    if (rc < 0) {
+        if (l->open_n == 0) {
+            ems_link_buf_reset(&l->open);
+            free(l->open_recs);
+            l->open_recs = NULL;
+        }
+        return rc;
+    }
+    rec_t *r = &l->open_recs[l->open_n++];
+    r->owner = owner;
+    r->has_seq = t->has_seq;
+    r->seq = t->seq;
+    r->reject = NULL;
+    l->held++;
+    if (l->open_n >= l->o.batch)
+        seal(l); /* on failure the records were dropped unacked: still 0 */
+    if (l->open_n == 1)
+        uv_timer_start(&l->flush, flush_cb, l->o.flush_ms, 0);
+    return 0;
+}
+
+int gw_link_event(gw_link_t *l, const char *json, size_t len)
+{
+    if (l->freeing)
+        return EMS_ECLOSED;
+    if (l->held >= l->o.ring) {
+        l->st.refused_full++;
+        return EMS_ENOSPC;
+    }
+    seal(l);
+    ems_link_buf_t b = {0};
+    int rc = ems_link_put_id_json(&b, EMS_LINK_EVENT, l->next_link_seq, json, len);
+    frame_t *f = rc == 0 ? calloc(1, sizeof *f) : NULL;
+    if (!f) {
+        ems_link_buf_free(&b);
+        return rc ? rc : EMS_ENOMEM;
+    }
+    f->link_seq = l->next_link_seq++;
+    f->bytes = b.data;
+    f->len = b.len;
+    l->held++;
+    push_frame(l, f);
+    return 0;
+}
+
+/* ------------------------------------------------------------ receiving */
+
+static void free_frame(frame_t *f)
+{
+    for (unsigned i = 0; i < f->nrec; i++)
+        free(f->recs[i].reject);
+    free(f->recs);
+    free(f->bytes);
+    free(f);
+}
+
+static void on_ack(gw_link_t *l, uint64_t upto)
+{
+    bool any = false;
+    while (l->head && l->head->link_seq <= upto) {
+        frame_t *f = l->head;
+        if (l->unsent == f) {
+            /* An ACK for a frame we have not sent on this connection means
+             * the writer and we disagree; never trust it. */
+            ems_log_error("dbwriter link: ACK %" PRIu64 " covers unsent frame %" PRIu64, upto,
+                          f->link_seq);
+            ems_link_conn_close(l->conn, EMS_EPROTO);
+            break;
+        }
+        l->head = f->next;
+        if (!l->head)
+            l->tail = NULL;
+        if (f->recs) {
+            for (unsigned i = 0; i < f->nrec; i++) {
+                rec_t *r = &f->recs[i];
+                if (r->reject)
+                    l->st.records_rejected++;
+                else
+                    l->st.records_committed++;
+                l->cb.committed(l->ud, r->owner, r->has_seq, r->seq, r->reject);
+            }
+            l->held -= f->nrec;
+        } else {
+            l->st.events_committed++;
+            l->held--;
+        }
+        free_frame(f);
+        any = true;
+    }
+    if (any && l->cb.acked)
+        l->cb.acked(l->ud);
+}
+
+static void on_reject(gw_link_t *l, uint64_t link_seq, uint32_t index, const char *reason,
+                      size_t len)
+{
+    for (frame_t *f = l->head; f && f != l->unsent; f = f->next) {
+        if (f->link_seq != link_seq)
+            continue;
+        ems_log_warn("dbwriter refused record %u of frame %" PRIu64 " for good: %.*s", index,
+                     link_seq, (int)len, reason);
+        if (f->recs && index < f->nrec && !f->recs[index].reject) {
+            char *s = malloc(len + 1);
+            if (s) {
+                memcpy(s, reason, len);
+                s[len] = '\0';
+                f->recs[index].reject = s;
+            }
+        }
+        return;
+    }
+}
+
+static void query_unlink(gw_link_t *l, query_t *q)
+{
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        l->qhead = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    else
+        l->qtail = q->prev;
+    l->nqueries--;
+}
+
+static void query_finish(gw_link_t *l, query_t *q, int status, const char *json, size_t len)
+{
+    query_unlink(l, q);
+    if (status < 0)
+        l->st.query_errors++;
+    q->fn(q->ud, status, json, len);
+    free(q);
+}
+
+static void on_result(gw_link_t *l, uint64_t id, int32_t status, const char *json, size_t len)
+{
+    for (query_t *q = l->qhead; q; q = q->next) {
+        if (q->id == id) {
+            query_finish(l, q, status, json, len);
+            return;
+        }
+    }
+    ems_log_debug("dbwriter link: result for unknown query %" PRIu64 " (timed out?)", id);
+}
+
+static void fail_queries(gw_link_t *l, int status)
+{
+    while (l->qhead)
+        query_finish(l, l->qhead, status, "", 0);
+}
+
+static void conn_on_frame(ems_link_conn_t *c, void *ud, const ems_link_frame_t *f)
+{
+    gw_link_t *l = ud;
+    (void)c;
+    uint64_t a;
+    uint32_t idx;
+    int32_t st;
+    const char *s;
+    size_t n;
+    switch (f->kind) {
+    case EMS_LINK_ACK:
+        if (ems_link_parse_ack(f, &a) == 0)
+            on_ack(l, a);
+        break;
+    case EMS_LINK_REJECT:
+        if (ems_link_parse_reject(f, &a, &idx, &s, &n) == 0)
+            on_reject(l, a, idx, s, n);
+        break;
+    case EMS_LINK_RESULT:
+        if (ems_link_parse_result(f, &a, &st, &s, &n) == 0)
+            on_result(l, a, st, s, n);
+        break;
+    default:
+        ems_log_warn("dbwriter link: unexpected %s frame", ems_link_kind_name(f->kind));
+        break;
+    }
+}
+
+static void conn_on_ready(ems_link_conn_t *c, void *ud, const char *info, size_t len)
+{
+    gw_link_t *l = ud;
+    (void)c;
+    l->ready = true;
+    ems_backoff_reset(&l->backoff);
+    ems_log_info("dbwriter link up (%.*s); resending %zu held records/events", (int)len, info,
+                 l->held);
+    /* Everything not acknowledged goes again, oldest first. */
+    l->unsent = l->head;
+    pump(l);
+    if (l->cb.state)
+        l->cb.state(l->ud, true);
+}
+
+static void conn_on_drain(ems_link_conn_t *c, void *ud)
+{
+    (void)c;
+    pump(ud);
+}
+
+static void retry_cb(uv_timer_t *t) { connect_now(t->data); }
+
+static void conn_on_close(ems_link_conn_t *c, void *ud, int status)
+{
+    gw_link_t *l = ud;
+    (void)c;
+    bool was_up = l->ready;
+    l->conn = NULL;
+    l->ready = false;
+    l->unsent = l->head;
+    fail_queries(l, l->freeing ? EMS_ECLOSED : EMS_EAGAIN);
+    if (l->freeing) {
+        release(l);
+        return;
+    }
+    uint64_t delay = ems_backoff_next(&l->backoff);
+    if (was_up)
+        ems_log_warn("dbwriter link down (%s); %zu records/events held; retry in %" PRIu64 " ms",
+                     status ? ems_strerror(status) : "closed", l->held, delay);
+    else
+        ems_log_debug("dbwriter link: connect failed (%s); retry in %" PRIu64 " ms",
+                      ems_strerror(status), delay);
+    uv_timer_start(&l->retry, retry_cb, delay, 0);
+    if (was_up && l->cb.state)
+        l->cb.state(l->ud, false);
+}
+
+static const ems_link_conn_cb_t conn_cbs = {conn_on_ready, conn_on_frame, conn_on_drain,
+                                            conn_on_close};
+
+static void connect_now(gw_link_t *l)
+{
+    if (l->conn || l->freeing)
+        return;
+    ems_link_conn_opts_t o = {.name = "dbwriter link", .hello_info = l->hello};
+    int rc = ems_link_conn_connect(l->loop, l->path, &o, &conn_cbs, l, &l->conn);
+    if (rc < 0) {
+        l->conn = NULL;
+        uint64_t delay = ems_backoff_next(&l->backoff);
+        ems_log_warn("dbwriter link: cannot connect to %s: %s; retry in %" PRIu64 " ms", l->path,
+                     ems_strerror(rc), delay);
+        uv_timer_start(&l->retry, retry_cb, delay, 0);
+        return;
+    }
+    l->st.reconnects++;
+}
+
+/* ------------------------------------------------------------ queries */
+
+int gw_link_query(gw_link_t *l, const char *json, size_t len, gw_link_result_fn fn, void *ud)
+{
+    if (!gw_link_up(l))
+        return EMS_EAGAIN;
+    query_t *q = calloc(1, sizeof *q);
+    if (!q)
+        return EMS_ENOMEM;
+    ems_link_buf_t b = {0};
+    q->id = ++l->next_query_id;
+    int rc = ems_link_put_id_json(&b, EMS_LINK_QUERY, q->id, json, len);
+    /* Queries jump the durable FIFO (they are small and someone waits), but
+     * still respect the connection's bound. */
+    if (rc == 0)
+        rc = ems_link_conn_send_raw(l->conn, b.data, b.len);
+    ems_link_buf_free(&b);
+    if (rc < 0) {
+        free(q);
+        return rc == EMS_ENOSPC ? EMS_EAGAIN : rc;
+    }
+    q->fn = fn;
+    q->ud = ud;
+    q->deadline_ms = ems_time_mono_ms() + l->o.query_timeout_ms;
+    q->prev = l->qtail;
+    if (l->qtail)
+        l->qtail->next = q;
+    else
+        l->qhead = q;
+    l->qtail = q;
+    l->nqueries++;
+    l->st.queries++;
+    return 0;
+}
+
+static void qtimer_cb(uv_timer_t *t)
+{
+    gw_link_t *l = t->data;
+    int64_t now = ems_time_mono_ms();
+    /* Queries are appended in time order: only the head can be overdue
+     * first. */
+    while (l->qhead && l->qhead->deadline_ms <= now) {
+        ems_log_warn("dbwriter link: query %" PRIu64 " timed out", l->qhead->id);
+        query_finish(l, l->qhead, EMS_ETIMEDOUT, "", 0);
+    }
+}
+
+/* ------------------------------------------------------------ life */
+
+int gw_link_new(uv_loop_t *loop, const gw_link_opts_t *o, const gw_link_cb_t *cb, void *ud,
+                gw_link_t **out)
+{
+    if (!o->path || !o->path[0] || o->ring == 0 || o->batch == 0 ||
+        o->batch > EMS_LINK_RECORDS_MAX || !cb->committed)
+        return EMS_EINVAL;
+    gw_link_t *l = calloc(1, sizeof *l);
+    if (!l)
+        return EMS_ENOMEM;
+    l->loop = loop;
+    l->o = *o;
+    if (!l->o.query_timeout_ms)
+        l->o.query_timeout_ms = 10000;
+    l->path = strdup(o->path);
+    l->hello = strdup(o->hello_info ? o->hello_info : "{\"name\":\"ems-gateway\"}");
+    if (!l->path || !l->hello) {
+        free(l->path);
+        free(l->hello);
+        free(l);
+        return EMS_ENOMEM;
+    }
+    l->cb = *cb;
+    l->ud = ud;
+    l->next_link_seq = 1;
+    uint64_t seed;
+    if (gw_auth_random(&seed, sizeof seed))
+        seed = (uint64_t)ems_time_now_ms();
+    ems_backoff_init(&l->backoff, 100, 5000, seed);
+    uv_timer_init(loop, &l->retry);
+    uv_timer_init(loop, &l->flush);
+    uv_timer_init(loop, &l->qtimer);
+    l->retry.data = l->flush.data = l->qtimer.data = l;
+    l->open_handles = 3;
+    uv_timer_start(&l->qtimer, qtimer_cb, 500, 500);
+    connect_now(l);
+    *out = l;
+    return 0;
+}
+
+static void release(gw_link_t *l)
+{
+    if (--l->open_handles > 0)
+        return;
+    void (*done)(void *) = l->done;
+    void *arg = l->done_arg;
+    for (frame_t *f = l->head, *n; f; f = n) {
+        n = f->next;
+        free_frame(f);
+    }
+    for (unsigned i = 0; i < l->open_n; i++)
+        free(l->open_recs[i].reject);
+    free(l->open_recs);
+    ems_link_buf_free(&l->open);
+    free(l->path);
+    free(l->hello);
+    free(l);
+    if (done)
+        done(arg);
+}
+
+static void conn_gone_cb(uv_handle_t *h) { release(h->data); }
+
+void gw_link_free(gw_link_t *l, void (*done)(void *arg), void *arg)
+{
+    if (!l || l->freeing)
+        return;
+    l->freeing = true;
+    l->done = done;
+    l->done_arg = arg;
+    fail_queries(l, EMS_ECLOSED);
+    if (l->conn) {
+        /* The connection's on_close runs later; it only clears l->conn and
+         * must find the link alive, so we count it as one more handle. */
+        l->open_handles++;
+        ems_link_conn_set_data(l->conn, l);
+        ems_link_conn_close(l->conn, 0);
+    }
+    uv_close((uv_handle_t *)&l->retry, conn_gone_cb);
+    uv_close((uv_handle_t *)&l->flush, conn_gone_cb);
+    uv_close((uv_handle_t *)&l->qtimer, conn_gone_cb);
+}

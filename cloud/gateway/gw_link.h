@@ -1,0 +1,104 @@
+/* gw_link.h: the gateway's end of the link to ems-dbwriter (policy).
+ *
+ * Mechanism (framing, HELLO, the pipe) is common/link.h; this module adds
+ * what only the gateway needs (docs/protocol.md section 5.3):
+ *
+ *   - connecting to the DB writer's Unix socket and reconnecting with
+ *     backoff (100 ms doubling to 5 s, full jitter);
+ *   - batching telemetry records into TELEMETRY frames (up to `batch`
+ *     records, or whatever arrived within `flush_ms`);
+ *   - a bounded FIFO of durable frames (TELEMETRY and EVENT) that the DB
+ *     writer has not acknowledged. Frames are sent in link_seq order as the
+ *     socket takes them (at most ~4 MiB queued at once), kept until the
+ *     cumulative ACK covers them, and sent again, in order and with the same
+ *     link_seq, after a reconnect. While the link is down records are held
+ *     (up to `ring` records); when the FIFO is full gw_link_telemetry
+ *     refuses with EMS_ENOSPC, and the caller must then not acknowledge
+ *     the packet to the device (backpressure ends at the edge's disk);
+ *   - per record, once its frame is acknowledged, the `committed` callback
+ *     (with the REJECT reason, if the DB writer refused the record for
+ *     good), so the caller can ack or nack the device;
+ *   - QUERY/RESULT with callbacks and a 10 s timeout.
+ *
+ * The owner of a record is an opaque pointer given with the record and
+ * returned in `committed`; it must stay valid until then (or until
+ * gw_link_free, which drops every record without callbacks).
+ */
+#ifndef GW_LINK_H
+#define GW_LINK_H
+
+#include "telemetry.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct gw_link gw_link_t;
+
+typedef struct {
+    /* One record of a committed frame. `reject` is NULL normally, or the DB
+     * writer's reason when it refused the record for good. */
+    void (*committed)(void *ud, void *owner, bool has_seq, uint64_t seq, const char *reject);
+    /* The link came up (true) or went down (false). May be NULL. */
+    void (*state)(void *ud, bool up);
+    /* Every ACK that released at least one frame was processed (the caller
+     * flushes the acks it collected). May be NULL. */
+    void (*acked)(void *ud);
+} gw_link_cb_t;
+
+typedef struct {
+    const char *path;     /* the DB writer's socket */
+    size_t ring;          /* records + events held until acknowledged */
+    unsigned batch;       /* records per TELEMETRY frame (1..EMS_LINK_RECORDS_MAX) */
+    unsigned flush_ms;    /* a partial batch waits at most this long */
+    unsigned query_timeout_ms; /* 0: 10000 */
+    const char *hello_info;    /* JSON object for our HELLO */
+} gw_link_opts_t;
+
+/* Result of a query: status 0 and the JSON result, or a negative code
+ * (EMS_EAGAIN link down or lost, EMS_ETIMEDOUT, or the DB writer's status)
+ * with its {"error": ...} text (or "" for local errors). `json` is valid
+ * only during the call. */
+typedef void (*gw_link_result_fn)(void *ud, int status, const char *json, size_t len);
+
+/* Creates the link and starts connecting. Returns 0, EMS_ENOMEM or
+ * EMS_EINVAL. */
+int gw_link_new(uv_loop_t *loop, const gw_link_opts_t *o, const gw_link_cb_t *cb, void *ud,
+                gw_link_t **out);
+
+/* Adds one validated packet. Returns 0, EMS_ENOSPC (the FIFO is full: not
+ * stored, do not ack) or EMS_ECLOSED (the link is being freed). */
+int gw_link_telemetry(gw_link_t *l, void *owner, const ems_telemetry_t *t, int64_t received_ms);
+
+/* Adds one durable EVENT (JSON object, docs/protocol.md 5.4). The batch
+ * being built is sealed first, so frames keep their order. Returns 0,
+ * EMS_ENOSPC, EMS_EMSGSIZE or EMS_ENOMEM. */
+int gw_link_event(gw_link_t *l, const char *json, size_t len);
+
+/* Sends a QUERY; `fn` is called exactly once, never from inside this call.
+ * Returns 0, or EMS_EAGAIN when the link is not up (no callback then). */
+int gw_link_query(gw_link_t *l, const char *json, size_t len, gw_link_result_fn fn, void *ud);
+
+/* Seals the batch being built so it is sent now. */
+void gw_link_flush(gw_link_t *l);
+
+bool gw_link_up(const gw_link_t *l);
+/* Records and events held (sent or not) until acknowledged. */
+size_t gw_link_held(const gw_link_t *l);
+size_t gw_link_capacity(const gw_link_t *l);
+/* Queries waiting for their result. */
+size_t gw_link_pending_queries(const gw_link_t *l);
+
+typedef struct {
+    uint64_t frames_sent, records_sent, records_committed, records_rejected, events_committed;
+    uint64_t refused_full, reconnects, queries, query_errors;
+} gw_link_stats_t;
+void gw_link_stats(const gw_link_t *l, gw_link_stats_t *out);
+
+/* Closes the connection and the timers. Pending queries get EMS_ECLOSED
+ * (from this call); held records are dropped without callbacks. `done`
+ * runs once every handle is closed; the link is freed right before it. */
+void gw_link_free(gw_link_t *l, void (*done)(void *arg), void *arg);
+
+#endif

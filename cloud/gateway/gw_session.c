@@ -1,0 +1,173 @@
+/* gw_session.c: signed session cookies (see gw_session.h). */
+#include "gw_session.h"
+
+#include "error.h"
+#include "gw_auth.h"
+
+#include <mbedtls/md.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const role_names[] = {"none", "viewer", "operator", "admin"};
+
+const char *gw_role_name(gw_role_t r)
+{
+    return (unsigned)r < 4 ? role_names[r] : "none";
+}
+
+int gw_role_parse(const char *s, gw_role_t *out)
+{
+    for (int r = GW_ROLE_VIEWER; r <= GW_ROLE_ADMIN; r++) {
+        if (s && strcmp(s, role_names[r]) == 0) {
+            *out = (gw_role_t)r;
+            return 0;
+        }
+    }
+    return EMS_EINVAL;
+}
+
+bool gw_user_name_valid(const char *name, size_t len)
+{
+    if (!name || len == 0 || len > GW_USER_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (!(isalnum(c) || c == '_' || c == '.' || c == '@' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+int gw_session_key_load(gw_session_key_t *k, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -errno;
+    unsigned char raw[2 * GW_SESSION_KEY_MAX + 8];
+    size_t n = fread(raw, 1, sizeof raw, f);
+    int big = !feof(f);
+    fclose(f);
+    if (big)
+        return EMS_ECONFIG;
+    /* A key written as hex text (openssl rand -hex 32 > key) is decoded;
+     * trailing whitespace from an editor is ignored. */
+    size_t t = n;
+    while (t > 0 && isspace(raw[t - 1]))
+        t--;
+    size_t hexlen = 0;
+    while (hexlen < t && isxdigit(raw[hexlen]))
+        hexlen++;
+    if (hexlen == t && t % 2 == 0 && t / 2 >= GW_SESSION_KEY_MIN && t / 2 <= GW_SESSION_KEY_MAX) {
+        k->key_len = t / 2;
+        return gw_auth_unhex((const char *)raw, t, k->key, k->key_len) ? EMS_ECONFIG : 0;
+    }
+    if (n < GW_SESSION_KEY_MIN || n > GW_SESSION_KEY_MAX)
+        return EMS_ECONFIG;
+    memcpy(k->key, raw, n);
+    k->key_len = n;
+    return 0;
+}
+
+int gw_session_key_random(gw_session_key_t *k)
+{
+    k->key_len = 32;
+    return gw_auth_random(k->key, k->key_len);
+}
+
+static int mac_hex(const gw_session_key_t *k, const char *msg, size_t len, char out[65])
+{
+    unsigned char mac[32];
+    if (mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), k->key, k->key_len,
+                        (const unsigned char *)msg, len, mac) != 0)
+        return EMS_EIO;
+    gw_auth_hex(mac, sizeof mac, out);
+    return 0;
+}
+
+int gw_session_sign(const gw_session_key_t *k, const gw_session_t *s, char *out, size_t cap)
+{
+    if (!gw_user_name_valid(s->user, strlen(s->user)) || s->role < GW_ROLE_VIEWER ||
+        s->role > GW_ROLE_ADMIN)
+        return EMS_EINVAL;
+    int n = snprintf(out, cap, "v1|%s|%s|%lld|", s->user, gw_role_name(s->role),
+                     (long long)s->expires_s);
+    if (n < 0 || (size_t)n + 65 > cap)
+        return EMS_ENOSPC;
+    char mac[65];
+    int rc = mac_hex(k, out, (size_t)n - 1, mac);
+    if (rc)
+        return rc;
+    memcpy(out + n, mac, 65);
+    return n + 64;
+}
+
+int gw_session_verify(const gw_session_key_t *k, const char *value, size_t len, int64_t now_s,
+                      gw_session_t *out)
+{
+    if (!value || len < 3 + 64 || len >= GW_SESSION_MAX)
+        return EMS_EINVAL;
+    char buf[GW_SESSION_MAX];
+    memcpy(buf, value, len);
+    buf[len] = '\0';
+    char *last = strrchr(buf, '|');
+    if (!last || strlen(last + 1) != 64 || strncmp(buf, "v1|", 3) != 0)
+        return EMS_EINVAL;
+    char mac[65];
+    if (mac_hex(k, buf, (size_t)(last - buf), mac))
+        return EMS_EIO;
+    if (!gw_auth_equal(last + 1, mac))
+        return EMS_EPERM;
+    /* Only a correctly signed text is parsed further. */
+    *last = '\0';
+    char *user = buf + 3, *role = strchr(user, '|');
+    if (!role)
+        return EMS_EINVAL;
+    *role++ = '\0';
+    char *exp = strchr(role, '|');
+    if (!exp)
+        return EMS_EINVAL;
+    *exp++ = '\0';
+    char *end;
+    errno = 0;
+    long long e = strtoll(exp, &end, 10);
+    gw_session_t s = {0};
+    if (errno || *end || end == exp || !gw_user_name_valid(user, strlen(user)) ||
+        gw_role_parse(role, &s.role))
+        return EMS_EINVAL;
+    if (e <= now_s)
+        return EMS_EPERM;
+    memcpy(s.user, user, strlen(user) + 1);
+    s.expires_s = e;
+    *out = s;
+    return 0;
+}
+
+const char *gw_cookie_find(const char *header, size_t hlen, const char *name, size_t *len)
+{
+    size_t nlen = strlen(name), i = 0;
+    while (i < hlen) {
+        while (i < hlen && (header[i] == ' ' || header[i] == ';' || header[i] == '\t'))
+            i++;
+        size_t start = i;
+        while (i < hlen && header[i] != ';')
+            i++;
+        size_t plen = i - start;
+        if (plen > nlen && memcmp(header + start, name, nlen) == 0 && header[start + nlen] == '=') {
+            const char *v = header + start + nlen + 1;
+            size_t vl = plen - nlen - 1;
+            while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+                vl--;
+            if (vl >= 2 && v[0] == '"' && v[vl - 1] == '"') {
+                v++;
+                vl -= 2;
+            }
+            *len = vl;
+            return v;
+        }
+    }
+    return NULL;
+}

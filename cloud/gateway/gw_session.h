@@ -1,0 +1,74 @@
+/* gw_session.h: stateless signed session cookies and user roles.
+ *
+ * A session is the text   v1|USER|ROLE|EXPIRY|MAC   where EXPIRY is Unix
+ * seconds and MAC is the hex HMAC-SHA256 of everything before the last '|'
+ * under a key every gateway of a deployment shares (session_key_file). Any
+ * gateway can check a cookie without a shared store (docs/api.md). The
+ * cookie is not encrypted: the user name and role are not secrets.
+ *
+ * Consequences of being stateless, on purpose: logout clears the cookie in
+ * the browser only, and a changed role or a deleted user takes effect when
+ * the cookie expires (12 h) or the key is rotated.
+ *
+ * User names are 1..64 of [A-Za-z0-9_.@-], which never need escaping in a
+ * cookie or a log line.
+ */
+#ifndef GW_SESSION_H
+#define GW_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GW_USER_MAX 64
+#define GW_SESSION_MAX 256   /* a cookie value always fits */
+#define GW_SESSION_KEY_MIN 32 /* bytes */
+#define GW_SESSION_KEY_MAX 128
+#define GW_SESSION_TTL_S (12 * 3600)
+
+typedef enum {
+    GW_ROLE_NONE = 0, /* not logged in */
+    GW_ROLE_VIEWER,
+    GW_ROLE_OPERATOR,
+    GW_ROLE_ADMIN,
+} gw_role_t;
+
+const char *gw_role_name(gw_role_t r);
+/* Parses "viewer", "operator", "admin". 0 or EMS_EINVAL. */
+int gw_role_parse(const char *s, gw_role_t *out);
+
+/* True when `name` is a valid user name (see above). */
+bool gw_user_name_valid(const char *name, size_t len);
+
+typedef struct {
+    unsigned char key[GW_SESSION_KEY_MAX];
+    size_t key_len;
+} gw_session_key_t;
+
+/* Loads the key from a file (its raw bytes, or hex text; at least 32
+ * bytes). Returns 0, EMS_ECONFIG (too short/too long) or a file error. */
+int gw_session_key_load(gw_session_key_t *k, const char *path);
+/* A fresh random key (single-gateway setups without a key file). */
+int gw_session_key_random(gw_session_key_t *k);
+
+typedef struct {
+    char user[GW_USER_MAX + 1];
+    gw_role_t role;
+    int64_t expires_s;
+} gw_session_t;
+
+/* Writes the signed cookie value for `s` into out (NUL-terminated).
+ * Returns its length, EMS_EINVAL (bad user/role) or EMS_ENOSPC. */
+int gw_session_sign(const gw_session_key_t *k, const gw_session_t *s, char *out, size_t cap);
+
+/* Checks `len` bytes of a cookie value at `now_s`. Returns 0 and fills *out,
+ * EMS_EPERM (bad signature or expired) or EMS_EINVAL (malformed). The MAC is
+ * compared in constant time. */
+int gw_session_verify(const gw_session_key_t *k, const char *value, size_t len, int64_t now_s,
+                      gw_session_t *out);
+
+/* Finds cookie `name` in a Cookie header value ("a=1; ems_session=..").
+ * Returns a pointer into `header` and sets *len, or NULL. */
+const char *gw_cookie_find(const char *header, size_t hlen, const char *name, size_t *len);
+
+#endif

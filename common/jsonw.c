@@ -1,0 +1,175 @@
+/* jsonw.c: JSON writer into a fixed buffer (see jsonw.h). */
+#include "jsonw.h"
+
+#include "error.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ems_jw_init(ems_jw_t *w, char *buf, size_t cap)
+{
+    w->buf = buf;
+    w->cap = cap;
+    w->len = 0;
+    w->error = cap ? 0 : EMS_ENOSPC;
+    if (cap)
+        buf[0] = '\0';
+}
+
+static void put(ems_jw_t *w, const char *s, size_t n)
+{
+    if (w->error)
+        return;
+    /* One byte always stays free for the NUL that ems_jw_finish writes. */
+    if (n >= w->cap - w->len) {
+        w->error = EMS_ENOSPC;
+        return;
+    }
+    memcpy(w->buf + w->len, s, n);
+    w->len += n;
+}
+
+static void putc_(ems_jw_t *w, char c)
+{
+    put(w, &c, 1);
+}
+
+/* A value or a key after another one at the same level needs a comma. */
+static void sep(ems_jw_t *w)
+{
+    if (w->error || w->len == 0)
+        return;
+    char last = w->buf[w->len - 1];
+    if (last != '{' && last != '[' && last != ':')
+        putc_(w, ',');
+}
+
+void ems_jw_obj_open(ems_jw_t *w)
+{
+    sep(w);
+    putc_(w, '{');
+}
+
+void ems_jw_obj_close(ems_jw_t *w)
+{
+    putc_(w, '}');
+}
+
+void ems_jw_arr_open(ems_jw_t *w)
+{
+    sep(w);
+    putc_(w, '[');
+}
+
+void ems_jw_arr_close(ems_jw_t *w)
+{
+    putc_(w, ']');
+}
+
+static void escaped(ems_jw_t *w, const char *s, size_t len)
+{
+    putc_(w, '"');
+    size_t run = 0; /* start of the bytes that need no escaping */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        put(w, s + run, i - run);
+        run = i + 1;
+        char esc[8];
+        if (c == '"' || c == '\\')
+            snprintf(esc, sizeof esc, "\\%c", c);
+        else
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+        put(w, esc, strlen(esc));
+    }
+    put(w, s + run, len - run);
+    putc_(w, '"');
+}
+
+void ems_jw_key(ems_jw_t *w, const char *key)
+{
+    sep(w);
+    escaped(w, key, strlen(key));
+    putc_(w, ':');
+}
+
+void ems_jw_str(ems_jw_t *w, const char *s)
+{
+    ems_jw_strn(w, s, strlen(s));
+}
+
+void ems_jw_strn(ems_jw_t *w, const char *s, size_t len)
+{
+    sep(w);
+    escaped(w, s, len);
+}
+
+int ems_jw_fmt_double(double v, char *buf)
+{
+    int n = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(buf, EMS_JW_NUM_MAX, "%.*g", prec, v);
+        if (!isfinite(v) || strtod(buf, NULL) == v)
+            break;
+    }
+    return n;
+}
+
+void ems_jw_num(ems_jw_t *w, double v)
+{
+    if (!isfinite(v)) {
+        if (!w->error)
+            w->error = EMS_EINVAL;
+        return;
+    }
+    char tmp[EMS_JW_NUM_MAX];
+    int n = ems_jw_fmt_double(v, tmp);
+    sep(w);
+    put(w, tmp, (size_t)n);
+}
+
+void ems_jw_int(ems_jw_t *w, int64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%" PRId64, v);
+    sep(w);
+    put(w, tmp, (size_t)n);
+}
+
+void ems_jw_uint(ems_jw_t *w, uint64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%" PRIu64, v);
+    sep(w);
+    put(w, tmp, (size_t)n);
+}
+
+void ems_jw_bool(ems_jw_t *w, bool v)
+{
+    sep(w);
+    put(w, v ? "true" : "false", v ? 4 : 5);
+}
+
+void ems_jw_null(ems_jw_t *w)
+{
+    sep(w);
+    put(w, "null", 4);
+}
+
+void ems_jw_raw(ems_jw_t *w, const char *s, size_t len)
+{
+    sep(w);
+    put(w, s, len);
+}
+
+int ems_jw_finish(ems_jw_t *w)
+{
+    if (w->error)
+        return w->error;
+    w->buf[w->len] = '\0';
+    return (int)w->len;
+}

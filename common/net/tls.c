@@ -1,0 +1,363 @@
+/* tls.c: mbedTLS 2.28 configurations and memory-buffer sessions (see tls.h).
+ *
+ * The session's BIO callbacks are the whole trick: recv drains the chunk the
+ * connection fed in and says WANT_READ when it is empty; send appends to the
+ * connection's output buffer and never blocks. mbedTLS therefore runs to
+ * completion on whatever bytes are at hand and never sees a socket.
+ */
+#include "tls.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+
+#include "error.h"
+#include "log.h"
+
+#define TLS_DEFAULT_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
+
+struct ems_tls_config {
+    int refs;
+    int server;
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_ssl_config conf;
+    mbedtls_x509_crt crt; /* server: own chain; client: trusted CAs */
+    mbedtls_pk_context pk; /* server: own key */
+};
+
+struct ems_tls {
+    ems_tls_config_t *cfg;
+    mbedtls_ssl_context ssl;
+    ems_buf_t *out;
+    const unsigned char *in; /* the fed chunk */
+    size_t in_len;
+    int established;
+    int nospc; /* the output buffer refused bytes */
+    char err[256];
+};
+
+static void tls_errtext(int ret, char *buf, size_t len)
+{
+    char tmp[160];
+    mbedtls_strerror(ret, tmp, sizeof tmp);
+    snprintf(buf, len, "%s (-0x%04x)", tmp, (unsigned)-ret);
+}
+
+/* ------------------------------------------------------------ configs */
+
+static int tls_config_alloc(int server, ems_tls_config_t **out)
+{
+    ems_tls_config_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return EMS_ENOMEM;
+    c->refs = 1;
+    c->server = server;
+    mbedtls_entropy_init(&c->entropy);
+    mbedtls_ctr_drbg_init(&c->drbg);
+    mbedtls_ssl_config_init(&c->conf);
+    mbedtls_x509_crt_init(&c->crt);
+    mbedtls_pk_init(&c->pk);
+    *out = c;
+
+    static const char pers[] = "ems-tls";
+    char msg[200];
+    int ret = mbedtls_ctr_drbg_seed(&c->drbg, mbedtls_entropy_func, &c->entropy,
+                                    (const unsigned char *)pers, sizeof pers - 1);
+    if (ret != 0) {
+        tls_errtext(ret, msg, sizeof msg);
+        ems_log_error("tls: seeding the random generator failed: %s", msg);
+        return EMS_ETLS;
+    }
+    ret = mbedtls_ssl_config_defaults(&c->conf,
+                                      server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
+                                      MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+    if (ret != 0) {
+        tls_errtext(ret, msg, sizeof msg);
+        ems_log_error("tls: config defaults failed: %s", msg);
+        return EMS_ETLS;
+    }
+    /* TLS 1.2 only: older versions are broken, and 2.28 has no TLS 1.3. */
+    mbedtls_ssl_conf_min_version(&c->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_rng(&c->conf, mbedtls_ctr_drbg_random, &c->drbg);
+    return 0;
+}
+
+int ems_tls_server_config_new(const char *cert_file, const char *key_file, ems_tls_config_t **out)
+{
+    ems_tls_config_t *c = NULL;
+    char msg[200];
+    *out = NULL;
+    if (!cert_file || !key_file)
+        return EMS_EINVAL;
+    int rc = tls_config_alloc(1, &c);
+    if (rc < 0)
+        goto fail;
+    int ret = mbedtls_x509_crt_parse_file(&c->crt, cert_file);
+    if (ret != 0) {
+        tls_errtext(ret, msg, sizeof msg);
+        ems_log_error("tls: cannot load certificate chain %s: %s", cert_file, msg);
+        rc = EMS_ECONFIG;
+        goto fail;
+    }
+    ret = mbedtls_pk_parse_keyfile(&c->pk, key_file, NULL);
+    if (ret != 0) {
+        tls_errtext(ret, msg, sizeof msg);
+        ems_log_error("tls: cannot load private key %s: %s", key_file, msg);
+        rc = EMS_ECONFIG;
+        goto fail;
+    }
+    ret = mbedtls_pk_check_pair(&c->crt.pk, &c->pk);
+    if (ret != 0) {
+        tls_errtext(ret, msg, sizeof msg);
+        ems_log_error("tls: key %s does not match certificate %s: %s", key_file, cert_file, msg);
+        rc = EMS_ECONFIG;
+        goto fail;
+    }
+    ret = mbedtls_ssl_conf_own_cert(&c->conf, &c->crt, &c->pk);
+    if (ret != 0) {
+        tls_errtext(ret, msg, sizeof msg);
+        ems_log_error("tls: cannot use certificate: %s", msg);
+        rc = EMS_ETLS;
+        goto fail;
+    }
+    /* Devices authenticate with bearer tokens, not client certificates. */
+    mbedtls_ssl_conf_authmode(&c->conf, MBEDTLS_SSL_VERIFY_NONE);
+    *out = c;
+    return 0;
+fail:
+    ems_tls_config_unref(c);
+    return rc;
+}
+
+int ems_tls_client_config_new(const char *ca_file, ems_tls_config_t **out)
+{
+    ems_tls_config_t *c = NULL;
+    char msg[200];
+    *out = NULL;
+    if (!ca_file)
+        ca_file = TLS_DEFAULT_CA_FILE;
+    int rc = tls_config_alloc(0, &c);
+    if (rc < 0)
+        goto fail;
+    int ret = mbedtls_x509_crt_parse_file(&c->crt, ca_file);
+    /* A positive result counts certificates that failed to parse in a
+     * bundle; the others are usable, so only "none at all" is fatal. */
+    if (ret < 0 || c->crt.version == 0) {
+        tls_errtext(ret < 0 ? ret : MBEDTLS_ERR_X509_INVALID_FORMAT, msg, sizeof msg);
+        ems_log_error("tls: cannot load CA file %s: %s", ca_file, msg);
+        rc = EMS_ECONFIG;
+        goto fail;
+    }
+    mbedtls_ssl_conf_ca_chain(&c->conf, &c->crt, NULL);
+    mbedtls_ssl_conf_authmode(&c->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+    *out = c;
+    return 0;
+fail:
+    ems_tls_config_unref(c);
+    return rc;
+}
+
+ems_tls_config_t *ems_tls_config_ref(ems_tls_config_t *cfg)
+{
+    cfg->refs++;
+    return cfg;
+}
+
+void ems_tls_config_unref(ems_tls_config_t *c)
+{
+    if (!c || --c->refs > 0)
+        return;
+    mbedtls_ssl_config_free(&c->conf);
+    mbedtls_x509_crt_free(&c->crt);
+    mbedtls_pk_free(&c->pk);
+    mbedtls_ctr_drbg_free(&c->drbg);
+    mbedtls_entropy_free(&c->entropy);
+    free(c);
+}
+
+int ems_tls_config_is_server(const ems_tls_config_t *cfg)
+{
+    return cfg->server;
+}
+
+/* ------------------------------------------------------------ sessions */
+
+static int tls_bio_send(void *ctx, const unsigned char *buf, size_t len)
+{
+    ems_tls_t *s = ctx;
+    if (ems_buf_append(s->out, buf, len) < 0) {
+        s->nospc = 1;
+        return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+    }
+    return (int)len;
+}
+
+static int tls_bio_recv(void *ctx, unsigned char *buf, size_t len)
+{
+    ems_tls_t *s = ctx;
+    if (s->in_len == 0)
+        return MBEDTLS_ERR_SSL_WANT_READ;
+    size_t n = len < s->in_len ? len : s->in_len;
+    memcpy(buf, s->in, n);
+    s->in += n;
+    s->in_len -= n;
+    return (int)n;
+}
+
+int ems_tls_new(ems_tls_config_t *cfg, const char *hostname, ems_buf_t *out, ems_tls_t **session)
+{
+    *session = NULL;
+    if (!cfg || !out || (!cfg->server && (!hostname || !*hostname)))
+        return EMS_EINVAL;
+    ems_tls_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return EMS_ENOMEM;
+    s->out = out;
+    mbedtls_ssl_init(&s->ssl);
+    int ret = mbedtls_ssl_setup(&s->ssl, &cfg->conf);
+    if (ret == 0 && !cfg->server)
+        ret = mbedtls_ssl_set_hostname(&s->ssl, hostname);
+    if (ret != 0) {
+        char msg[200];
+        tls_errtext(ret, msg, sizeof msg);
+        ems_log_error("tls: session setup failed: %s", msg);
+        mbedtls_ssl_free(&s->ssl);
+        free(s);
+        return ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? EMS_ENOMEM : EMS_ETLS;
+    }
+    s->cfg = ems_tls_config_ref(cfg);
+    mbedtls_ssl_set_bio(&s->ssl, s, tls_bio_send, tls_bio_recv, NULL);
+    *session = s;
+    return 0;
+}
+
+void ems_tls_free(ems_tls_t *s)
+{
+    if (!s)
+        return;
+    mbedtls_ssl_free(&s->ssl);
+    ems_tls_config_unref(s->cfg);
+    free(s);
+}
+
+void ems_tls_feed(ems_tls_t *s, const void *cipher, size_t len)
+{
+    s->in = cipher;
+    s->in_len = len;
+}
+
+size_t ems_tls_fed_left(const ems_tls_t *s)
+{
+    return s->in_len;
+}
+
+/* Records the failure text and logs it. A client's failures are warnings
+ * (the edge's operator must see why the cloud is unreachable); a server's
+ * are routine noise from scanners and broken clients, so only info. */
+static int tls_fail(ems_tls_t *s, const char *what, int ret)
+{
+    char msg[200];
+    if (s->nospc) {
+        snprintf(s->err, sizeof s->err, "%s: output queue full", what);
+    } else if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+        char info[200];
+        uint32_t flags = mbedtls_ssl_get_verify_result(&s->ssl);
+        int n = mbedtls_x509_crt_verify_info(info, sizeof info, "", flags);
+        /* verify_info separates reasons with newlines; keep one line. */
+        for (int i = 0; i < n && info[i]; i++)
+            if (info[i] == '\n')
+                info[i] = (info[i + 1] ? ';' : '\0');
+        snprintf(s->err, sizeof s->err, "%s: server certificate rejected: %s", what,
+                 n > 0 ? info : "unknown reason");
+    } else {
+        tls_errtext(ret, msg, sizeof msg);
+        snprintf(s->err, sizeof s->err, "%s: %s", what, msg);
+    }
+    if (s->cfg->server)
+        ems_log_info("tls: %s", s->err);
+    else
+        ems_log_warn("tls: %s", s->err);
+    return s->nospc ? EMS_ENOSPC : EMS_ETLS;
+}
+
+int ems_tls_handshake(ems_tls_t *s)
+{
+    if (s->established)
+        return 0;
+    int ret = mbedtls_ssl_handshake(&s->ssl);
+    if (ret == 0) {
+        s->established = 1;
+        return 0;
+    }
+    if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
+        return EMS_EAGAIN;
+    int rc = tls_fail(s, "handshake failed", ret);
+    return rc == EMS_ENOSPC ? EMS_ETLS : rc;
+}
+
+int ems_tls_is_established(const ems_tls_t *s)
+{
+    return s->established;
+}
+
+int ems_tls_read(ems_tls_t *s, void *buf, size_t len)
+{
+    if (len > INT32_MAX)
+        len = INT32_MAX;
+    for (;;) {
+        int ret = mbedtls_ssl_read(&s->ssl, buf, len);
+        if (ret > 0)
+            return ret;
+        if (ret == 0 || ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY)
+            return 0;
+        if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
+            return EMS_EAGAIN;
+        /* A server asking to renegotiate, or a 1.3 ticket: not errors, but
+         * nothing to deliver; go on reading. */
+        if (ret == MBEDTLS_ERR_SSL_NON_FATAL)
+            continue;
+        int rc = tls_fail(s, "read failed", ret);
+        return rc == EMS_ENOSPC ? EMS_ETLS : rc;
+    }
+}
+
+int ems_tls_write(ems_tls_t *s, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    if (!s->established)
+        return EMS_EAGAIN;
+    while (len > 0) {
+        int ret = mbedtls_ssl_write(&s->ssl, p, len);
+        if (ret > 0) {
+            p += ret;
+            len -= (size_t)ret;
+            continue;
+        }
+        return tls_fail(s, "write failed", ret);
+    }
+    return 0;
+}
+
+int ems_tls_close_notify(ems_tls_t *s)
+{
+    if (!s->established)
+        return 0;
+    int ret = mbedtls_ssl_close_notify(&s->ssl);
+    if (ret == 0 || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
+        return 0;
+    int rc = tls_fail(s, "close_notify failed", ret);
+    return rc == EMS_ENOSPC ? EMS_ETLS : rc;
+}
+
+const char *ems_tls_error(const ems_tls_t *s)
+{
+    return s->err;
+}

@@ -1,0 +1,440 @@
+#!/usr/bin/env bash
+# 80-compose.sh: the docker deployment (docker/), checked without a Docker
+# engine (there is none on the build machines):
+#   - docker-compose validates docker/docker-compose.yml, with and without
+#     the optional profiles;
+#   - the resolved file keeps the promises docs/deploy-cloud.md makes
+#     (restart policies, health checks, pinned images, secrets from files,
+#     the shared socket volume, nothing but the gateway published);
+#   - every package the Dockerfiles install exists in Debian 12, and the
+#     runtime images carry a package for every shared library the binaries
+#     need (read from the binaries this build made);
+#   - every COPY source of the Dockerfiles is in the build context;
+#   - docker/init-secrets.sh makes a CA and a certificate the gateway and the
+#     edges can use, and keeps existing files on a second run;
+#   - docker/db-init/10-ems-roles.sh, run against a real PostgreSQL 15, gives
+#     the roles and the privileges it promises, and their passwords work
+#     through docker/ems-entrypoint.sh.
+# Prints TAP lines "ok - NAME" / "not ok - NAME: why".
+set -u
+ROOT=${EMS_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+BUILD=${EMS_BUILD:-$ROOT/build/san}
+cd "$ROOT"
+PY=/usr/bin/python3
+COMPOSE_FILE=docker/docker-compose.yml
+
+fails=0
+ok() { echo "ok - $1"; }
+notok() { echo "not ok - $1: $2"; fails=$((fails + 1)); }
+skip() { echo "ok - $1 # SKIP $2"; }
+
+TMP=$(mktemp -d /tmp/ems-compose-test.XXXXXX)
+cleanup() {
+    [ -n "${EMS_PG_DIR:-}" ] && ems_pg_stop
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+if ! command -v docker-compose >/dev/null 2>&1; then
+    notok "docker-compose present" "not installed (scripts/deps.sh installs it)"
+    exit 1
+fi
+
+# ---------------------------------------------------------------- secrets
+# Made first: the compose checks below resolve the secret paths to them.
+export EMS_SECRETS_DIR=$TMP/secrets
+if out=$(docker/init-secrets.sh ems.example.com 192.0.2.10 2>&1); then
+    ok "init-secrets.sh makes the secrets"
+else
+    notok "init-secrets.sh makes the secrets" "$(echo "$out" | tail -n 3 | tr '\n' ' ')"
+fi
+S=$EMS_SECRETS_DIR
+expected="pg_superuser_password pg_ems_password pg_reader_password grafana_admin_password session_key ca.crt ca.key tls.crt tls.key"
+missing=""
+for f in $expected; do [ -s "$S/$f" ] || missing="$missing $f"; done
+if [ -z "$missing" ]; then ok "init-secrets.sh: every secret file is there"; else notok "init-secrets.sh: every secret file is there" "missing:$missing"; fi
+
+if openssl verify -CAfile "$S/ca.crt" "$S/tls.crt" >/dev/null 2>&1; then
+    ok "init-secrets.sh: tls.crt chains to ca.crt"
+else
+    notok "init-secrets.sh: tls.crt chains to ca.crt" "$(openssl verify -CAfile "$S/ca.crt" "$S/tls.crt" 2>&1 | tail -n 1)"
+fi
+san=$(openssl x509 -in "$S/tls.crt" -noout -ext subjectAltName 2>/dev/null | tail -n 1)
+case "$san" in
+    *DNS:gateway*DNS:ems.example.com*"IP Address:192.0.2.10"*)
+        ok "init-secrets.sh: certificate names gateway, the public name and the address" ;;
+    *) notok "init-secrets.sh: certificate names gateway, the public name and the address" "SAN is '$san'" ;;
+esac
+# The key belongs to the certificate (compare the public keys).
+if [ "$(openssl pkey -in "$S/tls.key" -pubout 2>/dev/null)" = "$(openssl x509 -in "$S/tls.crt" -noout -pubkey 2>/dev/null)" ] \
+    && [ -n "$(openssl x509 -in "$S/tls.crt" -noout -pubkey 2>/dev/null)" ]; then
+    ok "init-secrets.sh: tls.key matches tls.crt"
+else
+    notok "init-secrets.sh: tls.key matches tls.crt" "public keys differ"
+fi
+key=$(tr -d '\n' <"$S/session_key")
+if [[ "$key" =~ ^[0-9a-f]{64}$ ]]; then
+    ok "init-secrets.sh: session_key is 32 random bytes in hex"
+else
+    notok "init-secrets.sh: session_key is 32 random bytes in hex" "got ${#key} characters"
+fi
+before=$(cd "$S" && sha256sum $expected)
+out=$(docker/init-secrets.sh ems.example.com 2>&1)
+after=$(cd "$S" && sha256sum $expected)
+if [ "$before" = "$after" ] && [[ "$out" == *"nothing made"* ]]; then
+    ok "init-secrets.sh: a second run keeps every file"
+else
+    notok "init-secrets.sh: a second run keeps every file" "files changed or output was: $out"
+fi
+dmode=$(stat -c %a "$S")
+if [ "$dmode" = 700 ] && [ "$(stat -c %a "$S/ca.key")" = 600 ]; then
+    ok "init-secrets.sh: the directory is private (0700) and ca.key is 0600"
+else
+    notok "init-secrets.sh: the directory is private (0700) and ca.key is 0600" "dir $dmode, ca.key $(stat -c %a "$S/ca.key")"
+fi
+
+# ---------------------------------------------------------------- compose validates
+if out=$(docker-compose -f "$COMPOSE_FILE" config -q 2>&1); then
+    ok "docker-compose config validates $COMPOSE_FILE"
+else
+    notok "docker-compose config validates $COMPOSE_FILE" "$(echo "$out" | head -n 5 | tr '\n' ' ')"
+fi
+if out=$(docker-compose -f "$COMPOSE_FILE" --profile sim --profile monitoring config -q 2>&1); then
+    ok "docker-compose config validates with the profiles sim and monitoring"
+else
+    notok "docker-compose config validates with the profiles sim and monitoring" "$(echo "$out" | head -n 5 | tr '\n' ' ')"
+fi
+# The environment must not leak into what is checked next.
+env -u EMS_HTTPS_PORT docker-compose -f "$COMPOSE_FILE" --profile sim --profile monitoring config \
+    >"$TMP/resolved.yml" 2>"$TMP/resolved.err"
+
+# ---------------------------------------------------------------- compose promises
+"$PY" - "$TMP/resolved.yml" "$S" <<'PY'
+import os, re, sys, yaml
+
+doc = yaml.safe_load(open(sys.argv[1]))
+secrets_dir = sys.argv[2]
+svcs = doc.get("services", {})
+fails = 0
+
+def check(name, cond, why):
+    global fails
+    if cond:
+        print(f"ok - {name}")
+    else:
+        print(f"not ok - {name}: {why}")
+        fails += 1
+
+core = ["db", "dbwriter", "gateway"]
+check("compose: db, dbwriter and gateway are defined", all(s in svcs for s in core),
+      f"services: {sorted(svcs)}")
+check("compose: profile sim has simulated edges and a provisioning step",
+      {"sim-provision", "sim-sunny", "sim-evening", "sim-faulty"} <= set(svcs), f"services: {sorted(svcs)}")
+check("compose: profile monitoring has prometheus and grafana",
+      {"prometheus", "grafana"} <= set(svcs), f"services: {sorted(svcs)}")
+
+bad = [n for n, s in svcs.items() if n != "sim-provision" and s.get("restart") not in ("unless-stopped", "always")]
+check("compose: every long-running service restarts by itself", not bad, f"no restart policy: {bad}")
+bad = [n for n in core if "test" not in (svcs.get(n, {}).get("healthcheck") or {})]
+check("compose: db, dbwriter and gateway have health checks", not bad, f"missing: {bad}")
+hc = " ".join(svcs.get("db", {}).get("healthcheck", {}).get("test", []))
+check("compose: the database health check is pg_isready", "pg_isready" in hc, hc)
+hc = " ".join(svcs.get("gateway", {}).get("healthcheck", {}).get("test", []))
+check("compose: the gateway health check asks GET /healthz", "/healthz" in hc, hc)
+
+dep = svcs.get("dbwriter", {}).get("depends_on", {})
+check("compose: the DB writer waits for a healthy database",
+      isinstance(dep, dict) and dep.get("db", {}).get("condition") == "service_healthy", str(dep))
+for n in ("sim-sunny", "sim-evening", "sim-faulty"):
+    dep = svcs.get(n, {}).get("depends_on", {})
+    if not (isinstance(dep, dict) and dep.get("sim-provision", {}).get("condition") == "service_completed_successfully"):
+        check(f"compose: {n} starts after its device is provisioned", False, str(dep))
+        break
+else:
+    check("compose: the simulated edges start after their devices are provisioned", True, "")
+
+# Third-party images pinned by a tag (never :latest, never untagged); ours are
+# built from this repository.
+ours = re.compile(r"^[^/]+/(dbwriter|gateway|edge-sim):")
+bad = []
+for n, s in svcs.items():
+    img = s.get("image", "")
+    if "build" in s or ours.match(img):
+        continue
+    tag = img.rsplit("/", 1)[-1]
+    if ":" not in tag or tag.endswith(":latest"):
+        bad.append(f"{n}={img}")
+check("compose: third-party images are pinned by tag", not bad, f"unpinned: {bad}")
+img = svcs.get("db", {}).get("image", "")
+check("compose: the database is the official TimescaleDB image on PostgreSQL 15",
+      img.startswith("timescale/timescaledb:") and img.endswith("-pg15"), img)
+
+def mounts(s):
+    out = {}
+    for v in s.get("volumes", []):
+        if isinstance(v, dict):
+            out[v.get("target")] = v.get("source")
+        else:
+            parts = v.split(":")
+            out[parts[1]] = parts[0]
+    return out
+gw, dbw = mounts(svcs.get("gateway", {})), mounts(svcs.get("dbwriter", {}))
+check("compose: gateway and DB writer share one named volume at /run/ems",
+      gw.get("/run/ems") and gw.get("/run/ems") == dbw.get("/run/ems")
+      and gw.get("/run/ems") in (doc.get("volumes") or {}), f"gateway {gw.get('/run/ems')}, dbwriter {dbw.get('/run/ems')}")
+check("compose: the database keeps its data in a named volume",
+      mounts(svcs.get("db", {})).get("/var/lib/postgresql/data") in (doc.get("volumes") or {}),
+      str(mounts(svcs.get("db", {}))))
+
+pub = [n for n, s in svcs.items() if s.get("ports") and n not in ("gateway", "grafana")]
+check("compose: only the gateway (and Grafana) publish ports", not pub, f"also published: {pub}")
+gp = svcs.get("grafana", {}).get("ports", [])
+gp_ok = all((p.get("host_ip") if isinstance(p, dict) else str(p).split(":")[0]) == "127.0.0.1" for p in gp)
+check("compose: Grafana is published on loopback only by default", gp and gp_ok, str(gp))
+net = (doc.get("networks") or {}).get("backend", {})
+check("compose: the database network is internal", net.get("internal") is True, str(net))
+
+# Secrets: from files, never as literal values in the environment.
+bad = []
+for n, s in svcs.items():
+    env = s.get("environment") or {}
+    for k, v in env.items():
+        if re.search(r"PASSWORD|SECRET|TOKEN|KEY", k) and not k.endswith("_FILE") and "$" not in str(v):
+            bad.append(f"{n}.{k}")
+        if re.search(r"password=", str(v), re.I):
+            bad.append(f"{n}.{k} (password in a DSN)")
+check("compose: no secret is written into the environment", not bad, f"{bad}")
+sec = doc.get("secrets") or {}
+missing = [f"{k}={v.get('file')}" for k, v in sec.items() if not os.path.isfile(v.get("file", ""))]
+check("compose: every secret file is one init-secrets.sh makes", sec and not missing, f"missing: {missing}")
+used = {x if isinstance(x, str) else x.get("source") for s in svcs.values() for x in s.get("secrets", [])}
+check("compose: every secret a service uses is declared", used <= set(sec), f"undeclared: {used - set(sec)}")
+need = {"gateway": {"tls_cert", "tls_key", "session_key"}, "dbwriter": {"pg_ems_password"},
+        "db": {"pg_superuser_password", "pg_ems_password", "pg_reader_password"}}
+for n, want in need.items():
+    got = {x if isinstance(x, str) else x.get("source") for x in svcs.get(n, {}).get("secrets", [])}
+    if not want <= got:
+        check(f"compose: {n} gets its secrets", False, f"missing {want - got}")
+        break
+else:
+    check("compose: gateway, DB writer and database get their secrets", True, "")
+sys.exit(1 if fails else 0)
+PY
+[ $? -eq 0 ] || fails=$((fails + 1))
+
+# Files the compose file mounts from docker/.
+missing=""
+for f in docker/gateway.conf docker/db-init/10-ems-roles.sh docker/sim/provision.sh \
+         docker/monitoring/prometheus.yml docker/monitoring/grafana/provisioning/datasources/ems.yml \
+         docker/monitoring/grafana/provisioning/dashboards/ems.yml; do
+    [ -f "$f" ] || missing="$missing $f"
+done
+if [ -z "$missing" ]; then ok "compose: every mounted file exists"; else notok "compose: every mounted file exists" "missing:$missing"; fi
+if "$PY" -c 'import json,glob,sys; [json.load(open(f)) for f in glob.glob("docker/monitoring/grafana/dashboards/*.json")] or sys.exit(1)' 2>"$TMP/json.err"; then
+    ok "monitoring: the Grafana dashboards are valid JSON"
+else
+    notok "monitoring: the Grafana dashboards are valid JSON" "$(head -c 200 "$TMP/json.err")"
+fi
+
+# ---------------------------------------------------------------- Dockerfiles
+# Packages of a stage: the names after "apt-get install" up to the next "&&".
+stage_packages() { # DOCKERFILE STAGE(build|final)
+    "$PY" - "$1" "$2" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read().replace("\\\n", " ")
+stages = re.split(r"(?m)^FROM\s", text)[1:]
+stage = [s for s in stages if " AS build" in s.split("\n")[0]] if sys.argv[2] == "build" else stages[-1:]
+for s in stage:
+    for m in re.finditer(r"apt-get install ([^&\n]*)", s):
+        print(" ".join(w for w in m.group(1).split() if not w.startswith("-")))
+PY
+}
+
+for df in docker/Dockerfile.gateway docker/Dockerfile.dbwriter docker/Dockerfile.edge; do
+    name=$(basename "$df")
+    pkgs="$(stage_packages "$df" build) $(stage_packages "$df" final)"
+    bad=""
+    for p in $pkgs; do
+        apt-cache show --no-all-versions "$p" >/dev/null 2>&1 || bad="$bad $p"
+    done
+    if [ -n "$pkgs" ] && [ -z "$bad" ]; then
+        ok "$name: every package it installs exists in Debian 12"
+    else
+        notok "$name: every package it installs exists in Debian 12" "unknown:${bad:- (no packages found)}"
+    fi
+    user=$(tail -n +"$last_from" "$df" | grep -E '^USER ' | tail -n 1 | awk '{print $2}')
+    if [ -n "$user" ] && [ "$user" != root ] && [ "$user" != 0 ]; then
+        ok "$name: the final image runs as a non-root user ($user)"
+    else
+        notok "$name: the final image runs as a non-root user" "USER is '${user:-unset}'"
+    fi
+    # Base images by ARG with a pinned default tag.
+    froms=$(grep -E '^ARG [A-Z_]+_IMAGE=' "$df" | cut -d= -f2-)
+    badfrom=""
+    for f in $froms; do
+        if [[ "$f" != *:* || "$f" == *:latest ]]; then badfrom="$badfrom $f"; fi
+    done
+    if grep -qE '^FROM \$\{[A-Z_]+_IMAGE\}' "$df" && [ -n "$froms" ] && [ -z "$badfrom" ]; then
+        ok "$name: base images are pinned by tag ($(echo $froms))"
+    else
+        notok "$name: base images are pinned by tag" "ARGs: '$froms' bad: '$badfrom'"
+    fi
+    # COPY sources (not --from) exist and are not excluded by .dockerignore.
+    badcopy=""
+    while read -r src; do
+        [ -e "$src" ] || { badcopy="$badcopy $src(missing)"; continue; }
+        top=${src%%/*}
+        if grep -qxE "${top}/?" .dockerignore || grep -qxE "${src%/}" .dockerignore; then
+            badcopy="$badcopy $src(ignored)"
+        fi
+    done < <(grep -E '^COPY ' "$df" | grep -v -- '--from=' | "$PY" -c '
+import sys
+for line in sys.stdin:
+    w = line.split()[1:]
+    for s in w[:-1]:
+        print(s)')
+    if [ -z "$badcopy" ]; then
+        ok "$name: every COPY source is in the build context"
+    else
+        notok "$name: every COPY source is in the build context" "$badcopy"
+    fi
+done
+
+# Runtime libraries: every shared library a binary needs must come from a
+# package the final image installs (or from the base image). Read from the
+# binaries of this build; sanitizer runtimes are not part of an image.
+base_pkgs="libc6 libgcc-s1 libstdc++6 zlib1g"
+check_runtime() { # DOCKERFILE BINARY...
+    local df=$1 name missing="" have b lib path pkg
+    shift
+    name=$(basename "$df")
+    have=" $(stage_packages "$df" final | tr '\n' ' ') $base_pkgs "
+    for b in "$@"; do
+        if [ ! -x "$BUILD/$b" ]; then
+            skip "$name: runtime packages cover the libraries of $b" "$BUILD/$b not built yet"
+            return 0
+        fi
+    done
+    for b in "$@"; do
+        while read -r lib path; do
+            case "$lib" in libasan*|libubsan*|liblsan*|libtsan*|linux-vdso*|ld-linux*) continue ;; esac
+            pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -n 1 | cut -d: -f1)
+            [ -n "$pkg" ] || pkg=$(dpkg -S "$path" 2>/dev/null | head -n 1 | cut -d: -f1)
+            if [ -z "$pkg" ]; then
+                missing="$missing $b:$lib(no package)"
+            elif [[ "$have" != *" $pkg "* ]]; then
+                missing="$missing $b:$lib($pkg)"
+            fi
+        done < <(ldd "$BUILD/$b" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}')
+    done
+    if [ -z "$missing" ]; then
+        ok "$name: runtime packages cover the libraries of $*"
+    else
+        notok "$name: runtime packages cover the libraries of $*" "not installed:$missing"
+    fi
+}
+check_runtime docker/Dockerfile.gateway ems-gateway
+check_runtime docker/Dockerfile.dbwriter ems-dbwriter emsctl
+check_runtime docker/Dockerfile.edge ems-edge
+
+# The Makefile targets the Dockerfiles build must exist.
+for t in build/ems-gateway build/ems-dbwriter build/emsctl build/ems-edge; do
+    if ! make -n -s "$t" >/dev/null 2>&1; then
+        notok "Makefile builds $t (used by the Dockerfiles)" "make -n $t fails"
+        continue
+    fi
+    ok "Makefile builds $t (used by the Dockerfiles)"
+done
+
+# ---------------------------------------------------------------- db-init on PostgreSQL
+. "$ROOT/test/lib/pg.sh"
+EMS_PG_NO_TRAP=1
+export EMS_PG_NO_TRAP
+if ! ems_pg_start 2>"$TMP/pg.err"; then
+    notok "db-init: PostgreSQL 15 starts" "$(tail -n 3 "$TMP/pg.err" | tr '\n' ' ')"
+else
+    PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h "$EMS_PG_SOCKDIR" -p "$EMS_PG_PORT")
+    "${PSQL[@]}" -U postgres -d postgres -c 'CREATE DATABASE ems' >/dev/null
+    if out=$(PGHOST=$EMS_PG_SOCKDIR PGPORT=$EMS_PG_PORT POSTGRES_USER=postgres POSTGRES_DB=ems \
+        docker/db-init/10-ems-roles.sh 2>&1); then
+        ok "db-init: 10-ems-roles.sh runs on PostgreSQL 15"
+    else
+        notok "db-init: 10-ems-roles.sh runs on PostgreSQL 15" "$(echo "$out" | tail -n 3 | tr '\n' ' ')"
+    fi
+    owner=$("${PSQL[@]}" -U postgres -d ems -Atc "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'ems'")
+    super=$("${PSQL[@]}" -U postgres -d ems -Atc "SELECT string_agg(rolname || '=' || rolsuper, ',' ORDER BY rolname) FROM pg_roles WHERE rolname IN ('ems', 'ems_reader')")
+    if [ "$owner" = ems ] && [ "$super" = "ems=f,ems_reader=f" ]; then
+        ok "db-init: ems owns the database; neither role is a superuser"
+    else
+        notok "db-init: ems owns the database; neither role is a superuser" "owner '$owner', roles '$super'"
+    fi
+    # ems can create what the migrations create; ems_reader reads it and cannot write.
+    if "${PSQL[@]}" -U ems -d ems -c 'CREATE TABLE probe (x int); INSERT INTO probe VALUES (1); CREATE VIEW probe_v AS SELECT x FROM probe' >/dev/null 2>"$TMP/e1"; then
+        ok "db-init: ems creates tables and views in schema public"
+    else
+        notok "db-init: ems creates tables and views in schema public" "$(head -c 200 "$TMP/e1")"
+    fi
+    r=$("${PSQL[@]}" -U ems_reader -d ems -Atc 'SELECT (SELECT x FROM probe) + (SELECT x FROM probe_v)' 2>"$TMP/e2")
+    if [ "$r" = 2 ]; then
+        ok "db-init: ems_reader reads what ems creates later"
+    else
+        notok "db-init: ems_reader reads what ems creates later" "got '$r' $(head -c 200 "$TMP/e2")"
+    fi
+    if "${PSQL[@]}" -U ems_reader -d ems -c 'INSERT INTO probe VALUES (2)' >/dev/null 2>&1 \
+        || "${PSQL[@]}" -U ems_reader -d ems -c 'CREATE TABLE nope (x int)' >/dev/null 2>&1; then
+        notok "db-init: ems_reader cannot write" "an INSERT or CREATE TABLE succeeded"
+    else
+        ok "db-init: ems_reader cannot write"
+    fi
+    # Passwords over TCP with scram-sha-256: prepend rules for the two roles
+    # (the test cluster trusts everything else) and log in the way the DB
+    # writer does, through ems-entrypoint.sh and EMS_PG_PASSWORD_FILE.
+    hba=$EMS_PG_DIR/data/pg_hba.conf
+    { echo "host all ems,ems_reader 127.0.0.1/32 scram-sha-256"; cat "$hba"; } >"$TMP/hba"
+    cat "$TMP/hba" >"$hba"
+    "${PSQL[@]}" -U postgres -d postgres -Atc 'SELECT pg_reload_conf()' >/dev/null
+    sleep 0.5
+    dsn="host=127.0.0.1 port=$EMS_PG_PORT dbname=ems user=ems"
+    r=$(env -u PGPASSWORD EMS_PG_PASSWORD_FILE="$S/pg_ems_password" docker/ems-entrypoint.sh \
+        psql -X -Atc 'SELECT current_user' "$dsn" 2>"$TMP/e3")
+    if [ "$r" = ems ]; then
+        ok "db-init: ems logs in over TCP with pg_ems_password through ems-entrypoint.sh"
+    else
+        notok "db-init: ems logs in over TCP with pg_ems_password through ems-entrypoint.sh" "got '$r' $(head -c 200 "$TMP/e3")"
+    fi
+    echo wrong >"$TMP/wrong"
+    if env -u PGPASSWORD EMS_PG_PASSWORD_FILE="$TMP/wrong" docker/ems-entrypoint.sh \
+        psql -X -Atc 'SELECT 1' "$dsn" >/dev/null 2>&1; then
+        notok "db-init: a wrong password is refused" "login succeeded"
+    else
+        ok "db-init: a wrong password is refused"
+    fi
+    r=$(PGPASSWORD=$(cat "$S/pg_reader_password") psql -X -Atc 'SELECT current_user' \
+        "host=127.0.0.1 port=$EMS_PG_PORT dbname=ems user=ems_reader" 2>"$TMP/e4")
+    if [ "$r" = ems_reader ]; then
+        ok "db-init: ems_reader logs in over TCP with pg_reader_password"
+    else
+        notok "db-init: ems_reader logs in over TCP with pg_reader_password" "got '$r' $(head -c 200 "$TMP/e4")"
+    fi
+fi
+if out=$(EMS_PG_PASSWORD_FILE=$TMP/does-not-exist docker/ems-entrypoint.sh true 2>&1); then
+    notok "ems-entrypoint.sh refuses an unreadable password file" "it ran the command"
+else
+    ok "ems-entrypoint.sh refuses an unreadable password file"
+fi
+
+# ---------------------------------------------------------------- shell scripts
+for f in docker/init-secrets.sh docker/ems-entrypoint.sh docker/sim/provision.sh docker/db-init/10-ems-roles.sh; do
+    if [ ! -x "$f" ]; then notok "$f is executable" "mode $(stat -c %a "$f")"; fi
+done
+if command -v shellcheck >/dev/null 2>&1; then
+    if out=$(shellcheck -S warning docker/init-secrets.sh docker/ems-entrypoint.sh docker/sim/provision.sh docker/db-init/10-ems-roles.sh 2>&1); then
+        ok "shellcheck: docker/ scripts have no warnings"
+    else
+        notok "shellcheck: docker/ scripts have no warnings" "$(echo "$out" | head -n 6 | tr '\n' ' ')"
+    fi
+else
+    skip "shellcheck: docker/ scripts have no warnings" "shellcheck not installed"
+fi
+
+[ "$fails" -eq 0 ]
