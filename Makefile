@@ -6,6 +6,7 @@
 #   make fuzz       build the libFuzzer targets into build/fuzz/
 #   make bench      run the benchmarks (results go to docs/benchmarks.md by hand)
 #   make deps       install the Debian packages the build and the tests need
+#   make cross      ems-edge for the Raspberry Pi (arm64, armhf) into build/ (scripts/cross.sh)
 #
 # Sources are discovered by folder, so a new module is a new .c file in the
 # right folder and nothing else:
@@ -151,6 +152,12 @@ demo:
 bench:
 	$(MAKE) all $(BENCHES)
 	@scripts/bench.sh
+
+# ems-edge for the Raspberry Pi: build/arm64/ems-edge, build/armhf/ems-edge and
+# installable bundles build/ems-edge-{arm64,armhf}.tar.gz (docs/deploy-edge.md).
+.PHONY: cross
+cross:
+	@scripts/cross.sh
 
 clean:
 	rm -rf build

@@ -9,11 +9,11 @@
  * Invariants worth keeping in mind:
  *   - cur is the metadata including the open transaction, committed the one
  *     on disk; a rollback copies committed over cur.
- *   - next_seq - 1 <= hwm written in PATH.seq slot 0 < reserved, and
- *     reserved is durable in both slots of PATH.seq before any seq at or
- *     above the previous reservation is handed out.
- *   - Every seq below win_lo or at/above win_hi counts as sent in the
- *     current session; the unsent backlog is the open interval between.
+ *   - PATH.seq slot 0 holds hwm = next_seq - 1 (written before an append
+ *     returns) and reserved > hwm; reserved is durable in both slots before
+ *     any seq at or above the previous reservation is handed out.
+ *   - Every seq at or below win_lo, or at or above win_hi, counts as sent
+ *     in the current session; the unsent backlog is the open interval.
  */
 #include "store.h"
 
@@ -263,6 +263,7 @@ struct ems_store {
     sqlite3_stmt *q[Q_N];
     uint64_t page_size;
     bool in_txn;
+    bool txn_appends; /* the open transaction holds appended packets */
     uint64_t txn_start_ms;
     store_meta_t cur, committed;
     bool created; /* this open created the database */
@@ -614,6 +615,7 @@ static int store__begin(ems_store_t *st)
     if (rc)
         return rc;
     st->in_txn = true;
+    st->txn_appends = false;
     st->txn_start_ms = store__mono_ms();
     return 0;
 }
@@ -663,14 +665,15 @@ static int store__commit(ems_store_t *st)
  * cloud see those packets again, and at 1 Hz this halves the commits. */
 #define STORE_DELETE_COMMIT_MS 1000u
 
-static int store__maybe_commit(ems_store_t *st, bool append)
+static int store__maybe_commit(ems_store_t *st)
 {
     if (!st->in_txn)
         return 0;
     uint32_t iv = st->cfg.commit_interval_ms;
-    uint64_t age = store__mono_ms() - st->txn_start_ms;
-    if (append ? (iv == 0 || age >= iv)
-               : age >= (iv > STORE_DELETE_COMMIT_MS ? iv : STORE_DELETE_COMMIT_MS))
+    uint64_t due = st->txn_appends ? iv
+                   : iv > STORE_DELETE_COMMIT_MS ? iv
+                                                 : STORE_DELETE_COMMIT_MS;
+    if (store__mono_ms() - st->txn_start_ms >= due)
         return store__commit(st);
     return 0;
 }
@@ -1172,6 +1175,24 @@ static void store__recover(ems_store_t *st)
     store__seq_sync(st, false); /* the new db_id */
 }
 
+/* After an operation: if the database reported damage, recover (move it
+ * aside, salvage, start fresh) and say whether the operation should run
+ * once more on the fresh database. */
+static bool store__recovered_retry(ems_store_t *st, int rc)
+{
+    if (!st->broken)
+        return false;
+    store__recover(st);
+    return rc < 0 && st->db != NULL;
+}
+
+/* Damage found by the retry itself is recovered too, but not retried. */
+static void store__settle(ems_store_t *st)
+{
+    if (st->broken)
+        store__recover(st);
+}
+
 /* Where numbering continues (see store.h, "Sequence numbers"). */
 static int store__init_seq(ems_store_t *st)
 {
@@ -1208,8 +1229,8 @@ static int store__init_seq(ems_store_t *st)
                      ", skipping %u numbers in case the last ones were sent but not stored",
                      st->path, st->path_seq, next, st->cfg.seq_block);
     } else {
-        next = 1;
-        st->reserved = 1;
+        next = st->cfg.first_seq ? st->cfg.first_seq : 1;
+        st->reserved = next;
     }
     if (next > EMS_STORE_SEQ_MAX + 1)
         next = EMS_STORE_SEQ_MAX + 1;
@@ -1244,7 +1265,8 @@ int ems_store_open(ems_store_t **out, const ems_store_config_t *cfg)
     *out = NULL;
     if (!cfg || !cfg->path || !cfg->path[0] || strlen(cfg->path) > 4000 || cfg->seq_block == 0 ||
         (unsigned)cfg->sync > EMS_STORE_SYNC_FULL || (unsigned)cfg->check > EMS_STORE_CHECK_NEVER ||
-        (cfg->max_bytes && cfg->max_bytes < (64u << 10)) || cfg->max_age_ms < 0)
+        (cfg->max_bytes && cfg->max_bytes < (64u << 10)) || cfg->max_age_ms < 0 ||
+        cfg->first_seq > EMS_STORE_SEQ_MAX)
         return EMS_EINVAL;
     ems_store_t *st = calloc(1, sizeof *st);
     if (!st)
@@ -1327,7 +1349,11 @@ int ems_store_close(ems_store_t *st)
     store__detach(st); /* the last connection checkpoints and removes the WAL */
     /* hwm is exact now: record a clean close, so the next run neither skips
      * numbers nor checks the whole file. After a failed commit the next
-     * open checks it anyway. */
+     * open checks it anyway. reserved drops to next_seq so that the next
+     * run's first append writes a durable reservation (and clean = 0)
+     * before it hands out anything: a stale "clean" slot surviving a power
+     * cut must never vouch for numbers handed out after it. */
+    st->reserved = st->next_seq;
     int src = store__seq_sync(st, rc == 0 && had_db);
     if (!rc)
         rc = src;
@@ -1458,7 +1484,8 @@ static int store__insert(ems_store_t *st, uint64_t seq, int64_t ts_ms, const voi
         goto fail;
     st->cur.count++;
     st->cur.max_seq = seq;
-    return store__maybe_commit(st, true);
+    st->txn_appends = true;
+    return store__maybe_commit(st);
 fail:
     store__abort(st, "append failed");
     return rc;
@@ -1480,13 +1507,29 @@ int ems_store_append(ems_store_t *st, uint64_t seq, int64_t ts_ms, const void *d
     if (!st->db)
         return EMS_EIO;
     rc = store__insert(st, seq, ts_ms, data, len);
-    if (rc && st->broken) {
-        store__recover(st);
-        if (st->db)
-            rc = store__insert(st, seq, ts_ms, data, len);
+    if (store__recovered_retry(st, rc))
+        rc = store__insert(st, seq, ts_ms, data, len);
+    store__settle(st);
+    return rc;
+}
+
+static int store__ack(ems_store_t *st, const uint64_t (*ranges)[2], size_t n, uint64_t *deleted)
+{
+    int rc = store__begin(st);
+    uint64_t total = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        uint64_t d = 0;
+        rc = store__delete_range(st, ranges[i][0], ranges[i][1], &d);
+        total += d;
     }
-    if (st->broken)
-        store__recover(st);
+    if (rc) {
+        store__abort(st, "ack failed");
+    } else {
+        st->cur.acked += total;
+        if (deleted)
+            *deleted = total;
+        rc = store__maybe_commit(st);
+    }
     return rc;
 }
 
@@ -1501,30 +1544,15 @@ int ems_store_ack(ems_store_t *st, const uint64_t (*ranges)[2], size_t n, uint64
             return EMS_EINVAL;
     if (n == 0)
         return 0;
-    int rc = store__begin(st);
-    uint64_t total = 0;
-    for (size_t i = 0; i < n && !rc; i++) {
-        uint64_t d = 0;
-        rc = store__delete_range(st, ranges[i][0], ranges[i][1], &d);
-        total += d;
-    }
-    if (rc) {
-        store__abort(st, "ack failed");
-    } else {
-        st->cur.acked += total;
-        if (deleted)
-            *deleted = total;
-        rc = store__maybe_commit(st, false);
-    }
-    if (st->broken)
-        store__recover(st);
+    int rc = store__ack(st, ranges, n, deleted);
+    if (store__recovered_retry(st, rc))
+        rc = store__ack(st, ranges, n, deleted);
+    store__settle(st);
     return rc;
 }
 
-int ems_store_nack(ems_store_t *st, uint64_t seq)
+static int store__nack(ems_store_t *st, uint64_t seq)
 {
-    if (!st)
-        return EMS_EINVAL;
     uint64_t d = 0;
     int rc = store__begin(st);
     if (!rc)
@@ -1533,11 +1561,20 @@ int ems_store_nack(ems_store_t *st, uint64_t seq)
         store__abort(st, "nack failed");
     } else {
         st->cur.nacked += d;
-        rc = store__maybe_commit(st, false);
+        rc = store__maybe_commit(st);
     }
-    if (st->broken)
-        store__recover(st);
     return rc ? rc : (d ? 1 : 0);
+}
+
+int ems_store_nack(ems_store_t *st, uint64_t seq)
+{
+    if (!st)
+        return EMS_EINVAL;
+    int rc = store__nack(st, seq);
+    if (store__recovered_retry(st, rc))
+        rc = store__nack(st, seq);
+    store__settle(st);
+    return rc;
 }
 
 void ems_store_session_start(ems_store_t *st)
@@ -1599,7 +1636,7 @@ static int store__backlog(ems_store_t *st, ems_store_order_t order, size_t max,
         if (r)
             store__abort(st, "dropping damaged packets");
         else
-            r = store__maybe_commit(st, false);
+            r = store__maybe_commit(st);
         if (!err)
             err = r;
     }
@@ -1613,23 +1650,17 @@ int ems_store_backlog(ems_store_t *st, ems_store_order_t order, size_t max, ems_
         return EMS_EINVAL;
     if (max > EMS_STORE_BATCH_MAX)
         max = EMS_STORE_BATCH_MAX;
+    /* What was handed out before damage showed stays handed out (the
+     * window is kept); the rest comes from the salvaged copy. */
     int rc = store__backlog(st, order, max, cb, ctx);
-    if (st->broken) {
-        /* What was handed out before the damage showed stays handed out
-         * (the window is kept); the rest comes from the salvaged copy. */
-        store__recover(st);
-        if (rc < 0 && st->db)
-            rc = store__backlog(st, order, max, cb, ctx);
-        if (st->broken)
-            store__recover(st);
-    }
+    if (store__recovered_retry(st, rc))
+        rc = store__backlog(st, order, max, cb, ctx);
+    store__settle(st);
     return rc;
 }
 
-int ems_store_oldest_ts(ems_store_t *st, int64_t *ts_ms)
+static int store__oldest_ts(ems_store_t *st, int64_t *ts_ms)
 {
-    if (!st || !ts_ms)
-        return EMS_EINVAL;
     if (!st->db)
         return EMS_EIO;
     sqlite3_stmt *s = st->q[Q_OLDEST];
@@ -1642,19 +1673,22 @@ int ems_store_oldest_ts(ems_store_t *st, int64_t *ts_ms)
         err = EMS_ENOENT;
     else if (rc != SQLITE_ROW)
         err = store__fail(st, rc, "oldest");
-    if (st->broken)
-        store__recover(st);
     return err;
 }
 
-int ems_store_expire(ems_store_t *st, int64_t now_ms, uint64_t *expired)
+int ems_store_oldest_ts(ems_store_t *st, int64_t *ts_ms)
 {
-    if (expired)
-        *expired = 0;
-    if (!st)
+    if (!st || !ts_ms)
         return EMS_EINVAL;
-    if (st->cfg.max_age_ms <= 0 || now_ms < INT64_MIN + st->cfg.max_age_ms)
-        return 0;
+    int rc = store__oldest_ts(st, ts_ms);
+    if (store__recovered_retry(st, rc))
+        rc = store__oldest_ts(st, ts_ms);
+    store__settle(st);
+    return rc;
+}
+
+static int store__expire(ems_store_t *st, int64_t now_ms, uint64_t *expired)
+{
     if (!st->db)
         return EMS_EIO;
     int64_t cutoff = now_ms - st->cfg.max_age_ms;
@@ -1697,21 +1731,33 @@ int ems_store_expire(ems_store_t *st, int64_t now_ms, uint64_t *expired)
                          "..%" PRId64 ", taken %s..%s)",
                          st->path, d, store__fmt_ts(cutoff, c, sizeof c), first, last,
                          store__fmt_ts(first_ts, a, sizeof a), store__fmt_ts(last_ts, b, sizeof b));
-            err = store__maybe_commit(st, false);
+            err = store__maybe_commit(st);
         }
     }
-    if (st->broken)
-        store__recover(st);
     return err;
+}
+
+int ems_store_expire(ems_store_t *st, int64_t now_ms, uint64_t *expired)
+{
+    if (expired)
+        *expired = 0;
+    if (!st)
+        return EMS_EINVAL;
+    if (st->cfg.max_age_ms <= 0 || now_ms < INT64_MIN + st->cfg.max_age_ms)
+        return 0;
+    int rc = store__expire(st, now_ms, expired);
+    if (store__recovered_retry(st, rc))
+        rc = store__expire(st, now_ms, expired);
+    store__settle(st);
+    return rc;
 }
 
 int ems_store_tick(ems_store_t *st)
 {
     if (!st)
         return EMS_EINVAL;
-    int rc = store__maybe_commit(st, true);
-    if (st->broken)
-        store__recover(st);
+    int rc = store__maybe_commit(st);
+    store__settle(st);
     return rc;
 }
 
@@ -1720,8 +1766,7 @@ int ems_store_flush(ems_store_t *st)
     if (!st)
         return EMS_EINVAL;
     int rc = store__commit(st);
-    if (st->broken)
-        store__recover(st);
+    store__settle(st);
     return rc;
 }
 

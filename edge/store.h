@@ -107,6 +107,12 @@ typedef struct {
      * the next append or ems_store_tick(). */
     uint32_t commit_interval_ms;
     uint32_t seq_block;        /* seqs reserved per fsync of PATH.seq; default 1024 */
+    /* Where numbering starts when neither file holds any (first start, or
+     * both PATH and PATH.seq lost). Default 1. The daemon may pass the wall
+     * clock in ms when it trusts it: seqs grow by 1 per packet, the clock
+     * by 1000 per second, so a device whose storage was wiped still never
+     * repeats a seq the cloud already has. */
+    uint64_t first_seq;
     uint32_t cache_kib;        /* SQLite page cache; default 1024 */
     uint32_t checkpoint_pages; /* WAL pages between automatic checkpoints; default 1000 */
     ems_store_check_t check;
@@ -184,10 +190,10 @@ int ems_store_append(ems_store_t *st, uint64_t seq, int64_t ts_ms, const void *d
 /* Deletes the packets in `n` inclusive ranges ranges[i][0]..ranges[i][1]
  * (the "ack" message). Ranges may overlap or name seqs that are not (or no
  * longer) buffered. *deleted (may be NULL) gets the number of packets
- * deleted. The deletion is committed by the next append or ems_store_tick():
- * a crash before that only makes the cloud see those packets twice (it
- * deduplicates by seq). EMS_EINVAL (nothing deleted) if a range has
- * first > last. */
+ * deleted. The deletion is committed with the next append, or by
+ * ems_store_tick() a second later: a crash before that only makes the
+ * cloud see those packets twice (it deduplicates by seq). EMS_EINVAL
+ * (nothing deleted) if a range has first > last. */
 int ems_store_ack(ems_store_t *st, const uint64_t (*ranges)[2], size_t n, uint64_t *deleted);
 
 /* Deletes one packet the cloud refused for good (the "nack" message).
@@ -225,9 +231,10 @@ int ems_store_oldest_ts(ems_store_t *st, int64_t *ts_ms);
  * *expired (may be NULL) gets the number dropped (logged, counted). */
 int ems_store_expire(ems_store_t *st, int64_t now_ms, uint64_t *expired);
 
-/* Commits pending changes that are due: all of them with
- * commit_interval_ms 0, else those older than the interval. Call once per
- * loop tick. Returns 0 or a negative error. */
+/* Commits pending changes that are due: deletions (acks, nacks, expiry)
+ * once they are max(commit_interval_ms, 1 s) old, appends once they are
+ * commit_interval_ms old. At 1 Hz the next append usually commits them
+ * first. Call once per loop tick. Returns 0 or a negative error. */
 int ems_store_tick(ems_store_t *st);
 
 /* Commits everything pending now. */

@@ -1,8 +1,9 @@
 -- 0002_telemetry (plain PostgreSQL): the telemetry table, natively
--- partitioned by time, and the 1-minute rollup the DB writer maintains in
--- the same transaction as each batch. The TimescaleDB variant of this
--- version is 0002_telemetry.tsdb.sql; the two expose the same tables and
--- columns to queries (docs/storage.md).
+-- partitioned by time, and an exact 1-minute rollup that the DB writer
+-- keeps up to date behind a watermark (the plain-PostgreSQL stand-in for
+-- a continuous aggregate). The TimescaleDB variant of this version is
+-- 0002_telemetry.tsdb.sql; the two expose the same tables and columns to
+-- queries (docs/storage.md).
 
 -- One row per packet, typed columns (docs/protocol.md 2.1). Columns are
 -- ordered widest first so that no alignment padding is wasted per row.
@@ -33,6 +34,9 @@ CREATE TABLE telemetry (
 -- The idempotency key (ON CONFLICT DO NOTHING) and the index every device
 -- query uses. It must contain the partition key, ts.
 CREATE UNIQUE INDEX telemetry_key ON telemetry (device_id, ts, seq);
+-- Time ranges across all devices (the rollup step): rows arrive nearly in
+-- time order, so a BRIN index is tiny and almost free to maintain.
+CREATE INDEX telemetry_ts_brin ON telemetry USING brin (ts);
 
 -- Rows whose day has no partition (a device clock years off, or a backfill
 -- older than the partitions made ahead) land here instead of failing.
@@ -103,8 +107,8 @@ $$;
 -- 1-minute rollup: per device and minute, the sample count and min / max /
 -- sum of each measurement (avg = sum / n; battery_temperature is optional,
 -- so it has its own count). Buckets start on whole minutes of the Unix
--- epoch. Maintained exactly once per stored row: the writer adds only the
--- rows its INSERT ... ON CONFLICT DO NOTHING really inserted.
+-- epoch. Written only by ems_rollup_step, always recomputed from the raw
+-- rows of a bucket (so it is exact, and replays cannot count twice).
 CREATE TABLE telemetry_1m (
     device_id                text NOT NULL,
     bucket                   timestamptz NOT NULL,
@@ -135,11 +139,136 @@ CREATE TABLE telemetry_1m (
     grid_frequency_max       real,
     grid_frequency_sum       double precision NOT NULL,
     PRIMARY KEY (device_id, bucket)
-) WITH (fillfactor = 70); -- room for HOT updates: a bucket is updated ~60 times
+);
+
+-- Retention deletes by bucket alone; rows arrive in bucket order, so a
+-- BRIN index finds old ones for almost nothing.
+CREATE INDEX telemetry_1m_bucket ON telemetry_1m USING brin (bucket);
+
+-- Every bucket before the watermark is in telemetry_1m (or queued in
+-- ems_rollup_dirty); queries read the rollup below it and raw rows above.
+CREATE TABLE ems_rollup_state (
+    one       boolean PRIMARY KEY DEFAULT true CHECK (one),
+    watermark timestamptz NOT NULL
+);
+INSERT INTO ems_rollup_state (watermark)
+VALUES (date_bin('1 minute', now(), TIMESTAMPTZ '1970-01-01 00:00:00+00'));
+
+-- Buckets that received rows after the watermark had passed them
+-- (backfill, late packets). The writer's insert statement adds them; the
+-- next ems_rollup_step recomputes them.
+CREATE TABLE ems_rollup_dirty (
+    device_id text NOT NULL,
+    bucket    timestamptz NOT NULL,
+    PRIMARY KEY (device_id, bucket)
+);
+
+-- The aggregate of raw rows as telemetry_1m columns, for one statement.
+-- (A view keeps the two ems_rollup_step statements identical.)
+CREATE VIEW ems_rollup_source AS
+SELECT device_id, date_bin('1 minute', ts, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS bucket, ts,
+       battery_voltage, battery_current, battery_power, battery_soc, battery_temperature,
+       grid_voltage, grid_power, grid_frequency
+FROM telemetry;
+
+-- One step of the rollup, run by the DB writer every few seconds on its
+-- writing connection (so it never races its own inserts): buckets that
+-- closed since the last step (older than p_lag), then the dirty buckets.
+-- Returns the number of buckets written. Recomputing a bucket from its raw
+-- rows makes every step idempotent.
+CREATE FUNCTION ems_rollup_step(p_lag interval DEFAULT '30 seconds') RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    w timestamptz;
+    t timestamptz;
+    a integer := 0;
+    b integer := 0;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(7236577002) THEN
+        RETURN 0; -- another step is running (a second writer): let it
+    END IF;
+    SELECT watermark INTO w FROM ems_rollup_state FOR UPDATE;
+    t := date_bin('1 minute', now() - p_lag, TIMESTAMPTZ '1970-01-01 00:00:00+00');
+    IF t > w THEN
+        INSERT INTO telemetry_1m AS r
+        SELECT device_id, bucket, count(*), count(battery_temperature),
+               min(battery_voltage), max(battery_voltage), sum(battery_voltage::float8),
+               min(battery_current), max(battery_current), sum(battery_current::float8),
+               min(battery_power), max(battery_power), sum(battery_power::float8),
+               min(battery_soc), max(battery_soc), sum(battery_soc::float8),
+               min(battery_temperature), max(battery_temperature),
+               coalesce(sum(battery_temperature::float8), 0),
+               min(grid_voltage), max(grid_voltage), sum(grid_voltage::float8),
+               min(grid_power), max(grid_power), sum(grid_power::float8),
+               min(grid_frequency), max(grid_frequency), sum(grid_frequency::float8)
+        FROM ems_rollup_source WHERE ts >= w AND ts < t
+        GROUP BY device_id, bucket
+        ON CONFLICT (device_id, bucket) DO UPDATE SET
+            n = excluded.n, n_temp = excluded.n_temp,
+            battery_voltage_min = excluded.battery_voltage_min, battery_voltage_max = excluded.battery_voltage_max,
+            battery_voltage_sum = excluded.battery_voltage_sum,
+            battery_current_min = excluded.battery_current_min, battery_current_max = excluded.battery_current_max,
+            battery_current_sum = excluded.battery_current_sum,
+            battery_power_min = excluded.battery_power_min, battery_power_max = excluded.battery_power_max,
+            battery_power_sum = excluded.battery_power_sum,
+            battery_soc_min = excluded.battery_soc_min, battery_soc_max = excluded.battery_soc_max,
+            battery_soc_sum = excluded.battery_soc_sum,
+            battery_temperature_min = excluded.battery_temperature_min,
+            battery_temperature_max = excluded.battery_temperature_max,
+            battery_temperature_sum = excluded.battery_temperature_sum,
+            grid_voltage_min = excluded.grid_voltage_min, grid_voltage_max = excluded.grid_voltage_max,
+            grid_voltage_sum = excluded.grid_voltage_sum,
+            grid_power_min = excluded.grid_power_min, grid_power_max = excluded.grid_power_max,
+            grid_power_sum = excluded.grid_power_sum,
+            grid_frequency_min = excluded.grid_frequency_min, grid_frequency_max = excluded.grid_frequency_max,
+            grid_frequency_sum = excluded.grid_frequency_sum;
+        GET DIAGNOSTICS a = ROW_COUNT;
+        UPDATE ems_rollup_state SET watermark = t;
+    END IF;
+
+    WITH d AS (DELETE FROM ems_rollup_dirty RETURNING device_id, bucket)
+    INSERT INTO telemetry_1m AS r
+    SELECT s.device_id, s.bucket, count(*), count(battery_temperature),
+           min(battery_voltage), max(battery_voltage), sum(battery_voltage::float8),
+           min(battery_current), max(battery_current), sum(battery_current::float8),
+           min(battery_power), max(battery_power), sum(battery_power::float8),
+           min(battery_soc), max(battery_soc), sum(battery_soc::float8),
+           min(battery_temperature), max(battery_temperature),
+           coalesce(sum(battery_temperature::float8), 0),
+           min(grid_voltage), max(grid_voltage), sum(grid_voltage::float8),
+           min(grid_power), max(grid_power), sum(grid_power::float8),
+           min(grid_frequency), max(grid_frequency), sum(grid_frequency::float8)
+    FROM d JOIN ems_rollup_source s
+      ON s.device_id = d.device_id AND s.ts >= d.bucket AND s.ts < d.bucket + interval '1 minute'
+    GROUP BY s.device_id, s.bucket
+    ON CONFLICT (device_id, bucket) DO UPDATE SET
+        n = excluded.n, n_temp = excluded.n_temp,
+        battery_voltage_min = excluded.battery_voltage_min, battery_voltage_max = excluded.battery_voltage_max,
+        battery_voltage_sum = excluded.battery_voltage_sum,
+        battery_current_min = excluded.battery_current_min, battery_current_max = excluded.battery_current_max,
+        battery_current_sum = excluded.battery_current_sum,
+        battery_power_min = excluded.battery_power_min, battery_power_max = excluded.battery_power_max,
+        battery_power_sum = excluded.battery_power_sum,
+        battery_soc_min = excluded.battery_soc_min, battery_soc_max = excluded.battery_soc_max,
+        battery_soc_sum = excluded.battery_soc_sum,
+        battery_temperature_min = excluded.battery_temperature_min,
+        battery_temperature_max = excluded.battery_temperature_max,
+        battery_temperature_sum = excluded.battery_temperature_sum,
+        grid_voltage_min = excluded.grid_voltage_min, grid_voltage_max = excluded.grid_voltage_max,
+        grid_voltage_sum = excluded.grid_voltage_sum,
+        grid_power_min = excluded.grid_power_min, grid_power_max = excluded.grid_power_max,
+        grid_power_sum = excluded.grid_power_sum,
+        grid_frequency_min = excluded.grid_frequency_min, grid_frequency_max = excluded.grid_frequency_max,
+        grid_frequency_sum = excluded.grid_frequency_sum;
+    GET DIAGNOSTICS b = ROW_COUNT;
+    RETURN a + b;
+END
+$$;
 
 -- The 1-hour rollup, as a view over the 1-minute one, for people and tools
 -- writing SQL (the DB writer's queries re-bucket telemetry_1m directly so
--- that the time range reaches its index).
+-- that the time range reaches its index, and add the raw rows above the
+-- watermark).
 CREATE VIEW telemetry_1h AS
 SELECT device_id,
        date_bin('1 hour', bucket, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS bucket,

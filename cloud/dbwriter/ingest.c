@@ -11,10 +11,7 @@
 /* ------------------------------------------------------------------ SQL */
 
 /* One statement, one round trip: rows arrive as one binary array per
- * column. With `rollup` the rows that were really inserted (RETURNING of
- * ON CONFLICT DO NOTHING yields only those) are added to telemetry_1m in
- * the same statement, so the rollup counts every stored row exactly once,
- * even when a batch is replayed. */
+ * column, ON CONFLICT DO NOTHING makes a replay harmless. */
 #define INS_COLUMNS                                                                      \
     "INSERT INTO telemetry (device_id, ts, seq, received_at, state, mode, target_mode,"  \
     " target_power, error_flags, wifi_strength, battery_voltage, battery_current,"       \
@@ -31,33 +28,22 @@
     " error_flags, wifi_strength, bv, bi, bp, soc, temp, gv, gp, gf, cs, bf)"            \
     " ON CONFLICT DO NOTHING"
 
+/* TimescaleDB: continuous aggregates follow the table by themselves. */
 static const char SQL_INSERT[] =
     "WITH ins AS (" INS_COLUMNS " RETURNING 1)"
     " SELECT count(*) AS inserted FROM ins";
 
-#define ROLL(c)                                                                           \
-    " min(" c "), max(" c "), coalesce(sum(" c "::float8), 0),"
-#define ROLL_SET(c)                                                                       \
-    " " c "_min = least(t." c "_min, excluded." c "_min),"                                \
-    " " c "_max = greatest(t." c "_max, excluded." c "_max),"                             \
-    " " c "_sum = t." c "_sum + excluded." c "_sum"
-
+/* Plain PostgreSQL: the rollup (ems_rollup_step, 0002_telemetry.pg.sql)
+ * covers every bucket before its watermark. A row that lands behind the
+ * watermark (backfill, a late packet) marks its bucket dirty, in the same
+ * statement, so the next step recomputes it. Live rows are ahead of the
+ * watermark: for them this costs one comparison. */
 static const char SQL_INSERT_ROLLUP[] =
-    "WITH ins AS (" INS_COLUMNS
-    " RETURNING device_id, ts, battery_voltage, battery_current, battery_power, battery_soc,"
-    " battery_temperature, grid_voltage, grid_power, grid_frequency),"
-    " r1m AS (INSERT INTO telemetry_1m AS t"
-    " SELECT device_id, date_bin('1 minute', ts, TIMESTAMPTZ '1970-01-01 00:00:00+00'),"
-    " count(*), count(battery_temperature)," ROLL("battery_voltage") ROLL("battery_current")
-        ROLL("battery_power") ROLL("battery_soc") ROLL("battery_temperature")
-            ROLL("grid_voltage") ROLL("grid_power")
-    " min(grid_frequency), max(grid_frequency), coalesce(sum(grid_frequency::float8), 0)"
-    " FROM ins GROUP BY 1, 2"
-    " ON CONFLICT (device_id, bucket) DO UPDATE SET n = t.n + excluded.n,"
-    " n_temp = t.n_temp + excluded.n_temp," ROLL_SET("battery_voltage") "," ROLL_SET(
-        "battery_current") "," ROLL_SET("battery_power") "," ROLL_SET("battery_soc") ","
-        ROLL_SET("battery_temperature") "," ROLL_SET("grid_voltage") "," ROLL_SET(
-            "grid_power") "," ROLL_SET("grid_frequency") ")"
+    "WITH ins AS (" INS_COLUMNS " RETURNING device_id, ts),"
+    " late AS (INSERT INTO ems_rollup_dirty"
+    " SELECT DISTINCT device_id, date_bin('1 minute', ts, TIMESTAMPTZ '1970-01-01 00:00:00+00')"
+    " FROM ins WHERE ts < (SELECT watermark FROM ems_rollup_state)"
+    " ON CONFLICT DO NOTHING)"
     " SELECT count(*) AS inserted FROM ins";
 
 static const char SQL_EVENT[] = "SELECT ems_event($1::jsonb)";

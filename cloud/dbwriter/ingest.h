@@ -7,7 +7,8 @@
  *
  *     INSERT INTO telemetry ... SELECT FROM unnest($1..$20) ON CONFLICT DO NOTHING
  *       (binary array parameters, one per column; in plain PostgreSQL mode
- *        the same statement also adds the inserted rows to telemetry_1m)
+ *        the same statement marks rows that arrive behind the rollup's
+ *        watermark, so ems_rollup_step recomputes their buckets)
  *     SELECT ems_event($1) for each event
  *     Sync  (the implicit transaction commits here)
  *
@@ -78,7 +79,7 @@ typedef struct {
 int ems_ingest_new(uv_loop_t *loop, ems_pg_t *pg, const ems_ingest_opts_t *o, ems_ingest_t **out);
 
 /* The schema is ready: start writing. `rollup` selects the plain
- * PostgreSQL statement that also maintains telemetry_1m. */
+ * PostgreSQL statement, which also marks late rows for the rollup. */
 void ems_ingest_start(ems_ingest_t *g, bool rollup);
 
 /* The connection is (again) up: its prepared statements are gone, and a

@@ -72,10 +72,12 @@ struct app {
     ems_storage_t storage;
     int schema_version;
     bool paused;
+    uint64_t pause_logged_ms; /* backpressure can oscillate: log it sparingly */
     bool stopping;
     int exit_code;
     ems_pg_req_t maint_req;
     bool maint_busy;
+    unsigned maint_ticks;
     char maint_sql[512];
     ems_ingest_stats_t last_logged;
 };
@@ -140,7 +142,7 @@ static void on_space(void *ud)
 {
     app_t *a = ud;
     if (a->paused && !a->stopping) {
-        ems_log_info("ingest: queue below half; reading the link again");
+        ems_log_debug("ingest: queue below half; reading the link again");
         links_pause(a, false);
     }
 }
@@ -218,9 +220,13 @@ static void link_frame(ems_link_conn_t *c, void *ud, const ems_link_frame_t *f)
     if (rc == EMS_ENOMEM)
         ems_link_conn_fail(c, rc, "out of memory");
     if (ems_ingest_full(a->ingest)) {
-        if (!a->paused)
-            ems_log_warn("ingest: %u rows held and not committed; pausing the link (backpressure)",
+        uint64_t now = uv_now(a->loop);
+        if (!a->paused && now - a->pause_logged_ms >= 10000) {
+            a->pause_logged_ms = now;
+            ems_log_warn("ingest: %u rows held and not committed; pausing the link until half are "
+                         "(backpressure; logged at most every 10 s)",
                          a->cfg.queue_rows);
+        }
         links_pause(a, true); /* idempotent; also catches a link that just became durable */
     }
 }
@@ -238,7 +244,8 @@ static void link_closed(ems_link_conn_t *c, void *ud, int status)
     (void)c;
     link_t *l = ud;
     app_t *a = l->app;
-    ems_log_info("link: gateway connection closed (%s)", status ? ems_strerror(status) : "normal");
+    ems_log_info("link: gateway connection closed (%s)",
+                 status == 0 ? "normal" : status == EMS_ECLOSED ? "by the gateway" : ems_strerror(status));
     l->closed = true;
     ems_ingest_src_close(l->src);
     for (link_t **p = &a->links; *p; p = &(*p)->next)
@@ -277,8 +284,8 @@ static void on_connection(uv_stream_t *server, int status)
     l->next = a->links;
     a->links = l;
     a->nlinks++;
-    if (a->paused || a->stopping)
-        ems_link_conn_pause(l->conn);
+    if (a->stopping)
+        ems_link_conn_pause(l->conn); /* backpressure pauses it once it sends durable frames */
 }
 
 /* ------------------------------------------------------------------ stats */
@@ -330,9 +337,10 @@ static void maint_done(ems_pg_req_t *r, int status)
         ems_log_warn("maintenance failed: %s", r->error);
 }
 
-/* Plain PostgreSQL mode: partitions ahead of time (so no insert waits for
- * DDL), and retention. TimescaleDB does both with its own policies. Also
- * logs one line of counters when something happened. */
+/* Every minute: one line of counters when something happened. Every hour
+ * (and at start), plain PostgreSQL mode only: partitions two days ahead
+ * (so no insert waits for DDL) and retention. TimescaleDB does both with
+ * its own policies. */
 static void maint_cb(uv_timer_t *t)
 {
     app_t *a = t->data;
@@ -346,7 +354,7 @@ static void maint_cb(uv_timer_t *t)
                      (unsigned long long)s.commit_ms_last, (unsigned long long)s.commit_ms_max,
                      (unsigned long long)s.queue_rows);
     a->last_logged = s;
-    if (!a->migrated || a->storage != EMS_STORAGE_POSTGRES || a->maint_busy)
+    if (!a->migrated || a->storage != EMS_STORAGE_POSTGRES || a->maint_busy || a->maint_ticks++ % 60)
         return;
     snprintf(a->maint_sql, sizeof a->maint_sql,
              "SELECT ems_ensure_partitions(now() - interval '8 days', now() + interval '2 days'),"
@@ -396,7 +404,7 @@ static void on_migrated(void *ud, int status, const ems_migrate_result_t *r)
     }
     ems_query_set_storage(a->query, a->storage);
     ems_ingest_start(a->ingest, a->storage == EMS_STORAGE_POSTGRES);
-    uv_timer_start(&a->maint_timer, maint_cb, 60 * 1000, 60 * 1000);
+    uv_timer_start(&a->maint_timer, maint_cb, 0, 60 * 1000);
 }
 
 static void pg_ingest_up(ems_pg_t *pg, void *ud)

@@ -109,7 +109,7 @@ static bool parse_name(const char *n, mig_file_t *f)
         if (!(islower((unsigned char)n[i]) || isdigit((unsigned char)n[i]) || n[i] == '_'))
             return false;
     f->version = atoi(n); /* the 4 leading digits */
-    snprintf(f->file, sizeof f->file, "%s", n);
+    memcpy(f->file, n, len + 1); /* len < sizeof f->file, checked above */
     return f->version > 0;
 }
 

@@ -3,6 +3,7 @@
 
 #include "batch.h"
 #include "emsctl.h"
+#include "error.h"
 #include "message.h"
 #include "timefmt.h"
 
@@ -222,13 +223,17 @@ void emsctl_rand_device_info(emsctl_rand_t *r, ems_device_info_t *d)
 
 static int rand_batch(emsctl_rand_t *r, char *buf, size_t cap)
 {
-    static ems_telemetry_t pkts[EMS_BATCH_MAX]; /* 20 KB: not on the stack */
     size_t n = 1 + emsctl_rand_below(r, chance(r, 10) ? EMS_BATCH_MAX : 5);
+    ems_telemetry_t *pkts = calloc(n, sizeof *pkts);
+    if (!pkts)
+        return EMS_ENOMEM;
     for (size_t i = 0; i < n; i++) {
         emsctl_rand_telemetry(r, &pkts[i]);
         pkts[i].has_seq = true;
     }
-    return ems_batch_encode(pkts, n, buf, cap);
+    int rc = ems_batch_encode(pkts, n, buf, cap);
+    free(pkts);
+    return rc;
 }
 
 /* Encodes one random message of `kind` into buf. */
@@ -270,15 +275,18 @@ int emsctl_random_main(int argc, char **argv)
     emsctl_rand_t r;
     emsctl_rand_seed(&r, strtoull(argv[2], NULL, 0));
     long count = strtol(argv[3], NULL, 0);
-    static char buf[EMS_BATCH_JSON_MAX];
-    for (long i = 0; i < count; i++) {
-        int n = rand_encoded(&r, kind, buf, sizeof buf);
+    char *buf = malloc(EMS_BATCH_JSON_MAX);
+    int rc = buf ? EMSCTL_OK : EMSCTL_FAIL;
+    for (long i = 0; i < count && rc == EMSCTL_OK; i++) {
+        int n = rand_encoded(&r, kind, buf, EMS_BATCH_JSON_MAX);
         if (n < 0) {
             fprintf(stderr, "emsctl _random: cannot generate %s (%d)\n", argv[1], n);
-            return n == -1 ? EMSCTL_USAGE : EMSCTL_FAIL;
+            rc = n == -1 ? EMSCTL_USAGE : EMSCTL_FAIL;
+            break;
         }
         fwrite(buf, 1, (size_t)n, stdout);
         putchar('\n');
     }
-    return fflush(stdout) == 0 ? EMSCTL_OK : EMSCTL_FAIL;
+    free(buf);
+    return fflush(stdout) == 0 ? rc : EMSCTL_FAIL;
 }

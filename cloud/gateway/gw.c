@@ -324,29 +324,46 @@ static void on_link_freed(void *arg)
     maybe_done(gw);
 }
 
-/* Runs on every tick while stopping: first the DB writer drains (devices
- * still get their acks), then the WebSockets close with 1001, then the link
- * goes. */
+/* Runs on every tick while stopping, in three phases: (1) the DB writer
+ * drains what is held, so connected devices still get their acks; (2) every
+ * WebSocket closes with 1001; (3) the session-close events those closes
+ * made are committed; then the link goes. Each wait is bounded. */
 static void shutdown_step(gw_t *gw, int64_t now)
 {
-    if (gw->link && !gw->link_freed) {
-        bool drained = gw_link_held(gw->link) == 0 || !gw_link_up(gw->link);
+    if (!gw->link || gw->link_freed) {
+        maybe_done(gw);
+        return;
+    }
+    bool drained = gw_link_held(gw->link) == 0 || !gw_link_up(gw->link);
+    switch (gw->stop_phase) {
+    case 0:
         if (!drained && now < gw->stop_deadline)
             return;
         if (!drained)
-            ems_log_warn("shutdown: %zu records/events not committed; the edges will resend",
+            ems_log_warn("shutdown: %zu records/events not committed in time; the edges will "
+                         "resend",
                          gw_link_held(gw->link));
-        if (gw->ndevconns || gw->ndashes) {
-            gw_device_close_all(gw, 1001, "gateway shutting down");
-            gw_dash_close_all(gw, 1001, "gateway shutting down");
-            return; /* the next ticks wait for them */
-        }
+        gw_device_close_all(gw, 1001, "gateway shutting down");
+        gw_dash_close_all(gw, 1001, "gateway shutting down");
+        gw->stop_phase = 1;
+        return;
+    case 1:
+        if (gw->ndevconns || gw->ndashes)
+            return; /* the WebSocket close timeout bounds this */
+        gw_link_flush(gw->link);
+        gw->stop_deadline = now + 2000;
+        gw->stop_phase = 2;
+        return;
+    default:
+        if (!drained && now < gw->stop_deadline)
+            return;
+        if (!drained)
+            ems_log_warn("shutdown: %zu events not committed", gw_link_held(gw->link));
         gw_link_t *l = gw->link;
         gw->link = NULL;
         gw_link_free(l, on_link_freed, gw);
         return;
     }
-    maybe_done(gw);
 }
 
 void gw_stop(gw_t *gw)

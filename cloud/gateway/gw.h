@@ -131,6 +131,7 @@ struct gw {
 
     bool stopping;       /* SIGTERM seen */
     int64_t stop_deadline;
+    int stop_phase;
     bool server_stopped, link_freed, closing_handles;
     int open_handles;
     int64_t last_full_log_mono;

@@ -701,7 +701,7 @@ static void history_result(void *ud, int status, const char *json, size_t len)
         }
         json_array_append_new(points, p);
     }
-    json_t *ans = json_pack("{sssosossisbso}", "device_id", c->route.id1, "from",
+    json_t *ans = json_pack("{sssososssisbso}", "device_id", c->route.id1, "from",
                             time_json(c->from), "to", time_json(c->to), "resolution",
                             raw ? "raw" : c->bucket == 60 ? "1m" : c->bucket == 3600 ? "1h" : "bucket",
                             "bucket_seconds", c->bucket, "truncated",

@@ -654,10 +654,15 @@ void ems_conn_set_timer(ems_conn_t *c, uint64_t ms)
 {
     if (c->state >= CONN_CLOSING)
         return;
-    if (ms == 0)
+    if (ms == 0) {
         uv_timer_stop(&c->timer);
-    else
-        uv_timer_start(&c->timer, conn_timer_cb, ms, 0);
+        return;
+    }
+    /* libuv measures from the time cached at the start of the loop turn;
+     * after a long callback (or blocking start-up work) that time is stale
+     * and a short deadline would fire at once. */
+    uv_update_time(c->loop);
+    uv_timer_start(&c->timer, conn_timer_cb, ms, 0);
 }
 
 void ems_conn_close(ems_conn_t *c, unsigned deadline_ms)

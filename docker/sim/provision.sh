@@ -15,17 +15,19 @@ for id in "$@"; do
         echo "sim-provision: $id: token present"
         continue
     fi
-    if ! out=$(emsctl device add "$id" 2>&1); then
-        echo "sim-provision: $id: 'emsctl device add' said: $out; rotating instead"
-        out=$(emsctl device rotate "$id" 2>&1) || {
-            echo "sim-provision: $id: 'emsctl device rotate' failed: $out" >&2
+    # emsctl prints the token alone on stdout, its messages on stderr.
+    if ! tok=$(emsctl device add "$id"); then
+        echo "sim-provision: $id: not added; giving it a new token instead"
+        tok=$(emsctl device rotate "$id") || {
+            echo "sim-provision: $id: 'emsctl device rotate' failed" >&2
             exit 1
         }
     fi
-    # The token is 64 hex characters (docs/protocol.md); emsctl prints it once.
-    tok=$(printf '%s\n' "$out" | grep -oE '\b[0-9a-f]{64}\b' | head -n 1 || true)
-    if [ -z "$tok" ]; then
-        echo "sim-provision: $id: no token in the output of emsctl: $out" >&2
+    case "$tok" in
+        *[!0-9a-f]*|"") echo "sim-provision: $id: emsctl printed no token" >&2; exit 1 ;;
+    esac
+    if [ ${#tok} -ne 64 ]; then
+        echo "sim-provision: $id: emsctl printed no token" >&2
         exit 1
     fi
     printf '%s\n' "$tok" >"$f.tmp"

@@ -308,3 +308,16 @@ def log_tail(path, n=30):
             return b"\n".join(f.read().splitlines()[-n:]).decode(errors="replace")
     except OSError:
         return ""
+
+
+def check_log_clean(path):
+    """Every run of the writer (sanitized in `make test`) left no sanitizer
+    report and no error line it should not have."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode(errors="replace")
+    except OSError:
+        text = ""
+    bad = [l for l in text.splitlines()
+           if "AddressSanitizer" in l or "LeakSanitizer" in l or "runtime error:" in l]
+    ok("no sanitizer report in the writer's log", not bad, "\n".join(bad[:10]))

@@ -188,7 +188,7 @@ async def slow_dashboard_test(env, cookie, tok):
             pass
 
     drainer = asyncio.ensure_future(drain_device())
-    n = 6000
+    n = 20000
     got = []
     lat = []
 
@@ -239,6 +239,15 @@ async def main():
         env.start_dbwriter()
         env.start_gateway(rate_burst=100000, rate_per_s=100000, dashboard_send_queue=262144)
         cookie = login_tests(env)
+        rc, out, err = env.emsctl("user", "passwd", "vic", stdin="vic-password-2\n")
+        tap.eq("emsctl user passwd", rc, 0)
+        st, h, b = env.http("POST", "/api/login", {"username": "vic", "password": "vic-password-1"})
+        tap.eq("the old password no longer works", st, 401)
+        st, h, b = env.http("POST", "/api/login", {"username": "vic", "password": "vic-password-2"})
+        tap.ok("the new one does, with the viewer role",
+               st == 200 and json.loads(b).get("role") == "viewer", (st, b))
+        rc, out, err = env.emsctl("user", "list")
+        tap.ok("emsctl user list shows both users", rc == 0 and "ada" in out and "vic" in out, out)
         await refusal_tests(env, cookie)
         await subscription_tests(env, cookie, tok)
         await fanout_tests(env, cookie, tok)

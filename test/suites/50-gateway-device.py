@@ -16,6 +16,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import signal
 import socket
 import struct
 import sys
@@ -294,13 +295,77 @@ async def plain_tests():
         env.start_pg()
         t = env.add_device("plain_1")
         env.start_dbwriter()
-        env.start_gateway(handshake_timeout_ms=2000)
+        t2 = env.add_device("plain_2")
+        env.start_gateway(handshake_timeout_ms=2000, ping_interval_s=1, idle_timeout_s=2,
+                          max_connections=2)
         ws = await env.device("plain_1", t)
         w = json.loads(await asyncio.wait_for(ws.recv(), 5))
         tap.eq("plain ws:// handshake (tls = off)", w.get("type"), "welcome")
         await ws.send(json.dumps(packet("plain_1", 5)))
         tap.ok("plain: telemetry acked", 5 in await gw.acked(ws, [5]))
-        await ws.close()
+
+        # Keepalive: a peer that never answers pings is dropped after the
+        # idle timeout (2 s here); one that answers stays.
+        def silent_peer():
+            st, h, r = gw.raw_upgrade(env, "/ws/device/plain_2",
+                                      {"Authorization": "Bearer " + t2})
+            r.recv_text()
+            t0 = time.time()
+            pings = 0
+            r.s.settimeout(10)
+            try:
+                while True:
+                    op, p = r.recv()
+                    if op == 9:
+                        pings += 1
+            except (EOFError, OSError):
+                pass
+            r.s.close()
+            return pings, time.time() - t0
+
+        # In a thread, so the event loop keeps answering the other
+        # connection's pings meanwhile.
+        pings, took = await asyncio.to_thread(silent_peer)
+        tap.ok(f"a silent peer gets pings, then is dropped at the idle timeout ({took:.1f} s)",
+               pings >= 1 and 1.5 < took < 6, (pings, took))
+        await asyncio.sleep(1.5)
+        tap.ok("a peer that answers pings stays connected past the idle timeout",
+               ws.open, ws.close_code)
+
+        # Connection limit: max_connections = 2.
+        ws2 = await env.device("plain_2", t2)
+        await asyncio.wait_for(ws2.recv(), 5)
+        await expect_refused(env, "over max_connections: 429", "plain_2", t2, 429)
+        await ws2.close()
+
+        # SIGTERM with a device connected: its packet is still acked, then
+        # the close frame says 1001.
+        now = int(time.time() * 1000)
+        await ws.send(json.dumps(packet("plain_1", 6, now)))
+        await asyncio.sleep(0.05)
+        env.gw.send_signal(signal.SIGTERM)
+        acks, code = set(), None
+        import websockets
+        try:
+            while True:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if m.get("type") == "ack":
+                    for lo, hi in m["ranges"]:
+                        acks.update(range(lo, hi + 1))
+        except websockets.exceptions.ConnectionClosed:
+            code = ws.close_code
+        except asyncio.TimeoutError:
+            pass
+        tap.ok("SIGTERM: what the device sent last is committed and acked first", 6 in acks, acks)
+        tap.eq("SIGTERM: devices get close code 1001", code, 1001)
+        tap.eq("SIGTERM: the gateway exits 0", env.gw.stop(), 0)
+        gw.wait_for(lambda: int(env.psql("SELECT count(*) FROM device_sessions WHERE "
+                                          "device_id='plain_1' AND disconnected_at IS NOT NULL")
+                                [0][0]) > 0, 5)
+        tap.ok("SIGTERM: the session's end is stored before the gateway exits",
+               env.psql("SELECT reason FROM device_sessions WHERE device_id='plain_1' "
+                        "ORDER BY connected_at DESC LIMIT 1")[0][0] == "gateway shutting down")
+        env.start_gateway(handshake_timeout_ms=2000)
         s = env.raw()
         s.settimeout(10)
         t0 = time.time()

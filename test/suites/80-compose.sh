@@ -19,7 +19,7 @@
 set -u
 ROOT=${EMS_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 BUILD=${EMS_BUILD:-$ROOT/build/san}
-cd "$ROOT"
+cd "$ROOT" || exit 1
 PY=/usr/bin/python3
 COMPOSE_FILE=docker/docker-compose.yml
 
@@ -30,6 +30,7 @@ skip() { echo "ok - $1 # SKIP $2"; }
 
 TMP=$(mktemp -d /tmp/ems-compose-test.XXXXXX)
 cleanup() {
+    for p in ${gw_pid:-} ${dbw_pid:-}; do kill -KILL "$p" 2>/dev/null; done
     [ -n "${EMS_PG_DIR:-}" ] && ems_pg_stop
     rm -rf "$TMP"
 }
@@ -250,18 +251,23 @@ for s in stage:
 PY
 }
 
+# One apt-cache call for all of them (each call reloads the package cache).
+all_pkgs=$(for df in docker/Dockerfile.*; do stage_packages "$df" build; stage_packages "$df" final; done | tr ' ' '\n' | sort -u)
+# shellcheck disable=SC2086
+known=" $(apt-cache policy $all_pkgs 2>/dev/null | awk '/^[^ ]/ { p = $1; sub(/:$/, "", p) } /Candidate:/ && $2 != "(none)" { print p }' | tr '\n' ' ') "
 for df in docker/Dockerfile.gateway docker/Dockerfile.dbwriter docker/Dockerfile.edge; do
     name=$(basename "$df")
     pkgs="$(stage_packages "$df" build) $(stage_packages "$df" final)"
     bad=""
     for p in $pkgs; do
-        apt-cache show --no-all-versions "$p" >/dev/null 2>&1 || bad="$bad $p"
+        [[ "$known" == *" $p "* ]] || bad="$bad $p"
     done
     if [ -n "$pkgs" ] && [ -z "$bad" ]; then
         ok "$name: every package it installs exists in Debian 12"
     else
         notok "$name: every package it installs exists in Debian 12" "unknown:${bad:- (no packages found)}"
     fi
+    last_from=$(grep -n '^FROM ' "$df" | tail -n 1 | cut -d: -f1)
     user=$(tail -n +"$last_from" "$df" | grep -E '^USER ' | tail -n 1 | awk '{print $2}')
     if [ -n "$user" ] && [ "$user" != root ] && [ "$user" != 0 ]; then
         ok "$name: the final image runs as a non-root user ($user)"
@@ -300,8 +306,8 @@ for line in sys.stdin:
     fi
 done
 
-# Runtime libraries: every shared library a binary needs must come from a
-# package the final image installs (or from the base image). Read from the
+# Runtime libraries: every shared library a binary links directly must come
+# from a package the final image installs (or from the base image). Read from the
 # binaries of this build; sanitizer runtimes are not part of an image.
 base_pkgs="libc6 libgcc-s1 libstdc++6 zlib1g"
 check_runtime() { # DOCKERFILE BINARY...
@@ -316,7 +322,11 @@ check_runtime() { # DOCKERFILE BINARY...
         fi
     done
     for b in "$@"; do
+        # Direct dependencies only (NEEDED); theirs come with their packages.
+        local needed
+        needed=" $(objdump -p "$BUILD/$b" | awk '$1 == "NEEDED" {print $2}' | tr '\n' ' ') "
         while read -r lib path; do
+            [[ "$needed" == *" $lib "* ]] || continue
             case "$lib" in libasan*|libubsan*|liblsan*|libtsan*|linux-vdso*|ld-linux*) continue ;; esac
             pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -n 1 | cut -d: -f1)
             [ -n "$pkg" ] || pkg=$(dpkg -S "$path" 2>/dev/null | head -n 1 | cut -d: -f1)
@@ -363,7 +373,7 @@ else
     fi
     owner=$("${PSQL[@]}" -U postgres -d ems -Atc "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'ems'")
     super=$("${PSQL[@]}" -U postgres -d ems -Atc "SELECT string_agg(rolname || '=' || rolsuper, ',' ORDER BY rolname) FROM pg_roles WHERE rolname IN ('ems', 'ems_reader')")
-    if [ "$owner" = ems ] && [ "$super" = "ems=f,ems_reader=f" ]; then
+    if [ "$owner" = ems ] && [ "$super" = "ems=false,ems_reader=false" ]; then
         ok "db-init: ems owns the database; neither role is a superuser"
     else
         notok "db-init: ems owns the database; neither role is a superuser" "owner '$owner', roles '$super'"
@@ -385,6 +395,40 @@ else
         notok "db-init: ems_reader cannot write" "an INSERT or CREATE TABLE succeeded"
     else
         ok "db-init: ems_reader cannot write"
+    fi
+    # The migrations and provisioning run as the non-superuser "ems" (what the
+    # DB writer and emsctl log in as in the compose setup), through the real
+    # emsctl and docker/sim/provision.sh.
+    if [ -x "$BUILD/emsctl" ] && "$BUILD/emsctl" device --help >/dev/null 2>&1; then
+        export EMS_DB_DIR=$ROOT/cloud/db
+        tokdir=$TMP/sim-tokens
+        mkdir -p "$tokdir"
+        prov() {
+            EMS_PG_DSN="host=$EMS_PG_SOCKDIR port=$EMS_PG_PORT dbname=ems user=ems" \
+                PATH="$BUILD:$PATH" docker/sim/provision.sh "$tokdir" "$@"
+        }
+        if out=$(prov sim_a sim_b 2>&1) && [ "$(cat "$tokdir"/sim_a.token "$tokdir"/sim_b.token | grep -cE '^[0-9a-f]{64}$')" = 2 ]; then
+            ok "sim/provision.sh: registers devices as role ems (migrations included) and keeps their tokens"
+        else
+            notok "sim/provision.sh: registers devices as role ems (migrations included) and keeps their tokens" "$(echo "$out" | tail -n 3 | tr '\n' ' ')"
+        fi
+        hashes=$("${PSQL[@]}" -U postgres -d ems -Atc "SELECT device_id || '=' || token_hash FROM devices WHERE device_id IN ('sim_a','sim_b') ORDER BY 1" 2>&1 | tr '\n' ' ')
+        want="sim_a=$(tr -d '\n' <"$tokdir/sim_a.token" | sha256sum | cut -d' ' -f1) sim_b=$(tr -d '\n' <"$tokdir/sim_b.token" | sha256sum | cut -d' ' -f1) "
+        if [ "$hashes" = "$want" ]; then
+            ok "sim/provision.sh: the database holds the SHA-256 of each token file"
+        else
+            notok "sim/provision.sh: the database holds the SHA-256 of each token file" "db '$hashes' files '$want'"
+        fi
+        before=$(cat "$tokdir/sim_a.token")
+        rm -f "$tokdir/sim_b.token"
+        if out=$(prov sim_a sim_b 2>&1) && [ "$(cat "$tokdir/sim_a.token")" = "$before" ] && [ -s "$tokdir/sim_b.token" ]; then
+            ok "sim/provision.sh: a second run keeps tokens and re-issues a lost one"
+        else
+            notok "sim/provision.sh: a second run keeps tokens and re-issues a lost one" "$(echo "$out" | tail -n 3 | tr '\n' ' ')"
+        fi
+        unset EMS_DB_DIR
+    else
+        skip "sim/provision.sh: registers devices as role ems" "$BUILD/emsctl with 'device' not built"
     fi
     # Passwords over TCP with scram-sha-256: prepend rules for the two roles
     # (the test cluster trusts everything else) and log in the way the DB
@@ -415,6 +459,79 @@ else
         ok "db-init: ems_reader logs in over TCP with pg_reader_password"
     else
         notok "db-init: ems_reader logs in over TCP with pg_reader_password" "got '$r' $(head -c 200 "$TMP/e4")"
+    fi
+
+    # The compose wiring on the real binaries, without Docker: the DB writer
+    # logs in as the container does (ems-entrypoint.sh, password file, TCP
+    # with scram) and listens on the shared socket; the gateway loads
+    # docker/gateway.conf (paths and the port overridden by flags, which win
+    # over the file) with the certificate init-secrets.sh made; the health
+    # checks of the compose file then answer as they would in the containers.
+    if [ -x "$BUILD/ems-dbwriter" ] && [ -x "$BUILD/ems-gateway" ]; then
+        run=$TMP/run
+        mkdir -p "$run" "$TMP/static"
+        echo '<!doctype html><title>ems</title>' >"$TMP/static/index.html"
+        EMS_PG_DSN="$dsn application_name=ems-dbwriter" EMS_PG_PASSWORD_FILE="$S/pg_ems_password" \
+            EMS_DBWRITER_SOCKET=$run/dbwriter.sock EMS_DB_DIR=$ROOT/cloud/db \
+            docker/ems-entrypoint.sh "$BUILD/ems-dbwriter" >"$TMP/dbwriter.log" 2>&1 &
+        dbw_pid=$!
+        "$BUILD/ems-gateway" --config docker/gateway.conf --listen 127.0.0.1:0 \
+            --port_file "$run/port" --tls_cert "$S/tls.crt" --tls_key "$S/tls.key" \
+            --session_key_file "$S/session_key" --dbwriter_socket "$run/dbwriter.sock" \
+            --static_dir "$TMP/static" >"$TMP/gateway.log" 2>&1 &
+        gw_pid=$!
+        for _ in $(seq 1 100); do
+            [ -s "$run/port" ] && [ -S "$run/dbwriter.sock" ] && break
+            sleep 0.1
+        done
+        port=$(cat "$run/port" 2>/dev/null)
+        # The compose health checks, with the container's port replaced.
+        dbw_health() { test -S "$run/dbwriter.sock"; }
+        gw_health() { curl -fsSk --max-time 4 "https://127.0.0.1:$port/healthz" >/dev/null; }
+        if dbw_health; then
+            ok "wiring: the DB writer logs in as ems through ems-entrypoint.sh and its health check passes"
+        else
+            notok "wiring: the DB writer logs in as ems through ems-entrypoint.sh and its health check passes" "$(tail -n 3 "$TMP/dbwriter.log" | tr '\n' ' ')"
+        fi
+        healthy=0
+        for _ in $(seq 1 50); do
+            if [ -n "$port" ] && gw_health; then healthy=1; break; fi
+            sleep 0.2
+        done
+        if [ "$healthy" = 1 ]; then
+            ok "wiring: the gateway takes docker/gateway.conf and its health check passes once the DB writer is linked"
+        else
+            notok "wiring: the gateway takes docker/gateway.conf and its health check passes once the DB writer is linked" "port '$port'; $(tail -n 3 "$TMP/gateway.log" | tr '\n' ' ')"
+        fi
+        # What a simulated edge checks: the chain to ca.crt and the name "gateway".
+        if [ -n "$port" ] && curl -fsS --max-time 4 --cacert "$S/ca.crt" --resolve "gateway:$port:127.0.0.1" \
+            "https://gateway:$port/healthz" >/dev/null 2>"$TMP/curl.err"; then
+            ok "wiring: the gateway's certificate verifies as https://gateway against ca.crt"
+        else
+            notok "wiring: the gateway's certificate verifies as https://gateway against ca.crt" "$(head -c 200 "$TMP/curl.err")"
+        fi
+        if [ -n "$port" ] && ! curl -fsS --max-time 4 --resolve "gateway:$port:127.0.0.1" \
+            "https://gateway:$port/healthz" >/dev/null 2>&1; then
+            ok "wiring: without the CA the certificate is not trusted"
+        else
+            notok "wiring: without the CA the certificate is not trusted" "curl accepted it"
+        fi
+        kill -TERM "$dbw_pid" 2>/dev/null
+        wait "$dbw_pid" 2>/dev/null
+        unhealthy=0
+        for _ in $(seq 1 50); do
+            if ! gw_health; then unhealthy=1; break; fi
+            sleep 0.2
+        done
+        if [ "$unhealthy" = 1 ]; then
+            ok "wiring: the gateway's health check fails while the DB writer is down"
+        else
+            notok "wiring: the gateway's health check fails while the DB writer is down" "healthz stayed 200"
+        fi
+        kill -TERM "$gw_pid" 2>/dev/null
+        wait "$gw_pid" 2>/dev/null
+    else
+        skip "wiring: DB writer and gateway with the compose settings" "$BUILD/ems-dbwriter or ems-gateway not built"
     fi
 fi
 if out=$(EMS_PG_PASSWORD_FILE=$TMP/does-not-exist docker/ems-entrypoint.sh true 2>&1); then

@@ -717,6 +717,7 @@ static void test_open_timeout(void)
     F.port = ntohs(a.sin_port);
     F.copts.open_timeout_ms = 300;
     peer_t *c = &F.c[0];
+    uv_update_time(&F.loop);
     uint64_t t0 = uv_now(&F.loop);
     fx_connect(c, 0);
     run_until(&c->closed, 5000, "open timeout");
@@ -725,9 +726,9 @@ static void test_open_timeout(void)
     EMS_CHECK_INT(dt, <, 1500);
     EMS_CHECK(!c->open);
     EMS_CHECK_INT(c->info.status, ==, EMS_ETIMEDOUT);
+    run_until(&r.closed, 5000, "raw close");
     /* the request did reach the server */
     EMS_CHECK(memmem(ems_buf_data(&r.in), ems_buf_len(&r.in), "Upgrade: websocket", 18));
-    run_until(&r.closed, 5000, "raw close");
     uv_close((uv_handle_t *)&l, NULL);
     raw_free(&r);
     F.port = port;

@@ -121,7 +121,8 @@ const consoleErrors = [];
 let expected = null; // RegExp of errors the current step provokes
 
 async function newPage(tag, contextOpts = {}) {
-    const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, ...contextOpts });
+    // The gateway's certificate comes from a CA made for the test run.
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, ignoreHTTPSErrors: true, ...contextOpts });
     const page = await context.newPage();
     page.setDefaultTimeout(15000);
     const note = (text) => {
@@ -132,6 +133,9 @@ async function newPage(tag, contextOpts = {}) {
         if (m.type() === 'error') note(m.text());
     });
     page.on('pageerror', (e) => note(`uncaught: ${e.message}`));
+    page.on('response', (r) => {
+        if (r.status() >= 400) console.log(`# [${tag}] HTTP ${r.status()} ${r.request().method()} ${r.url().replace(URL_BASE, '')}`);
+    });
     pages.push({ tag, page, context });
     return page;
 }

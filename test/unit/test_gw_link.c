@@ -1,0 +1,347 @@
+/* Unit tests: the gateway's link policy (gw_link) against a peer speaking
+ * the real link protocol (common/link.c) over a real Unix socket in the
+ * same loop: batching, cumulative ACKs, REJECT, resending with the same
+ * link_seq after the peer drops the connection, the bounded hold, queries
+ * and their timeout, and a clean close (uv_loop_close == 0). */
+#include "ems_test.h"
+
+#include "error.h"
+#include "gw_link.h"
+#include "link.h"
+#include "log.h"
+#include "timefmt.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+typedef struct {
+    /* peer side */
+    uv_pipe_t server;
+    ems_link_conn_t *peer;
+    int accepts;
+    uint64_t seqs[256]; /* link_seq of each TELEMETRY/EVENT frame seen */
+    unsigned counts[256];
+    int nframes;
+    unsigned records;
+    int ack_mode;    /* 0: ack each frame; 1: never ack; 2: reject index 1 then ack */
+    int answer_queries;
+    /* gateway side */
+    uint64_t committed[256];
+    char rejects[256][64];
+    int ncommitted;
+    int acked_calls;
+    int qstatus;
+    char qjson[256];
+    int qcalls;
+    int ups;
+    bool freed;
+} T;
+
+static void peer_frame(ems_link_conn_t *c, void *ud, const ems_link_frame_t *f)
+{
+    T *t = ud;
+    if (f->kind == EMS_LINK_TELEMETRY || f->kind == EMS_LINK_EVENT) {
+        uint64_t seq;
+        unsigned count = 1;
+        if (f->kind == EMS_LINK_TELEMETRY) {
+            ems_link_telemetry_reader_t r;
+            EMS_CHECK_INT(ems_link_telemetry_open(&r, f), ==, 0);
+            seq = r.link_seq;
+            count = r.count;
+            t->records += count;
+        } else {
+            const char *j;
+            size_t n;
+            EMS_CHECK_INT(ems_link_parse_id_json(f, &seq, &j, &n), ==, 0);
+        }
+        if (t->nframes < 256) {
+            t->seqs[t->nframes] = seq;
+            t->counts[t->nframes] = count;
+            t->nframes++;
+        }
+        if (t->ack_mode == 2 && f->kind == EMS_LINK_TELEMETRY) {
+            uint8_t buf[64];
+            memcpy(buf, &seq, 8); /* little-endian hosts only; fine for a test */
+            uint32_t idx = 1;
+            memcpy(buf + 8, &idx, 4);
+            memcpy(buf + 12, "bad value", 9);
+            ems_link_conn_send(c, EMS_LINK_REJECT, buf, 21);
+        }
+        if (t->ack_mode != 1)
+            ems_link_conn_send(c, EMS_LINK_ACK, &seq, 8);
+    } else if (f->kind == EMS_LINK_QUERY && t->answer_queries) {
+        uint64_t id;
+        const char *j;
+        size_t n;
+        EMS_CHECK_INT(ems_link_parse_id_json(f, &id, &j, &n), ==, 0);
+        uint8_t buf[128];
+        memcpy(buf, &id, 8);
+        int32_t st = 0;
+        memcpy(buf + 8, &st, 4);
+        memcpy(buf + 12, "{\"found\":true}", 14);
+        ems_link_conn_send(c, EMS_LINK_RESULT, buf, 26);
+    }
+}
+
+static void peer_close(ems_link_conn_t *c, void *ud, int status)
+{
+    T *t = ud;
+    (void)status;
+    if (t->peer == c)
+        t->peer = NULL;
+}
+
+static const ems_link_conn_cb_t peer_cbs = {NULL, peer_frame, NULL, peer_close};
+
+static void on_conn(uv_stream_t *s, int status)
+{
+    T *t = s->data;
+    EMS_CHECK_INT(status, ==, 0);
+    ems_link_conn_opts_t o = {.name = "test peer", .hello_info = "{\"name\":\"peer\"}"};
+    EMS_CHECK_INT(ems_link_conn_accept(s, &o, &peer_cbs, t, &t->peer), ==, 0);
+    t->accepts++;
+}
+
+static void g_committed(void *ud, void *owner, bool has_seq, uint64_t seq, const char *reject)
+{
+    T *t = ud;
+    EMS_CHECK(owner == t);
+    EMS_CHECK(has_seq);
+    if (t->ncommitted < 256) {
+        snprintf(t->rejects[t->ncommitted], 64, "%s", reject ? reject : "");
+        t->committed[t->ncommitted++] = seq;
+    }
+}
+
+static void g_state(void *ud, bool up)
+{
+    T *t = ud;
+    if (up)
+        t->ups++;
+}
+
+static void g_acked(void *ud) { ((T *)ud)->acked_calls++; }
+
+static const gw_link_cb_t gcbs = {g_committed, g_state, g_acked};
+
+static void q_done(void *ud, int status, const char *json, size_t len)
+{
+    T *t = ud;
+    t->qcalls++;
+    t->qstatus = status;
+    snprintf(t->qjson, sizeof t->qjson, "%.*s", (int)len, json);
+}
+
+static void freed(void *arg) { ((T *)arg)->freed = true; }
+
+static char sock_path[108];
+
+static void start_peer(uv_loop_t *loop, T *t)
+{
+    uv_pipe_init(loop, &t->server, 0);
+    t->server.data = t;
+    EMS_CHECK_INT(ems_link_listen(&t->server, sock_path, on_conn), ==, 0);
+}
+
+/* Runs the loop until cond() or the deadline. */
+#define RUN_UNTIL(loop, cond, ms)                                                                  \
+    do {                                                                                           \
+        int64_t end_ = ems_time_mono_ms() + (ms);                                                  \
+        while (!(cond) && ems_time_mono_ms() < end_)                                               \
+            uv_run(loop, UV_RUN_NOWAIT), usleep(1000);                                             \
+        EMS_CHECK(cond);                                                                           \
+    } while (0)
+
+static ems_telemetry_t pkt(uint64_t seq)
+{
+    ems_telemetry_t p;
+    memset(&p, 0, sizeof p);
+    strcpy(p.device_id, "dev1");
+    p.timestamp_ms = 1769860800000LL + (int64_t)seq * 1000;
+    p.battery_voltage = 50;
+    p.battery_soc = 50;
+    p.grid_voltage = 230;
+    p.grid_frequency = 50;
+    p.has_seq = true;
+    p.seq = seq;
+    return p;
+}
+
+static gw_link_t *mk(uv_loop_t *loop, T *t, size_t ring, unsigned batch, unsigned qto)
+{
+    gw_link_opts_t o = {.path = sock_path, .ring = ring, .batch = batch, .flush_ms = 5,
+                        .query_timeout_ms = qto};
+    gw_link_t *l;
+    EMS_CHECK_INT(gw_link_new(loop, &o, &gcbs, t, &l), ==, 0);
+    return l;
+}
+
+static void finish(uv_loop_t *loop, T *t, gw_link_t *l)
+{
+    gw_link_free(l, freed, t);
+    if (t->peer)
+        ems_link_conn_close(t->peer, 0);
+    uv_close((uv_handle_t *)&t->server, NULL);
+    RUN_UNTIL(loop, t->freed && !t->peer, 2000);
+    uv_run(loop, UV_RUN_DEFAULT);
+    EMS_CHECK_INT(uv_loop_close(loop), ==, 0);
+    unlink(sock_path);
+}
+
+static void setup(uv_loop_t *loop, T *t)
+{
+    memset(t, 0, sizeof *t);
+    snprintf(sock_path, sizeof sock_path, "/tmp/gw-link-test-%d.sock", (int)getpid());
+    unlink(sock_path);
+    EMS_CHECK_INT(uv_loop_init(loop), ==, 0);
+}
+
+static void test_batches_and_acks(void)
+{
+    uv_loop_t loop;
+    T t;
+    setup(&loop, &t);
+    start_peer(&loop, &t);
+    gw_link_t *l = mk(&loop, &t, 100, 4, 0);
+    RUN_UNTIL(&loop, gw_link_up(l), 3000);
+    for (uint64_t s = 1; s <= 10; s++) {
+        ems_telemetry_t p = pkt(s);
+        EMS_CHECK_INT(gw_link_telemetry(l, &t, &p, 0), ==, 0);
+    }
+    EMS_CHECK_INT(gw_link_held(l), ==, 10);
+    RUN_UNTIL(&loop, t.ncommitted == 10, 3000);
+    for (int i = 0; i < 10; i++)
+        EMS_CHECK_INT(t.committed[i], ==, i + 1); /* in order */
+    EMS_CHECK_INT(t.nframes, ==, 3);               /* 4 + 4 + 2 (the flush) */
+    EMS_CHECK_INT(t.counts[0], ==, 4);
+    EMS_CHECK_INT(t.counts[2], ==, 2);
+    EMS_CHECK(t.seqs[0] < t.seqs[1] && t.seqs[1] < t.seqs[2]);
+    EMS_CHECK_INT(gw_link_held(l), ==, 0);
+    /* An event between batches keeps link_seq increasing. */
+    ems_telemetry_t p = pkt(11);
+    gw_link_telemetry(l, &t, &p, 0);
+    EMS_CHECK_INT(gw_link_event(l, "{\"type\":\"x\"}", 12), ==, 0);
+    RUN_UNTIL(&loop, t.nframes == 5 && t.ncommitted == 11, 3000);
+    EMS_CHECK(t.seqs[3] < t.seqs[4]);
+    finish(&loop, &t, l);
+}
+
+static void test_reject(void)
+{
+    uv_loop_t loop;
+    T t;
+    setup(&loop, &t);
+    t.ack_mode = 2;
+    start_peer(&loop, &t);
+    gw_link_t *l = mk(&loop, &t, 100, 3, 0);
+    RUN_UNTIL(&loop, gw_link_up(l), 3000);
+    for (uint64_t s = 1; s <= 3; s++) {
+        ems_telemetry_t p = pkt(s);
+        gw_link_telemetry(l, &t, &p, 0);
+    }
+    RUN_UNTIL(&loop, t.ncommitted == 3, 3000);
+    EMS_CHECK_STR(t.rejects[0], "");
+    EMS_CHECK_STR(t.rejects[1], "bad value");
+    EMS_CHECK_STR(t.rejects[2], "");
+    finish(&loop, &t, l);
+}
+
+static void test_resend_after_drop(void)
+{
+    uv_loop_t loop;
+    T t;
+    setup(&loop, &t);
+    t.ack_mode = 1; /* receive, never ack */
+    start_peer(&loop, &t);
+    gw_link_t *l = mk(&loop, &t, 100, 5, 0);
+    RUN_UNTIL(&loop, gw_link_up(l), 3000);
+    for (uint64_t s = 1; s <= 5; s++) {
+        ems_telemetry_t p = pkt(s);
+        gw_link_telemetry(l, &t, &p, 0);
+    }
+    RUN_UNTIL(&loop, t.nframes == 1, 3000);
+    uint64_t first = t.seqs[0];
+    EMS_CHECK_INT(t.ncommitted, ==, 0);
+    /* The peer drops the link without acknowledging. */
+    ems_link_conn_close(t.peer, 0);
+    t.ack_mode = 0;
+    RUN_UNTIL(&loop, t.accepts == 2 && t.ncommitted == 5, 8000);
+    EMS_CHECK_INT(t.nframes, ==, 2);
+    EMS_CHECK_INT(t.seqs[1], ==, first); /* the same frame, the same link_seq */
+    EMS_CHECK_INT(t.records, ==, 10);
+    EMS_CHECK_INT(t.ups, ==, 2);
+    for (int i = 0; i < 5; i++)
+        EMS_CHECK_INT(t.committed[i], ==, i + 1); /* once each */
+    finish(&loop, &t, l);
+}
+
+static void test_bounded_hold(void)
+{
+    uv_loop_t loop;
+    T t;
+    setup(&loop, &t);
+    /* No peer: the link stays down and holds records. */
+    gw_link_t *l = mk(&loop, &t, 8, 4, 0);
+    int ok = 0, full = 0;
+    for (uint64_t s = 1; s <= 10; s++) {
+        ems_telemetry_t p = pkt(s);
+        int rc = gw_link_telemetry(l, &t, &p, 0);
+        ok += rc == 0;
+        full += rc == EMS_ENOSPC;
+    }
+    EMS_CHECK_INT(ok, ==, 8);
+    EMS_CHECK_INT(full, ==, 2);
+    EMS_CHECK_INT(gw_link_held(l), ==, 8);
+    EMS_CHECK_INT(gw_link_event(l, "{}", 2), ==, EMS_ENOSPC);
+    EMS_CHECK_INT(gw_link_query(l, "{}", 2, q_done, &t), ==, EMS_EAGAIN);
+    /* The peer appears: the held records go and are committed. */
+    start_peer(&loop, &t);
+    RUN_UNTIL(&loop, t.ncommitted == 8, 8000);
+    EMS_CHECK_INT(gw_link_held(l), ==, 0);
+    finish(&loop, &t, l);
+}
+
+static void test_queries(void)
+{
+    uv_loop_t loop;
+    T t;
+    setup(&loop, &t);
+    start_peer(&loop, &t);
+    gw_link_t *l = mk(&loop, &t, 8, 4, 600);
+    RUN_UNTIL(&loop, gw_link_up(l), 3000);
+    t.answer_queries = 1;
+    EMS_CHECK_INT(gw_link_query(l, "{\"op\":\"x\"}", 10, q_done, &t), ==, 0);
+    EMS_CHECK_INT(t.qcalls, ==, 0); /* never from inside the call */
+    RUN_UNTIL(&loop, t.qcalls == 1, 3000);
+    EMS_CHECK_INT(t.qstatus, ==, 0);
+    EMS_CHECK_STR(t.qjson, "{\"found\":true}");
+    /* No answer: timed out. */
+    t.answer_queries = 0;
+    EMS_CHECK_INT(gw_link_query(l, "{\"op\":\"x\"}", 10, q_done, &t), ==, 0);
+    RUN_UNTIL(&loop, t.qcalls == 2, 3000);
+    EMS_CHECK_INT(t.qstatus, ==, EMS_ETIMEDOUT);
+    /* Pending at free: ECLOSED. */
+    EMS_CHECK_INT(gw_link_query(l, "{\"op\":\"x\"}", 10, q_done, &t), ==, 0);
+    gw_link_free(l, freed, &t);
+    EMS_CHECK_INT(t.qcalls, ==, 3);
+    EMS_CHECK_INT(t.qstatus, ==, EMS_ECLOSED);
+    if (t.peer)
+        ems_link_conn_close(t.peer, 0);
+    uv_close((uv_handle_t *)&t.server, NULL);
+    RUN_UNTIL(&loop, t.freed && !t.peer, 2000);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    EMS_CHECK_INT(uv_loop_close(&loop), ==, 0);
+    unlink(sock_path);
+}
+
+int main(void)
+{
+    ems_log_init("test_gw_link", EMS_LOG_ERROR);
+    EMS_RUN(test_batches_and_acks);
+    EMS_RUN(test_reject);
+    EMS_RUN(test_resend_after_drop);
+    EMS_RUN(test_bounded_hold);
+    EMS_RUN(test_queries);
+    EMS_TEST_END();
+}
