@@ -58,11 +58,15 @@ if [ ! -s ca.key ] || [ ! -s ca.crt ]; then
 fi
 
 if [ ! -s tls.key ] || [ ! -s tls.crt ]; then
-    san="DNS:gateway,DNS:localhost,IP:127.0.0.1"
+    # An address goes in twice: as IP (browsers, curl, OpenSSL) and as DNS
+    # text, because mbedTLS 2.28 (the edges' TLS library) matches a host
+    # given as an address only against DNS entries (Mbed-TLS issue 5082).
+    # Prefer a DNS name for cloud_url anyway.
+    san="DNS:gateway,DNS:localhost,IP:127.0.0.1,DNS:127.0.0.1"
     for h in $hosts; do
         case "$h" in
             *[!0-9.]*) case "$h" in *:*) san="$san,IP:$h" ;; *) san="$san,DNS:$h" ;; esac ;;
-            *) san="$san,IP:$h" ;;
+            *) san="$san,IP:$h,DNS:$h" ;;
         esac
     done
     first=${hosts%% *}

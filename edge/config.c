@@ -117,6 +117,19 @@ static const cfg__key_t cfg__keys[] = {
     INT("status_port", status_port, 0, 65535),
     STR("status_bind", status_bind),
     STR("wifi_path", wifi_path),
+
+    {"ws_ping_s", K_MS_FROM_S, OFF(ws_ping_ms), 0, 0.1, 3600},
+    {"ws_timeout_s", K_MS_FROM_S, OFF(ws_timeout_ms), 0, 0.5, 86400},
+    {"reconnect_min_s", K_MS_FROM_S, OFF(reconnect_min_ms), 0, 0.01, 3600},
+    {"reconnect_max_s", K_MS_FROM_S, OFF(reconnect_max_ms), 0, 0.01, 86400},
+    {"ack_timeout_s", K_MS_FROM_S, OFF(ack_timeout_ms), 0, 1, 86400},
+    INT("backfill_batch", backfill_batch, 1, 100),
+    {"backfill_interval_ms", K_INT64_MS, OFF(backfill_interval_ms), 0, 10, 60000},
+    INT("backfill_inflight", backfill_inflight, 1, 64),
+
+    DBL("plant_speed", sim_speed, 1, 3600),
+    {"sim_control", K_BOOL, OFF(sim_control), 0, 0, 0},
+    {"tick_ms", K_INT64_MS, OFF(tick_ms), 0, 10, 1000},
 };
 #define CFG__NKEYS (sizeof cfg__keys / sizeof cfg__keys[0])
 
@@ -191,6 +204,20 @@ void ems_edge_config_default(ems_edge_config_t *cfg)
     cfg->status_port = 0;
     snprintf(cfg->status_bind, sizeof cfg->status_bind, "127.0.0.1");
     snprintf(cfg->wifi_path, sizeof cfg->wifi_path, "/proc/net/wireless");
+    /* The edge notices a dead link faster than docs/protocol.md's 15 s /
+     * 45 s (which the gateway uses for 50,000 devices): one device, one
+     * link, and every second it is dead is a second of live view lost. */
+    cfg->ws_ping_ms = 5000;
+    cfg->ws_timeout_ms = 15000;
+    cfg->reconnect_min_ms = 1000;
+    cfg->reconnect_max_ms = 60000;
+    cfg->ack_timeout_ms = 60000;
+    cfg->backfill_batch = 100;
+    cfg->backfill_interval_ms = 200;
+    cfg->backfill_inflight = 4;
+    cfg->sim_speed = 1;
+    cfg->sim_control = false;
+    cfg->tick_ms = 1000;
 }
 
 /* ------------------------------------------------------------- values */
@@ -578,6 +605,12 @@ int ems_edge_config_check(const ems_edge_config_t *cfg, char *err, size_t cap)
         return cfg__fail(err, cap, src, "%s", why);
     if (!cfg->buffer_path[0])
         return cfg__fail(err, cap, src, "buffer_path must not be empty");
+    if (cfg->ws_ping_ms >= cfg->ws_timeout_ms)
+        return cfg__fail(err, cap, cfg__where(cfg, "ws_timeout_s", where, sizeof where),
+                         "ws_timeout_s must be longer than ws_ping_s");
+    if (cfg->reconnect_min_ms > cfg->reconnect_max_ms)
+        return cfg__fail(err, cap, cfg__where(cfg, "reconnect_max_s", where, sizeof where),
+                         "reconnect_max_s must not be below reconnect_min_s");
     return 0;
 }
 
@@ -622,6 +655,7 @@ static const char cfg__usage[] =
     "      --log-level L     error, warn, info, debug\n"
     "      --buffer PATH     buffer_path\n"
     "      --status-port N   status_port (0 = off)\n"
+    "      --status-bind A   status_bind (default 127.0.0.1)\n"
     "      --check           check the configuration and exit\n"
     "  -h, --help            this text\n"
     "  -V, --version         the version\n"
@@ -654,6 +688,7 @@ static const cfg__flag_t cfg__flags[] = {
     {"log-level", 0, "log_level", true, NULL},
     {"buffer", 0, "buffer_path", true, NULL},
     {"status-port", 0, "status_port", true, NULL},
+    {"status-bind", 0, "status_bind", true, NULL},
     {"check", 0, NULL, false, NULL},
     {"help", 'h', NULL, false, NULL},
     {"version", 'V', NULL, false, NULL},

@@ -22,7 +22,7 @@
  *   --token-file PATH   token_file         --ca-file PATH ca_file
  *   --insecure-ws       allow_insecure_ws = true
  *   --log-level LEVEL   log_level          --buffer PATH buffer_path
- *   --status-port N     status_port
+ *   --status-port N     status_port        --status-bind ADDR status_bind
  *   --check             validate and exit  -h, --help     -V, --version
  * Flags take their value as the next argument or after '='.
  *
@@ -93,6 +93,21 @@ typedef struct {
     int status_port;                   /* local HTTP status endpoint; 0 = off */
     char status_bind[64];              /* its address, 127.0.0.1 by default */
     char wifi_path[EMS_EDGE_PATH_MAX]; /* /proc/net/wireless */
+
+    /* cloud link tuning (docs/edge-daemon.md) */
+    int64_t ws_ping_ms;       /* ws_ping_s: ping after this much silence; 5 s */
+    int64_t ws_timeout_ms;    /* ws_timeout_s: the link is dead after this much silence; 15 s */
+    int64_t reconnect_min_ms; /* reconnect_min_s: first backoff ceiling; 1 s */
+    int64_t reconnect_max_ms; /* reconnect_max_s: largest backoff ceiling; 60 s */
+    int64_t ack_timeout_ms;   /* ack_timeout_s: sent but unacked this long -> resend; 60 s */
+    int backfill_batch;           /* packets per telemetry_batch, 1..100; 100 */
+    int64_t backfill_interval_ms; /* between two batches; 200 ms */
+    int backfill_inflight;        /* unacknowledged batches at most; 4 */
+
+    /* simulation and tests */
+    double sim_speed; /* plant_speed: simulated seconds per real second; 1 */
+    bool sim_control; /* POST /sim/... on the status endpoint (loopback peers, sim only) */
+    int64_t tick_ms;  /* TEST ONLY: the tick period; 1000 */
 
     /* what the command line asked for besides settings */
     bool show_help;

@@ -1042,17 +1042,63 @@ static int store__salvage_row(ems_store_t *st, sqlite3_stmt *src, sqlite3_stmt *
     return 1;
 }
 
+typedef struct {
+    uint64_t copied, dropped;
+    uint64_t lo, hi; /* lowest and highest seq read in the last scan (0: none) */
+    bool full;       /* max_packets reached */
+} store_salvage_t;
+
+/* Copies the rows one scan of the damaged file yields (`src` bound to the
+ * open range (a, b)) until its end, a damaged page, or max_packets.
+ * Returns the SQLite code that ended the scan, or a negative EMS_E* error
+ * of the fresh database. */
+static int store__salvage_scan(ems_store_t *st, sqlite3_stmt *src, sqlite3_stmt *ins, uint64_t a,
+                               uint64_t b, store_salvage_t *sv)
+{
+    sqlite3_reset(src);
+    sqlite3_bind_int64(src, 1, (sqlite3_int64)a);
+    sqlite3_bind_int64(src, 2, (sqlite3_int64)b);
+    sv->lo = sv->hi = 0;
+    int rc;
+    while ((rc = sqlite3_step(src)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(src, 0);
+        if (seq > 0) {
+            if (!sv->lo || (uint64_t)seq < sv->lo)
+                sv->lo = (uint64_t)seq;
+            if ((uint64_t)seq > sv->hi)
+                sv->hi = (uint64_t)seq;
+        }
+        if (st->cfg.max_packets && st->cur.count >= st->cfg.max_packets) {
+            sv->full = true;
+            return SQLITE_DONE;
+        }
+        int r = st->in_txn ? 0 : store__begin(st);
+        if (!r)
+            r = store__salvage_row(st, src, ins);
+        if (r < 0)
+            return r;
+        if (r == 1)
+            sv->copied++;
+        else
+            sv->dropped++;
+        if ((sv->copied + sv->dropped) % STORE_SALVAGE_COMMIT == 0 && (r = store__commit(st)) != 0)
+            return r;
+    }
+    return rc;
+}
+
 /* Copies every record whose checksum holds from PATH.corrupt into the
- * fresh database: ascending until the first unreadable page, then
- * descending from the end down to there. What lies on damaged pages is
- * lost; nothing unverified is copied. writable_schema (with query_only, so
- * nothing is written) makes SQLite read a truncated file up to its end
- * instead of refusing it whole. */
+ * fresh database: ascending until the first unreadable page, descending
+ * from the end down to it, then from 63 points spread over the gap between
+ * (a damaged interior page hides a subtree; seeks past it still work).
+ * What lies on damaged pages is lost; nothing unverified is copied.
+ * writable_schema (with query_only, so nothing is written) makes SQLite
+ * read a truncated file up to its end instead of refusing it whole. */
 static void store__salvage(ems_store_t *st)
 {
     sqlite3 *bad = NULL;
     sqlite3_stmt *q[2] = {NULL, NULL}, *ins = NULL;
-    uint64_t copied = 0, dropped = 0, last = 0;
+    store_salvage_t sv = {0};
     const char *stop = "end of file";
     int rc = sqlite3_open_v2(st->path_bad, &bad, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK)
@@ -1060,26 +1106,30 @@ static void store__salvage(ems_store_t *st)
                           "PRAGMA locking_mode = EXCLUSIVE; PRAGMA cell_size_check = ON;"
                           "PRAGMA query_only = 1; PRAGMA writable_schema = ON;",
                           NULL, NULL, NULL);
+    uint64_t old_max = 0;
     if (rc == SQLITE_OK) {
-        /* The old high-water mark helps if PATH.seq is gone too. */
+        /* The old high-water mark bounds the probes, and helps numbering
+         * if PATH.seq is gone too. */
         sqlite3_stmt *m = NULL;
         store_meta_t old;
         if (sqlite3_prepare_v2(bad, store__sql[Q_META_GET], -1, &m, NULL) == SQLITE_OK &&
             sqlite3_step(m) == SQLITE_ROW &&
             store__meta_decode(sqlite3_column_blob(m, 1), sqlite3_column_bytes(m, 1),
-                               (uint32_t)sqlite3_column_int64(m, 0), &old) &&
-            old.max_seq > st->cur.max_seq)
-            st->cur.max_seq = old.max_seq;
+                               (uint32_t)sqlite3_column_int64(m, 0), &old)) {
+            old_max = old.max_seq;
+            if (old.max_seq > st->cur.max_seq)
+                st->cur.max_seq = old.max_seq;
+        }
         sqlite3_finalize(m);
         rc = sqlite3_prepare_v2(bad,
                                 "SELECT seq, ts_ms, crc, data FROM packets WHERE seq > ?1 "
-                                "AND seq <= " STORE_SEQ_MAX_SQL " ORDER BY seq ASC",
+                                "AND seq < ?2 ORDER BY seq ASC",
                                 -1, &q[0], NULL);
     }
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(bad,
                                 "SELECT seq, ts_ms, crc, data FROM packets WHERE seq > ?1 "
-                                "AND seq <= " STORE_SEQ_MAX_SQL " ORDER BY seq DESC",
+                                "AND seq < ?2 ORDER BY seq DESC",
                                 -1, &q[1], NULL);
     if (rc == SQLITE_OK &&
         sqlite3_prepare_v2(st->db,
@@ -1094,35 +1144,22 @@ static void store__salvage(ems_store_t *st)
                       bad ? sqlite3_errmsg(bad) : sqlite3_errstr(rc));
         goto out;
     }
-    for (int pass = 0; pass < 2; pass++) {
-        sqlite3_bind_int64(q[pass], 1, (sqlite3_int64)last);
-        uint64_t floor = last;
-        while ((rc = sqlite3_step(q[pass])) == SQLITE_ROW) {
-            int64_t seq = sqlite3_column_int64(q[pass], 0);
-            if (pass == 1 && (uint64_t)seq <= floor)
-                break;
-            if (st->cfg.max_packets && st->cur.count >= st->cfg.max_packets) {
-                stop = "max_packets";
-                rc = SQLITE_DONE;
-                break;
-            }
-            if (!st->in_txn && store__begin(st) != 0)
-                goto out;
-            int r = store__salvage_row(st, q[pass], ins);
-            if (r < 0)
-                goto out;
-            if (r == 1)
-                copied++;
-            else
-                dropped++;
-            if (pass == 0 && seq > 0)
-                last = (uint64_t)seq;
-            if ((copied + dropped) % STORE_SALVAGE_COMMIT == 0 && store__commit(st) != 0)
-                goto out;
-        }
-        if (rc == SQLITE_DONE)
-            break; /* the ascending pass read to the end: no second pass needed */
-        stop = sqlite3_errstr(rc);
+    const uint64_t top = EMS_STORE_SEQ_MAX + 1;
+    rc = store__salvage_scan(st, q[0], ins, 0, top, &sv);
+    if (rc == SQLITE_DONE || rc < 0)
+        goto out;
+    stop = sqlite3_errstr(rc);
+    uint64_t gap_lo = sv.hi; /* read up to here ascending */
+    rc = store__salvage_scan(st, q[1], ins, gap_lo, top, &sv);
+    if (rc == SQLITE_DONE || rc < 0)
+        goto out;
+    uint64_t gap_hi = sv.lo ? sv.lo : old_max + 1; /* and down to here descending */
+    for (uint64_t k = 1; k < 64 && gap_hi > gap_lo + 64 && !sv.full; k++) {
+        uint64_t span = gap_hi - gap_lo;
+        uint64_t a = gap_lo + span / 64 * k, b = k == 63 ? gap_hi : gap_lo + span / 64 * (k + 1);
+        rc = store__salvage_scan(st, q[0], ins, a, b, &sv);
+        if (rc < 0)
+            goto out;
     }
 out:
     sqlite3_finalize(ins);
@@ -1130,9 +1167,10 @@ out:
     sqlite3_finalize(q[1]);
     sqlite3_close(bad);
     ems_log_warn("store %s: salvaged %" PRIu64 " packets from %s (%" PRIu64
-                 " dropped: checksum failed; scan stopped at: %s)",
-                 st->path, copied, st->path_bad, dropped, stop);
-    st->cur.corrupt += dropped;
+                 " dropped: checksum failed; first scan stopped at: %s%s)",
+                 st->path, sv.copied, st->path_bad, sv.dropped, stop,
+                 sv.full ? "; max_packets reached" : "");
+    st->cur.corrupt += sv.dropped;
     /* One commit also persists the counters and max_seq taken over. */
     if (st->db && store__begin(st) == 0)
         store__commit(st);

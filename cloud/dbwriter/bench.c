@@ -309,30 +309,79 @@ static bool m_pipeline(bench_t *b)
     return ok;
 }
 
+/* rollup: 0 the plain statement (TimescaleDB mode), 1 the plain
+ * PostgreSQL statement with live rows (ahead of the rollup's watermark),
+ * 2 the same with backfilled rows (behind it: every bucket marked dirty).
+ * For 1 and 2 the rollup step that follows is timed too. */
 typedef struct {
     const char *name;
     bool (*fn)(bench_t *);
-    bool rollup;
+    int rollup;
 } method_t;
 
 static const method_t METHODS[] = {
-    {"unnest-binary", m_unnest_binary, false},
-    {"unnest-binary+rollup", m_unnest_binary, true},
-    {"unnest-text", m_unnest_text, false},
-    {"copy", m_copy, false},
-    {"values", m_values, false},
-    {"pipeline", m_pipeline, false},
+    {"unnest-binary", m_unnest_binary, 0},
+    {"unnest-binary+rollup", m_unnest_binary, 1},
+    {"unnest-binary+backfill", m_unnest_binary, 2},
+    {"unnest-text", m_unnest_text, 0},
+    {"copy", m_copy, 0},
+    {"values", m_values, 0},
+    {"pipeline", m_pipeline, 0},
 };
+
+static double median(double *v, unsigned n)
+{
+    for (unsigned i = 1; i < n; i++)
+        for (unsigned k = i; k > 0 && v[k - 1] > v[k]; k--) {
+            double t = v[k];
+            v[k] = v[k - 1];
+            v[k - 1] = t;
+        }
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* One measurement of a method: empty tables, insert every row (timed),
+ * the rollup step if any (timed), then the same rows again (timed: every
+ * one a conflict, the cost of a replay). */
+static bool run_once(bench_t *b, const method_t *m, ems_storage_t storage, double *t_ins,
+                     double *t_step, double *t_rep)
+{
+    PGconn *conn = b->conn;
+    exec_ok(conn, "TRUNCATE telemetry");
+    if (storage == EMS_STORAGE_POSTGRES) {
+        exec_ok(conn, "TRUNCATE telemetry_1m, ems_rollup_dirty");
+        exec_ok(conn, m->rollup == 2 ? "UPDATE ems_rollup_state SET watermark = now() + interval '1 day'"
+                                     : "UPDATE ems_rollup_state SET watermark = now() - interval '3 hours'");
+    }
+    exec_ok(conn, "CHECKPOINT");
+    double t0 = now_s();
+    if (!m->fn(b))
+        return false;
+    double t1 = now_s();
+    *t_step = 0;
+    if (m->rollup) {
+        if (!exec_ok(conn, "SELECT ems_rollup_step('0 seconds')"))
+            return false;
+        *t_step = now_s() - t1;
+    }
+    double t2 = now_s();
+    if (!m->fn(b))
+        return false;
+    *t_ins = t1 - t0;
+    *t_rep = now_s() - t2;
+    return true;
+}
 
 int ems_bench_main(int argc, char **argv)
 {
     const char *dsn = getenv("EMS_PG_DSN"), *only = NULL, *dir = NULL;
-    unsigned rows = 200000, batch = 2000, devices = 2000;
+    unsigned rows = 200000, batch = 2000, devices = 2000, repeat = 3;
     static const struct option opts[] = {
         {"bench", no_argument, 0, 'B'},   {"dsn", required_argument, 0, 'd'},
         {"rows", required_argument, 0, 'r'}, {"batch-rows", required_argument, 0, 'b'},
         {"devices", required_argument, 0, 'n'}, {"method", required_argument, 0, 'm'},
-        {"migrations", required_argument, 0, 'M'}, {"help", no_argument, 0, 'h'},
+        {"migrations", required_argument, 0, 'M'}, {"repeat", required_argument, 0, 'R'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     int o;
@@ -345,15 +394,18 @@ int ems_bench_main(int argc, char **argv)
         case 'n': devices = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'm': only = optarg; break;
         case 'M': dir = optarg; break;
+        case 'R': repeat = (unsigned)strtoul(optarg, NULL, 10); break;
         default:
             printf("usage: ems-dbwriter --bench [--dsn DSN] [--rows N] [--batch-rows N] "
-                   "[--devices N] [--method NAME] [--migrations DIR]\n"
-                   "methods: unnest-binary unnest-binary+rollup unnest-text copy values pipeline\n"
+                   "[--devices N] [--method NAME] [--migrations DIR] [--repeat N]\n"
+                   "Each method runs --repeat times (default 3, in rounds); the median is shown.\n"
+                   "methods: unnest-binary unnest-binary+rollup unnest-binary+backfill unnest-text copy values\n"
+                   "         pipeline\n"
                    "Empties the telemetry tables of the database it is given.\n");
             return o == 'h' ? 0 : 2;
         }
     }
-    if (!rows || !batch || !devices || batch > 3000) {
+    if (!rows || !batch || !devices || batch > 3000 || !repeat || repeat > 15) {
         fprintf(stderr, "bench: rows, devices >= 1, batch-rows 1..3000 (the VALUES method's limit)\n");
         return 2;
     }
@@ -372,6 +424,7 @@ int ems_bench_main(int argc, char **argv)
         PQfinish(conn);
         return 1;
     }
+    exec_ok(conn, "SET client_min_messages = warning");
     ems_migrate_result_t mr;
     if (ems_migrate_sync(conn, dir, EMS_STORAGE_AUTO, &mr) < 0) {
         fprintf(stderr, "bench: migrations: %s\n", mr.error);
@@ -384,41 +437,56 @@ int ems_bench_main(int argc, char **argv)
         return 1;
     make_rows(&b, devices);
     PGresult *sv = PQexec(conn, "SHOW fsync");
-    printf("# %u rows, %u devices, batches of %u rows, storage %s, fsync %s, server %d\n", rows,
-           devices, batch, ems_storage_name(mr.storage),
-           PQresultStatus(sv) == PGRES_TUPLES_OK ? PQgetvalue(sv, 0, 0) : "?", PQserverVersion(conn));
+    printf("# %u rows, %u devices, batches of %u rows, storage %s, fsync %s, server %d, median of %u\n",
+           rows, devices, batch, ems_storage_name(mr.storage),
+           PQresultStatus(sv) == PGRES_TUPLES_OK ? PQgetvalue(sv, 0, 0) : "?", PQserverVersion(conn),
+           repeat);
     PQclear(sv);
     printf("%-22s %12s %12s %12s\n", "method", "rows/s", "ms/batch", "replay rows/s");
     int rc = 0;
-    for (size_t i = 0; i < sizeof METHODS / sizeof METHODS[0]; i++) {
+    /* Rounds over all methods, rather than all rounds of one method after
+     * the other: on a shared machine the load changes over minutes, and
+     * this way every method sees the same mix of it. */
+    enum { NM = sizeof METHODS / sizeof METHODS[0] };
+    double ins[NM][15], rep_s[NM][15], steps[NM][15];
+    bool use[NM], failed[NM];
+    for (size_t i = 0; i < NM; i++) {
+        use[i] = (!only || !strcmp(only, METHODS[i].name)) &&
+                 (!METHODS[i].rollup || mr.storage == EMS_STORAGE_POSTGRES);
+        failed[i] = false;
+    }
+    for (unsigned k = 0; k < repeat; k++)
+        for (size_t i = 0; i < NM; i++) {
+            if (!use[i] || failed[i])
+                continue;
+            b.rollup = METHODS[i].rollup != 0;
+            if (!run_once(&b, &METHODS[i], mr.storage, &ins[i][k], &steps[i][k], &rep_s[i][k]))
+                failed[i] = true;
+        }
+    for (size_t i = 0; i < NM; i++) {
         const method_t *m = &METHODS[i];
-        if (only && strcmp(only, m->name) != 0)
+        if (!use[i])
             continue;
-        if (m->rollup && mr.storage != EMS_STORAGE_POSTGRES)
-            continue;
-        b.rollup = m->rollup;
-        exec_ok(conn, "TRUNCATE telemetry");
-        if (mr.storage == EMS_STORAGE_POSTGRES)
-            exec_ok(conn, "TRUNCATE telemetry_1m");
-        exec_ok(conn, "CHECKPOINT");
-        double t0 = now_s();
-        bool ok = m->fn(&b);
-        double t1 = now_s();
-        bool ok2 = ok && m->fn(&b); /* the same rows again: every one a conflict */
-        double t2 = now_s();
-        if (!ok || !ok2) {
+        if (failed[i]) {
             printf("%-22s failed\n", m->name);
             rc = 1;
             continue;
         }
+        double t_ins = median(ins[i], repeat), t_rep = median(rep_s[i], repeat);
+        double step = median(steps[i], repeat);
         double batches = (double)((rows + batch - 1) / batch);
-        printf("%-22s %12.0f %12.2f %12.0f\n", m->name, rows / (t1 - t0), (t1 - t0) * 1000 / batches,
-               rows / (t2 - t1));
-        fflush(stdout);
+        printf("%-22s %12.0f %12.2f %12.0f", m->name, rows / t_ins, t_ins * 1000 / batches,
+               rows / t_rep);
+        if (m->rollup)
+            printf("   rollup step %.0f ms (%.0f rows/s)", step * 1000, rows / step);
+        printf("\n");
     }
     exec_ok(conn, "TRUNCATE telemetry");
-    if (mr.storage == EMS_STORAGE_POSTGRES)
-        exec_ok(conn, "TRUNCATE telemetry_1m");
+    if (mr.storage == EMS_STORAGE_POSTGRES) {
+        exec_ok(conn, "TRUNCATE telemetry_1m, ems_rollup_dirty");
+        exec_ok(conn, "UPDATE ems_rollup_state SET watermark = "
+                      "date_bin('1 minute', now(), TIMESTAMPTZ '1970-01-01 00:00:00+00')");
+    }
     free(b.rows);
     PQfinish(conn);
     return rc;

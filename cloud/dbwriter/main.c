@@ -34,6 +34,7 @@ typedef struct {
     ems_storage_t storage;
     unsigned batch_rows, batch_ms, queue_rows;
     unsigned retention_days, rollup_retention_days;
+    unsigned rollup_interval_ms;
     unsigned shutdown_timeout_ms;
     bool migrate_only;
 } config_t;
@@ -63,6 +64,7 @@ struct app {
     uv_signal_t sigterm, sigint;
     uv_timer_t maint_timer;    /* partitions, retention, stats line */
     uv_timer_t shutdown_timer; /* bounds the final drain */
+    uv_timer_t rollup_timer;   /* plain PostgreSQL: ems_rollup_step */
     ems_pg_t *pg_ingest, *pg_query;
     ems_ingest_t *ingest;
     ems_query_t *query;
@@ -78,6 +80,8 @@ struct app {
     ems_pg_req_t maint_req;
     bool maint_busy;
     unsigned maint_ticks;
+    ems_pg_req_t rollup_req;
+    bool rollup_busy;
     char maint_sql[512];
     ems_ingest_stats_t last_logged;
 };
@@ -368,6 +372,37 @@ static void maint_cb(uv_timer_t *t)
         a->maint_busy = true;
 }
 
+/* Plain PostgreSQL mode: the rollup step (0002_telemetry.pg.sql) moves the
+ * watermark over the minutes that closed and recomputes dirty buckets. It
+ * runs on the writing connection, between batches, so it never races the
+ * writer's own inserts. */
+static int rollup_send(ems_pg_req_t *r, PGconn *conn)
+{
+    (void)r;
+    return PQsendQuery(conn, "SELECT ems_rollup_step()") == 1 ? 0 : EMS_EDB;
+}
+
+static void rollup_done(ems_pg_req_t *r, int status)
+{
+    app_t *a = r->data;
+    a->rollup_busy = false;
+    if (status == EMS_EDB)
+        ems_log_warn("rollup step failed: %s", r->error);
+}
+
+static void rollup_cb(uv_timer_t *t)
+{
+    app_t *a = t->data;
+    if (a->rollup_busy || !a->migrated)
+        return;
+    a->rollup_req.send = rollup_send;
+    a->rollup_req.on_done = rollup_done;
+    a->rollup_req.on_result = NULL;
+    a->rollup_req.data = a;
+    if (ems_pg_submit(a->pg_ingest, &a->rollup_req) == 0)
+        a->rollup_busy = true;
+}
+
 /* ------------------------------------------------------------------ start and stop */
 
 static void shutdown_begin(app_t *a, int code);
@@ -395,9 +430,10 @@ static void on_migrated(void *ud, int status, const ems_migrate_result_t *r)
                      r->version, r->applied);
     else
         ems_log_info("storage mode: postgres (timescaledb not in use: daily native partitions, "
-                     "rollup telemetry_1m written with each batch, retention %u days raw / %u days "
-                     "rollup); schema version %d, %d migration(s) applied now",
-                     a->cfg.retention_days, a->cfg.rollup_retention_days, r->version, r->applied);
+                     "1-minute rollup behind a watermark every %u ms, retention %u days raw / %u "
+                     "days rollup); schema version %d, %d migration(s) applied now",
+                     a->cfg.rollup_interval_ms, a->cfg.retention_days, a->cfg.rollup_retention_days,
+                     r->version, r->applied);
     if (a->cfg.migrate_only) {
         shutdown_begin(a, 0);
         return;
@@ -405,6 +441,9 @@ static void on_migrated(void *ud, int status, const ems_migrate_result_t *r)
     ems_query_set_storage(a->query, a->storage);
     ems_ingest_start(a->ingest, a->storage == EMS_STORAGE_POSTGRES);
     uv_timer_start(&a->maint_timer, maint_cb, 0, 60 * 1000);
+    if (a->storage == EMS_STORAGE_POSTGRES)
+        uv_timer_start(&a->rollup_timer, rollup_cb, a->cfg.rollup_interval_ms,
+                       a->cfg.rollup_interval_ms);
 }
 
 static void pg_ingest_up(ems_pg_t *pg, void *ud)
@@ -453,6 +492,7 @@ static void shutdown_finish(app_t *a)
     a->pg_ingest = a->pg_query = NULL;
     ems_ingest_close(a->ingest, NULL, NULL);
     close_handle((uv_handle_t *)&a->maint_timer);
+    close_handle((uv_handle_t *)&a->rollup_timer);
     close_handle((uv_handle_t *)&a->shutdown_timer);
     close_handle((uv_handle_t *)&a->sigterm);
     close_handle((uv_handle_t *)&a->sigint);
@@ -488,6 +528,7 @@ static void shutdown_begin(app_t *a, int code)
     }
     links_pause(a, true);
     uv_timer_stop(&a->maint_timer);
+    uv_timer_stop(&a->rollup_timer);
     if (a->migrated && code == 0) {
         uv_timer_start(&a->shutdown_timer, shutdown_timeout, a->cfg.shutdown_timeout_ms, 0);
         ems_ingest_drain(a->ingest, drained, a);
@@ -521,6 +562,7 @@ static void usage(FILE *f)
             "  --queue-rows N           uncommitted rows held before backpressure (default 50000)\n"
             "  --retention-days N       plain PostgreSQL: raw rows kept (default 30)\n"
             "  --rollup-retention-days N  plain PostgreSQL: 1-minute rollup kept (default 730)\n"
+            "  --rollup-interval-ms N   plain PostgreSQL: rollup step period (default 10000)\n"
             "  --shutdown-timeout MS    longest final drain on SIGTERM (default 10000)\n"
             "  --log-level LEVEL        error | warn | info | debug (EMS_LOG_LEVEL, default info)\n"
             "  --bench ...              insert benchmark (ems-dbwriter --bench --help)\n");
@@ -546,13 +588,15 @@ static int parse_config(int argc, char **argv, config_t *c, ems_log_level_t *lev
     c->queue_rows = 50000;
     c->retention_days = 30;
     c->rollup_retention_days = 730;
+    c->rollup_interval_ms = 10000;
     c->shutdown_timeout_ms = 10000;
     if ((env = getenv("EMS_LOG_LEVEL")) && *env && ems_log_level_parse(env, level) < 0) {
         fprintf(stderr, "ems-dbwriter: bad EMS_LOG_LEVEL %s\n", env);
         return EMS_ECONFIG;
     }
     enum { O_SOCKET = 256, O_DSN, O_STORAGE, O_MIGRATIONS, O_MIGRATE_ONLY, O_BATCH_ROWS, O_BATCH_MS,
-           O_QUEUE_ROWS, O_RETENTION, O_ROLLUP_RETENTION, O_SHUTDOWN, O_LOG, O_HELP };
+           O_QUEUE_ROWS, O_RETENTION, O_ROLLUP_RETENTION, O_ROLLUP_INTERVAL, O_SHUTDOWN, O_LOG,
+           O_HELP };
     static const struct option opts[] = {
         {"socket", required_argument, 0, O_SOCKET},
         {"dsn", required_argument, 0, O_DSN},
@@ -564,6 +608,7 @@ static int parse_config(int argc, char **argv, config_t *c, ems_log_level_t *lev
         {"queue-rows", required_argument, 0, O_QUEUE_ROWS},
         {"retention-days", required_argument, 0, O_RETENTION},
         {"rollup-retention-days", required_argument, 0, O_ROLLUP_RETENTION},
+        {"rollup-interval-ms", required_argument, 0, O_ROLLUP_INTERVAL},
         {"shutdown-timeout", required_argument, 0, O_SHUTDOWN},
         {"log-level", required_argument, 0, O_LOG},
         {"help", no_argument, 0, O_HELP},
@@ -583,6 +628,7 @@ static int parse_config(int argc, char **argv, config_t *c, ems_log_level_t *lev
         case O_QUEUE_ROWS: rc = parse_uint(optarg, 100, 10000000, &c->queue_rows); break;
         case O_RETENTION: rc = parse_uint(optarg, 1, 100000, &c->retention_days); break;
         case O_ROLLUP_RETENTION: rc = parse_uint(optarg, 1, 100000, &c->rollup_retention_days); break;
+        case O_ROLLUP_INTERVAL: rc = parse_uint(optarg, 100, 3600000, &c->rollup_interval_ms); break;
         case O_SHUTDOWN: rc = parse_uint(optarg, 0, 3600000, &c->shutdown_timeout_ms); break;
         case O_LOG: rc = ems_log_level_parse(optarg, level); break;
         case O_HELP: usage(stdout); exit(0);
@@ -631,7 +677,8 @@ int main(int argc, char **argv)
     a->loop = &loop;
     uv_timer_init(&loop, &a->maint_timer);
     uv_timer_init(&loop, &a->shutdown_timer);
-    a->maint_timer.data = a->shutdown_timer.data = a;
+    uv_timer_init(&loop, &a->rollup_timer);
+    a->maint_timer.data = a->shutdown_timer.data = a->rollup_timer.data = a;
     uv_signal_init(&loop, &a->sigterm);
     uv_signal_init(&loop, &a->sigint);
     a->sigterm.data = a->sigint.data = a;

@@ -59,11 +59,11 @@ static const char SQL_BUCKET_RAW[] =
 
 /* Re-bucketing a rollup: counts and sums add up, min of mins, max of maxes;
  * the result equals the one computed from raw rows (up to float rounding
- * in the averages). */
+ * in the averages). `src` has the columns of telemetry_1m. */
 #define BUCKET_FROM_ROLLUP_FIELD(f, n)                                                   \
     ", min(" f "_min), max(" f "_max), (sum(" f "_sum) / nullif(sum(" n "), 0))::real"
-#define SQL_BUCKET_ROLLUP(table)                                                         \
-    "SELECT " MS("date_bin($4::int8 * INTERVAL '1 second', bucket, " ORIGIN ")") " AS b,"    \
+#define BUCKET_OVER(src, tcol, where)                                                    \
+    "SELECT " MS("date_bin($4::int8 * INTERVAL '1 second', " tcol ", " ORIGIN ")") " AS b,"  \
     " sum(n)::int8" BUCKET_FROM_ROLLUP_FIELD("battery_voltage", "n")                     \
         BUCKET_FROM_ROLLUP_FIELD("battery_current", "n")                                 \
             BUCKET_FROM_ROLLUP_FIELD("battery_power", "n")                               \
@@ -72,10 +72,36 @@ static const char SQL_BUCKET_RAW[] =
                         BUCKET_FROM_ROLLUP_FIELD("grid_voltage", "n")                    \
                             BUCKET_FROM_ROLLUP_FIELD("grid_power", "n")                  \
                                 BUCKET_FROM_ROLLUP_FIELD("grid_frequency", "n")          \
-    " FROM " table " WHERE device_id = $1 AND bucket >= " TS(2) " AND bucket < " TS(3)   \
-    " GROUP BY 1 HAVING sum(n) > 0 ORDER BY 1 LIMIT $5::int8"
-static const char SQL_BUCKET_1M[] = SQL_BUCKET_ROLLUP("telemetry_1m");
-static const char SQL_BUCKET_1H[] = SQL_BUCKET_ROLLUP("telemetry_1h");
+    " FROM " src " " where " GROUP BY 1 HAVING sum(n) > 0 ORDER BY 1 LIMIT $5::int8"
+#define SQL_BUCKET_CAGG(table)                                                           \
+    BUCKET_OVER(table, "bucket",                                                        \
+                "WHERE device_id = $1 AND bucket >= " TS(2) " AND bucket < " TS(3))
+/* TimescaleDB: real-time continuous aggregates. */
+static const char SQL_BUCKET_1M[] = SQL_BUCKET_CAGG("telemetry_1m");
+static const char SQL_BUCKET_1H[] = SQL_BUCKET_CAGG("telemetry_1h");
+
+/* Plain PostgreSQL: the rollup below its watermark, raw rows above it (the
+ * minutes the rollup step has not reached yet), re-bucketed together, so
+ * the answer is complete up to the last committed row. */
+#define RAW_AS_ROLLUP(f) ", " f " AS " f "_min, " f " AS " f "_max, " f "::float8 AS " f "_sum"
+#define WATERMARK "(SELECT watermark FROM ems_rollup_state)"
+static const char SQL_BUCKET_1M_PG[] = BUCKET_OVER(
+    "(SELECT bucket AS t, n, n_temp, battery_voltage_min, battery_voltage_max, battery_voltage_sum,"
+    " battery_current_min, battery_current_max, battery_current_sum, battery_power_min,"
+    " battery_power_max, battery_power_sum, battery_soc_min, battery_soc_max, battery_soc_sum,"
+    " battery_temperature_min, battery_temperature_max, battery_temperature_sum, grid_voltage_min,"
+    " grid_voltage_max, grid_voltage_sum, grid_power_min, grid_power_max, grid_power_sum,"
+    " grid_frequency_min, grid_frequency_max, grid_frequency_sum"
+    " FROM telemetry_1m WHERE device_id = $1 AND bucket >= " TS(2)
+    " AND bucket < least(" TS(3) ", " WATERMARK ")"
+    " UNION ALL"
+    " SELECT ts, 1, (battery_temperature IS NOT NULL)::int" RAW_AS_ROLLUP("battery_voltage")
+        RAW_AS_ROLLUP("battery_current") RAW_AS_ROLLUP("battery_power") RAW_AS_ROLLUP("battery_soc")
+            ", battery_temperature, battery_temperature, coalesce(battery_temperature::float8, 0)"
+                RAW_AS_ROLLUP("grid_voltage") RAW_AS_ROLLUP("grid_power") RAW_AS_ROLLUP("grid_frequency")
+    " FROM telemetry WHERE device_id = $1 AND ts >= greatest(" TS(2) ", " WATERMARK ")"
+    " AND ts < " TS(3) ") p",
+    "t", "");
 
 #define LATEST_COLS                                                                      \
     "t.device_id, " MS("t.ts") ", " MS("t.received_at") ", t.seq, t.state, t.mode,"      \
@@ -452,10 +478,11 @@ static int parse_history(qreq_t *r, json_t *req, char *err, size_t cap)
     r->np = 5;
     r->width_s = w;
     r->limit = BUCKET_LIMIT;
-    if (w % 3600 == 0 && r->q->o.storage == EMS_STORAGE_TIMESCALEDB)
+    bool tsdb = r->q->o.storage == EMS_STORAGE_TIMESCALEDB;
+    if (w % 3600 == 0 && tsdb)
         r->sql = SQL_BUCKET_1H;
     else if (w % 60 == 0)
-        r->sql = SQL_BUCKET_1M;
+        r->sql = tsdb ? SQL_BUCKET_1M : SQL_BUCKET_1M_PG;
     else
         r->sql = SQL_BUCKET_RAW;
     r->p[1] = fmt_i64(from_a);

@@ -225,8 +225,6 @@ static void metrics_init(gw_t *gw)
                                         "Messages queued to dashboards by fan-out.", NULL);
     s->http_requests = gw_metrics_counter(m, "ems_gateway_http_requests_total",
                                           "HTTP requests handled.", NULL);
-    s->http_errors = gw_metrics_counter(m, "ems_gateway_http_errors_total",
-                                        "HTTP requests answered with 4xx or 5xx.", NULL);
     s->logins_ok = gw_metrics_counter(m, "ems_gateway_logins_total", "Logins.", "result=\"ok\"");
     s->logins_failed = gw_metrics_counter(m, "ems_gateway_logins_total", "Logins.",
                                           "result=\"failed\"");

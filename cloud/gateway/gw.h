@@ -99,7 +99,7 @@ typedef struct {
     gw_metric_t *msgs_in[2], *msgs_out[2], *bytes_in[2], *bytes_out[2];
     gw_metric_t *telemetry_ok, *invalid, *foreign, *rate_limited, *not_stored;
     gw_metric_t *acks_sent, *nacks_sent, *acked_records, *dash_dropped, *fanout_msgs;
-    gw_metric_t *http_requests, *http_errors, *logins_ok, *logins_failed;
+    gw_metric_t *http_requests, *logins_ok, *logins_failed;
     gw_metric_t *query_latency;
     gw_metric_t *cmd_status[GW_CMD_STATUS_COUNT];
 } gw_metric_set_t;

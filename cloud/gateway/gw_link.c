@@ -36,6 +36,9 @@ typedef struct query {
     int64_t deadline_ms;
     gw_link_result_fn fn;
     void *ud;
+    bool sent;
+    size_t len;
+    uint8_t frame[]; /* the QUERY frame, until it is sent */
 } query_t;
 
 struct gw_link {
@@ -67,8 +70,9 @@ struct gw_link {
     frame_t *head, *tail, *unsent;
     size_t held; /* records + events in frames and in the open batch */
 
-    query_t *qhead, *qtail;
-    size_t nqueries;
+    query_t *qhead, *qtail; /* sent ones first, then the waiting ones, in order */
+    query_t *qnext;         /* first one not sent yet */
+    size_t nqueries, inflight;
     gw_link_stats_t st;
 };
 
@@ -303,13 +307,35 @@ static void query_unlink(gw_link_t *l, query_t *q)
     l->nqueries--;
 }
 
+static void pump_queries(gw_link_t *l);
+
 static void query_finish(gw_link_t *l, query_t *q, int status, const char *json, size_t len)
 {
+    if (l->qnext == q)
+        l->qnext = q->next;
+    if (q->sent)
+        l->inflight--;
     query_unlink(l, q);
     if (status < 0)
         l->st.query_errors++;
     q->fn(q->ud, status, json, len);
     free(q);
+    pump_queries(l);
+}
+
+/* Sends waiting queries while fewer than max_inflight are at the DB
+ * writer, which refuses more than it can run at once ("too many queries in
+ * progress"); a reconnect storm of devices waits here instead. */
+static void pump_queries(gw_link_t *l)
+{
+    while (l->qnext && l->inflight < l->o.max_inflight && gw_link_up(l) && !l->freeing) {
+        query_t *q = l->qnext;
+        if (ems_link_conn_send_raw(l->conn, q->frame, q->len) < 0)
+            return; /* full: the next result or drain retries */
+        q->sent = true;
+        l->inflight++;
+        l->qnext = q->next;
+    }
 }
 
 static void on_result(gw_link_t *l, uint64_t id, int32_t status, const char *json, size_t len)
@@ -376,6 +402,7 @@ static void conn_on_drain(ems_link_conn_t *c, void *ud)
 {
     (void)c;
     pump(ud);
+    pump_queries(ud);
 }
 
 static void retry_cb(uv_timer_t *t) { connect_now(t->data); }
@@ -429,23 +456,20 @@ static void connect_now(gw_link_t *l)
 
 int gw_link_query(gw_link_t *l, const char *json, size_t len, gw_link_result_fn fn, void *ud)
 {
-    if (!gw_link_up(l))
+    if (!gw_link_up(l) || l->nqueries >= l->o.max_queries)
         return EMS_EAGAIN;
-    query_t *q = calloc(1, sizeof *q);
-    if (!q)
-        return EMS_ENOMEM;
     ems_link_buf_t b = {0};
-    q->id = ++l->next_query_id;
-    int rc = ems_link_put_id_json(&b, EMS_LINK_QUERY, q->id, json, len);
-    /* Queries jump the durable FIFO (they are small and someone waits), but
-     * still respect the connection's bound. */
-    if (rc == 0)
-        rc = ems_link_conn_send_raw(l->conn, b.data, b.len);
-    ems_link_buf_free(&b);
-    if (rc < 0) {
-        free(q);
-        return rc == EMS_ENOSPC ? EMS_EAGAIN : rc;
+    int rc = ems_link_put_id_json(&b, EMS_LINK_QUERY, l->next_query_id + 1, json, len);
+    query_t *q = rc == 0 ? malloc(sizeof *q + b.len) : NULL;
+    if (!q) {
+        ems_link_buf_free(&b);
+        return rc ? rc : EMS_ENOMEM;
     }
+    memset(q, 0, sizeof *q);
+    q->id = ++l->next_query_id;
+    q->len = b.len;
+    memcpy(q->frame, b.data, b.len);
+    ems_link_buf_free(&b);
     q->fn = fn;
     q->ud = ud;
     q->deadline_ms = ems_time_mono_ms() + l->o.query_timeout_ms;
@@ -455,8 +479,11 @@ int gw_link_query(gw_link_t *l, const char *json, size_t len, gw_link_result_fn 
     else
         l->qhead = q;
     l->qtail = q;
+    if (!l->qnext)
+        l->qnext = q;
     l->nqueries++;
     l->st.queries++;
+    pump_queries(l);
     return 0;
 }
 
@@ -464,8 +491,8 @@ static void qtimer_cb(uv_timer_t *t)
 {
     gw_link_t *l = t->data;
     int64_t now = ems_time_mono_ms();
-    /* Queries are appended in time order: only the head can be overdue
-     * first. */
+    /* Queries are appended in time order (same timeout for all): the head
+     * is always the first to be overdue. */
     while (l->qhead && l->qhead->deadline_ms <= now) {
         ems_log_warn("dbwriter link: query %" PRIu64 " timed out", l->qhead->id);
         query_finish(l, l->qhead, EMS_ETIMEDOUT, "", 0);
@@ -487,6 +514,10 @@ int gw_link_new(uv_loop_t *loop, const gw_link_opts_t *o, const gw_link_cb_t *cb
     l->o = *o;
     if (!l->o.query_timeout_ms)
         l->o.query_timeout_ms = 10000;
+    if (!l->o.max_inflight)
+        l->o.max_inflight = 64;
+    if (!l->o.max_queries)
+        l->o.max_queries = 50000;
     l->path = strdup(o->path);
     l->hello = strdup(o->hello_info ? o->hello_info : "{\"name\":\"ems-gateway\"}");
     if (!l->path || !l->hello) {

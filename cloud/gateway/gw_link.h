@@ -18,7 +18,9 @@
  *   - per record, once its frame is acknowledged, the `committed` callback
  *     (with the REJECT reason, if the DB writer refused the record for
  *     good), so the caller can ack or nack the device;
- *   - QUERY/RESULT with callbacks and a 10 s timeout.
+ *   - QUERY/RESULT with callbacks and a 10 s timeout; at most
+ *     `max_inflight` queries are at the DB writer at once (it refuses more),
+ *     the rest wait in order (at most `max_queries`).
  *
  * The owner of a record is an opaque pointer given with the record and
  * returned in `committed`; it must stay valid until then (or until
@@ -52,7 +54,9 @@ typedef struct {
     size_t ring;          /* records + events held until acknowledged */
     unsigned batch;       /* records per TELEMETRY frame (1..EMS_LINK_RECORDS_MAX) */
     unsigned flush_ms;    /* a partial batch waits at most this long */
-    unsigned query_timeout_ms; /* 0: 10000 */
+    unsigned query_timeout_ms; /* 0: 10000, from the call, waiting included */
+    unsigned max_inflight;     /* queries at the DB writer at once; 0: 64 */
+    unsigned max_queries;      /* queries waiting or in flight; 0: 50000 */
     const char *hello_info;    /* JSON object for our HELLO */
 } gw_link_opts_t;
 
@@ -76,8 +80,9 @@ int gw_link_telemetry(gw_link_t *l, void *owner, const ems_telemetry_t *t, int64
  * EMS_ENOSPC, EMS_EMSGSIZE or EMS_ENOMEM. */
 int gw_link_event(gw_link_t *l, const char *json, size_t len);
 
-/* Sends a QUERY; `fn` is called exactly once, never from inside this call.
- * Returns 0, or EMS_EAGAIN when the link is not up (no callback then). */
+/* Queues a QUERY; `fn` is called exactly once, never from inside this
+ * call. Returns 0, or EMS_EAGAIN when the link is not up or max_queries
+ * are waiting (no callback then), or EMS_ENOMEM. */
 int gw_link_query(gw_link_t *l, const char *json, size_t len, gw_link_result_fn fn, void *ud);
 
 /* Seals the batch being built so it is sent now. */

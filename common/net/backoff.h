@@ -12,10 +12,10 @@
 #include <stdint.h>
 
 typedef struct ems_backoff {
-    uint64_t base_ms;  /* first ceiling, e.g. 1000 */
-    uint64_t max_ms;   /* largest ceiling, e.g. 60000 */
-    unsigned attempt;  /* delays handed out since the last reset */
-    uint64_t rng;      /* PRNG state (splitmix64) */
+    uint64_t base_ms; /* first ceiling, e.g. 1000 */
+    uint64_t max_ms;  /* largest ceiling, e.g. 60000 */
+    unsigned attempt; /* delays handed out since the last reset */
+    uint64_t rng;     /* PRNG state (splitmix64) */
 } ems_backoff_t;
 
 /* Initialises with the ceilings and a seed (e.g. from getrandom or the

@@ -20,11 +20,11 @@
 #include <stddef.h>
 
 typedef struct ems_buf {
-    char *data;  /* storage, NULL until the first append */
-    size_t off;  /* start of the content */
-    size_t len;  /* end of the content (content is data[off..len)) */
-    size_t cap;  /* bytes allocated */
-    size_t max;  /* hard limit on the content size (len - off) */
+    char *data; /* storage, NULL until the first append */
+    size_t off; /* start of the content */
+    size_t len; /* end of the content (content is data[off..len)) */
+    size_t cap; /* bytes allocated */
+    size_t max; /* hard limit on the content size (len - off) */
 } ems_buf_t;
 
 /* Initialises an empty buffer whose content may never exceed `max` bytes.
@@ -37,10 +37,19 @@ void ems_buf_free(ems_buf_t *b);
 /* Content pointer and size. The pointer is never NULL (an empty buffer
  * gives "") and is valid until the next call that may grow the buffer
  * (append, reserve, appendf). */
-static inline const char *ems_buf_data(const ems_buf_t *b) { return b->data ? b->data + b->off : ""; }
-static inline size_t ems_buf_len(const ems_buf_t *b) { return b->len - b->off; }
+static inline const char *ems_buf_data(const ems_buf_t *b)
+{
+    return b->data ? b->data + b->off : "";
+}
+static inline size_t ems_buf_len(const ems_buf_t *b)
+{
+    return b->len - b->off;
+}
 /* Bytes that may still be appended before the cap is hit. */
-static inline size_t ems_buf_room(const ems_buf_t *b) { return b->max - (b->len - b->off); }
+static inline size_t ems_buf_room(const ems_buf_t *b)
+{
+    return b->max - (b->len - b->off);
+}
 
 /* Appends n bytes. Returns 0, EMS_ENOSPC (over the cap; nothing appended)
  * or EMS_ENOMEM. */

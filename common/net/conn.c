@@ -67,13 +67,13 @@ struct ems_conn {
     size_t max_out;
     conn_state_t state;
     int refs;
-    int status;        /* passed to on_close */
-    int user_reading;  /* the owner wants on_read */
-    int reading;       /* uv_read_start is in effect */
-    int writing;       /* a uv_write is in flight */
-    int shutting;      /* uv_shutdown issued */
-    int tcp_closing;   /* uv_close(tcp) issued */
-    int silent;        /* never handed out: no on_close */
+    int status;       /* passed to on_close */
+    int user_reading; /* the owner wants on_read */
+    int reading;      /* uv_read_start is in effect */
+    int writing;      /* a uv_write is in flight */
+    int shutting;     /* uv_shutdown issued */
+    int tcp_closing;  /* uv_close(tcp) issued */
+    int silent;       /* never handed out: no on_close */
     int gai_pending;
     unsigned close_ms;
     struct addrinfo *ai, *ai_next;
@@ -248,7 +248,8 @@ static void conn_flush(ems_conn_t *c)
     if (c->writing || ems_buf_len(&c->out) == 0 || c->state == CONN_CLOSED)
         return;
     ems_buf_swap(&c->out, &c->inflight);
-    uv_buf_t b = uv_buf_init((char *)ems_buf_data(&c->inflight), (unsigned)ems_buf_len(&c->inflight));
+    uv_buf_t b =
+        uv_buf_init((char *)ems_buf_data(&c->inflight), (unsigned)ems_buf_len(&c->inflight));
     c->write_req.data = c;
     int rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, conn_write_cb);
     if (rc < 0) {

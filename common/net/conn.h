@@ -83,10 +83,9 @@ typedef struct ems_conn_options {
  * *out; on_open or on_close follows later, never from inside this call.
  * Returns EMS_EINVAL (bad arguments, server-side TLS configuration) or
  * EMS_ENOMEM; then no callback is called. */
-int ems_conn_connect(uv_loop_t *loop, const char *host, uint16_t port,
-                     ems_tls_config_t *tls, const char *tls_hostname,
-                     const ems_conn_options_t *opts, const ems_conn_callbacks_t *cbs,
-                     void *user, ems_conn_t **out);
+int ems_conn_connect(uv_loop_t *loop, const char *host, uint16_t port, ems_tls_config_t *tls,
+                     const char *tls_hostname, const ems_conn_options_t *opts,
+                     const ems_conn_callbacks_t *cbs, void *user, ems_conn_t **out);
 
 /* Accepts one pending connection from `listener` (call it from the
  * listener's connection callback). With `tls` (a server configuration; a
@@ -94,9 +93,8 @@ int ems_conn_connect(uv_loop_t *loop, const char *host, uint16_t port,
  * The connection starts reading at once; on_open is not called for accepted
  * connections. Returns 0, or a libuv error from uv_accept / EMS_ENOMEM (the
  * pending connection is then closed by this call and no callback runs). */
-int ems_conn_accept(uv_stream_t *listener, ems_tls_config_t *tls,
-                    const ems_conn_options_t *opts, const ems_conn_callbacks_t *cbs,
-                    void *user, ems_conn_t **out);
+int ems_conn_accept(uv_stream_t *listener, ems_tls_config_t *tls, const ems_conn_options_t *opts,
+                    const ems_conn_callbacks_t *cbs, void *user, ems_conn_t **out);
 
 /* Replaces the callbacks and the user pointer: hands the connection over to
  * another layer (HTTP -> WebSocket). Takes effect for the next event. */

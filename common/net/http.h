@@ -71,8 +71,9 @@ void ems_http_parser_free(ems_http_parser_t *p);
  *      HTTP status to answer with (400, 413, 414, 431) and
  *      ems_http_parser_error a reason naming the limit. The parser is then
  *      dead; close the connection after answering.
- * For responses, feeding 0 bytes signals end of stream (a body delimited by
- * the connection close ends there). */
+ * For responses, a body without Content-Length or chunked encoding (one
+ * delimited by the connection close) is not read: the message completes
+ * after its headers. */
 int ems_http_parser_feed(ems_http_parser_t *p, const char *data, size_t len, size_t *consumed);
 
 /* The complete message after feed returned 1, else NULL. */

@@ -49,6 +49,7 @@ struct ems_server {
     uint16_t port;
     size_t n_conns; /* live ems_conn_t from this listener */
     size_t n_reqs;  /* allocated ems_server_req_t */
+    ems_server_stats_t stats;
     ems_server_req_t *reqs; /* those still speaking HTTP */
     int stopping, listener_closed;
     void (*on_stopped)(void *);
@@ -131,8 +132,8 @@ static void server_conn_freed(ems_conn_t *c, void *arg)
 
 /* ------------------------------------------------------------ HTTP conn */
 
-static int hc_write_response(ems_server_req_t *hc, int status, const char *ctype,
-                             const char *extra, const void *body, size_t len, bool keep)
+static int hc_write_response(ems_server_req_t *hc, int status, const char *ctype, const char *extra,
+                             const void *body, size_t len, bool keep)
 {
     ems_buf_t out;
     ems_buf_init(&out, SIZE_MAX / 2);
@@ -176,9 +177,11 @@ static void hc_on_timer(ems_conn_t *c)
     if (hc->kick) {
         /* Set by a late answer: parse what arrived while it was pending. */
         hc->kick = 0;
+        hc->refs++; /* a request parsed now may upgrade and detach hc */
         hc_process(hc);
         if (hc->conn && !hc->pending && !ems_conn_is_closing(c))
             ems_conn_set_timer(c, hc->srv->keepalive_ms);
+        hc_unref(hc);
         return;
     }
     /* Handshake, first request or keep-alive idle deadline. */
@@ -212,10 +215,12 @@ static void hc_process(ems_server_req_t *hc)
         if (rc == 0)
             break;
         if (rc < 0) {
+            hc->srv->stats.http_errors++;
             hc_refuse(hc, ems_http_parser_status(hc->parser), ems_http_parser_error(hc->parser),
                       NULL);
             break;
         }
+        hc->srv->stats.requests++;
         hc->pending = 1;
         hc->refs++; /* the pending request's reference */
         ems_conn_set_timer(hc->conn, 0);
@@ -257,6 +262,7 @@ static void server_on_connection(uv_stream_t *listener, int status)
         /* Take it off the backlog and close it: a full server answers
          * quickly instead of leaving clients hanging in the backlog. */
         server_drop_pending(listener);
+        s->stats.refused++;
         ems_log_debug("server: connection refused, %zu connections open", s->n_conns);
         return;
     }
@@ -280,6 +286,7 @@ static void server_on_connection(uv_stream_t *listener, int status)
     }
     hc->conn = c;
     hc->refs = 1;
+    s->stats.accepted++;
     s->n_reqs++;
     s->n_conns++;
     ems_conn_set_free_hook(c, server_conn_freed, s);
@@ -362,8 +369,10 @@ int ems_server_start(uv_loop_t *loop, const ems_server_options_t *o, ems_server_
         s->limits.max_url = o->limits.max_url;
     s->conn_opts.max_out = o->max_out;
     s->max_conn = o->max_connections ? o->max_connections : SERVER_DEFAULT_MAX_CONN;
-    s->handshake_ms = o->handshake_timeout_ms ? o->handshake_timeout_ms : SERVER_DEFAULT_HANDSHAKE_MS;
-    s->keepalive_ms = o->keepalive_timeout_ms ? o->keepalive_timeout_ms : SERVER_DEFAULT_KEEPALIVE_MS;
+    s->handshake_ms =
+        o->handshake_timeout_ms ? o->handshake_timeout_ms : SERVER_DEFAULT_HANDSHAKE_MS;
+    s->keepalive_ms =
+        o->keepalive_timeout_ms ? o->keepalive_timeout_ms : SERVER_DEFAULT_KEEPALIVE_MS;
     if (o->tls)
         s->tls = ems_tls_config_ref(o->tls);
     uv_tcp_init(loop, &s->listener);
@@ -398,6 +407,11 @@ int ems_server_set_tls(ems_server_t *s, ems_tls_config_t *tls)
 size_t ems_server_connections(const ems_server_t *s)
 {
     return s->n_conns;
+}
+
+void ems_server_stats(const ems_server_t *s, ems_server_stats_t *out)
+{
+    *out = s->stats;
 }
 
 void ems_server_stop(ems_server_t *s, void (*on_stopped)(void *arg), void *arg)
@@ -485,8 +499,10 @@ int ems_server_upgrade(ems_server_req_t *req, const ems_ws_options_t *opts,
      * arrived behind the request. The free hook stays: the server still
      * counts this connection. */
     ems_conn_t *c = req->conn;
+    req->srv->stats.upgrades++;
     hc_detach(req);
-    rc = ems_ws_accept(c, opts, cbs, user, ems_buf_data(&req->stash), ems_buf_len(&req->stash), out);
+    rc =
+        ems_ws_accept(c, opts, cbs, user, ems_buf_data(&req->stash), ems_buf_len(&req->stash), out);
     ems_buf_clear(&req->stash);
     hc_finish(req, true);
     return rc;

@@ -54,8 +54,8 @@ typedef struct ems_server_options {
     unsigned max_connections; /* 0 means 10000 */
     unsigned handshake_timeout_ms; /* TLS handshake + first request; 0 means 10000 */
     unsigned keepalive_timeout_ms; /* idle between requests; 0 means 30000 */
-    ems_http_limits_t limits; /* zero fields mean the defaults of ems_http_limits_default */
-    size_t max_out;           /* output cap per HTTP connection; 0 means 1 MiB */
+    ems_http_limits_t limits;      /* zero fields mean the defaults of ems_http_limits_default */
+    size_t max_out;                /* output cap per HTTP connection; 0 means 1 MiB */
 } ems_server_options_t;
 
 /* Binds, listens and starts accepting. Returns 0 and *out, or a libuv error
@@ -74,6 +74,16 @@ int ems_server_set_tls(ems_server_t *s, ems_tls_config_t *tls);
 
 /* Live connections (HTTP and WebSocket made from this server). */
 size_t ems_server_connections(const ems_server_t *s);
+
+/* Counters since start, for metrics. */
+typedef struct ems_server_stats {
+    uint64_t accepted;    /* connections accepted */
+    uint64_t refused;     /* closed at once: over max_connections or stopping */
+    uint64_t requests;    /* complete requests handed to the handler */
+    uint64_t http_errors; /* requests refused by the server itself (400/413/414/431) */
+    uint64_t upgrades;    /* successful WebSocket upgrades */
+} ems_server_stats_t;
+void ems_server_stats(const ems_server_t *s, ems_server_stats_t *out);
 
 /* Stops: closes the listener and every connection still speaking HTTP.
  * WebSocket connections made by ems_server_upgrade belong to the caller,

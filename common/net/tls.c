@@ -29,7 +29,7 @@ struct ems_tls_config {
     mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context drbg;
     mbedtls_ssl_config conf;
-    mbedtls_x509_crt crt; /* server: own chain; client: trusted CAs */
+    mbedtls_x509_crt crt;  /* server: own chain; client: trusted CAs */
     mbedtls_pk_context pk; /* server: own key */
 };
 
@@ -85,7 +85,8 @@ static int tls_config_alloc(int server, ems_tls_config_t **out)
         return EMS_ETLS;
     }
     /* TLS 1.2 only: older versions are broken, and 2.28 has no TLS 1.3. */
-    mbedtls_ssl_conf_min_version(&c->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_min_version(&c->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
     mbedtls_ssl_conf_rng(&c->conf, mbedtls_ctr_drbg_random, &c->drbg);
     return 0;
 }

@@ -35,8 +35,7 @@ typedef struct ems_tls ems_tls_t;
  * one reference in *out, EMS_ECONFIG when a file cannot be read or parsed or
  * the key does not match the certificate (details logged), EMS_ENOMEM or
  * EMS_ETLS. */
-int ems_tls_server_config_new(const char *cert_file, const char *key_file,
-                              ems_tls_config_t **out);
+int ems_tls_server_config_new(const char *cert_file, const char *key_file, ems_tls_config_t **out);
 
 /* Builds a client configuration that requires a valid server certificate
  * chained to a CA in `ca_file` (PEM, one or more certificates; NULL means the
@@ -59,8 +58,7 @@ int ems_tls_config_is_server(const ems_tls_config_t *cfg);
  * session's life. `hostname` (client side only, required there) is checked
  * against the server certificate and sent as SNI; it is copied.
  * Returns 0, EMS_ENOMEM, EMS_EINVAL or EMS_ETLS. */
-int ems_tls_new(ems_tls_config_t *cfg, const char *hostname, ems_buf_t *out,
-                ems_tls_t **session);
+int ems_tls_new(ems_tls_config_t *cfg, const char *hostname, ems_buf_t *out, ems_tls_t **session);
 
 /* Frees the session and drops its configuration reference. NULL is a no-op. */
 void ems_tls_free(ems_tls_t *s);

@@ -39,8 +39,8 @@
 struct ems_ws_msg {
     int refs;
     bool binary;
-    size_t len;     /* payload bytes */
-    size_t hdr_len; /* server frame header bytes, right before the payload */
+    size_t len;          /* payload bytes */
+    size_t hdr_len;      /* server frame header bytes, right before the payload */
     unsigned char buf[]; /* WS_MAX_HDR bytes of header room, payload, NUL */
 };
 
@@ -321,8 +321,7 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
         }
         ws->stats.msgs_in++;
         if (ws->cbs.on_message)
-            ws->cbs.on_message(ws, arg->msg ? (const char *)arg->msg : "", arg->msg_length,
-                               binary);
+            ws->cbs.on_message(ws, arg->msg ? (const char *)arg->msg : "", arg->msg_length, binary);
         return;
     }
     case WSLAY_CONNECTION_CLOSE:
@@ -341,8 +340,7 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
 /* Moves queued messages to the connection while its buffer is low. */
 static void ws_flush_queue(ems_ws_t *ws)
 {
-    while (ws->q_len && ws->state != WS_CLOSED &&
-           ems_conn_out_pending(ws->conn) < WS_LOW_WATER &&
+    while (ws->q_len && ws->state != WS_CLOSED && ems_conn_out_pending(ws->conn) < WS_LOW_WATER &&
            wslay_event_get_write_enabled(ws->wslay) && !wslay_event_get_close_received(ws->wslay)) {
         ems_ws_msg_t *m = ws->q[ws->q_head];
         size_t cost = ws_msg_cost(ws, m);
@@ -641,9 +639,8 @@ static ems_ws_t *ws_new(ems_conn_t *conn, int server, const ems_ws_options_t *op
         ws->cbs = *cbs;
     ws->user = user;
     ems_buf_init(&ws->req, 16384);
-    struct wslay_event_callbacks wcb = {ws_recv_cb, ws_send_cb, server ? NULL : ws_genmask_cb,
-                                        NULL,       NULL,       NULL,
-                                        ws_msg_cb};
+    struct wslay_event_callbacks wcb = {
+        ws_recv_cb, ws_send_cb, server ? NULL : ws_genmask_cb, NULL, NULL, NULL, ws_msg_cb};
     int r = server ? wslay_event_context_server_init(&ws->wslay, &wcb, ws)
                    : wslay_event_context_client_init(&ws->wslay, &wcb, ws);
     if (r != 0) {
@@ -713,8 +710,9 @@ int ems_ws_connect(ems_conn_t *conn, const char *host_header, const char *path,
         ems_http_limits_default(&lim);
         lim.max_body = 16384;
         ws->resp = ems_http_parser_new(EMS_HTTP_RESPONSE, &lim);
-        rc = ws->resp ? ems_http_ws_request_write(&ws->req, host_header, path, extra_headers, ws->key)
-                      : EMS_ENOMEM;
+        rc = ws->resp
+                 ? ems_http_ws_request_write(&ws->req, host_header, path, extra_headers, ws->key)
+                 : EMS_ENOMEM;
     }
     if (rc < 0) {
         if (ws)

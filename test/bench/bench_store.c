@@ -20,7 +20,7 @@
  *   2. ack cost, single range and a 256-range message;
  *   3. a week at 1 Hz: build time, file size, bytes per packet;
  *   4. open time with that week buffered: clean, with quick_check (after
- *      an unclean shutdown), and both again with a cold page cache;
+ *      an unclean shutdown), each with a warm and a cold page cache;
  *   5. draining it: backlog batches of 100 oldest-first, each acked;
  *   6. eviction when full: the append that evicts a batch.
  */
@@ -154,6 +154,17 @@ static void remove_store(void)
         snprintf(p, sizeof p, "%s%s", g_path, sfx[i]);
         unlink(p);
     }
+}
+
+/* Reads the database once, so the next open finds it in the page cache. */
+static void warm_cache(void)
+{
+    char b[1 << 16];
+    int fd = open(g_path, O_RDONLY);
+    while (fd >= 0 && read(fd, b, sizeof b) > 0) {
+    }
+    if (fd >= 0)
+        close(fd);
 }
 
 /* Evicts the buffer's files from the page cache, so the next open reads
@@ -330,6 +341,7 @@ int main(int argc, char **argv)
                  {"open, clean shutdown (cold cache)", EMS_STORE_CHECK_AUTO, true},
                  {"open + quick_check (warm cache)", EMS_STORE_CHECK_ALWAYS, false},
                  {"open + quick_check (cold cache)", EMS_STORE_CHECK_ALWAYS, true}};
+    sync(); /* let writeback of the week finish before timing reads */
     for (size_t i = 0; i < 4; i++) {
         ems_store_config_default(&cfg);
         cfg.path = g_path;
@@ -337,6 +349,8 @@ int main(int argc, char **argv)
         cfg.check = opens[i].check;
         if (opens[i].cold)
             drop_cache();
+        else
+            warm_cache();
         t0 = now_us();
         st = open_store(&cfg);
         double ms = (now_us() - t0) / 1e3;
@@ -403,7 +417,9 @@ int main(int argc, char **argv)
             break;
         double b1 = now_us();
         uint64_t r[1][2] = {{b.first, b.last}};
-        if (ems_store_ack(st, (const uint64_t(*)[2])r, 1, NULL) || ems_store_tick(st))
+        /* The daemon drains at a bounded rate and gets one ack per batch;
+         * commit each one so the number is the cost per batch. */
+        if (ems_store_ack(st, (const uint64_t(*)[2])r, 1, NULL) || ems_store_flush(st))
             die("ack", -1);
         if (k < nb) {
             bl[k] = b1 - b0;
@@ -414,7 +430,7 @@ int main(int argc, char **argv)
     }
     double drain_s = (now_us() - t0) / 1e6;
     percentiles("backlog batch of 100, oldest first", bl, k);
-    percentiles("ack of that batch + tick (commit)", ak, k);
+    percentiles("ack of that batch + commit", ak, k);
     printf("| drained %zu packets | %.1f s, %.0f packets/s |\n", drained, drain_s,
            (double)drained / drain_s);
     ems_store_close(st);

@@ -19,8 +19,8 @@
 
 static void run(ems_http_kind_t kind, const char *data, size_t len, size_t chunk)
 {
-    ems_http_limits_t lim = {.max_header_bytes = 1024, .max_headers = 8, .max_body = 512,
-                             .max_url = 256};
+    ems_http_limits_t lim = {
+        .max_header_bytes = 1024, .max_headers = 8, .max_body = 512, .max_url = 256};
     ems_http_parser_t *p = ems_http_parser_new(kind, &lim);
     if (!p)
         abort();

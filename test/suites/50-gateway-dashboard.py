@@ -188,7 +188,7 @@ async def slow_dashboard_test(env, cookie, tok):
             pass
 
     drainer = asyncio.ensure_future(drain_device())
-    n = 20000
+    n = 25000
     got = []
     lat = []
 
@@ -206,7 +206,7 @@ async def slow_dashboard_test(env, cookie, tok):
         p["battery"]["power"] = round(time.time() * 1000 % 1000000, 1)
         await dev.send(json.dumps(p))
         if i % 20 == 0:
-            await asyncio.sleep(0.002)  # a fleet's pace, not a single burst
+            await asyncio.sleep(0.004)  # a fleet's pace, not a single burst
     try:
         await asyncio.wait_for(reader, 60)
     except asyncio.TimeoutError:
@@ -237,7 +237,7 @@ async def main():
         env.add_user("ada", "operator", "ada-password-1")
         env.add_user("vic", "viewer", "vic-password-1")
         env.start_dbwriter()
-        env.start_gateway(rate_burst=100000, rate_per_s=100000, dashboard_send_queue=262144)
+        env.start_gateway(rate_burst=100000, rate_per_s=100000)
         cookie = login_tests(env)
         rc, out, err = env.emsctl("user", "passwd", "vic", stdin="vic-password-2\n")
         tap.eq("emsctl user passwd", rc, 0)

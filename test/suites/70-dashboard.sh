@@ -204,6 +204,7 @@ done
 
 # The browser; it calls back through $W/hook to stop and start processes.
 mkdir -p "$ART"
+rm -f "$ART"/*.png
 printf '#!/bin/sh\nexec bash "%s" hook "$@"\n' "$SELF" >"$W/hook"
 chmod +x "$W/hook"
 (

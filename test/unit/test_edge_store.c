@@ -857,14 +857,21 @@ static void kill_child_loop(const ems_store_config_t *cfg, int wfd)
         size_t len = payload_of(seq, buf, sizeof buf);
         if (ems_store_append(st, seq, ts_of(seq), buf, len) != 0)
             _exit(4);
-        kill_rec_t r = {'a', seq, seq};
+        kill_rec_t r;
+        memset(&r, 0, sizeof r); /* no uninitialised padding into the pipe */
+        r.kind = 'a';
+        r.a = r.b = seq;
         if (write(wfd, &r, sizeof r) != (ssize_t)sizeof r)
             _exit(5);
         if (i % 5 == 4 && seq > 10) {
             uint64_t rg[1][2] = {{seq - 10, seq - 6}};
             if (ems_store_ack(st, (const uint64_t(*)[2])rg, 1, NULL) != 0)
                 _exit(6);
-            kill_rec_t k = {'k', seq - 10, seq - 6};
+            kill_rec_t k;
+            memset(&k, 0, sizeof k);
+            k.kind = 'k';
+            k.a = seq - 10;
+            k.b = seq - 6;
             if (write(wfd, &k, sizeof k) != (ssize_t)sizeof k)
                 _exit(5);
         }

@@ -26,6 +26,8 @@ typedef struct {
     unsigned records;
     int ack_mode;    /* 0: ack each frame; 1: never ack; 2: reject index 1 then ack */
     int answer_queries;
+    uint64_t held_ids[64];
+    int nheld;
     /* gateway side */
     uint64_t committed[256];
     char rejects[256][64];
@@ -70,6 +72,13 @@ static void peer_frame(ems_link_conn_t *c, void *ud, const ems_link_frame_t *f)
         }
         if (t->ack_mode != 1)
             ems_link_conn_send(c, EMS_LINK_ACK, &seq, 8);
+    } else if (f->kind == EMS_LINK_QUERY && t->answer_queries == 2) {
+        uint64_t id;
+        const char *j;
+        size_t n;
+        EMS_CHECK_INT(ems_link_parse_id_json(f, &id, &j, &n), ==, 0);
+        if (t->nheld < 64)
+            t->held_ids[t->nheld++] = id;
     } else if (f->kind == EMS_LINK_QUERY && t->answer_queries) {
         uint64_t id;
         const char *j;
@@ -168,10 +177,12 @@ static ems_telemetry_t pkt(uint64_t seq)
     return p;
 }
 
+static unsigned inflight_cap;
+
 static gw_link_t *mk(uv_loop_t *loop, T *t, size_t ring, unsigned batch, unsigned qto)
 {
     gw_link_opts_t o = {.path = sock_path, .ring = ring, .batch = batch, .flush_ms = 5,
-                        .query_timeout_ms = qto};
+                        .query_timeout_ms = qto, .max_inflight = inflight_cap};
     gw_link_t *l;
     EMS_CHECK_INT(gw_link_new(loop, &o, &gcbs, t, &l), ==, 0);
     return l;
@@ -335,6 +346,46 @@ static void test_queries(void)
     unlink(sock_path);
 }
 
+/* At most max_inflight queries reach the DB writer at once; the others
+ * wait and go as answers come back. */
+static void test_query_inflight_cap(void)
+{
+    uv_loop_t loop;
+    T t;
+    setup(&loop, &t);
+    start_peer(&loop, &t);
+    inflight_cap = 4;
+    gw_link_t *l = mk(&loop, &t, 8, 4, 5000);
+    RUN_UNTIL(&loop, gw_link_up(l), 3000);
+    t.answer_queries = 2; /* hold them */
+    for (int i = 0; i < 10; i++)
+        EMS_CHECK_INT(gw_link_query(l, "{\"op\":\"x\"}", 10, q_done, &t), ==, 0);
+    RUN_UNTIL(&loop, t.nheld == 4, 3000);
+    for (int i = 0; i < 20; i++)
+        uv_run(&loop, UV_RUN_NOWAIT), usleep(2000);
+    EMS_CHECK_INT(t.nheld, ==, 4);
+    EMS_CHECK_INT(gw_link_pending_queries(l), ==, 10);
+    /* Answer what is held, round after round, until all ten are done. */
+    int answered = 0;
+    while (answered < 10) {
+        RUN_UNTIL(&loop, t.nheld > answered, 3000);
+        for (; answered < t.nheld; answered++) {
+            uint8_t buf[32];
+            memcpy(buf, &t.held_ids[answered], 8);
+            int32_t st = 0;
+            memcpy(buf + 8, &st, 4);
+            memcpy(buf + 12, "{}", 2);
+            ems_link_conn_send(t.peer, EMS_LINK_RESULT, buf, 14);
+        }
+        RUN_UNTIL(&loop, t.qcalls == answered, 3000);
+        EMS_CHECK(t.nheld - answered <= 4);
+    }
+    EMS_CHECK_INT(t.qcalls, ==, 10);
+    EMS_CHECK_INT(gw_link_pending_queries(l), ==, 0);
+    inflight_cap = 0;
+    finish(&loop, &t, l);
+}
+
 int main(void)
 {
     ems_log_init("test_gw_link", EMS_LOG_ERROR);
@@ -343,5 +394,6 @@ int main(void)
     EMS_RUN(test_resend_after_drop);
     EMS_RUN(test_bounded_hold);
     EMS_RUN(test_queries);
+    EMS_RUN(test_query_inflight_cap);
     EMS_TEST_END();
 }

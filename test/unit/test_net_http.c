@@ -150,8 +150,8 @@ static void test_malformed_is_400(void)
 
 static void test_limits_have_their_status(void)
 {
-    ems_http_limits_t lim = {.max_header_bytes = 200, .max_headers = 4, .max_body = 10,
-                             .max_url = 50};
+    ems_http_limits_t lim = {
+        .max_header_bytes = 200, .max_headers = 4, .max_body = 10, .max_url = 50};
     char big[400];
     snprintf(big, sizeof big, "GET / HTTP/1.1\r\nX-A: %0200d\r\n\r\n", 0);
     expect_refused(big, &lim, 431, "200 bytes");
@@ -244,8 +244,10 @@ static int check_upgrade(const char *method, const char *version, const char *up
         ems_buf_init(&b, 4096);
         EMS_CHECK_INT(ems_http_ws_response_write(&b, ems_http_parser_msg(p), "X-B: 2\r\n"), ==, 0);
         ems_buf_append(&b, "", 1);
-        EMS_CHECK(strstr(ems_buf_data(&b), "HTTP/1.1 101 Switching Protocols\r\n") == ems_buf_data(&b));
-        EMS_CHECK(strstr(ems_buf_data(&b), "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        EMS_CHECK(strstr(ems_buf_data(&b), "HTTP/1.1 101 Switching Protocols\r\n") ==
+                  ems_buf_data(&b));
+        EMS_CHECK(
+            strstr(ems_buf_data(&b), "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         EMS_CHECK(strstr(ems_buf_data(&b), "X-B: 2\r\n\r\n"));
         ems_buf_free(&b);
     }
@@ -279,9 +281,9 @@ static void test_ws_upgrade_validation(void)
     EMS_CHECK_INT(check_upgrade("GET", "1.1", U, C, V, "", &why), ==, 400);
     EMS_CHECK(strstr(why, "Key"));
     /* 15 bytes, 17 bytes, not base64 */
-    EMS_CHECK_INT(check_upgrade("GET", "1.1", U, C, V, "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA\r\n",
-                                &why),
-                  ==, 400);
+    EMS_CHECK_INT(
+        check_upgrade("GET", "1.1", U, C, V, "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA\r\n", &why),
+        ==, 400);
     EMS_CHECK_INT(check_upgrade("GET", "1.1", U, C, V,
                                 "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAAA=\r\n", &why),
                   ==, 400);
@@ -338,6 +340,11 @@ static void test_ws_client_roundtrip(void)
     EMS_CHECK_INT(feed_chunks(r2, deny, sizeof deny - 1, 1, &used), ==, 1);
     EMS_CHECK_INT(ems_http_parser_msg(r2)->status, ==, 401);
     EMS_CHECK_INT(ems_http_ws_check_response(ems_http_parser_msg(r2), key, &why), ==, EMS_EPROTO);
+    /* a refusal without Content-Length completes after its headers */
+    ems_http_parser_reset(r2);
+    const char deny2[] = "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n\r\nbody...";
+    EMS_CHECK_INT(feed_chunks(r2, deny2, sizeof deny2 - 1, 0, &used), ==, 1);
+    EMS_CHECK_INT(ems_http_parser_msg(r2)->status, ==, 403);
     ems_http_parser_free(r2);
     ems_http_parser_free(r);
     ems_http_parser_free(p);

@@ -65,6 +65,7 @@ typedef struct {
 } interop_t;
 
 static interop_t I;
+static const char *certs; /* made once in main */
 
 static void on_message(ems_ws_t *ws, const char *data, size_t len, bool binary)
 {
@@ -125,7 +126,6 @@ static void test_python_websockets_client(void)
         printf("# SKIP: /usr/bin/python3 has no websockets module\n");
         return;
     }
-    const char *certs = net_mkcerts();
     memset(&I, 0, sizeof I);
     uv_loop_init(&I.loop);
     ems_tls_config_t *tls;
@@ -162,12 +162,13 @@ static void test_python_websockets_client(void)
     EMS_CHECK(net_run_until(&I.loop, &I.stopped, 5000));
     ems_tls_config_unref(tls);
     net_loop_finish(&I.loop);
-    net_rmdir(certs);
 }
 
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
+    certs = net_mkcerts();
     EMS_RUN(test_python_websockets_client);
+    net_rmdir(certs);
     EMS_TEST_END();
 }

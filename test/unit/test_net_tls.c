@@ -9,6 +9,8 @@
 #include "test_net_util.h"
 #include "tls.h"
 
+static const char *certs; /* made once in main */
+
 typedef struct {
     ems_tls_t *cli, *srv;
     ems_buf_t cout, sout;
@@ -79,10 +81,10 @@ static size_t pass(ems_buf_t *from, ems_tls_t *to, char *out, size_t cap)
 
 static void test_handshake_and_data(void)
 {
-    const char *d = net_mkcerts();
+    const char *d = certs;
     ems_tls_config_t *s, *c;
-    EMS_CHECK_INT(ems_tls_server_config_new(net_path(d, "chain.crt"), net_path(d, "server.key"), &s),
-                  ==, 0);
+    EMS_CHECK_INT(
+        ems_tls_server_config_new(net_path(d, "chain.crt"), net_path(d, "server.key"), &s), ==, 0);
     EMS_CHECK_INT(ems_tls_client_config_new(net_path(d, "ca.crt"), &c), ==, 0);
     EMS_CHECK(ems_tls_config_is_server(s) && !ems_tls_config_is_server(c));
     size_t chunks[] = {1, 7, 100000};
@@ -112,15 +114,14 @@ static void test_handshake_and_data(void)
     }
     ems_tls_config_unref(s);
     ems_tls_config_unref(c);
-    net_rmdir(d);
 }
 
 static void test_wrong_ca_is_refused(void)
 {
-    const char *d = net_mkcerts();
+    const char *d = certs;
     ems_tls_config_t *s, *c;
-    EMS_CHECK_INT(ems_tls_server_config_new(net_path(d, "server.crt"), net_path(d, "server.key"), &s),
-                  ==, 0);
+    EMS_CHECK_INT(
+        ems_tls_server_config_new(net_path(d, "server.crt"), net_path(d, "server.key"), &s), ==, 0);
     EMS_CHECK_INT(ems_tls_client_config_new(net_path(d, "other-ca.crt"), &c), ==, 0);
     pair_t p;
     pair_new(&p, c, s, "localhost");
@@ -134,15 +135,14 @@ static void test_wrong_ca_is_refused(void)
     pair_free(&p);
     ems_tls_config_unref(s);
     ems_tls_config_unref(c);
-    net_rmdir(d);
 }
 
 static void test_hostname_mismatch_is_refused(void)
 {
-    const char *d = net_mkcerts();
+    const char *d = certs;
     ems_tls_config_t *s, *c;
-    EMS_CHECK_INT(ems_tls_server_config_new(net_path(d, "chain.crt"), net_path(d, "server.key"), &s),
-                  ==, 0);
+    EMS_CHECK_INT(
+        ems_tls_server_config_new(net_path(d, "chain.crt"), net_path(d, "server.key"), &s), ==, 0);
     EMS_CHECK_INT(ems_tls_client_config_new(net_path(d, "ca.crt"), &c), ==, 0);
     pair_t p;
     pair_new(&p, c, s, "gateway.example.com");
@@ -153,22 +153,22 @@ static void test_hostname_mismatch_is_refused(void)
     pair_free(&p);
     ems_tls_config_unref(s);
     ems_tls_config_unref(c);
-    net_rmdir(d);
 }
 
 static void test_config_errors(void)
 {
-    const char *d = net_mkcerts();
+    const char *d = certs;
     ems_tls_config_t *x = (ems_tls_config_t *)1;
     EMS_CHECK_INT(ems_tls_server_config_new(net_path(d, "nope.crt"), net_path(d, "server.key"), &x),
                   ==, EMS_ECONFIG);
     EMS_CHECK(x == NULL);
     /* a key that does not belong to the certificate */
-    EMS_CHECK_INT(ems_tls_server_config_new(net_path(d, "server.crt"),
-                                            net_path(d, "other-server.key"), &x),
-                  ==, EMS_ECONFIG);
-    EMS_CHECK_INT(ems_tls_server_config_new(net_path(d, "server.key"), net_path(d, "server.key"), &x),
-                  ==, EMS_ECONFIG);
+    EMS_CHECK_INT(
+        ems_tls_server_config_new(net_path(d, "server.crt"), net_path(d, "other-server.key"), &x),
+        ==, EMS_ECONFIG);
+    EMS_CHECK_INT(
+        ems_tls_server_config_new(net_path(d, "server.key"), net_path(d, "server.key"), &x), ==,
+        EMS_ECONFIG);
     EMS_CHECK_INT(ems_tls_client_config_new(net_path(d, "nope.crt"), &x), ==, EMS_ECONFIG);
     EMS_CHECK_INT(ems_tls_client_config_new(net_path(d, "server.key"), &x), ==, EMS_ECONFIG);
     /* a client session needs a host name; sessions keep configs alive */
@@ -184,14 +184,15 @@ static void test_config_errors(void)
     EMS_CHECK_INT(ems_buf_len(&out), >, 0); /* the ClientHello */
     ems_tls_free(t);
     ems_buf_free(&out);
-    net_rmdir(d);
 }
 
 int main(void)
 {
+    certs = net_mkcerts();
     EMS_RUN(test_handshake_and_data);
     EMS_RUN(test_wrong_ca_is_refused);
     EMS_RUN(test_hostname_mismatch_is_refused);
     EMS_RUN(test_config_errors);
+    net_rmdir(certs);
     EMS_TEST_END();
 }

@@ -24,30 +24,37 @@
 #define NET_LEAK_CHECK() 0
 #endif
 
-/* Makes DIR with the test certificates; returns the directory (static
- * storage) or fails the test. */
+/* Makes a fresh temporary directory with the test certificates and returns
+ * it (static storage) or fails. Call it once in main(), before the tests
+ * fork, so that every test shares one set and a failing test (which ends
+ * with _exit) leaves nothing behind; net_rmdir() it at the end of main. */
 static inline const char *net_mkcerts(void)
 {
-    static char dir[PATH_MAX];
-    char cmd[PATH_MAX * 2 + 64];
+    static char dir[256];
+    char cmd[1024];
     const char *root = getenv("EMS_ROOT");
     snprintf(dir, sizeof dir, "/tmp/ems-net-test-XXXXXX");
-    if (!mkdtemp(dir))
-        EMS_FAIL("mkdtemp failed");
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "# mkdtemp failed\n");
+        exit(1);
+    }
     snprintf(cmd, sizeof cmd, "%s/test/lib/mkcerts.sh %s", root ? root : ".", dir);
-    if (system(cmd) != 0)
-        EMS_FAIL("%s failed", cmd);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "# %s failed\n", cmd);
+        exit(1);
+    }
     return dir;
 }
 
+/* Removes a directory made by net_mkcerts. */
 static inline void net_rmdir(const char *dir)
 {
-    char cmd[PATH_MAX + 16];
+    char cmd[300];
     if (!dir || strncmp(dir, "/tmp/ems-net-test-", 18) != 0)
         return;
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) {
-    }
+    if (system(cmd) != 0)
+        fprintf(stderr, "# could not remove %s\n", dir);
 }
 
 /* Path of a file in the cert directory (static rotating storage). */

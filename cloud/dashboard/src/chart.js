@@ -58,6 +58,7 @@ function timeTicks(u, splits, axisIdx, foundSpace, foundIncr) {
  */
 export function createChart(container, { series, xRange, height = 260, extraSeries = [] }) {
     const width = Math.max(280, container.clientWidth || 600);
+    const narrow = width < 500; // phones: smaller axes, more room for the data
     const opts = {
         width,
         height,
@@ -89,8 +90,8 @@ export function createChart(container, { series, xRange, height = 260, extraSeri
         ],
         axes: [
             { values: timeTicks, space: 60 },
-            { scale: 'W', label: 'Power', size: 70, values: (u, vals) => vals.map((v) => power(v)) },
-            { scale: '%', label: 'SoC', side: 1, size: 55, grid: { show: false }, values: (u, vals) => vals.map((v) => `${v} %`) },
+            { scale: 'W', label: narrow ? '' : 'Power', size: narrow ? 58 : 70, values: (u, vals) => vals.map((v) => power(v)) },
+            { scale: '%', label: narrow ? '' : 'SoC', side: 1, size: narrow ? 44 : 55, grid: { show: false }, values: (u, vals) => vals.map((v) => `${v} %`) },
         ],
         plugins: [zeroLine()],
     };

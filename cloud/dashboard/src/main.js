@@ -24,7 +24,12 @@ let currentKey = '';
 let loginNotice = '';
 
 function parseRoute() {
-    const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+    let parts;
+    try {
+        parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+    } catch {
+        parts = []; // a malformed %-escape: go to the fleet
+    }
     if (parts[0] === 'device' && parts[1]) return { name: 'device', id: parts[1], tab: parts[2] || 'live' };
     if (parts[0] === 'login') return { name: 'login' };
     return { name: 'fleet' };
@@ -55,7 +60,7 @@ function setOnScreen(ids) {
 function route() {
     const r = parseRoute();
     if (!store.me) {
-        showLogin();
+        if (currentKey !== 'login') showLogin();
         return;
     }
     if (r.name === 'login') {

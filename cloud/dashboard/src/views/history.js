@@ -156,7 +156,7 @@ export function mountHistory(root, { id }) {
         clear(gapBox);
         if (all.length) {
             add(gapBox, h('h3', null, `Missing data (${all.length})`),
-                h('ul', null, all.slice(0, 50).map((g) => h('li', { class: 'gap' },
+                h('ul', null, all.slice(0, 50).map((g) => h('li', { class: 'gap', dataset: { from: g.from, to: g.to } },
                     `${clock(g.from * 1000)} – ${clock(g.to * 1000)} (${duration(g.to - g.from)})`))),
                 all.length > 50 ? h('p', { class: 'muted' }, `and ${all.length - 50} more`) : null);
         }
