@@ -1,20 +1,174 @@
 #!/usr/bin/env bash
 # scripts/demo.sh: runs the whole system locally (make demo).
 #
-# The demo issue (#8) builds this up as the parts land. Until then this script
-# checks which parts exist and says plainly what is missing instead of
-# pretending to run something.
-set -u
+# Everything lives under var/demo/ in the repository (EMS_DEMO_DIR to move
+# it): a private PostgreSQL cluster, a development CA and server certificate,
+# the DB writer, the gateway (TLS), three simulated edge devices with different
+# profiles, an admin and a viewer user. A second run reuses the data, the
+# certificates, the device tokens and the passwords. Ctrl-C stops everything
+# in order (devices, gateway, DB writer, PostgreSQL). Each process logs to
+# var/demo/log/NAME.log.
+set -euo pipefail
 cd "$(dirname "$0")/.."
-missing=()
+ROOT=$(pwd)
+DEMO=${EMS_DEMO_DIR:-$ROOT/var/demo}
+PORT=${EMS_DEMO_PORT:-8443}
+PG_PORT=${EMS_DEMO_PG_PORT:-55432}
+PG_BIN=/usr/lib/postgresql/15/bin
+BIN=$ROOT/build
+
+say() { printf 'demo: %s\n' "$*"; }
+die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+
 for b in ems-gateway ems-dbwriter ems-edge emsctl; do
-    [ -x "build/$b" ] || missing+=("build/$b")
+    [ -x "$BIN/$b" ] || die "build/$b is missing: run 'make all' (make demo does it)"
 done
-[ -f build/dashboard/index.html ] || missing+=("build/dashboard (the dashboard)")
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "make demo: not all parts of the system exist yet; missing: ${missing[*]}"
-    echo "make demo: see README.md and the open issues; nothing was started."
-    exit 1
+[ -f "$BIN/dashboard/index.html" ] || die "build/dashboard is missing: run 'make dashboard'"
+
+mkdir -p "$DEMO"/{log,run,certs,edge,secrets}
+chmod 755 "$DEMO" "$DEMO/run"
+LOG=$DEMO/log
+
+# ------------------------------------------------------------ PostgreSQL
+# initdb and pg_ctl refuse to run as root; the cluster belongs to "postgres".
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then (cd /tmp && runuser -u postgres -- "$@"); else "$@"; fi
+}
+PGDATA=$DEMO/pg
+if [ ! -f "$PGDATA/PG_VERSION" ]; then
+    say "creating a PostgreSQL cluster in $PGDATA"
+    mkdir -p "$PGDATA"
+    [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$PGDATA"
+    chmod 700 "$PGDATA"
+    as_pg "$PG_BIN/initdb" -D "$PGDATA" -A trust -U postgres >"$LOG/initdb.log" 2>&1 ||
+        die "initdb failed, see $LOG/initdb.log"
 fi
-echo "make demo: all parts are built, but the demo runner (issue #8) has not landed yet."
-exit 1
+[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$DEMO/run"
+if ! as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
+    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$LOG/postgresql.log" -w \
+        -o "-p $PG_PORT -k $DEMO/run -c listen_addresses=127.0.0.1" start >/dev/null ||
+        die "PostgreSQL did not start, see $LOG/postgresql.log"
+fi
+export EMS_PG_DSN="host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres"
+say "PostgreSQL on 127.0.0.1:$PG_PORT (log $LOG/postgresql.log)"
+
+PIDS=()
+stop_all() {
+    trap - INT TERM EXIT
+    say "stopping"
+    # Devices first, then the gateway (it flushes to the DB writer), then the
+    # DB writer (it commits what it holds), then PostgreSQL.
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${PIDS[$i]}" 2>/dev/null || true
+        wait "${PIDS[$i]}" 2>/dev/null || true
+    done
+    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+    say "stopped; data kept in $DEMO (delete it to start afresh)"
+}
+trap stop_all INT TERM EXIT
+
+"$BIN/ems-dbwriter" --dsn "$EMS_PG_DSN" --migrate-only >"$LOG/migrate.log" 2>&1 ||
+    die "migrations failed, see $LOG/migrate.log"
+
+# ------------------------------------------------------------ certificates
+CERTS=$DEMO/certs
+if [ ! -f "$CERTS/server.crt" ] || ! openssl x509 -checkend 86400 -noout -in "$CERTS/server.crt" >/dev/null 2>&1; then
+    say "making a development CA and a server certificate for localhost"
+    EMS_CERT_DAYS=365 sh "$ROOT/test/lib/mkcerts.sh" "$CERTS"
+fi
+[ -f "$DEMO/secrets/session.key" ] || head -c 32 /dev/urandom >"$DEMO/secrets/session.key"
+chmod 600 "$DEMO/secrets/session.key"
+
+# ------------------------------------------------------------ users and devices
+CRED=$DEMO/secrets/credentials.txt
+touch "$CRED"; chmod 600 "$CRED"
+ensure_user() { # name role
+    if ! grep -q "^$1 " "$CRED"; then
+        local pw
+        pw=$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 12)
+        if printf '%s\n' "$pw" | "$BIN/emsctl" user add "$1" --role "$2" >>"$LOG/emsctl.log" 2>&1 ||
+           printf '%s\n' "$pw" | "$BIN/emsctl" user passwd "$1" >>"$LOG/emsctl.log" 2>&1; then
+            echo "$1 $pw $2" >>"$CRED"
+        else
+            die "could not create user $1, see $LOG/emsctl.log"
+        fi
+    fi
+}
+ensure_user admin admin
+ensure_user viewer viewer
+
+DEVICES=("demo_sunny:sunny" "demo_evening:evening" "demo_faulty:faulty")
+ensure_device() { # id
+    local tok=$DEMO/secrets/$1.token
+    if [ ! -s "$tok" ]; then
+        local out
+        out=$("$BIN/emsctl" device add "$1" 2>>"$LOG/emsctl.log") ||
+            out=$("$BIN/emsctl" device rotate "$1" 2>>"$LOG/emsctl.log") ||
+            die "could not provision device $1, see $LOG/emsctl.log"
+        printf '%s\n' "$out" | grep -Eo '[0-9a-f]{64}' | head -n 1 >"$tok"
+        chmod 600 "$tok"
+        [ -s "$tok" ] || die "emsctl printed no token for $1"
+    fi
+}
+for d in "${DEVICES[@]}"; do ensure_device "${d%%:*}"; done
+
+# ------------------------------------------------------------ cloud processes
+SOCK=$DEMO/run/dbwriter.sock
+"$BIN/ems-dbwriter" --dsn "$EMS_PG_DSN" --socket "$SOCK" >"$LOG/dbwriter.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
+[ -S "$SOCK" ] || die "the DB writer did not open $SOCK, see $LOG/dbwriter.log"
+
+"$BIN/ems-gateway" --listen "127.0.0.1:$PORT" --tls true \
+    --tls_cert "$CERTS/chain.crt" --tls_key "$CERTS/server.key" \
+    --dbwriter_socket "$SOCK" --session_key_file "$DEMO/secrets/session.key" \
+    --static_dir "$BIN/dashboard" >"$LOG/gateway.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do
+    curl -fsk "https://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+curl -fsk "https://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 ||
+    die "the gateway does not answer on port $PORT, see $LOG/gateway.log"
+
+# ------------------------------------------------------------ simulated devices
+sp=18080
+for d in "${DEVICES[@]}"; do
+    id=${d%%:*} profile=${d##*:}
+    mkdir -p "$DEMO/edge/$id"
+    cat >"$DEMO/edge/$id.conf" <<EOF
+# written by scripts/demo.sh
+device_id = $id
+cloud_url = wss://localhost:$PORT
+token_file = $DEMO/secrets/$id.token
+ca_file = $CERTS/ca.crt
+buffer_path = $DEMO/edge/$id/buffer
+status_port = $sp
+EOF
+    "$BIN/ems-edge" --config "$DEMO/edge/$id.conf" --sim --profile "$profile" \
+        >"$LOG/edge-$id.log" 2>&1 &
+    PIDS+=($!)
+    sp=$((sp + 1))
+done
+
+cat <<EOF
+
+  ems is running.
+
+  Dashboard:   https://localhost:$PORT/
+               (the certificate comes from the development CA
+                $CERTS/ca.crt: import it into the browser,
+                or accept the warning once)
+  Logins:      $(awk '{printf "%s / %s (%s)   ", $1, $2, $3}' "$CRED")
+  Devices:     ${DEVICES[*]%%:*}
+               demo_faulty develops an overheat; reset it from the dashboard
+               once it has cooled.
+  Edge status: http://127.0.0.1:18080/status (one port per device, 18080..)
+  Logs:        $LOG/
+  Data:        $DEMO (kept between runs)
+
+  Press Ctrl-C to stop everything.
+
+EOF
+wait -n "${PIDS[@]}" || true
+say "a process ended; see $LOG/"

@@ -11,7 +11,7 @@ PACKAGES=(
     libgpiod-dev libhttp-parser-dev libsqlite3-dev
     postgresql-15 postgresql-client-15
     python3-jsonschema python3-websockets
-    openssl ca-certificates iproute2 procps psmisc
+    openssl ca-certificates curl iproute2 procps psmisc
     nodejs chromium
     docker-compose
 )

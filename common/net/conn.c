@@ -65,6 +65,8 @@ struct ems_conn {
     ems_tls_config_t *tls_cfg; /* client: kept until the session exists */
     ems_buf_t out, inflight;
     size_t max_out;
+    struct sockaddr_storage bind_addr; /* client: bound before connect if has_bind */
+    int has_bind;
     conn_state_t state;
     int refs;
     int status;       /* passed to on_close */
@@ -362,6 +364,12 @@ static ems_conn_t *conn_alloc(uv_loop_t *loop, const ems_conn_options_t *opts,
         return NULL;
     c->loop = loop;
     c->max_out = opts && opts->max_out ? opts->max_out : CONN_DEFAULT_MAX_OUT;
+    if (opts && opts->bind_addr) {
+        int v6 = opts->bind_addr->sa_family == AF_INET6;
+        memcpy(&c->bind_addr, opts->bind_addr,
+               v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+        c->has_bind = 1;
+    }
     ems_buf_init(&c->out, c->max_out);
     ems_buf_init(&c->inflight, c->max_out);
     if (cbs)
@@ -432,7 +440,11 @@ static void conn_try(ems_conn_t *c)
     struct addrinfo *ai = c->ai_next;
     c->ai_next = ai->ai_next;
     c->connect_req.data = c;
-    int rc = uv_tcp_connect(&c->connect_req, &c->tcp, ai->ai_addr, conn_connect_cb);
+    int rc = 0;
+    if (c->has_bind && c->bind_addr.ss_family == ai->ai_family)
+        rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&c->bind_addr, 0);
+    if (rc == 0)
+        rc = uv_tcp_connect(&c->connect_req, &c->tcp, ai->ai_addr, conn_connect_cb);
     if (rc < 0) {
         char msg[300];
         snprintf(msg, sizeof msg, "connect to %s failed: %s", c->host, uv_strerror(rc));

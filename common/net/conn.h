@@ -73,6 +73,11 @@ typedef struct ems_conn_options {
     /* Cap on queued output bytes (ciphertext for TLS) that the kernel has
      * not accepted yet. 0 means the default, 1 MiB. */
     size_t max_out;
+    /* Client connections only: the local address (port 0: any) to bind
+     * before connecting, e.g. one of several 127.0.0.x so that a load
+     * generator is not limited to one address's ephemeral ports. NULL: the
+     * kernel chooses. Copied (IPv4 or IPv6). */
+    const struct sockaddr *bind_addr;
 } ems_conn_options_t;
 
 /* Connects to host:port (a name is resolved with uv_getaddrinfo; the first

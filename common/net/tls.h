@@ -56,7 +56,10 @@ int ems_tls_config_is_server(const ems_tls_config_t *cfg);
 /* Creates a session on `cfg` (takes a reference to it). Ciphertext to send
  * is appended to `out`, which the caller owns and must keep alive for the
  * session's life. `hostname` (client side only, required there) is checked
- * against the server certificate and sent as SNI; it is copied.
+ * against the server certificate and sent as SNI; it is copied. mbedTLS
+ * 2.28 matches DNS names (SAN dNSName or CN) only, never iPAddress SANs:
+ * a server reached by IP address must be verified under a DNS name its
+ * certificate carries (ems_wsclient_options_t.tls_hostname).
  * Returns 0, EMS_ENOMEM, EMS_EINVAL or EMS_ETLS. */
 int ems_tls_new(ems_tls_config_t *cfg, const char *hostname, ems_buf_t *out, ems_tls_t **session);
 

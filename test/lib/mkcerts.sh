@@ -18,7 +18,7 @@ cd "$dir"
 
 ca() { # name subject
     openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -keyout "$1.key" -out "$1.crt" -days 30 -subj "$2" \
+        -keyout "$1.key" -out "$1.crt" -days "${EMS_CERT_DAYS:-30}" -subj "$2" \
         -addext "basicConstraints=critical,CA:TRUE" \
         -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
 }
@@ -29,7 +29,7 @@ leaf() { # name ca subject san
     printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' \
         "$4" >"$1.ext"
     openssl x509 -req -in "$1.csr" -CA "$2.crt" -CAkey "$2.key" -CAcreateserial \
-        -days 30 -out "$1.crt" -extfile "$1.ext" 2>/dev/null
+        -days "${EMS_CERT_DAYS:-30}" -out "$1.crt" -extfile "$1.ext" 2>/dev/null
     rm -f "$1.csr" "$1.ext"
 }
 
