@@ -34,12 +34,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define STORE_APP_ID 0x454d5342     /* "EMSB": PRAGMA application_id of our files */
-#define STORE_SCHEMA 1              /* PRAGMA user_version */
-#define STORE_EXPIRE_SCAN 10000     /* rows one ems_store_expire() looks at */
-#define STORE_DISK_CHECK_EVERY 64   /* appends between statvfs() calls */
-#define STORE_SALVAGE_COMMIT 1000   /* rows per transaction while salvaging */
-#define STORE_BAD 1                 /* store__attach: damaged or foreign file */
+#define STORE_APP_ID 0x454d5342   /* "EMSB": PRAGMA application_id of our files */
+#define STORE_SCHEMA 1            /* PRAGMA user_version */
+#define STORE_EXPIRE_SCAN 10000   /* rows one ems_store_expire() looks at */
+#define STORE_DISK_CHECK_EVERY 64 /* appends between statvfs() calls */
+#define STORE_SALVAGE_COMMIT 1000 /* rows per transaction while salvaging */
+#define STORE_BAD 1               /* store__attach: damaged or foreign file */
 
 /* The metadata is one more row of the packets table, under a key above
  * every seq (2^62). The newest packets and it share the rightmost leaf
@@ -54,6 +54,7 @@
 /* ------------------------------------------------------------ helpers */
 
 /* CRC-32C (Castagnoli, reflected 0x82F63B78), table generated once. */
+// clang-format off
 static const uint32_t store__crc_tab[256] = {
     0x00000000u, 0xf26b8303u, 0xe13b70f7u, 0x1350f3f4u, 0xc79a971fu, 0x35f1141cu,
     0x26a1e7e8u, 0xd4ca64ebu, 0x8ad958cfu, 0x78b2dbccu, 0x6be22838u, 0x9989ab3bu,
@@ -99,6 +100,7 @@ static const uint32_t store__crc_tab[256] = {
     0xd5cf889du, 0x27a40b9eu, 0x79b737bau, 0x8bdcb4b9u, 0x988c474du, 0x6ae7c44eu,
     0xbe2da0a5u, 0x4c4623a6u, 0x5f16d052u, 0xad7d5351u,
 };
+// clang-format on
 
 static uint32_t store__crc(uint32_t crc, const void *buf, size_t len)
 {
@@ -202,8 +204,8 @@ typedef struct {
 
 /* One slot of PATH.seq. */
 typedef struct {
-    uint64_t gen; /* the newest valid slot wins */
-    uint64_t hwm; /* highest seq possibly handed out */
+    uint64_t gen;      /* the newest valid slot wins */
+    uint64_t hwm;      /* highest seq possibly handed out */
     uint64_t reserved; /* no seq >= reserved was handed out (durable) */
     uint64_t db_id;
     bool clean; /* written by ems_store_close: hwm is exact */
@@ -250,8 +252,8 @@ static const char *const store__sql[Q_N] = {
               " ORDER BY seq ASC LIMIT 1 OFFSET ?1",
     [Q_SCAN] = "SELECT seq, ts_ms FROM packets WHERE seq > ?1 AND seq <= " STORE_SEQ_MAX_SQL
                " ORDER BY seq ASC LIMIT ?2",
-    [Q_MAXSEQ] = "SELECT seq FROM packets WHERE seq <= " STORE_SEQ_MAX_SQL
-                 " ORDER BY seq DESC LIMIT 1",
+    [Q_MAXSEQ] =
+        "SELECT seq FROM packets WHERE seq <= " STORE_SEQ_MAX_SQL " ORDER BY seq DESC LIMIT 1",
 };
 
 struct ems_store {
@@ -630,9 +632,8 @@ static void store__abort(ems_store_t *st, const char *why)
         sqlite3_step(st->q[Q_ROLLBACK]);
         sqlite3_reset(st->q[Q_ROLLBACK]);
     }
-    uint64_t lost = st->cur.max_seq > st->committed.max_seq
-                        ? st->cur.max_seq - st->committed.max_seq
-                        : 0;
+    uint64_t lost =
+        st->cur.max_seq > st->committed.max_seq ? st->cur.max_seq - st->committed.max_seq : 0;
     ems_log_warn("store %s: %s: rolled back the uncommitted changes (%" PRIu64
                  " appended packets among them)",
                  st->path, why, lost);
@@ -670,9 +671,7 @@ static int store__maybe_commit(ems_store_t *st)
     if (!st->in_txn)
         return 0;
     uint32_t iv = st->cfg.commit_interval_ms;
-    uint64_t due = st->txn_appends ? iv
-                   : iv > STORE_DELETE_COMMIT_MS ? iv
-                                                 : STORE_DELETE_COMMIT_MS;
+    uint64_t due = st->txn_appends ? iv : iv > STORE_DELETE_COMMIT_MS ? iv : STORE_DELETE_COMMIT_MS;
     if (store__mono_ms() - st->txn_start_ms >= due)
         return store__commit(st);
     return 0;
@@ -825,8 +824,8 @@ static int store__quick_check(ems_store_t *st, char *why, size_t cap)
     sqlite3_finalize(s);
     if (rc != SQLITE_ROW && !store__is_corrupt(rc) && (rc & 0xff) != SQLITE_ERROR)
         return store__fail(st, rc, "quick_check");
-    ems_log_info("store %s: integrity check: %s (%" PRIu64 " ms)",
-                 st->path, ok ? "ok" : "FAILED", store__mono_ms() - t0);
+    ems_log_info("store %s: integrity check: %s (%" PRIu64 " ms)", st->path, ok ? "ok" : "FAILED",
+                 store__mono_ms() - t0);
     return ok ? 0 : STORE_BAD;
 }
 
@@ -836,9 +835,8 @@ static int store__quick_check(ems_store_t *st, char *why, size_t cap)
 static int store__attach(ems_store_t *st, bool check, bool after_quarantine)
 {
     char why[256] = "";
-    int rc = sqlite3_open_v2(st->path, &st->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        st->path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         int e = store__fail(st, rc, "open");
         store__detach(st);
@@ -1008,8 +1006,8 @@ static int store__quarantine(ems_store_t *st)
     }
     unlink(st->path_shm);
     store__fsync_dir(st);
-    ems_log_error("store %s: moved the damaged buffer aside to %s; starting a fresh one",
-                  st->path, st->path_bad);
+    ems_log_error("store %s: moved the damaged buffer aside to %s; starting a fresh one", st->path,
+                  st->path_bad);
     return 0;
 }
 
@@ -1341,8 +1339,8 @@ int ems_store_open(ems_store_t **out, const ems_store_config_t *cfg)
     if ((rc = store__seq_open(st)) != 0)
         goto fail;
     bool unclean = !st->slot_valid || !st->slot.clean;
-    bool check = cfg->check == EMS_STORE_CHECK_ALWAYS ||
-                 (cfg->check == EMS_STORE_CHECK_AUTO && unclean);
+    bool check =
+        cfg->check == EMS_STORE_CHECK_ALWAYS || (cfg->check == EMS_STORE_CHECK_AUTO && unclean);
     rc = store__attach(st, check, false);
     if (rc == STORE_BAD) {
         store__detach(st);
@@ -1368,7 +1366,8 @@ int ems_store_open(ems_store_t **out, const ems_store_config_t *cfg)
     ems_log_info("store %s: %s, %" PRIu64 " packets pending, next seq %" PRIu64
                  ", %.1f MiB in use, sync=%s, commit every %u ms",
                  st->path,
-                 st->created ? "created" : (unclean ? "opened after an unclean shutdown" : "opened"),
+                 st->created ? "created"
+                             : (unclean ? "opened after an unclean shutdown" : "opened"),
                  st->cur.count, st->next_seq, (double)used / 1048576.0,
                  (const char *[]){"off", "normal", "full"}[cfg->sync], cfg->commit_interval_ms);
     *out = st;
@@ -1399,9 +1398,15 @@ int ems_store_close(ems_store_t *st)
     return rc;
 }
 
-uint64_t ems_store_next_seq(const ems_store_t *st) { return st->next_seq; }
+uint64_t ems_store_next_seq(const ems_store_t *st)
+{
+    return st->next_seq;
+}
 
-uint64_t ems_store_pending(const ems_store_t *st) { return st->cur.count; }
+uint64_t ems_store_pending(const ems_store_t *st)
+{
+    return st->cur.count;
+}
 
 /* Picks how many rows one eviction removes: enough that a full buffer logs
  * and deletes in batches (about 0.4 % of it), not once per packet. */
@@ -1503,8 +1508,7 @@ static int store__make_room(ems_store_t *st, size_t len)
     return 0;
 }
 
-static int store__insert(ems_store_t *st, uint64_t seq, int64_t ts_ms, const void *data,
-                         size_t len)
+static int store__insert(ems_store_t *st, uint64_t seq, int64_t ts_ms, const void *data, size_t len)
 {
     int rc = store__begin(st);
     if (rc)
@@ -1621,8 +1625,8 @@ void ems_store_session_start(ems_store_t *st)
     st->win_hi = st->next_seq;
 }
 
-static int store__backlog(ems_store_t *st, ems_store_order_t order, size_t max,
-                          ems_store_rec_cb cb, void *ctx)
+static int store__backlog(ems_store_t *st, ems_store_order_t order, size_t max, ems_store_rec_cb cb,
+                          void *ctx)
 {
     if (!st->db)
         return EMS_EIO;
@@ -1666,8 +1670,8 @@ static int store__backlog(ems_store_t *st, ems_store_order_t order, size_t max,
         int r = store__begin(st);
         for (size_t i = 0; i < nbad && !r; i++) {
             uint64_t d = 0;
-            ems_log_error("store %s: packet seq %" PRIu64 " fails its checksum: dropped",
-                          st->path, st->bad[i]);
+            ems_log_error("store %s: packet seq %" PRIu64 " fails its checksum: dropped", st->path,
+                          st->bad[i]);
             r = store__delete_range(st, st->bad[i], st->bad[i], &d);
             st->cur.corrupt += d;
         }

@@ -11,7 +11,8 @@
  * Two files live side by side:
  *   PATH      SQLite database in WAL mode (plus PATH-wal while open): one row
  *             per packet, (seq, ts_ms, crc, data), with a CRC-32C over seq,
- *             ts_ms and data, checked before a packet is handed out.
+ *             ts_ms and data, checked before a packet is handed out; plus
+ *             one checksummed metadata row (counters) in the same table.
  *   PATH.seq  the sequence-number file: 2 checksummed slots. It alone makes
  *             `seq` unique across restarts, kill -9, power loss and even a
  *             damaged or deleted database (see "Sequence numbers").
@@ -32,7 +33,8 @@
  * numbering continues exactly at max+1. After an unclean end in an earlier
  * boot (power loss, kernel crash) it continues at the durable reservation,
  * which may skip up to `seq_block` numbers: a gap in seq is never a lost
- * packet, a repeated seq would be.
+ * packet, a repeated seq would be. With both files gone it starts at
+ * `first_seq`.
  *
  * Use from the daemon (one libuv loop, all calls on that thread):
  *   open at start; per 1 Hz tick: seq = ems_store_next_seq(), encode,
@@ -93,12 +95,18 @@ typedef enum {
 } ems_store_check_t;
 
 typedef struct {
-    const char *path;        /* database file; its folder must exist. Borrowed during open only */
-    uint64_t max_bytes;      /* database file bound (pages in use); 0 = none. Default 1 GiB */
-    uint64_t max_packets;    /* 0 = no count bound (the default) */
-    int64_t max_age_ms;      /* ems_store_expire() drops older packets; 0 = never. Default 30 days */
-    uint64_t min_free_bytes; /* do not grow the file when the file system has less free; default 64 MiB */
-    ems_store_sync_t sync;   /* default NORMAL */
+    /* The database file; its folder must exist. Borrowed during open only. */
+    const char *path;
+    /* Bound of the database file (pages in use); 0 = none. Default 1 GiB. */
+    uint64_t max_bytes;
+    /* Bound of the number of packets; 0 = none (the default). */
+    uint64_t max_packets;
+    /* ems_store_expire() drops older packets; 0 = never. Default 30 days. */
+    int64_t max_age_ms;
+    /* The file stops growing while the file system has less free space
+     * (the oldest packets make room instead). Default 64 MiB. */
+    uint64_t min_free_bytes;
+    ems_store_sync_t sync; /* default NORMAL */
     /* Longest time an appended packet may stay uncommitted. 0 (the
      * default) commits each append before it returns, so kill -9 loses
      * nothing. A larger value groups appends into one commit (fewer WAL
@@ -106,7 +114,7 @@ typedef struct {
      * much data on kill -9. Acks are always grouped: they are committed by
      * the next append or ems_store_tick(). */
     uint32_t commit_interval_ms;
-    uint32_t seq_block;        /* seqs reserved per fsync of PATH.seq; default 1024 */
+    uint32_t seq_block; /* seqs reserved per fsync of PATH.seq; default 1024 */
     /* Where numbering starts when neither file holds any (first start, or
      * both PATH and PATH.seq lost). Default 1. The daemon may pass the wall
      * clock in ms when it trusts it: seqs grow by 1 per packet, the clock

@@ -18,6 +18,10 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
+# The Debian 12 packages of the libraries ems-edge links (libgpiod2 for the
+# hardware back end); test/suites/85-cross.sh checks them against the ARM
+# binaries, docs/deploy-edge.md repeats them.
+RUNTIME_PACKAGES="libuv1 libjansson4 libmbedtls14 libmbedx509-1 libmbedcrypto7 libwslay1 libhttp-parser2.9 libsqlite3-0 libgpiod2"
 root=
 systemctl=1
 while [ $# -gt 0 ]; do
@@ -64,8 +68,7 @@ if [ -z "$root" ]; then
         echo "$ver" >&2
         if command -v ldd >/dev/null && ldd "$bin" 2>/dev/null | grep -q 'not found'; then
             ldd "$bin" | grep 'not found' >&2
-            echo "install: apt-get install libuv1 libjansson4 libmbedtls14 libmbedx509-1" \
-                 "libmbedcrypto7 libwslay1 libhttp-parser2.9 libsqlite3-0 libgpiod2" >&2
+            echo "install: apt-get install $RUNTIME_PACKAGES" >&2
         fi
         exit 1
     fi

@@ -8,9 +8,8 @@
  * week-long part writes N days of 1 Hz packets (default 7: 604,800) of a
  * realistic ~450-byte telemetry text, so it needs ~300 MB of disk per week.
  *
- * Build (the Makefile has no bench rule yet):
- *   cc -std=c11 -D_GNU_SOURCE -O2 -Icommon -Iedge test/bench/bench_store.c \
- *      edge/store.c common/log.c common/error.c -lsqlite3 -o build/bench/bench_store
+ * Build and run with the others: `make bench` (build/bench/bench_store, run
+ * by scripts/bench.sh with the defaults); alone: `make build/bench/bench_store`.
  *
  * What it measures:
  *   1. append latency (p50/p99/p99.9/max) and bytes written per packet, for
@@ -116,8 +115,8 @@ static void percentiles(const char *name, double *v, size_t n)
     double sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += v[i];
-    printf("| %-38s | %7.1f | %7.1f | %7.1f | %8.1f | %8.1f |\n", name, sum / (double)n,
-           v[n / 2], v[(size_t)((double)n * 0.99)], v[(size_t)((double)n * 0.999)], v[n - 1]);
+    printf("| %-38s | %7.1f | %7.1f | %7.1f | %8.1f | %8.1f |\n", name, sum / (double)n, v[n / 2],
+           v[(size_t)((double)n * 0.99)], v[(size_t)((double)n * 0.999)], v[n - 1]);
 }
 
 typedef struct {
@@ -229,8 +228,8 @@ static void steady(const char *name, ems_store_sync_t sync, unsigned group, size
     snprintf(label, sizeof label, "ack + tick, %s", name);
     percentiles(label, ack, n);
     double per = (double)w / (double)n;
-    printf("|   written per packet: %.0f B = %.0f MB/day at 1 Hz; %.0f packets/s max%*s|\n",
-           per, per * 86400 / 1e6, (double)n / (t_all / 1e6), 1, "");
+    printf("|   written per packet: %.0f B = %.0f MB/day at 1 Hz; %.0f packets/s max%*s|\n", per,
+           per * 86400 / 1e6, (double)n / (t_all / 1e6), 1, "");
     ems_store_close(st);
     free(lat);
     free(ack);
@@ -261,8 +260,10 @@ int main(int argc, char **argv)
     printf("# bench_store: SQLite %s, %zu appends per mode, packet %zu bytes, folder %s\n\n",
            sqlite3_libversion(), appends, packet(1, buf, sizeof buf), dir);
 
-    printf("| operation (microseconds)               |    mean |     p50 |     p99 |    p99.9 |      max |\n");
-    printf("| -------------------------------------- | ------- | ------- | ------- | -------- | -------- |\n");
+    printf("| operation (microseconds)               |    mean |     p50 |     p99 |    p99.9 |    "
+           "  max |\n");
+    printf("| -------------------------------------- | ------- | ------- | ------- | -------- | "
+           "-------- |\n");
     steady("sync=normal, commit/packet", EMS_STORE_SYNC_NORMAL, 1, appends);
     steady("sync=full, commit/packet", EMS_STORE_SYNC_FULL, 1, appends / 4);
     steady("sync=off, commit/packet", EMS_STORE_SYNC_OFF, 1, appends);
@@ -326,8 +327,8 @@ int main(int argc, char **argv)
     struct stat sb;
     stat(g_path, &sb);
     printf("\n| %.0f days at 1 Hz | value |\n| --- | --- |\n", days);
-    printf("| packets | %zu |\n| payload | %.1f MB (%.0f B/packet) |\n", week, (double)payload / 1e6,
-           (double)payload / (double)week);
+    printf("| packets | %zu |\n| payload | %.1f MB (%.0f B/packet) |\n", week,
+           (double)payload / 1e6, (double)payload / (double)week);
     printf("| database file | %.1f MB (%.0f B/packet, %.2fx payload) |\n", (double)sb.st_size / 1e6,
            (double)sb.st_size / (double)week, (double)sb.st_size / (double)payload);
     printf("| build, 1000 per commit | %.1f s |\n", build_s);
@@ -380,8 +381,10 @@ int main(int argc, char **argv)
     ems_store_stats_t s;
     ems_store_stats(st, &s);
     ems_store_close(st);
-    printf("\n| operation (microseconds)               |    mean |     p50 |     p99 |    p99.9 |      max |\n");
-    printf("| -------------------------------------- | ------- | ------- | ------- | -------- | -------- |\n");
+    printf("\n| operation (microseconds)               |    mean |     p50 |     p99 |    p99.9 |  "
+           "    max |\n");
+    printf("| -------------------------------------- | ------- | ------- | ------- | -------- | "
+           "-------- |\n");
     percentiles("append, sync=normal, week buffered", big, 2000);
     ems_store_config_default(&cfg);
     cfg.path = g_path;
@@ -394,7 +397,8 @@ int main(int argc, char **argv)
         die("append", -1);
     double evict_ms = (now_us() - e0) / 1e3;
     ems_store_stats(st, &s);
-    printf("| append that evicts %" PRIu64 " packets (full) | %.1f ms |\n", s.evicted_total, evict_ms);
+    printf("| append that evicts %" PRIu64 " packets (full) | %.1f ms |\n", s.evicted_total,
+           evict_ms);
     ems_store_close(st);
 
     /* Draining the week: batches of 100, oldest first, each acked. */

@@ -226,6 +226,24 @@ async def reload_checks(tap, env, cloud, edge, cfg):
     write_config(cfg, env, cloud)
 
 
+async def stall_checks(tap, cloud, edge):
+    """A stalled process skips the ticks it missed; it does not burst."""
+    t0 = time.monotonic()
+    edge.send_signal(signal.SIGSTOP)
+    await asyncio.sleep(2.6)
+    edge.send_signal(signal.SIGCONT)
+    logged = await edge.wait_log(r"tick: [23] tick\(s\) skipped", 3, t0)
+    ps = await lib.next_packets(cloud, 3, 5)
+    before = [m.obj for m in cloud.of("telemetry") if m.t < t0][-1:]
+    seq = [p["seq"] for p in before + ps]
+    ts = [lib_ts(p["timestamp"]) for p in before + ps]
+    steps = [b - a for a, b in zip(ts, ts[1:])]
+    tap.ok("after a 2.6 s stop the missed ticks are skipped and logged", logged, edge.tail(4))
+    tap.ok("no burst: the next packets keep whole-second deadlines and consecutive seqs",
+           seq == list(range(seq[0], seq[0] + len(seq))) and all(s >= 970 for s in steps)
+           and all(t % 1000 <= 25 or t % 1000 >= 975 for t in ts), (seq, steps))
+
+
 async def clock_checks(tap, env):
     synced = lib.kernel_clock_synced()
     cloud = await env.cloud(tls=False).start()
@@ -278,6 +296,7 @@ async def main(tap):
         await status_checks(tap, edge)
         await reload_checks(tap, env, cloud, edge, cfg)
         validity_checks(tap, env, cloud)
+        await stall_checks(tap, cloud, edge)
 
         n = len(cloud.closes)
         rc = await edge.stop(signal.SIGTERM)

@@ -112,7 +112,9 @@ async def main(tap):
         tap.ok("the reconnect count is logged", await edge.wait_log(r"link ready .*reconnects 1\)", 3, t0),
                edge.tail(4))
 
-        # The cloud goes away (1001) and comes back on the same port.
+        # The cloud goes away (1001) and comes back on the same port; a
+        # command sent just before completes while it is away.
+        await cloud.send(lib.cmd("c_offline", "SET_MODE", target_mode="MANUAL_IDLE"))
         t0 = time.monotonic()
         await cloud.stop()
         await asyncio.sleep(4)
@@ -126,6 +128,11 @@ async def main(tap):
                edge.log(r"reconnects 2\)", t0), delays)
         ps = await lib.next_packets(cloud, 2, 5)
         tap.ok("telemetry flows again after the reconnect", ps, edge.tail(4))
+        done = [m for m in cloud.of("command-result") if m.obj["command_id"] == "c_offline"
+                and m.obj["status"] == "completed"]
+        tap.ok("a command result decided while the cloud was away is sent after the reconnect",
+               done and done[0].conn == cloud.conns and done[0].obj["timestamp"] < ps[0]["timestamp"],
+               [(m.conn, m.obj) for m in cloud.of("command-result")][-3:])
 
         # Malformed and unexpected messages: logged, ignored, link stays.
         conn = cloud.conns

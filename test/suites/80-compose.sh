@@ -223,6 +223,36 @@ sys.exit(1 if fails else 0)
 PY
 [ $? -eq 0 ] || fails=$((fails + 1))
 
+# The simulated edges' command lines, as the compose file gives them, are
+# accepted by the real ems-edge (paths moved into the scratch directory).
+if [ -x "$BUILD/ems-edge" ]; then
+    openssl rand -hex 32 >"$TMP/sim.token"
+    bad=""
+    for svc in sim-sunny sim-evening sim-faulty; do
+        mapfile -t args < <("$PY" - "$TMP/resolved.yml" "$svc" <<'PY'
+import sys, yaml
+for a in yaml.safe_load(open(sys.argv[1]))["services"][sys.argv[2]]["command"]:
+    print(a)
+PY
+)
+        for i in "${!args[@]}"; do
+            case "${args[$i]}" in
+                /run/secrets/ca_cert) args[i]=$S/ca.crt ;;
+                /var/lib/ems/sim-tokens/*) args[i]=$TMP/sim.token ;;
+                /var/lib/ems-edge/*) args[i]=$TMP/$svc.buffer ;;
+            esac
+        done
+        out=$("$BUILD/ems-edge" "${args[@]}" --check 2>&1) || bad="$bad $svc: $(echo "$out" | tail -n 1)"
+    done
+    if [ -z "$bad" ]; then
+        ok "compose: ems-edge accepts the simulated edges' command lines (--check)"
+    else
+        notok "compose: ems-edge accepts the simulated edges' command lines (--check)" "$bad"
+    fi
+else
+    skip "compose: ems-edge accepts the simulated edges' command lines" "$BUILD/ems-edge not built"
+fi
+
 # Files the compose file mounts from docker/.
 missing=""
 for f in docker/gateway.conf docker/db-init/10-ems-roles.sh docker/sim/provision.sh \

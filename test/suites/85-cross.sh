@@ -69,6 +69,20 @@ for a in $built; do
     else
         notok "cross $a: the bundle holds the binary, the unit and install.sh" "$(echo "$list" | tr '\n' ' ')"
     fi
+    # The packages install.sh tells the Pi to install provide every library
+    # the binary links.
+    pkgs=" $(sed -n 's/^RUNTIME_PACKAGES="\(.*\)"$/\1/p' edge/packaging/install.sh) "
+    missing=""
+    for lib in $(objdump -p "$bin" | awk '$1 == "NEEDED" { print $2 }'); do
+        case "$lib" in libc.so.*|libm.so.*|ld-linux*) continue ;; esac
+        pkg=$(dpkg -S "/usr/lib/$(triple "$a")/$lib" 2>/dev/null | head -n 1 | cut -d: -f1)
+        [[ -n "$pkg" && "$pkgs" == *" $pkg "* ]] || missing="$missing $lib(${pkg:-no package})"
+    done
+    if [ "$pkgs" != "  " ] && [ -z "$missing" ]; then
+        ok "cross $a: install.sh's runtime packages cover the binary's libraries"
+    else
+        notok "cross $a: install.sh's runtime packages cover the binary's libraries" "missing:$missing"
+    fi
     # The shipped example configuration, as the Pi's unit uses it.
     openssl rand -hex 32 >"$TMP/$a.token"
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$TMP/$a.key" \

@@ -77,7 +77,10 @@ static void tmp_init(tmp_t *t)
     close(p[1]);
 }
 
-static void tmp_done(tmp_t *t) { nftw(t->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+static void tmp_done(tmp_t *t)
+{
+    nftw(t->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 static char *slurp(const char *path, size_t *len)
 {
@@ -148,28 +151,32 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static int64_t ts_of(uint64_t seq) { return 1769860800000LL + (int64_t)seq * 1000; }
+static int64_t ts_of(uint64_t seq)
+{
+    return 1769860800000LL + (int64_t)seq * 1000;
+}
 
 /* A telemetry-like JSON text of about 450 bytes, determined by seq. */
 static size_t payload_of(uint64_t seq, char *buf, size_t cap)
 {
     uint64_t r = mix(seq);
-    int n = snprintf(buf, cap,
-                     "{\"device_id\":\"ems_001\",\"timestamp\":\"2026-01-31T12:00:%02u.000Z\","
-                     "\"system_status\":{\"state\":\"CHARGING\",\"mode\":\"AUTO\",\"error_flags\":[],"
-                     "\"wifi_strength\":-%u,\"target_mode\":\"AUTO\"},"
-                     "\"battery\":{\"voltage\":%u.%u,\"current\":%u.%u,\"power\":%u.%u,\"soc\":%u.%u,"
-                     "\"temperature\":%u.%u},"
-                     "\"grid\":{\"voltage\":%u.%u,\"power\":-%u,\"frequency\":%u.%02u},"
-                     "\"seq\":%" PRIu64 ",\"clock_synced\":true,\"pad\":\"%016" PRIx64 "%016" PRIx64
-                     "%016" PRIx64 "\"}",
-                     (unsigned)(seq % 60), (unsigned)(r % 90), 48 + (unsigned)(r >> 8) % 8,
-                     (unsigned)(r >> 11) % 10, (unsigned)(r >> 14) % 40, (unsigned)(r >> 17) % 10,
-                     (unsigned)(r >> 20) % 5000, (unsigned)(r >> 23) % 10,
-                     (unsigned)(r >> 26) % 100, (unsigned)(r >> 29) % 10, 20 + (unsigned)(r >> 32) % 20,
-                     (unsigned)(r >> 35) % 10, 225 + (unsigned)(r >> 38) % 10,
-                     (unsigned)(r >> 41) % 10, (unsigned)(r >> 44) % 3000, 49 + (unsigned)(r >> 47) % 2,
-                     (unsigned)(r >> 50) % 100, seq, mix(r), mix(r + 1), mix(r + 2));
+    int n =
+        snprintf(buf, cap,
+                 "{\"device_id\":\"ems_001\",\"timestamp\":\"2026-01-31T12:00:%02u.000Z\","
+                 "\"system_status\":{\"state\":\"CHARGING\",\"mode\":\"AUTO\",\"error_flags\":[],"
+                 "\"wifi_strength\":-%u,\"target_mode\":\"AUTO\"},"
+                 "\"battery\":{\"voltage\":%u.%u,\"current\":%u.%u,\"power\":%u.%u,\"soc\":%u.%u,"
+                 "\"temperature\":%u.%u},"
+                 "\"grid\":{\"voltage\":%u.%u,\"power\":-%u,\"frequency\":%u.%02u},"
+                 "\"seq\":%" PRIu64 ",\"clock_synced\":true,\"pad\":\"%016" PRIx64 "%016" PRIx64
+                 "%016" PRIx64 "\"}",
+                 (unsigned)(seq % 60), (unsigned)(r % 90), 48 + (unsigned)(r >> 8) % 8,
+                 (unsigned)(r >> 11) % 10, (unsigned)(r >> 14) % 40, (unsigned)(r >> 17) % 10,
+                 (unsigned)(r >> 20) % 5000, (unsigned)(r >> 23) % 10, (unsigned)(r >> 26) % 100,
+                 (unsigned)(r >> 29) % 10, 20 + (unsigned)(r >> 32) % 20, (unsigned)(r >> 35) % 10,
+                 225 + (unsigned)(r >> 38) % 10, (unsigned)(r >> 41) % 10,
+                 (unsigned)(r >> 44) % 3000, 49 + (unsigned)(r >> 47) % 2,
+                 (unsigned)(r >> 50) % 100, seq, mix(r), mix(r + 1), mix(r + 2));
     EMS_CHECK(n > 0 && (size_t)n < cap);
     return (size_t)n;
 }
@@ -893,7 +900,8 @@ static void kill_child_loop(const ems_store_config_t *cfg, int wfd)
  * and checks the buffer after each: it opens, nothing is damaged, seq goes
  * on above every number handed out, and (when every append commits) every
  * appended packet that was not acked is still there. */
-static void kill9_rounds(const ems_store_config_t *cfg_in, int rounds, bool expect_all, unsigned seed)
+static void kill9_rounds(const ems_store_config_t *cfg_in, int rounds, bool expect_all,
+                         unsigned seed)
 {
     ems_store_config_t cfg = *cfg_in;
     uint8_t *appended = calloc(KILL_MAX_SEQ, 1); /* 1 appended, 2 acked */
@@ -1056,8 +1064,7 @@ static void make_reference(const tmp_t *t, ems_store_config_t *cfg, unsigned n, 
     EMS_CHECK(!exists(p)); /* a clean close leaves no WAL */
 }
 
-static void restore(const tmp_t *t, const char *db, size_t db_len, const char *seq,
-                    size_t seq_len)
+static void restore(const tmp_t *t, const char *db, size_t db_len, const char *seq, size_t seq_len)
 {
     char p[256];
     spit(t->path, db, db_len);

@@ -1,0 +1,425 @@
+#!/usr/bin/env bash
+# scripts/bench-fleet.sh: the end-to-end fleet benchmark (docs/benchmarks.md).
+#
+# Starts the real system on loopback: a private PostgreSQL 15 with fsync ON
+# (test/lib/pg.sh, EMS_PG_FSYNC=on; its data directory is a temporary
+# directory removed at the end), ems-dbwriter, G ems-gateway processes,
+# provisions N devices in one SQL statement (token hashes computed by
+# PostgreSQL's sha256(), the same derivation as bench_fleet's tokens) and a
+# dashboard user, then runs:
+#   - K load-generator processes (build/.../bench/bench_fleet devices), each
+#     with at most --per-proc devices bound to its own 127.0.0.x source
+#     address (a process holds at most 20,000 fds; one source address
+#     ~28,000 connections to one port);
+#   - per gateway one dashboard subscribed to every device ("*") and one
+#     subscribed to 100 devices, measuring fan-out latency;
+# ramps the connections at --rate per second, waits until all are connected,
+# sends SIGUSR1 (every device then sends one packet per second), measures
+# CPU and memory of the server processes over the measurement window, waits
+# for the final acks, and compares the acked packets with the rows in
+# PostgreSQL. Every phase is bounded in time; every process it started is
+# stopped at the end, also on error or Ctrl-C.
+#
+# usage: scripts/bench-fleet.sh [--devices N] [--gateways G] [--per-proc M]
+#            [--rate R] [--warmup S] [--window S] [--drain S] [--tls]
+#            [--reuseport] [--no-dashboards] [--perf] [--build DIR]
+#            [--results FILE] [--keep]
+#   --devices N      simulated devices (default 2000)
+#   --gateways G     gateway processes (default: 1, or enough for 15,000
+#                    connections each)
+#   --per-proc M     devices per load-generator process (default 10000, <= 15000)
+#   --rate R         new connections per second, all generators together (1000)
+#   --warmup S       seconds of sending before measuring (5)
+#   --window S       measurement window in seconds (60)
+#   --drain S        longest wait for the last acks after sending stops (30)
+#   --tls            wss:// (TLS in the gateway) instead of ws://
+#   --reuseport      all gateways on one port (SO_REUSEPORT; the kernel
+#                    spreads connections); default: one port per gateway and
+#                    devices spread round-robin, so each dashboard knows which
+#                    gateway's devices it sees
+#   --no-dashboards  no dashboard subscribers
+#   --perf           perf record -g the first gateway during the window;
+#                    prints the top symbols (perf report --no-children)
+#   --build DIR      where ems-gateway, ems-dbwriter, emsctl, bench/bench_fleet
+#                    are (default build, i.e. what `make bench` builds)
+#   --results FILE   append the result (one JSON line) to FILE
+#   --keep           keep the temporary directory (logs, per-process JSON)
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=/usr/bin/python3
+
+DEVICES=2000 GATEWAYS=0 PER_PROC=10000 RATE=1000 WARMUP=5 WINDOW=60 DRAIN=30
+TLS=0 REUSEPORT=0 DASH=1 PERF=0 BUILD=build RESULTS="" KEEP=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --devices) DEVICES=$2; shift ;;
+    --gateways) GATEWAYS=$2; shift ;;
+    --per-proc) PER_PROC=$2; shift ;;
+    --rate) RATE=$2; shift ;;
+    --warmup) WARMUP=$2; shift ;;
+    --window) WINDOW=$2; shift ;;
+    --drain) DRAIN=$2; shift ;;
+    --tls) TLS=1 ;;
+    --reuseport) REUSEPORT=1 ;;
+    --no-dashboards) DASH=0 ;;
+    --perf) PERF=1 ;;
+    --build) BUILD=$2; shift ;;
+    --results) RESULTS=$2; shift ;;
+    --keep) KEEP=1 ;;
+    -h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench-fleet: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ "$PER_PROC" -le 15000 ] || { echo "bench-fleet: --per-proc at most 15000" >&2; exit 2; }
+if [ "$GATEWAYS" -eq 0 ]; then GATEWAYS=$(((DEVICES + 14999) / 15000)); fi
+NPROC=$(((DEVICES + PER_PROC - 1) / PER_PROC))
+for b in ems-gateway ems-dbwriter emsctl bench/bench_fleet; do
+    [ -x "$BUILD/$b" ] || { echo "bench-fleet: $BUILD/$b missing (make bench, or make BUILD=$BUILD all $BUILD/bench/bench_fleet)" >&2; exit 2; }
+done
+BUILD=$(cd "$BUILD" && pwd)
+FLEET=$BUILD/bench/bench_fleet
+
+T=$(mktemp -d /tmp/ems-bench.XXXXXX)
+PIDS_GW=() PIDS_GEN=() PIDS_DASH=() PID_DBW="" PID_PERF=""
+log() { echo "bench-fleet: $*" >&2; }
+
+cleanup() {
+    set +e
+    for p in "${PIDS_GEN[@]}" "${PIDS_DASH[@]}" $PID_PERF; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${PIDS_GW[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${PIDS_GEN[@]}" "${PIDS_DASH[@]}" "${PIDS_GW[@]}" $PID_PERF; do
+        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null
+    done
+    if [ -n "$PID_DBW" ]; then
+        kill -TERM "$PID_DBW" 2>/dev/null
+        for _ in $(seq 150); do kill -0 "$PID_DBW" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$PID_DBW" 2>/dev/null
+    fi
+    wait 2>/dev/null
+    ems_pg_stop 2>/dev/null
+    if [ "$KEEP" = 1 ]; then log "kept $T"; else rm -rf "$T"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+# Waits (at most $2 s) until command $1 succeeds.
+wait_until() {
+    local cond=$1 secs=$2 i
+    for i in $(seq $((secs * 10))); do
+        if eval "$cond"; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# ------------------------------------------------------------ PostgreSQL + writer
+. "$ROOT/test/lib/pg.sh"
+export EMS_PG_FSYNC=on EMS_PG_NO_TRAP=1
+ems_pg_start || { log "PostgreSQL did not start"; exit 1; }
+log "PostgreSQL 15 (fsync on) in $EMS_PG_DIR, port $EMS_PG_PORT"
+PSQL=(psql "$EMS_PG_DSN" -XAtq -v ON_ERROR_STOP=1)
+
+"$BUILD/ems-dbwriter" --socket "$T/dbw.sock" --dsn "$EMS_PG_DSN" --migrations "$ROOT/cloud/db" \
+    >"$T/dbwriter.log" 2>&1 &
+PID_DBW=$!
+wait_until '[ -S "$T/dbw.sock" ] || ! kill -0 $PID_DBW 2>/dev/null' 60
+[ -S "$T/dbw.sock" ] || { log "ems-dbwriter did not start:"; tail "$T/dbwriter.log" >&2; exit 1; }
+wait_until '"${PSQL[@]}" -c "select 1 from devices limit 0" >/dev/null 2>&1' 30 ||
+    { log "schema not migrated"; exit 1; }
+
+# ------------------------------------------------------------ provisioning
+SEED=$RANDOM$RANDOM
+t_prov=$(date +%s.%N)
+"${PSQL[@]}" -c "INSERT INTO devices (device_id, token_hash)
+  SELECT id, encode(sha256(convert_to(encode(sha256(convert_to('ems-bench:$SEED:' || id, 'UTF8')), 'hex'), 'UTF8')), 'hex')
+  FROM (SELECT 'bench' || lpad(i::text, 6, '0') AS id FROM generate_series(0, $DEVICES - 1) i) s" ||
+    { log "provisioning failed"; exit 1; }
+PROV_S=$($PY -c "import time; print('%.2f' % (time.time() - $t_prov))")
+# The generator's token derivation must match the SQL above.
+want=$("$FLEET" token bench "$SEED" 0 | cut -d' ' -f2 | tr -d '\n' | sha256sum | cut -d' ' -f1)
+got=$("${PSQL[@]}" -c "select token_hash from devices where device_id = 'bench000000'")
+[ "$want" = "$got" ] || { log "token derivation mismatch ($want vs $got)"; exit 1; }
+PASS=bench-$SEED
+echo "$PASS" | EMS_PG_DSN=$EMS_PG_DSN "$BUILD/emsctl" user add bench --role viewer >/dev/null 2>"$T/emsctl.log" ||
+    { log "emsctl user add failed:"; cat "$T/emsctl.log" >&2; exit 1; }
+log "provisioned $DEVICES devices in $PROV_S s (one INSERT ... SELECT)"
+
+# ------------------------------------------------------------ gateways
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/session.key"
+mkdir -p "$T/www" && echo '<!doctype html><title>ems</title>' >"$T/www/index.html"
+SCHEME=http WSCHEME=ws CURL_TLS=() GW_TLS=(--tls=off) FLEET_TLS=()
+if [ "$TLS" = 1 ]; then
+    "$ROOT/test/lib/mkcerts.sh" "$T/certs"
+    SCHEME=https WSCHEME=wss
+    CURL_TLS=(--cacert "$T/certs/ca.crt")
+    GW_TLS=(--tls=on --tls_cert="$T/certs/chain.crt" --tls_key="$T/certs/server.key")
+    FLEET_TLS=(--tls-ca "$T/certs/ca.crt")
+fi
+PORTS=()
+if [ "$REUSEPORT" = 1 ]; then
+    p=$(free_port)
+    for g in $(seq 0 $((GATEWAYS - 1))); do PORTS+=("$p"); done
+else
+    for g in $(seq 0 $((GATEWAYS - 1))); do PORTS+=("$(free_port)"); done
+fi
+for g in $(seq 0 $((GATEWAYS - 1))); do
+    "$BUILD/ems-gateway" --listen="127.0.0.1:${PORTS[$g]}" "${GW_TLS[@]}" \
+        --reuseport=$([ "$REUSEPORT" = 1 ] && echo on || echo off) \
+        --dbwriter_socket="$T/dbw.sock" --session_key_file="$T/session.key" \
+        --static_dir="$T/www" --port_file="$T/gw$g.port" --log_level=info \
+        >"$T/gateway$g.log" 2>&1 &
+    PIDS_GW+=($!)
+done
+for g in $(seq 0 $((GATEWAYS - 1))); do
+    wait_until "[ -s '$T/gw$g.port' ]" 30 || { log "gateway $g did not start:"; tail "$T/gateway$g.log" >&2; exit 1; }
+done
+UNIQ_PORTS=$(printf '%s\n' "${PORTS[@]}" | sort -u)
+for p in $UNIQ_PORTS; do
+    wait_until "curl -sf ${CURL_TLS[*]} -o /dev/null $SCHEME://localhost:$p/healthz" 30 ||
+        { log "gateway on port $p not healthy"; exit 1; }
+done
+log "$GATEWAYS gateway(s) on port(s) $(echo $UNIQ_PORTS) ($WSCHEME), pids ${PIDS_GW[*]}"
+
+# ------------------------------------------------------------ dashboards
+NDASH=0 DASH_LOGS=()
+if [ "$DASH" = 1 ]; then
+    COOKIE=$(curl -s "${CURL_TLS[@]}" -D - -o /dev/null -H 'Content-Type: application/json' \
+        -d "{\"username\":\"bench\",\"password\":\"$PASS\"}" "$SCHEME://localhost:${PORTS[0]}/api/login" |
+        tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \(ems_session=[^;]*\).*/\1/p')
+    [ -n "$COOKIE" ] || { log "login failed"; exit 1; }
+    ndash_gw=$GATEWAYS
+    [ "$REUSEPORT" = 1 ] && ndash_gw=1
+    for g in $(seq 0 $((ndash_gw - 1))); do
+        # subset: 100 devices of this gateway (ids g, g+G, g+2G, ...)
+        for kind in all sub; do
+            if [ $kind = all ]; then sub='*'; else sub="bench:$g:100:$GATEWAYS"; fi
+            "$FLEET" dashboard --port "${PORTS[$g]}" --cookie "$COOKIE" "${FLEET_TLS[@]}" \
+                --sub "$sub" --warmup "$WARMUP" --window "$WINDOW" --tail 3 \
+                --out "$T/dash-$g-$kind.json" >"$T/dash-$g-$kind.log" 2>&1 &
+            PIDS_DASH+=($!)
+            DASH_LOGS+=("$T/dash-$g-$kind.log")
+            NDASH=$((NDASH + 1))
+        done
+    done
+    for f in "${DASH_LOGS[@]}"; do
+        wait_until "grep -qs READY '$f'" 20 || { log "dashboard did not connect: $(cat "$f")"; exit 1; }
+    done
+    log "$NDASH dashboard(s) connected"
+fi
+
+# ------------------------------------------------------------ load generators
+PORTLIST=$(printf '%s,' "${PORTS[@]}")
+PORTLIST=${PORTLIST%,}
+[ "$REUSEPORT" = 1 ] && PORTLIST=${PORTS[0]}
+t_ramp=$(date +%s.%N)
+left=$DEVICES first=0
+for k in $(seq 0 $((NPROC - 1))); do
+    n=$(((left + NPROC - k - 1) / (NPROC - k)))
+    "$FLEET" devices --ports "$PORTLIST" --src "127.0.0.$((11 + k))" --seed "$SEED" \
+        --first $first --count $n --rate $((RATE / NPROC > 0 ? RATE / NPROC : 1)) \
+        --warmup "$WARMUP" --window "$WINDOW" --drain "$DRAIN" "${FLEET_TLS[@]}" \
+        --out "$T/gen$k.json" >"$T/gen$k.out" 2>"$T/gen$k.log" &
+    PIDS_GEN+=($!)
+    first=$((first + n))
+    left=$((left - n))
+done
+RAMP_MAX=$((DEVICES / RATE * 3 + 60))
+for k in $(seq 0 $((NPROC - 1))); do
+    if ! wait_until "grep -qs READY '$T/gen$k.out'" $RAMP_MAX; then
+        log "generator $k did not connect all its devices within $RAMP_MAX s:"
+        tail -n 5 "$T/gen$k.log" >&2
+        for g in $(seq 0 $((GATEWAYS - 1))); do grep -v ' connected from ' "$T/gateway$g.log" | tail -n 5 >&2; done
+        exit 1
+    fi
+done
+RAMP_S=$($PY -c "import time; print('%.1f' % (time.time() - $t_ramp))")
+log "$DEVICES devices connected in $RAMP_S s ($NPROC generator process(es))"
+
+# ------------------------------------------------------------ measurement
+PG_PM=$(head -n 1 "$EMS_PG_DIR/data/postmaster.pid")
+pg_pids() { echo "$PG_PM"; ps -o pid= --ppid "$PG_PM"; }
+# sample FILE: CPU ticks of each group and the machine's /proc/stat line.
+sample() {
+    $PY - "$1" "gw:${PIDS_GW[*]}" "dbw:$PID_DBW" "pg:$(pg_pids | tr '\n' ' ')" \
+        "gen:${PIDS_GEN[*]}" "dash:${PIDS_DASH[*]}" <<'EOF'
+import json, sys, time
+out = {"t": time.time(), "groups": {}}
+def ticks(pid):
+    try:
+        s = open(f"/proc/{pid}/stat").read()
+        f = s[s.rindex(")") + 2:].split()
+        return int(f[11]) + int(f[12])
+    except OSError:
+        return 0
+def mem(pid):
+    r = {}
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                r[k] = int(v.split()[0])
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                r["Pss"] = int(line.split()[1])
+    except OSError:
+        pass
+    return r
+for arg in sys.argv[2:]:
+    name, _, pids = arg.partition(":")
+    pids = [p for p in pids.split() if p]
+    g = {"ticks": 0, "rss_kb": 0, "hwm_kb": 0, "pss_kb": 0, "n": len(pids)}
+    for p in pids:
+        g["ticks"] += ticks(p)
+        m = mem(p)
+        g["rss_kb"] += m.get("VmRSS", 0)
+        g["hwm_kb"] += m.get("VmHWM", 0)
+        g["pss_kb"] += m.get("Pss", 0)
+    out["groups"][name] = g
+out["stat"] = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+json.dump(out, open(sys.argv[1], "w"))
+EOF
+}
+
+for p in "${PIDS_GEN[@]}" "${PIDS_DASH[@]}"; do kill -USR1 "$p"; done
+t_start=$(date +%s.%N)
+log "sending: warm-up $WARMUP s, window $WINDOW s"
+# Samples 0.3 s inside the window on both sides (a generator exits soon
+# after its window when the acks come quickly); rates use the real interval.
+sleep "$($PY -c "print($WARMUP + 0.4)")"
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+sample "$T/cpu0.json"
+if [ "$PERF" = 1 ]; then
+    perf record -g -F 499 -p "${PIDS_GW[0]}" -o "$T/perf.data" -- sleep "$((WINDOW - 1))" >"$T/perf.log" 2>&1 &
+    PID_PERF=$!
+fi
+sleep "$($PY -c "print($WINDOW - 0.6)")"
+sample "$T/cpu1.json"
+log "window over; waiting for the last acks (at most $DRAIN s)"
+[ -n "$PID_PERF" ] && { wait "$PID_PERF"; PID_PERF=""; }
+
+for p in "${PIDS_GEN[@]}"; do
+    for _ in $(seq $(((DRAIN + 30) * 10))); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+done
+for p in "${PIDS_DASH[@]}"; do
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+done
+# Everything acked is committed; give the writer a moment for anything in
+# flight that was not acked (its rows would show up as rows > acked).
+sleep 1
+"${PSQL[@]}" -F ' ' -c "SELECT count(*), count(DISTINCT (device_id, seq)), count(DISTINCT device_id)
+    FROM telemetry WHERE device_id LIKE 'bench%'" >"$T/db.txt"
+"${PSQL[@]}" -c "SELECT pg_size_pretty(pg_total_relation_size('telemetry'))" >/dev/null 2>&1
+
+if [ "$PERF" = 1 ] && [ -s "$T/perf.data" ]; then
+    perf report -i "$T/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
+        grep -E '^ +[0-9]+\.[0-9]+%' | head -n 40 >"$T/perf-top.txt"
+    perf report -i "$T/perf.data" --children --sort symbol --stdio -g none 2>/dev/null |
+        grep -E '^ +[0-9]+\.[0-9]+%' | head -n 40 >"$T/perf-children.txt"
+fi
+
+# ------------------------------------------------------------ report
+CMD="scripts/bench-fleet.sh --devices $DEVICES --gateways $GATEWAYS --per-proc $PER_PROC --rate $RATE --warmup $WARMUP --window $WINDOW --drain $DRAIN$([ "$TLS" = 1 ] && echo ' --tls')$([ "$REUSEPORT" = 1 ] && echo ' --reuseport')$([ "$DASH" = 0 ] && echo ' --no-dashboards')"
+$PY - "$T" "$DEVICES" "$GATEWAYS" "$NPROC" "$WINDOW" "$RAMP_S" "$PROV_S" "$TLS" "$CMD" "$RESULTS" "$LOAD0" <<'EOF'
+import glob, json, os, sys
+T, N, G, K, W, ramp, prov, tls, cmd, results, load0 = sys.argv[1:12]
+N, G, K, W = int(N), int(G), int(K), float(W)
+
+def merge(hists):
+    b = {}
+    n = 0
+    mx = 0
+    for h in hists:
+        n += h["n"]
+        mx = max(mx, h["max_us"])
+        for lo, w, c in h["buckets"]:
+            b[(lo, w)] = b.get((lo, w), 0) + c
+    keys = sorted(b)
+    def pct(p):
+        if not n:
+            return None
+        want = max(1, int(p * n + 0.5))
+        acc = 0
+        for lo, w in keys:
+            acc += b[(lo, w)]
+            if acc >= want:
+                return (lo + w / 2) / 1000.0
+        return mx / 1000.0
+    return {"n": n, "p50_ms": pct(0.5), "p99_ms": pct(0.99), "p999_ms": pct(0.999),
+            "max_ms": mx / 1000.0}
+
+gens = [json.load(open(f)) for f in sorted(glob.glob(T + "/gen*.json"))]
+dashes = {os.path.basename(f): json.load(open(f)) for f in sorted(glob.glob(T + "/dash-*.json"))}
+s = lambda k: sum(g[k] for g in gens)
+rows, distinct, ndev = [int(x) for x in open(T + "/db.txt").read().split()]
+c0, c1 = json.load(open(T + "/cpu0.json")), json.load(open(T + "/cpu1.json"))
+dt = c1["t"] - c0["t"]
+hz = os.sysconf("SC_CLK_TCK")
+cpu = {k: round(100.0 * (c1["groups"][k]["ticks"] - c0["groups"][k]["ticks"]) / hz / dt, 1)
+       for k in c1["groups"]}
+mem = {k: {"rss_mb": round(v["rss_kb"] / 1024, 1), "pss_mb": round(v["pss_kb"] / 1024, 1)}
+       for k, v in c1["groups"].items()}
+st0, st1 = c0["stat"], c1["stat"]
+tot = sum(st1) - sum(st0)
+idle = (st1[3] + st1[4]) - (st0[3] + st0[4])
+# CPU in % of one core (the machine has os.cpu_count() of them); "others"
+# is everything on the machine that is not this benchmark.
+ncpu = os.cpu_count()
+machine_busy = round(100.0 * ncpu * (1 - idle / tot), 1) if tot else None
+others = round(machine_busy - sum(cpu.values()), 1) if tot else None
+r = {
+    "devices": N, "gateways": G, "generators": K, "tls": tls == "1", "window_s": W,
+    "ramp_s": float(ramp), "provision_s": float(prov),
+    "sent": s("sent"), "acked": s("acked"), "nacked": s("nacked"), "unsettled": s("unsettled"),
+    "sent_window": s("sent_window"), "acked_window": s("acked_window"),
+    "rate_window_per_s": round(s("sent_window") / W, 1),
+    "disconnects": s("disconnects"), "connect_failures": s("connect_failures"),
+    "skipped": s("skipped"), "send_fail": s("send_fail"), "late_acks": s("late_acks"),
+    "dup_acks": s("dup_acks"), "expired": s("expired"),
+    "db_rows": rows, "db_duplicates": rows - distinct, "db_devices": ndev,
+    "db_rows_minus_acked": rows - s("acked"),
+    "ack_latency": merge([g["ack_latency"] for g in gens]),
+    "fanout_all": merge([d["fanout_latency"] for k, d in dashes.items() if k.endswith("-all.json")]),
+    "fanout_sub": merge([d["fanout_latency"] for k, d in dashes.items() if k.endswith("-sub.json")]),
+    "dash_received_all": sum(d["telemetry"] for k, d in dashes.items() if k.endswith("-all.json")),
+    "dash_closed_early": [k for k, d in dashes.items() if d["close_code"] not in (0, 1000)],
+    "cpu_pct": cpu, "machine_busy_pct": machine_busy, "others_pct": others, "ncpu": ncpu,
+    "loadavg_before": load0, "mem": mem,
+    "cmd": cmd,
+}
+print(json.dumps(r, indent=1))
+if results:
+    with open(results, "a") as f:
+        f.write(json.dumps(r) + "\n")
+ok = r["db_rows"] == r["acked"] and r["db_duplicates"] == 0 and r["unsettled"] == 0 and r["nacked"] == 0
+fmt = lambda v: "-" if v is None else ("%.1f" % v if v >= 10 else "%.2f" % v)
+print()
+print("| devices | gw | TLS | pkts/s (window) | sent | acked | DB rows | dup | ack p50/p99 ms | fan-out * p50/p99 ms | fan-out 100 p50/p99 ms | CPU % of a core: gw / dbw / pg / gen+dash / other procs | RSS gw/dbw MB, PG PSS MB |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+a, fa, fs = r["ack_latency"], r["fanout_all"], r["fanout_sub"]
+print(f"| {N} | {G} | {'yes' if r['tls'] else 'no'} | {r['rate_window_per_s']} | {r['sent']} | {r['acked']} | {rows} | {r['db_duplicates']} | "
+      f"{fmt(a['p50_ms'])} / {fmt(a['p99_ms'])} | {fmt(fa['p50_ms'])} / {fmt(fa['p99_ms'])} | {fmt(fs['p50_ms'])} / {fmt(fs['p99_ms'])} | "
+      f"{cpu['gw']} / {cpu['dbw']} / {cpu['pg']} / {round(cpu['gen'] + cpu['dash'], 1)} / {others} | "
+      f"{mem['gw']['rss_mb']} / {mem['dbw']['rss_mb']}, {mem['pg']['pss_mb']} |")
+print()
+print("every packet committed and acked:", "YES" if ok else "NO")
+EOF
+if [ -s "$T/perf-top.txt" ]; then
+    echo
+    echo "perf (gateway ${PIDS_GW[0]}, self time, top 40):"
+    cat "$T/perf-top.txt"
+    echo
+    echo "perf (gateway, including children, top 40):"
+    cat "$T/perf-children.txt"
+fi
+for g in $(seq 0 $((GATEWAYS - 1))); do
+    n=$(grep -c -E 'warn|error' "$T/gateway$g.log")
+    [ "$n" -gt 0 ] && { log "gateway $g: $n warning/error lines, last ones:"; grep -E 'warn|error' "$T/gateway$g.log" | tail -n 5 >&2; }
+done
+n=$(grep -c -E 'warn|error' "$T/dbwriter.log")
+[ "$n" -gt 0 ] && { log "dbwriter: $n warning/error lines, last ones:"; grep -E 'warn|error' "$T/dbwriter.log" | tail -n 5 >&2; }
+exit 0

@@ -1,0 +1,1140 @@
+/* bench_fleet.c: a fleet of simulated devices, or a dashboard, for the
+ * end-to-end benchmark (scripts/bench-fleet.sh drives it; docs/benchmarks.md
+ * records the results). A benchmark, not a test: it measures and reports,
+ * it never fails on a number.
+ *
+ *   bench_fleet devices  [options]   N devices on one libuv loop
+ *   bench_fleet dashboard [options]  one dashboard WebSocket
+ *   bench_fleet token PREFIX SEED INDEX   prints a device's token (for checks)
+ *
+ * Without arguments it prints this usage and exits 0 (scripts/bench.sh runs
+ * every bench program without arguments; the fleet needs the whole system,
+ * which scripts/bench-fleet.sh starts).
+ *
+ * Devices use the project's own client (common/net/client.h, ws.h, conn.h),
+ * so the edge's WebSocket code is part of what is measured. Each device
+ * connects with its Bearer token (token = hex SHA-256 of
+ * "ems-bench:SEED:ID", so the orchestrator can provision the hashes in one
+ * SQL statement), bound to the --src address (one 127.0.0.x per process:
+ * one address holds ~28,000 connections to one port). Connections are
+ * opened at --rate per second. When every device is connected the process
+ * prints "READY n" and waits for SIGUSR1; then each device sends one valid
+ * telemetry packet per second (pre-encoded once with ems_telemetry_encode,
+ * only the timestamp, seq and a timing field patched per send), phases
+ * spread uniformly over the second. The timeline after SIGUSR1:
+ *
+ *   [0, warmup)                sending, not measured
+ *   [warmup, warmup+window)    sending, measured (latency histograms)
+ *   then                       no more sends; wait (at most --drain s)
+ *                              until every packet is acked or nacked
+ *
+ * Then the results are written as one JSON object to --out and the process
+ * closes its connections and exits.
+ *
+ * Timing field: the wire timestamp has millisecond precision, so the
+ * microseconds within that millisecond ride in system_status.target_power
+ * (0..999, a valid optional field the gateway passes to dashboards). A
+ * dashboard computes fan-out latency as its receive time minus
+ * timestamp + target_power us, on the same machine clock (CLOCK_REALTIME).
+ * Ack latency is measured on CLOCK_MONOTONIC from the send to the ack
+ * message that covers the packet's seq.
+ */
+#include "client.h"
+#include "error.h"
+#include "log.h"
+#include "telemetry.h"
+#include "timefmt.h"
+#include "ws.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <mbedtls/sha256.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <uv.h>
+
+/* ------------------------------------------------------------ clocks */
+
+static uint64_t mono_us(void)
+{
+    return uv_hrtime() / 1000;
+}
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ------------------------------------------------------------ histogram */
+
+/* Linear pieces: 10 us steps below 10 ms, 100 us below 100 ms, 1 ms below
+ * 1 s, 100 ms below 100 s; beyond that one overflow bucket. Exact bounds
+ * are printed, so the orchestrator merges processes by lower bound. */
+#define H_N (1000 + 900 + 900 + 990 + 1)
+
+typedef struct {
+    uint64_t c[H_N];
+    uint64_t n;
+    uint64_t max;
+    double sum;
+} hist_t;
+
+static size_t h_index(uint64_t v)
+{
+    if (v < 10000)
+        return (size_t)(v / 10);
+    if (v < 100000)
+        return 1000 + (size_t)((v - 10000) / 100);
+    if (v < 1000000)
+        return 1900 + (size_t)((v - 100000) / 1000);
+    if (v < 100000000)
+        return 2800 + (size_t)((v - 1000000) / 100000);
+    return H_N - 1;
+}
+
+static void h_bounds(size_t i, uint64_t *lo, uint64_t *width)
+{
+    if (i < 1000) {
+        *lo = i * 10, *width = 10;
+    } else if (i < 1900) {
+        *lo = 10000 + (i - 1000) * 100, *width = 100;
+    } else if (i < 2800) {
+        *lo = 100000 + (i - 1900) * 1000, *width = 1000;
+    } else if (i < H_N - 1) {
+        *lo = 1000000 + (uint64_t)(i - 2800) * 100000, *width = 100000;
+    } else {
+        *lo = 100000000, *width = 0;
+    }
+}
+
+static void h_add(hist_t *h, int64_t v)
+{
+    if (v < 0)
+        v = 0; /* clock granularity: same-machine times can tie */
+    h->c[h_index((uint64_t)v)]++;
+    h->n++;
+    h->sum += (double)v;
+    if ((uint64_t)v > h->max)
+        h->max = (uint64_t)v;
+}
+
+static uint64_t h_pct(const hist_t *h, double p)
+{
+    if (!h->n)
+        return 0;
+    uint64_t want = (uint64_t)(p * (double)h->n + 0.5), acc = 0;
+    if (want < 1)
+        want = 1;
+    for (size_t i = 0; i < H_N; i++) {
+        acc += h->c[i];
+        if (acc >= want) {
+            uint64_t lo, w;
+            h_bounds(i, &lo, &w);
+            return lo + w / 2;
+        }
+    }
+    return h->max;
+}
+
+static void h_json(FILE *f, const char *name, const hist_t *h)
+{
+    fprintf(f, "\"%s\":{\"n\":%" PRIu64 ",\"mean_us\":%.1f,\"p50_us\":%" PRIu64
+               ",\"p99_us\":%" PRIu64 ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64 ",\"buckets\":[",
+            name, h->n, h->n ? h->sum / (double)h->n : 0.0, h_pct(h, 0.5), h_pct(h, 0.99),
+            h_pct(h, 0.999), h->max);
+    int first = 1;
+    for (size_t i = 0; i < H_N; i++) {
+        if (!h->c[i])
+            continue;
+        uint64_t lo, w;
+        h_bounds(i, &lo, &w);
+        fprintf(f, "%s[%" PRIu64 ",%" PRIu64 ",%" PRIu64 "]", first ? "" : ",", lo, w, h->c[i]);
+        first = 0;
+    }
+    fprintf(f, "]}");
+}
+
+/* ------------------------------------------------------------ small helpers */
+
+static void die(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "bench_fleet: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n");
+    exit(2);
+}
+
+static long num_arg(const char *s, const char *name)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || v < 0)
+        die("bad number for %s", name);
+    return v;
+}
+
+static void proc_usage(double *cpu_s, long *rss_kb, long *hwm_kb)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    *cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+             (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    *rss_kb = *hwm_kb = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "VmRSS:", 6))
+            *rss_kb = strtol(line + 6, NULL, 10);
+        else if (!strncmp(line, "VmHWM:", 6))
+            *hwm_kb = strtol(line + 6, NULL, 10);
+    }
+    fclose(f);
+}
+
+/* "ems-bench:SEED:ID" -> 64 hex characters. */
+static void bench_token(const char *seed, const char *id, char out[65])
+{
+    char in[256];
+    int n = snprintf(in, sizeof in, "ems-bench:%s:%s", seed, id);
+    unsigned char h[32];
+    mbedtls_sha256_ret((const unsigned char *)in, (size_t)n, h, 0);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
+/* Parses a decimal number at *p, advancing it. */
+static uint64_t parse_u64(const char **p, const char *end)
+{
+    uint64_t v = 0;
+    while (*p < end && **p >= '0' && **p <= '9')
+        v = v * 10 + (uint64_t)(*(*p)++ - '0');
+    return v;
+}
+
+/* ------------------------------------------------------------ packet template */
+
+/* The packet split around its variable parts: device id, timestamp,
+ * target_power and seq, in the order they appear in the encoded text. */
+enum { HOLE_ID, HOLE_TS, HOLE_US, HOLE_SEQ, HOLES };
+
+typedef struct {
+    char text[EMS_TELEMETRY_JSON_MAX];
+    size_t seg_off[HOLES + 1], seg_len[HOLES + 1]; /* literal segments */
+    int order[HOLES];                              /* hole kind of each gap */
+} tmpl_t;
+
+static void tmpl_build(tmpl_t *t)
+{
+    ems_telemetry_t p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.device_id, sizeof p.device_id, "IDIDIDIDIDIDIDID");
+    p.timestamp_ms = 981173106789; /* 2001-02-03T04:05:06.789Z */
+    p.state = EMS_STATE_CHARGING;
+    p.mode = EMS_MODE_AUTO;
+    p.has_wifi_strength = true;
+    p.wifi_strength = -45;
+    p.has_target_mode = true;
+    p.target_mode = EMS_TARGET_AUTO;
+    p.has_target_power = true;
+    p.target_power = 777777;
+    p.battery_voltage = 53.2;
+    p.battery_current = 10.5;
+    p.battery_power = 558.6;
+    p.battery_soc = 85.5;
+    p.has_battery_temperature = true;
+    p.battery_temperature = 27.5;
+    p.grid_voltage = 230.1;
+    p.grid_power = -200;
+    p.grid_frequency = 50.0;
+    p.has_seq = true;
+    p.seq = EMS_SEQ_MAX;
+    p.has_clock_synced = true;
+    p.clock_synced = true;
+    int n = ems_telemetry_encode(&p, t->text, sizeof t->text);
+    if (n < 0)
+        die("cannot encode the packet template%s", "");
+    const char *marks[HOLES] = {"IDIDIDIDIDIDIDID", "2001-02-03T04:05:06.789Z", "777777",
+                                "9007199254740991"};
+    size_t pos[HOLES];
+    for (int i = 0; i < HOLES; i++) {
+        const char *m = strstr(t->text, marks[i]);
+        if (!m)
+            die("template: marker %s not found", marks[i]);
+        pos[i] = (size_t)(m - t->text);
+        t->order[i] = i;
+    }
+    for (int i = 0; i < HOLES; i++) /* sort holes by position */
+        for (int j = i + 1; j < HOLES; j++)
+            if (pos[t->order[j]] < pos[t->order[i]]) {
+                int x = t->order[i];
+                t->order[i] = t->order[j];
+                t->order[j] = x;
+            }
+    size_t at = 0;
+    for (int i = 0; i < HOLES; i++) {
+        int k = t->order[i];
+        t->seg_off[i] = at;
+        t->seg_len[i] = pos[k] - at;
+        at = pos[k] + strlen(marks[k]);
+    }
+    t->seg_off[HOLES] = at;
+    t->seg_len[HOLES] = (size_t)n - at;
+}
+
+/* Cached "YYYY-MM-DDTHH:MM:SS" of the current second. */
+typedef struct {
+    int64_t sec;
+    char text[EMS_TIME_STR_MAX];
+} tscache_t;
+
+static size_t tmpl_fill(const tmpl_t *t, tscache_t *tc, char *out, const char *id, size_t id_len,
+                        int64_t now_us, uint64_t seq)
+{
+    int64_t ms = now_us / 1000;
+    if (ms / 1000 != tc->sec) {
+        tc->sec = ms / 1000;
+        ems_time_format(tc->sec * 1000, tc->text, sizeof tc->text);
+    }
+    size_t o = 0;
+    for (int i = 0; i <= HOLES; i++) {
+        memcpy(out + o, t->text + t->seg_off[i], t->seg_len[i]);
+        o += t->seg_len[i];
+        if (i == HOLES)
+            break;
+        switch (t->order[i]) {
+        case HOLE_ID:
+            memcpy(out + o, id, id_len);
+            o += id_len;
+            break;
+        case HOLE_TS:
+            memcpy(out + o, tc->text, 20); /* "YYYY-MM-DDTHH:MM:SS." */
+            o += 20;
+            o += (size_t)sprintf(out + o, "%03dZ", (int)(ms % 1000));
+            break;
+        case HOLE_US:
+            o += (size_t)sprintf(out + o, "%d", (int)(now_us % 1000));
+            break;
+        case HOLE_SEQ:
+            o += (size_t)sprintf(out + o, "%" PRIu64, seq);
+            break;
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
+/* ------------------------------------------------------------ devices */
+
+#define RING 64 /* send times kept per device: 64 s of unacknowledged packets */
+
+typedef struct fleet fleet_t;
+
+typedef struct {
+    fleet_t *f;
+    ems_ws_t *ws;
+    uint32_t index; /* global device number */
+    uint8_t id_len;
+    char id[24];
+    char token[65];
+    bool open;
+    bool connecting;
+    bool ever_open;
+    uint64_t phase_us;
+    uint64_t seq;       /* next seq to send */
+    uint64_t sent, acked, nacked;
+    uint64_t ring_seq[RING];
+    uint64_t ring_us[RING]; /* mono send time; 0 = settled; bit 0 set = in window */
+} fdev_t;
+
+typedef struct {
+    uint32_t dev;
+    uint64_t not_before;
+} pend_t;
+
+struct fleet {
+    uv_loop_t *loop;
+    /* options */
+    char host[64];
+    uint16_t ports[16];
+    int nports;
+    char src[64];
+    char prefix[32];
+    char seed[64];
+    uint32_t first, count;
+    unsigned rate;
+    unsigned max_inflight;
+    unsigned warmup_s, window_s, drain_s;
+    const char *out_path;
+    ems_tls_config_t *tls;
+    struct sockaddr_in bind;
+    /* state */
+    fdev_t *devs;
+    uint32_t *order; /* device indexes sorted by phase (they already are) */
+    pend_t *pend;    /* FIFO of devices to (re)connect */
+    size_t pend_head, pend_len, pend_cap;
+    unsigned inflight;
+    uint32_t nopen;
+    uint64_t ramp_t0, ramp_opened;
+    bool ready_printed;
+    uint64_t t_ready;
+    /* run */
+    bool started, sending, draining, finished;
+    uint64_t t0, w_lo, w_hi, drain_end;
+    size_t cursor;
+    uint64_t cycle;
+    tmpl_t tmpl;
+    tscache_t tsc;
+    /* counters */
+    uint64_t connects, connect_fail, disconnects, http_refused, sent, sent_window, acked,
+        acked_window, nacked, skipped, late_acks, dup_acks, bogus_acks, expired, unknown_msgs,
+        send_fail;
+    hist_t ack_lat;
+    uint64_t t_connect_start;
+    uv_timer_t ramp_timer, send_timer, report_timer;
+    uv_signal_t sig_usr1, sig_term, sig_int;
+};
+
+static void dev_connect(fleet_t *f, fdev_t *d);
+
+static void pend_push(fleet_t *f, uint32_t dev, uint64_t not_before)
+{
+    if (f->pend_len == f->pend_cap)
+        return; /* cannot happen: capacity is the device count */
+    f->pend[(f->pend_head + f->pend_len) % f->pend_cap] = (pend_t){dev, not_before};
+    f->pend_len++;
+}
+
+/* One seq answered (ack or nack). Its send time is in the ring unless it
+ * was answered already (a duplicate) or waited so long that its slot was
+ * reused (a late ack: counted, latency unknown). */
+static void settle(fleet_t *f, fdev_t *d, uint64_t seq, bool ack, uint64_t now)
+{
+    size_t k = seq % RING;
+    if (seq >= d->seq) {
+        f->bogus_acks++; /* never sent */
+        return;
+    }
+    if (d->ring_seq[k] != seq) {
+        f->late_acks++;
+        if (ack)
+            d->acked++, f->acked++;
+        else
+            d->nacked++, f->nacked++;
+        return;
+    }
+    if (d->ring_us[k] == 0) {
+        f->dup_acks++;
+        return;
+    }
+    uint64_t t = d->ring_us[k];
+    d->ring_us[k] = 0;
+    bool in_window = t & 1;
+    if (ack) {
+        d->acked++;
+        f->acked++;
+        if (in_window) {
+            f->acked_window++;
+            h_add(&f->ack_lat, (int64_t)(now - (t & ~(uint64_t)1)));
+        }
+    } else {
+        d->nacked++;
+        f->nacked++;
+    }
+}
+
+static void dev_on_message(ems_ws_t *ws, const char *data, size_t len, bool binary)
+{
+    (void)binary;
+    fdev_t *d = ems_ws_user(ws);
+    fleet_t *f = d->f;
+    const char *end = data + len;
+    static const char ack[] = "{\"type\":\"ack\",\"ranges\":[";
+    static const char nack[] = "{\"type\":\"nack\"";
+    uint64_t now = mono_us();
+    if (len > sizeof ack - 1 && !memcmp(data, ack, sizeof ack - 1)) {
+        const char *p = data + sizeof ack - 1;
+        while (p < end && *p == '[') {
+            p++;
+            uint64_t lo = parse_u64(&p, end);
+            if (p < end && *p == ',')
+                p++;
+            uint64_t hi = parse_u64(&p, end);
+            if (p < end && *p == ']')
+                p++;
+            if (p < end && *p == ',')
+                p++;
+            if (hi < lo || hi - lo > 1000000)
+                break;
+            for (uint64_t s = lo; s <= hi; s++)
+                settle(f, d, s, true, now);
+        }
+        return;
+    }
+    if (len > sizeof nack - 1 && !memcmp(data, nack, sizeof nack - 1)) {
+        const char *s = memmem(data, len, "\"seq\":", 6);
+        if (s) {
+            const char *p = s + 6;
+            settle(f, d, parse_u64(&p, end), false, now);
+        } else {
+            f->nacked++;
+        }
+        if (f->nacked <= 5)
+            fprintf(stderr, "bench_fleet: device %s nack: %.*s\n", d->id, (int)len, data);
+        return;
+    }
+    if (len > 18 && !memcmp(data, "{\"type\":\"welcome\"", 17))
+        return;
+    f->unknown_msgs++;
+}
+
+static void dev_on_open(ems_ws_t *ws)
+{
+    fdev_t *d = ems_ws_user(ws);
+    fleet_t *f = d->f;
+    d->open = true;
+    d->connecting = false;
+    d->ever_open = true;
+    f->inflight--;
+    f->nopen++;
+    f->connects++;
+}
+
+static void dev_on_close(ems_ws_t *ws, const ems_ws_close_info_t *info)
+{
+    fdev_t *d = ems_ws_user(ws);
+    fleet_t *f = d->f;
+    d->ws = NULL;
+    if (d->open) {
+        d->open = false;
+        f->nopen--;
+        if (!f->finished) {
+            f->disconnects++;
+            if (f->disconnects <= 10)
+                fprintf(stderr, "bench_fleet: device %s disconnected: status %d (%s), code %d/%d\n",
+                        d->id, info->status, info->detail, info->code_received, info->code_sent);
+        }
+    } else if (d->connecting) {
+        d->connecting = false;
+        f->inflight--;
+        f->connect_fail++;
+        if (info->http_status)
+            f->http_refused++;
+        if (f->connect_fail <= 10)
+            fprintf(stderr, "bench_fleet: device %s connect failed: %s %s (http %d)\n", d->id,
+                    ems_strerror(info->status), info->detail, info->http_status);
+    }
+    if (!f->finished)
+        pend_push(f, (uint32_t)(d - f->devs), mono_us() + 1000000); /* again in 1 s */
+}
+
+static const ems_ws_callbacks_t dev_cbs = {dev_on_open, dev_on_message, dev_on_close};
+
+static void dev_connect(fleet_t *f, fdev_t *d)
+{
+    char url[160], hdr[128];
+    uint16_t port = f->ports[d->index % (uint32_t)f->nports];
+    snprintf(url, sizeof url, "%s://%s:%u/ws/device/%s", f->tls ? "wss" : "ws", f->host,
+             (unsigned)port, d->id);
+    snprintf(hdr, sizeof hdr, "Authorization: Bearer %s\r\n", d->token);
+    ems_ws_options_t wo;
+    ems_ws_options_default(&wo);
+    wo.max_send_queue = 64 * 1024;
+    wo.open_timeout_ms = 30000;
+    ems_conn_options_t co = {.max_out = 64 * 1024, .bind_addr = (const struct sockaddr *)&f->bind};
+    ems_wsclient_options_t o = {.tls = f->tls,
+                                .tls_hostname = f->tls ? "localhost" : NULL,
+                                .extra_headers = hdr,
+                                .ws = &wo,
+                                .conn = &co};
+    int rc = ems_wsclient_connect(f->loop, url, &o, &dev_cbs, d, &d->ws);
+    if (rc < 0) {
+        f->connect_fail++;
+        pend_push(f, (uint32_t)(d - f->devs), mono_us() + 1000000);
+        return;
+    }
+    d->connecting = true;
+    f->inflight++;
+}
+
+static void write_results(fleet_t *f);
+static void finish(fleet_t *f);
+
+static void ramp_cb(uv_timer_t *t)
+{
+    fleet_t *f = t->data;
+    uint64_t now = mono_us();
+    if (!f->ramp_t0)
+        f->ramp_t0 = now;
+    uint64_t allowed = (now - f->ramp_t0) * f->rate / 1000000 + 1;
+    while (f->pend_len && f->ramp_opened < allowed && f->inflight < f->max_inflight) {
+        pend_t *p = &f->pend[f->pend_head];
+        if (p->not_before > now)
+            break;
+        fdev_t *d = &f->devs[p->dev];
+        f->pend_head = (f->pend_head + 1) % f->pend_cap;
+        f->pend_len--;
+        f->ramp_opened++;
+        if (!d->ws)
+            dev_connect(f, d);
+    }
+    if (f->ramp_opened + f->rate < allowed) /* no backlog of budget after a pause */
+        f->ramp_opened = allowed - f->rate;
+    if (!f->ready_printed && f->nopen == f->count) {
+        f->ready_printed = true;
+        f->t_ready = now;
+        printf("READY %u connected in %.1f s (failed attempts %" PRIu64 ")\n", f->nopen,
+               (double)(now - f->t_connect_start) / 1e6, f->connect_fail);
+        fflush(stdout);
+    }
+}
+
+static void send_one(fleet_t *f, fdev_t *d, uint64_t now)
+{
+    if (!d->open) {
+        f->skipped++;
+        return;
+    }
+    char buf[EMS_TELEMETRY_JSON_MAX + 64];
+    uint64_t seq = d->seq;
+    size_t k = seq % RING;
+    if (d->ring_us[k] != 0 && d->ring_seq[k] + RING == seq) {
+        /* 64 s without an answer for that packet: its slot is reused; a
+         * later ack for it counts as late (latency unknown). */
+        d->ring_us[k] = 0;
+        f->expired++;
+    }
+    size_t n = tmpl_fill(&f->tmpl, &f->tsc, buf, d->id, d->id_len, wall_us(), seq);
+    int rc = ems_ws_send_text(d->ws, buf, n);
+    if (rc < 0) {
+        f->send_fail++;
+        return;
+    }
+    bool in_window = now >= f->w_lo && now < f->w_hi;
+    d->ring_seq[k] = seq;
+    d->ring_us[k] = (now & ~(uint64_t)1) | (in_window ? 1 : 0);
+    if (d->ring_us[k] == 0)
+        d->ring_us[k] = 2;
+    d->seq++;
+    d->sent++;
+    f->sent++;
+    if (in_window)
+        f->sent_window++;
+}
+
+static bool all_settled(const fleet_t *f)
+{
+    return f->acked + f->nacked >= f->sent;
+}
+
+static void send_cb(uv_timer_t *t)
+{
+    fleet_t *f = t->data;
+    uint64_t now = mono_us();
+    if (f->sending) {
+        /* Devices are sorted by phase; the cursor walks them once a second. */
+        for (;;) {
+            fdev_t *d = &f->devs[f->cursor];
+            uint64_t due = f->t0 + f->cycle * 1000000 + d->phase_us;
+            if (due > now)
+                break;
+            if (due >= f->w_hi) {
+                f->sending = false;
+                f->draining = true;
+                f->drain_end = now + (uint64_t)f->drain_s * 1000000;
+                break;
+            }
+            send_one(f, d, now);
+            if (++f->cursor == f->count) {
+                f->cursor = 0;
+                f->cycle++;
+            }
+        }
+    }
+    if (f->draining && (all_settled(f) || now >= f->drain_end)) {
+        f->draining = false;
+        finish(f);
+    }
+}
+
+static void report_cb(uv_timer_t *t)
+{
+    fleet_t *f = t->data;
+    fprintf(stderr,
+            "bench_fleet %s: open %u/%u sent %" PRIu64 " acked %" PRIu64 " nacked %" PRIu64
+            " disconnects %" PRIu64 " connect failures %" PRIu64 "\n",
+            f->src, f->nopen, f->count, f->sent, f->acked, f->nacked, f->disconnects,
+            f->connect_fail);
+}
+
+static void start(fleet_t *f)
+{
+    if (f->started)
+        return;
+    f->started = true;
+    f->sending = true;
+    f->t0 = mono_us() + 100000;
+    f->w_lo = f->t0 + (uint64_t)f->warmup_s * 1000000;
+    f->w_hi = f->w_lo + (uint64_t)f->window_s * 1000000;
+    f->cursor = 0;
+    f->cycle = 0;
+    fprintf(stderr, "bench_fleet %s: start (%u devices open of %u)\n", f->src, f->nopen, f->count);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void finish(fleet_t *f)
+{
+    if (f->finished)
+        return;
+    f->finished = true;
+    write_results(f);
+    for (uint32_t i = 0; i < f->count; i++) {
+        fdev_t *d = &f->devs[i];
+        if (d->ws)
+            ems_ws_close(d->ws, 1000, "benchmark over");
+    }
+    uv_timer_stop(&f->ramp_timer);
+    uv_timer_stop(&f->send_timer);
+    uv_timer_stop(&f->report_timer);
+    uv_signal_stop(&f->sig_usr1);
+    uv_signal_stop(&f->sig_term);
+    uv_signal_stop(&f->sig_int);
+    /* The connections close by themselves (close handshake, at most the
+     * close timeout); the loop ends when they are gone. Our own handles: */
+    uv_close((uv_handle_t *)&f->ramp_timer, NULL);
+    uv_close((uv_handle_t *)&f->send_timer, NULL);
+    uv_close((uv_handle_t *)&f->report_timer, NULL);
+    uv_close((uv_handle_t *)&f->sig_usr1, NULL);
+    uv_close((uv_handle_t *)&f->sig_term, NULL);
+    uv_close((uv_handle_t *)&f->sig_int, NULL);
+}
+
+static void signal_cb(uv_signal_t *s, int signum)
+{
+    fleet_t *f = s->data;
+    if (signum == SIGUSR1) {
+        start(f);
+        return;
+    }
+    finish(f);
+}
+
+static void write_results(fleet_t *f)
+{
+    FILE *o = f->out_path ? fopen(f->out_path, "w") : stdout;
+    if (!o) {
+        perror(f->out_path);
+        o = stdout;
+    }
+    double cpu;
+    long rss, hwm;
+    proc_usage(&cpu, &rss, &hwm);
+    uint64_t unsettled = f->sent - (f->acked + f->nacked < f->sent ? f->acked + f->nacked : f->sent);
+    fprintf(o,
+            "{\"role\":\"devices\",\"src\":\"%s\",\"devices\":%u,\"first\":%u,\"tls\":%s,"
+            "\"open_at_end\":%u,\"connects\":%" PRIu64 ",\"connect_failures\":%" PRIu64
+            ",\"http_refused\":%" PRIu64 ",\"disconnects\":%" PRIu64 ",\"warmup_s\":%u,"
+            "\"window_s\":%u,\"sent\":%" PRIu64 ",\"sent_window\":%" PRIu64 ",\"acked\":%" PRIu64
+            ",\"acked_window\":%" PRIu64 ",\"nacked\":%" PRIu64 ",\"unsettled\":%" PRIu64
+            ",\"skipped\":%" PRIu64 ",\"send_fail\":%" PRIu64 ",\"late_acks\":%" PRIu64
+            ",\"dup_acks\":%" PRIu64 ",\"bogus_acks\":%" PRIu64 ",\"expired\":%" PRIu64
+            ",\"unknown_msgs\":%" PRIu64
+            ",\"drain_s\":%.2f,\"cpu_s\":%.2f,\"rss_kb\":%ld,\"hwm_kb\":%ld,",
+            f->src, f->count, f->first, f->tls ? "true" : "false", f->nopen, f->connects,
+            f->connect_fail, f->http_refused, f->disconnects, f->warmup_s, f->window_s, f->sent,
+            f->sent_window, f->acked, f->acked_window, f->nacked, unsettled, f->skipped,
+            f->send_fail, f->late_acks, f->dup_acks, f->bogus_acks, f->expired, f->unknown_msgs,
+            f->started && f->w_hi ? (double)(mono_us() - f->w_hi) / 1e6 : 0.0, cpu, rss, hwm);
+    h_json(o, "ack_latency", &f->ack_lat);
+    fprintf(o, "}\n");
+    if (o != stdout)
+        fclose(o);
+    fprintf(stderr,
+            "bench_fleet %s: sent %" PRIu64 " acked %" PRIu64 " nacked %" PRIu64
+            " unsettled %" PRIu64 "; ack latency p50 %.2f ms p99 %.2f ms (window n=%" PRIu64 ")\n",
+            f->src, f->sent, f->acked, f->nacked, unsettled, h_pct(&f->ack_lat, 0.5) / 1000.0,
+            h_pct(&f->ack_lat, 0.99) / 1000.0, f->ack_lat.n);
+}
+
+/* ------------------------------------------------------------ dashboard */
+
+typedef struct {
+    uv_loop_t *loop;
+    ems_ws_t *ws;
+    char sub[256 * 1024];
+    unsigned warmup_s, window_s, tail_s;
+    const char *out_path;
+    bool started, finished, open;
+    int64_t w_lo, w_hi; /* wall clock us: packets sent in this window are measured */
+    uint64_t msgs, telemetry, device_events, other, measured, parse_fail;
+    hist_t lat;
+    int close_status, close_code;
+    uv_timer_t timer;
+    uv_signal_t sig_usr1, sig_term, sig_int;
+} dash_t;
+
+static void dash_write(dash_t *b)
+{
+    FILE *o = b->out_path ? fopen(b->out_path, "w") : stdout;
+    if (!o) {
+        perror(b->out_path);
+        o = stdout;
+    }
+    double cpu;
+    long rss, hwm;
+    proc_usage(&cpu, &rss, &hwm);
+    fprintf(o,
+            "{\"role\":\"dashboard\",\"open_at_end\":%s,\"msgs\":%" PRIu64 ",\"telemetry\":%" PRIu64
+            ",\"device_events\":%" PRIu64 ",\"other\":%" PRIu64 ",\"measured\":%" PRIu64
+            ",\"parse_fail\":%" PRIu64 ",\"close_status\":%d,\"close_code\":%d,\"cpu_s\":%.2f,"
+            "\"rss_kb\":%ld,",
+            b->open ? "true" : "false", b->msgs, b->telemetry, b->device_events, b->other,
+            b->measured, b->parse_fail, b->close_status, b->close_code, cpu, rss);
+    h_json(o, "fanout_latency", &b->lat);
+    fprintf(o, "}\n");
+    if (o != stdout)
+        fclose(o);
+    fprintf(stderr,
+            "bench_fleet dashboard: %" PRIu64 " telemetry (%" PRIu64
+            " measured): fan-out p50 %.2f ms p99 %.2f ms\n",
+            b->telemetry, b->measured, h_pct(&b->lat, 0.5) / 1000.0, h_pct(&b->lat, 0.99) / 1000.0);
+}
+
+static void dash_finish(dash_t *b)
+{
+    if (b->finished)
+        return;
+    b->finished = true;
+    dash_write(b);
+    if (b->ws)
+        ems_ws_close(b->ws, 1000, "benchmark over");
+    uv_close((uv_handle_t *)&b->timer, NULL);
+    uv_close((uv_handle_t *)&b->sig_usr1, NULL);
+    uv_close((uv_handle_t *)&b->sig_term, NULL);
+    uv_close((uv_handle_t *)&b->sig_int, NULL);
+}
+
+static void dash_on_open(ems_ws_t *ws)
+{
+    dash_t *b = ems_ws_user(ws);
+    b->open = true;
+    ems_ws_send_text(ws, b->sub, strlen(b->sub));
+    printf("READY dashboard\n");
+    fflush(stdout);
+}
+
+static void dash_on_message(ems_ws_t *ws, const char *data, size_t len, bool binary)
+{
+    (void)binary;
+    dash_t *b = ems_ws_user(ws);
+    int64_t now = wall_us();
+    b->msgs++;
+    static const char tel[] = "{\"type\":\"telemetry\"";
+    if (len < sizeof tel || memcmp(data, tel, sizeof tel - 1) != 0) {
+        if (memmem(data, len, "\"type\":\"device\"", 15))
+            b->device_events++;
+        else
+            b->other++;
+        return;
+    }
+    b->telemetry++;
+    const char *ts = memmem(data, len, "\"timestamp\":\"", 13);
+    if (ts && ts + 13 + 24 > data + len)
+        ts = NULL;
+    const char *us = memmem(data, len, "\"target_power\":", 15);
+    int64_t ms;
+    if (!ts || !us || ems_time_parse(ts + 13, 24, &ms) < 0) {
+        b->parse_fail++;
+        return;
+    }
+    const char *p = us + 15;
+    int64_t sent = ms * 1000 + (int64_t)parse_u64(&p, data + len);
+    if (b->started && sent >= b->w_lo && sent < b->w_hi) {
+        b->measured++;
+        h_add(&b->lat, now - sent);
+    }
+}
+
+static void dash_on_close(ems_ws_t *ws, const ems_ws_close_info_t *info)
+{
+    dash_t *b = ems_ws_user(ws);
+    b->ws = NULL;
+    b->open = false;
+    b->close_status = info->status;
+    b->close_code = info->code_received ? info->code_received : info->code_sent;
+    if (!b->finished) {
+        fprintf(stderr, "bench_fleet dashboard: closed: %s %s (code %d, http %d)\n",
+                ems_strerror(info->status), info->detail, b->close_code, info->http_status);
+        dash_finish(b);
+    }
+}
+
+static const ems_ws_callbacks_t dash_cbs = {dash_on_open, dash_on_message, dash_on_close};
+
+static void dash_timer_cb(uv_timer_t *t)
+{
+    dash_finish(t->data);
+}
+
+static void dash_signal_cb(uv_signal_t *s, int signum)
+{
+    dash_t *b = s->data;
+    if (signum == SIGUSR1 && !b->started) {
+        b->started = true;
+        /* The same timeline as the devices (they start 0.1 s after the
+         * signal); the extra tail lets the last packets arrive. */
+        int64_t t0 = wall_us() + 100000;
+        b->w_lo = t0 + (int64_t)b->warmup_s * 1000000;
+        b->w_hi = b->w_lo + (int64_t)b->window_s * 1000000;
+        uv_timer_start(&b->timer, dash_timer_cb,
+                       100 + ((uint64_t)b->warmup_s + b->window_s + b->tail_s) * 1000, 0);
+        return;
+    }
+    if (signum != SIGUSR1)
+        dash_finish(b);
+}
+
+static int run_dashboard(int argc, char **argv)
+{
+    static dash_t b;
+    const char *host = "127.0.0.1", *cookie = NULL, *ca = NULL, *sub = "*";
+    unsigned port = 0;
+    b.warmup_s = 5, b.window_s = 60, b.tail_s = 3;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v)
+            die("missing value after %s", a);
+        i++;
+        if (!strcmp(a, "--host"))
+            host = v;
+        else if (!strcmp(a, "--port"))
+            port = (unsigned)num_arg(v, a);
+        else if (!strcmp(a, "--cookie"))
+            cookie = v;
+        else if (!strcmp(a, "--tls-ca"))
+            ca = v;
+        else if (!strcmp(a, "--sub"))
+            sub = v;
+        else if (!strcmp(a, "--warmup"))
+            b.warmup_s = (unsigned)num_arg(v, a);
+        else if (!strcmp(a, "--window"))
+            b.window_s = (unsigned)num_arg(v, a);
+        else if (!strcmp(a, "--tail"))
+            b.tail_s = (unsigned)num_arg(v, a);
+        else if (!strcmp(a, "--out"))
+            b.out_path = v;
+        else
+            die("unknown option %s", a);
+    }
+    if (!port || !cookie)
+        die("dashboard needs --port and --cookie%s", "");
+    /* --sub "*" or "PREFIX:FIRST:COUNT:STEP" (ids PREFIX%06u). */
+    if (!strcmp(sub, "*")) {
+        snprintf(b.sub, sizeof b.sub, "{\"type\":\"subscribe\",\"devices\":\"*\"}");
+    } else {
+        char pre[32];
+        unsigned first, count, step;
+        if (sscanf(sub, "%31[^:]:%u:%u:%u", pre, &first, &count, &step) != 4 || !step ||
+            count > 10000)
+            die("bad --sub %s (\"*\" or PREFIX:FIRST:COUNT:STEP)", sub);
+        size_t o = (size_t)snprintf(b.sub, sizeof b.sub, "{\"type\":\"subscribe\",\"devices\":[");
+        for (unsigned k = 0; k < count; k++)
+            o += (size_t)snprintf(b.sub + o, sizeof b.sub - o, "%s\"%s%06u\"", k ? "," : "", pre,
+                                  first + k * step);
+        snprintf(b.sub + o, sizeof b.sub - o, "]}");
+    }
+    uv_loop_t *loop = uv_default_loop();
+    b.loop = loop;
+    ems_tls_config_t *tls = NULL;
+    if (ca && ems_tls_client_config_new(ca, &tls) < 0)
+        die("cannot load CA %s", ca);
+    char url[160], hdr[600];
+    snprintf(url, sizeof url, "%s://%s:%u/ws/dashboard", tls ? "wss" : "ws", host, port);
+    snprintf(hdr, sizeof hdr, "Cookie: %s\r\n", cookie);
+    ems_ws_options_t wo;
+    ems_ws_options_default(&wo);
+    wo.max_message = 1u << 20;
+    ems_wsclient_options_t o = {.tls = tls, .tls_hostname = tls ? "localhost" : NULL,
+                                .extra_headers = hdr, .ws = &wo};
+    uv_timer_init(loop, &b.timer);
+    b.timer.data = &b;
+    uv_signal_init(loop, &b.sig_usr1);
+    uv_signal_init(loop, &b.sig_term);
+    uv_signal_init(loop, &b.sig_int);
+    b.sig_usr1.data = b.sig_term.data = b.sig_int.data = &b;
+    uv_signal_start(&b.sig_usr1, dash_signal_cb, SIGUSR1);
+    uv_signal_start(&b.sig_term, dash_signal_cb, SIGTERM);
+    uv_signal_start(&b.sig_int, dash_signal_cb, SIGINT);
+    if (ems_wsclient_connect(loop, url, &o, &dash_cbs, &b, &b.ws) < 0)
+        die("cannot connect to %s", url);
+    uv_run(loop, UV_RUN_DEFAULT);
+    ems_tls_config_unref(tls);
+    uv_walk(loop, close_walk, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    return 0;
+}
+
+/* ------------------------------------------------------------ devices: main */
+
+static int run_devices(int argc, char **argv)
+{
+    static fleet_t f;
+    const char *ports = "8443", *ca = NULL;
+    snprintf(f.host, sizeof f.host, "127.0.0.1");
+    snprintf(f.src, sizeof f.src, "127.0.0.1");
+    snprintf(f.prefix, sizeof f.prefix, "bench");
+    snprintf(f.seed, sizeof f.seed, "0");
+    f.count = 1000;
+    f.rate = 500;
+    f.max_inflight = 200;
+    f.warmup_s = 5, f.window_s = 60, f.drain_s = 30;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v)
+            die("missing value after %s", a);
+        i++;
+        if (!strcmp(a, "--host"))
+            snprintf(f.host, sizeof f.host, "%s", v);
+        else if (!strcmp(a, "--ports"))
+            ports = v;
+        else if (!strcmp(a, "--src"))
+            snprintf(f.src, sizeof f.src, "%s", v);
+        else if (!strcmp(a, "--prefix"))
+            snprintf(f.prefix, sizeof f.prefix, "%s", v);
+        else if (!strcmp(a, "--seed"))
+            snprintf(f.seed, sizeof f.seed, "%s", v);
+        else if (!strcmp(a, "--first"))
+            f.first = (uint32_t)num_arg(v, a);
+        else if (!strcmp(a, "--count"))
+            f.count = (uint32_t)num_arg(v, a);
+        else if (!strcmp(a, "--rate"))
+            f.rate = (unsigned)num_arg(v, a);
+        else if (!strcmp(a, "--max-inflight"))
+            f.max_inflight = (unsigned)num_arg(v, a);
+        else if (!strcmp(a, "--warmup"))
+            f.warmup_s = (unsigned)num_arg(v, a);
+        else if (!strcmp(a, "--window"))
+            f.window_s = (unsigned)num_arg(v, a);
+        else if (!strcmp(a, "--drain"))
+            f.drain_s = (unsigned)num_arg(v, a);
+        else if (!strcmp(a, "--tls-ca"))
+            ca = v;
+        else if (!strcmp(a, "--out"))
+            f.out_path = v;
+        else
+            die("unknown option %s", a);
+    }
+    if (f.count == 0 || f.count > 19000 || f.rate == 0 || f.max_inflight == 0)
+        die("need 1..19000 devices and rates > 0%s", "");
+    for (const char *p = ports; *p && f.nports < 16;) {
+        const char *q = p;
+        f.ports[f.nports++] = (uint16_t)strtoul(p, (char **)&q, 10);
+        if (q == p || f.ports[f.nports - 1] == 0)
+            die("bad --ports %s", ports);
+        p = *q == ',' ? q + 1 : q;
+    }
+    if (uv_ip4_addr(f.src, 0, &f.bind) != 0)
+        die("bad --src %s (an IPv4 address)", f.src);
+    uv_loop_t *loop = uv_default_loop();
+    f.loop = loop;
+    if (ca && ems_tls_client_config_new(ca, &f.tls) < 0)
+        die("cannot load CA %s", ca);
+    tmpl_build(&f.tmpl);
+    f.devs = calloc(f.count, sizeof *f.devs);
+    f.pend_cap = f.count;
+    f.pend = calloc(f.pend_cap, sizeof *f.pend);
+    if (!f.devs || !f.pend)
+        die("out of memory%s", "");
+    /* Phases spread uniformly over the second; each process is offset by a
+     * fraction of a slot so that processes interleave. */
+    uint64_t slot = 1000000 / f.count;
+    uint64_t off = (f.first * 7919u) % (slot ? slot : 1);
+    for (uint32_t i = 0; i < f.count; i++) {
+        fdev_t *d = &f.devs[i];
+        d->f = &f;
+        d->index = f.first + i;
+        d->id_len = (uint8_t)snprintf(d->id, sizeof d->id, "%s%06u", f.prefix, d->index);
+        bench_token(f.seed, d->id, d->token);
+        d->phase_us = (uint64_t)i * 1000000 / f.count + off;
+        d->seq = 1;
+        pend_push(&f, i, 0);
+    }
+    f.t_connect_start = mono_us();
+    uv_timer_init(loop, &f.ramp_timer);
+    uv_timer_init(loop, &f.send_timer);
+    uv_timer_init(loop, &f.report_timer);
+    f.ramp_timer.data = f.send_timer.data = f.report_timer.data = &f;
+    uv_timer_start(&f.ramp_timer, ramp_cb, 0, 10);
+    uv_timer_start(&f.send_timer, send_cb, 1, 1);
+    uv_timer_start(&f.report_timer, report_cb, 10000, 10000);
+    uv_signal_init(loop, &f.sig_usr1);
+    uv_signal_init(loop, &f.sig_term);
+    uv_signal_init(loop, &f.sig_int);
+    f.sig_usr1.data = f.sig_term.data = f.sig_int.data = &f;
+    uv_signal_start(&f.sig_usr1, signal_cb, SIGUSR1);
+    uv_signal_start(&f.sig_term, signal_cb, SIGTERM);
+    uv_signal_start(&f.sig_int, signal_cb, SIGINT);
+    uv_run(loop, UV_RUN_DEFAULT);
+    ems_tls_config_unref(f.tls);
+    uv_walk(loop, close_walk, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    free(f.devs);
+    free(f.pend);
+    return 0;
+}
+
+static void usage(FILE *o)
+{
+    fprintf(o,
+            "usage: bench_fleet devices [--host 127.0.0.1] [--ports P[,P2...]] [--src 127.0.0.X]\n"
+            "           [--prefix bench] [--seed S] [--first I] [--count N] [--rate PER_S]\n"
+            "           [--max-inflight N] [--warmup S] [--window S] [--drain S]\n"
+            "           [--tls-ca CA.crt] [--out FILE]\n"
+            "       bench_fleet dashboard --port P --cookie 'ems_session=...' [--host H]\n"
+            "           [--sub '*' | PREFIX:FIRST:COUNT:STEP] [--warmup S] [--window S]\n"
+            "           [--tail S] [--tls-ca CA.crt] [--out FILE]\n"
+            "       bench_fleet token PREFIX SEED INDEX\n"
+            "Devices print READY when all are connected and start sending on SIGUSR1.\n"
+            "The whole benchmark (PostgreSQL, ems-dbwriter, ems-gateway, provisioning,\n"
+            "these processes, results) is scripts/bench-fleet.sh.\n");
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    ems_log_init("bench_fleet", EMS_LOG_WARN);
+    if (argc < 2) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "devices"))
+        return run_devices(argc, argv);
+    if (!strcmp(argv[1], "dashboard"))
+        return run_dashboard(argc, argv);
+    if (!strcmp(argv[1], "token") && argc == 5) {
+        char id[64], tok[65];
+        snprintf(id, sizeof id, "%s%06u", argv[2], (unsigned)num_arg(argv[4], "INDEX"));
+        bench_token(argv[3], id, tok);
+        printf("%s %s\n", id, tok);
+        return 0;
+    }
+    usage(stderr);
+    return 2;
+}
