@@ -35,7 +35,7 @@
 #include <stdint.h>
 
 #define EMS_BACKFILL_INFLIGHT_MAX 64
-#define EMS_BACKFILL_LIVE_MAX 1024 /* live packets tracked for the ack timeout */
+#define EMS_BACKFILL_LIVE_MAX 1024   /* live packets tracked for the ack timeout */
 #define EMS_BACKFILL_FRAME_MAX 65536 /* the protocol's message limit (docs/protocol.md) */
 
 typedef struct {

@@ -96,7 +96,7 @@ struct ems_edge_daemon {
     uint64_t packets, live_sent, live_failed, store_errors;
     uint64_t acks, acked_packets, nacks, commands, commands_invalid;
     uint64_t results_sent, results_dropped, ignored_msgs;
-    dmn__ratelog_t msg_log;
+    dmn__ratelog_t msg_log, store_log;
 };
 
 static int64_t dmn__mono_ms(void)
@@ -299,8 +299,9 @@ static void dmn__tick(ems_edge_daemon_t *d, int64_t now_ms)
     bool consumed = ems_store_next_seq(d->store) != seq;
     if (rc < 0) {
         d->store_errors++;
-        ems_log_error("buffer: packet seq %llu not stored: %s (%s)", (unsigned long long)seq,
-                      ems_strerror(rc), consumed ? "sent live only" : "not sent");
+        if (dmn__may_log(&d->store_log))
+            ems_log_error("buffer: packet seq %llu not stored: %s (%s)", (unsigned long long)seq,
+                          ems_strerror(rc), consumed ? "sent live only" : "not sent");
     }
     if (!consumed)
         return; /* its seq is not ours to use: sending it could repeat one */
@@ -322,8 +323,8 @@ static void dmn__tick(ems_edge_daemon_t *d, int64_t now_ms)
             if (rc == EMS_ENOSPC)
                 ems_uplink_drop(d->up, "send queue full");
             else
-                ems_log_warn("telemetry: live send of seq %llu failed: %s",
-                             (unsigned long long)seq, ems_strerror(rc));
+                ems_log_warn("telemetry: live send of seq %llu failed: %s", (unsigned long long)seq,
+                             ems_strerror(rc));
         }
     }
     ems_store_tick(d->store);
@@ -332,19 +333,24 @@ static void dmn__tick(ems_edge_daemon_t *d, int64_t now_ms)
 
 static void dmn__tick_cb(uv_timer_t *t);
 
-/* Arms the timer for the next deadline: previous deadline + period. */
-static void dmn__schedule(ems_edge_daemon_t *d)
+/* Arms the timer for the next deadline: previous deadline + period. If
+ * that has passed too (the process was stalled: SIGSTOP, swap, a slow SD
+ * card), the missed deadlines are skipped, not run in a burst: the
+ * schedule stays on its grid. `late_ns`: how late the tick just run was. */
+static void dmn__schedule(ems_edge_daemon_t *d, uint64_t late_ns)
 {
     uint64_t now = uv_hrtime();
     uint64_t due = d->deadline_ns + d->period_ns;
+    uint64_t missed = 0;
     if (due <= now) {
-        uint64_t missed = (now - due) / d->period_ns + 1;
-        ems_log_warn("tick: %llu tick(s) skipped: %.3f s passed since the last deadline "
-                     "(the process was stalled)",
-                     (unsigned long long)missed, (double)(now - d->deadline_ns) / 1e9);
+        missed = (now - due) / d->period_ns + 1;
         due += missed * d->period_ns;
         d->ticks_skipped += missed;
     }
+    if (missed || late_ns >= d->period_ns / 2)
+        ems_log_warn("tick: ran %.3f s late (the process was stalled); %llu missed tick(s) "
+                     "skipped, the schedule stays on its grid",
+                     (double)late_ns / 1e9, (unsigned long long)missed);
     d->deadline_ns = due;
     uint64_t delay = (due - now + 999999u) / 1000000u;
     uv_update_time(d->loop);
@@ -356,9 +362,14 @@ static void dmn__tick_cb(uv_timer_t *t)
     ems_edge_daemon_t *d = t->data;
     if (d->stopping)
         return;
-    dmn__tick(d, (int64_t)(d->deadline_ns / 1000000u));
+    /* On time (within the timer's jitter) the tick runs at its deadline,
+     * so a seed replays the same plant; late, it runs at the real time. */
+    uint64_t now = uv_hrtime();
+    uint64_t late = now > d->deadline_ns ? now - d->deadline_ns : 0;
+    uint64_t at = late < 50000000u ? d->deadline_ns : now;
+    dmn__tick(d, (int64_t)(at / 1000000u));
     d->ticks++;
-    dmn__schedule(d);
+    dmn__schedule(d, late);
 }
 
 /* ------------------------------------------------------------- backfill */
@@ -368,8 +379,7 @@ static void dmn__bf_cb(uv_timer_t *t)
     ems_edge_daemon_t *d = t->data;
     if (d->stopping || !dmn__ready(d))
         return;
-    int rc = ems_backfill_pump(&d->bf, dmn__mono_ms(), ems_uplink_queued(d->up) == 0, dmn__send,
-                               d);
+    int rc = ems_backfill_pump(&d->bf, dmn__mono_ms(), ems_uplink_queued(d->up) == 0, dmn__send, d);
     if (rc == EMS_ENOSPC)
         ems_uplink_drop(d->up, "send queue full during backfill");
     bool busy = ems_backfill_busy(&d->bf);
@@ -517,7 +527,8 @@ static void dmn__on_command(ems_edge_daemon_t *d, const json_t *root)
         d->commands++;
         if (c.action == EMS_ACTION_SET_MODE)
             ems_log_info("command %s: SET_MODE %s%s", c.command_id,
-                         ems_target_mode_name(c.target_mode), c.has_target_power ? " with power" : "");
+                         ems_target_mode_name(c.target_mode),
+                         c.has_target_power ? " with power" : "");
         else
             ems_log_info("command %s: %s", c.command_id, ems_action_name(c.action));
         ems_edge_cmd_handle(&d->cmd, &c, utc);
@@ -590,8 +601,9 @@ static int dmn__status_json(void *ud, ems_buf_t *out)
     json_object_set_new(j, "backend", json_string("sim"));
     json_object_set_new(j, "uptime_s", json_integer((mono - d->start_mono_ms) / 1000));
     json_object_set_new(j, "state", json_string(ems_state_name(ems_fsm_state(&d->fsm))));
-    json_object_set_new(j, "mode", json_string(ems_mode_name(
-                                       ems_target_mode_to_mode(ems_fsm_target_mode(&d->fsm)))));
+    json_object_set_new(
+        j, "mode",
+        json_string(ems_mode_name(ems_target_mode_to_mode(ems_fsm_target_mode(&d->fsm)))));
     json_object_set_new(j, "target_mode",
                         json_string(ems_target_mode_name(ems_fsm_target_mode(&d->fsm))));
     json_object_set_new(j, "target_power", json_real(ems_fsm_target_power(&d->fsm)));
@@ -600,8 +612,8 @@ static int dmn__status_json(void *ud, ems_buf_t *out)
     json_object_set_new(j, "active_faults", dmn__faults_json(ems_fsm_active_faults(&d->fsm)));
     json_object_set_new(j, "clock_synced", json_boolean(d->last_synced));
     json_t *clk = json_object();
-    json_object_set_new(clk, "kernel_synced", d->last_kernel_synced < 0
-                                                  ? json_null()
+    json_object_set_new(clk, "kernel_synced",
+                        d->last_kernel_synced < 0 ? json_null()
                                                   : json_boolean(d->last_kernel_synced == 1));
     int64_t off;
     json_object_set_new(clk, "gateway_offset_ms",
@@ -618,14 +630,13 @@ static int dmn__status_json(void *ud, ems_buf_t *out)
         json_object_set_new(link, "connected", json_boolean(us.state == EMS_UPLINK_READY));
         json_object_set_new(link, "url", json_string(d->cfg.cloud_url));
         json_object_set_new(link, "tls", json_boolean(us.tls));
-        json_object_set_new(link, "up_for_s", us.ready_since_ms
-                                                  ? json_integer((mono - us.ready_since_ms) / 1000)
-                                                  : json_null());
+        json_object_set_new(link, "up_for_s",
+                            us.ready_since_ms ? json_integer((mono - us.ready_since_ms) / 1000)
+                                              : json_null());
         json_object_set_new(link, "next_attempt_in_ms",
-                            us.retry_at_ms ? json_integer(us.retry_at_ms > mono
-                                                              ? us.retry_at_ms - mono
-                                                              : 0)
-                                           : json_null());
+                            us.retry_at_ms
+                                ? json_integer(us.retry_at_ms > mono ? us.retry_at_ms - mono : 0)
+                                : json_null());
         json_object_set_new(link, "attempts", json_integer((json_int_t)us.attempts));
         json_object_set_new(link, "reconnects", json_integer((json_int_t)us.reconnects));
         json_object_set_new(link, "failures", json_integer((json_int_t)us.failures));
@@ -686,7 +697,8 @@ static int dmn__metrics(void *ud, ems_buf_t *out)
         if (rc == 0)                                                                               \
             rc = ems_buf_appendf(out, __VA_ARGS__);                                                \
     } while (0)
-    P(M_GAUGE("ems_edge_info", "Device and firmware") "ems_edge_info{device_id=\"%s\",firmware=\"%s\"} 1\n",
+    P(M_GAUGE("ems_edge_info",
+              "Device and firmware") "ems_edge_info{device_id=\"%s\",firmware=\"%s\"} 1\n",
       d->cfg.device_id, EMS_EDGE_FIRMWARE);
     P(M_GAUGE("ems_edge_state", "1 for the current state of the state machine"));
     for (int s = 0; s < EMS_STATE_COUNT; s++)
@@ -696,29 +708,38 @@ static int dmn__metrics(void *ud, ems_buf_t *out)
     for (unsigned i = 0; i < EMS_FAULT_COUNT; i++)
         P("ems_edge_error_flag{flag=\"%s\"} %d\n", ems_fault_name(1u << i),
           d->have_last && (d->last_out.error_flags & (1u << i)) ? 1 : 0);
-    P(M_GAUGE("ems_edge_setpoint_watts", "Battery power commanded, + = charge") "ems_edge_setpoint_watts %g\n",
+    P(M_GAUGE("ems_edge_setpoint_watts",
+              "Battery power commanded, + = charge") "ems_edge_setpoint_watts %g\n",
       d->have_last ? d->last_out.setpoint_w : 0.0);
     ems_telemetry_t t;
     if (d->have_last && ems_telemetry_decode(d->last_json, d->last_len, &t, NULL) == 0) {
-        P(M_GAUGE("ems_edge_battery_soc_percent", "State of charge") "ems_edge_battery_soc_percent %g\n",
+        P(M_GAUGE("ems_edge_battery_soc_percent",
+                  "State of charge") "ems_edge_battery_soc_percent %g\n",
           t.battery_soc);
-        P(M_GAUGE("ems_edge_battery_power_watts", "Battery power, + = charging") "ems_edge_battery_power_watts %g\n",
+        P(M_GAUGE("ems_edge_battery_power_watts",
+                  "Battery power, + = charging") "ems_edge_battery_power_watts %g\n",
           t.battery_power);
-        P(M_GAUGE("ems_edge_battery_voltage_volts", "Pack voltage") "ems_edge_battery_voltage_volts %g\n",
+        P(M_GAUGE("ems_edge_battery_voltage_volts",
+                  "Pack voltage") "ems_edge_battery_voltage_volts %g\n",
           t.battery_voltage);
-        P(M_GAUGE("ems_edge_battery_current_amperes", "Pack current, + = charging") "ems_edge_battery_current_amperes %g\n",
+        P(M_GAUGE("ems_edge_battery_current_amperes",
+                  "Pack current, + = charging") "ems_edge_battery_current_amperes %g\n",
           t.battery_current);
         if (t.has_battery_temperature)
-            P(M_GAUGE("ems_edge_battery_temperature_celsius", "Pack temperature") "ems_edge_battery_temperature_celsius %g\n",
+            P(M_GAUGE("ems_edge_battery_temperature_celsius",
+                      "Pack temperature") "ems_edge_battery_temperature_celsius %g\n",
               t.battery_temperature);
-        P(M_GAUGE("ems_edge_grid_power_watts", "Grid power, - = exporting") "ems_edge_grid_power_watts %g\n",
+        P(M_GAUGE("ems_edge_grid_power_watts",
+                  "Grid power, - = exporting") "ems_edge_grid_power_watts %g\n",
           t.grid_power);
         P(M_GAUGE("ems_edge_grid_voltage_volts", "Grid voltage") "ems_edge_grid_voltage_volts %g\n",
           t.grid_voltage);
-        P(M_GAUGE("ems_edge_grid_frequency_hertz", "Grid frequency") "ems_edge_grid_frequency_hertz %g\n",
+        P(M_GAUGE("ems_edge_grid_frequency_hertz",
+                  "Grid frequency") "ems_edge_grid_frequency_hertz %g\n",
           t.grid_frequency);
     }
-    P(M_GAUGE("ems_edge_clock_synced", "1 when packets carry clock_synced=true") "ems_edge_clock_synced %d\n",
+    P(M_GAUGE("ems_edge_clock_synced",
+              "1 when packets carry clock_synced=true") "ems_edge_clock_synced %d\n",
       d->last_synced ? 1 : 0);
     ems_uplink_stats_t us;
     memset(&us, 0, sizeof us);
@@ -726,63 +747,89 @@ static int dmn__metrics(void *ud, ems_buf_t *out)
         ems_uplink_stats(d->up, &us);
     P(M_GAUGE("ems_edge_link_up", "1 while the cloud link is ready") "ems_edge_link_up %d\n",
       us.state == EMS_UPLINK_READY);
-    P(M_COUNTER("ems_edge_link_attempts_total", "Connection attempts") "ems_edge_link_attempts_total %llu\n",
+    P(M_COUNTER("ems_edge_link_attempts_total",
+                "Connection attempts") "ems_edge_link_attempts_total %llu\n",
       (unsigned long long)us.attempts);
-    P(M_COUNTER("ems_edge_link_reconnects_total", "Links made after the first") "ems_edge_link_reconnects_total %llu\n",
+    P(M_COUNTER("ems_edge_link_reconnects_total",
+                "Links made after the first") "ems_edge_link_reconnects_total %llu\n",
       (unsigned long long)us.reconnects);
-    P(M_COUNTER("ems_edge_link_failures_total", "Attempts that failed") "ems_edge_link_failures_total %llu\n",
+    P(M_COUNTER("ems_edge_link_failures_total",
+                "Attempts that failed") "ems_edge_link_failures_total %llu\n",
       (unsigned long long)us.failures);
-    P(M_COUNTER("ems_edge_link_drops_total", "Ready links that ended") "ems_edge_link_drops_total %llu\n",
+    P(M_COUNTER("ems_edge_link_drops_total",
+                "Ready links that ended") "ems_edge_link_drops_total %llu\n",
       (unsigned long long)us.drops);
-    P(M_COUNTER("ems_edge_messages_in_total", "Messages from the gateway") "ems_edge_messages_in_total %llu\n",
+    P(M_COUNTER("ems_edge_messages_in_total",
+                "Messages from the gateway") "ems_edge_messages_in_total %llu\n",
       (unsigned long long)us.msgs_in);
-    P(M_COUNTER("ems_edge_messages_out_total", "Messages to the gateway") "ems_edge_messages_out_total %llu\n",
+    P(M_COUNTER("ems_edge_messages_out_total",
+                "Messages to the gateway") "ems_edge_messages_out_total %llu\n",
       (unsigned long long)us.msgs_out);
-    P(M_COUNTER("ems_edge_messages_bad_total", "Messages from the gateway that were not valid") "ems_edge_messages_bad_total %llu\n",
+    P(M_COUNTER(
+          "ems_edge_messages_bad_total",
+          "Messages from the gateway that were not valid") "ems_edge_messages_bad_total %llu\n",
       (unsigned long long)(us.bad_in + d->ignored_msgs));
     P(M_COUNTER("ems_edge_ticks_total", "Ticks run") "ems_edge_ticks_total %llu\n",
       (unsigned long long)d->ticks);
-    P(M_COUNTER("ems_edge_ticks_skipped_total", "Ticks skipped after a stall") "ems_edge_ticks_skipped_total %llu\n",
+    P(M_COUNTER("ems_edge_ticks_skipped_total",
+                "Ticks skipped after a stall") "ems_edge_ticks_skipped_total %llu\n",
       (unsigned long long)d->ticks_skipped);
     P(M_COUNTER("ems_edge_packets_total", "Telemetry packets made") "ems_edge_packets_total %llu\n",
       (unsigned long long)d->packets);
-    P(M_COUNTER("ems_edge_packets_live_total", "Packets sent live") "ems_edge_packets_live_total %llu\n",
+    P(M_COUNTER("ems_edge_packets_live_total",
+                "Packets sent live") "ems_edge_packets_live_total %llu\n",
       (unsigned long long)d->live_sent);
-    P(M_COUNTER("ems_edge_store_errors_total", "Packets the buffer failed to store") "ems_edge_store_errors_total %llu\n",
+    P(M_COUNTER("ems_edge_store_errors_total",
+                "Packets the buffer failed to store") "ems_edge_store_errors_total %llu\n",
       (unsigned long long)d->store_errors);
-    P(M_COUNTER("ems_edge_commands_total", "Valid commands received") "ems_edge_commands_total %llu\n",
+    P(M_COUNTER("ems_edge_commands_total",
+                "Valid commands received") "ems_edge_commands_total %llu\n",
       (unsigned long long)d->commands);
-    P(M_COUNTER("ems_edge_commands_invalid_total", "Invalid commands received") "ems_edge_commands_invalid_total %llu\n",
+    P(M_COUNTER("ems_edge_commands_invalid_total",
+                "Invalid commands received") "ems_edge_commands_invalid_total %llu\n",
       (unsigned long long)d->commands_invalid);
-    P(M_GAUGE("ems_edge_command_results_waiting", "Results waiting for the link") "ems_edge_command_results_waiting %u\n",
+    P(M_GAUGE("ems_edge_command_results_waiting",
+              "Results waiting for the link") "ems_edge_command_results_waiting %u\n",
       d->res_count);
     ems_store_stats_t ss;
     ems_store_stats(d->store, &ss);
-    P(M_GAUGE("ems_edge_buffer_packets", "Unacknowledged packets in the buffer") "ems_edge_buffer_packets %llu\n",
+    P(M_GAUGE("ems_edge_buffer_packets",
+              "Unacknowledged packets in the buffer") "ems_edge_buffer_packets %llu\n",
       (unsigned long long)ss.pending);
-    P(M_GAUGE("ems_edge_buffer_next_seq", "The seq of the next packet") "ems_edge_buffer_next_seq %llu\n",
+    P(M_GAUGE("ems_edge_buffer_next_seq",
+              "The seq of the next packet") "ems_edge_buffer_next_seq %llu\n",
       (unsigned long long)ss.next_seq);
-    P(M_GAUGE("ems_edge_buffer_file_bytes", "Size of the buffer file") "ems_edge_buffer_file_bytes %llu\n",
+    P(M_GAUGE("ems_edge_buffer_file_bytes",
+              "Size of the buffer file") "ems_edge_buffer_file_bytes %llu\n",
       (unsigned long long)ss.file_bytes);
-    P(M_COUNTER("ems_edge_buffer_acked_total", "Packets deleted after an ack") "ems_edge_buffer_acked_total %llu\n",
+    P(M_COUNTER("ems_edge_buffer_acked_total",
+                "Packets deleted after an ack") "ems_edge_buffer_acked_total %llu\n",
       (unsigned long long)ss.acked_total);
-    P(M_COUNTER("ems_edge_buffer_nacked_total", "Packets refused by the cloud") "ems_edge_buffer_nacked_total %llu\n",
+    P(M_COUNTER("ems_edge_buffer_nacked_total",
+                "Packets refused by the cloud") "ems_edge_buffer_nacked_total %llu\n",
       (unsigned long long)ss.nacked_total);
-    P(M_COUNTER("ems_edge_buffer_evicted_total", "Packets dropped unsent: buffer full") "ems_edge_buffer_evicted_total %llu\n",
+    P(M_COUNTER("ems_edge_buffer_evicted_total",
+                "Packets dropped unsent: buffer full") "ems_edge_buffer_evicted_total %llu\n",
       (unsigned long long)ss.evicted_total);
-    P(M_COUNTER("ems_edge_buffer_expired_total", "Packets dropped unsent: too old") "ems_edge_buffer_expired_total %llu\n",
+    P(M_COUNTER("ems_edge_buffer_expired_total",
+                "Packets dropped unsent: too old") "ems_edge_buffer_expired_total %llu\n",
       (unsigned long long)ss.expired_total);
-    P(M_COUNTER("ems_edge_buffer_corrupt_total", "Packets dropped: bad checksum") "ems_edge_buffer_corrupt_total %llu\n",
+    P(M_COUNTER("ems_edge_buffer_corrupt_total",
+                "Packets dropped: bad checksum") "ems_edge_buffer_corrupt_total %llu\n",
       (unsigned long long)ss.corrupt_total);
     ems_backfill_stats_t bs;
     ems_backfill_stats(&d->bf, &bs);
-    P(M_COUNTER("ems_edge_backfill_batches_total", "Backfill batches sent") "ems_edge_backfill_batches_total %llu\n",
+    P(M_COUNTER("ems_edge_backfill_batches_total",
+                "Backfill batches sent") "ems_edge_backfill_batches_total %llu\n",
       (unsigned long long)bs.batches);
-    P(M_COUNTER("ems_edge_backfill_packets_total", "Packets sent in backfill batches") "ems_edge_backfill_packets_total %llu\n",
+    P(M_COUNTER("ems_edge_backfill_packets_total",
+                "Packets sent in backfill batches") "ems_edge_backfill_packets_total %llu\n",
       (unsigned long long)bs.packets);
-    P(M_COUNTER("ems_edge_backfill_restarts_total", "Resends after an ack timeout") "ems_edge_backfill_restarts_total %llu\n",
+    P(M_COUNTER("ems_edge_backfill_restarts_total",
+                "Resends after an ack timeout") "ems_edge_backfill_restarts_total %llu\n",
       (unsigned long long)bs.restarts);
-    P(M_GAUGE("ems_edge_backfill_inflight", "Backfill batches awaiting their ack") "ems_edge_backfill_inflight %u\n",
+    P(M_GAUGE("ems_edge_backfill_inflight",
+              "Backfill batches awaiting their ack") "ems_edge_backfill_inflight %u\n",
       bs.inflight);
 #undef P
     return rc;
@@ -858,9 +905,10 @@ static void dmn__reload(ems_edge_daemon_t *d)
                          n->buffer_commit_interval_ms != c->buffer_commit_interval_ms},
         {"status_port/status_bind",
          n->status_port != c->status_port || strcmp(n->status_bind, c->status_bind) != 0},
-        {"ws_ping_s/ws_timeout_s/reconnect_*",
-         n->ws_ping_ms != c->ws_ping_ms || n->ws_timeout_ms != c->ws_timeout_ms ||
-             n->reconnect_min_ms != c->reconnect_min_ms || n->reconnect_max_ms != c->reconnect_max_ms},
+        {"ws_ping_s/ws_timeout_s/reconnect_*", n->ws_ping_ms != c->ws_ping_ms ||
+                                                   n->ws_timeout_ms != c->ws_timeout_ms ||
+                                                   n->reconnect_min_ms != c->reconnect_min_ms ||
+                                                   n->reconnect_max_ms != c->reconnect_max_ms},
         {"tick_ms", n->tick_ms != c->tick_ms},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
@@ -886,8 +934,8 @@ static void dmn__signal_cb(uv_signal_t *s, int signum)
 
 /* ------------------------------------------------------------- life */
 
-int ems_edge_daemon_new(uv_loop_t *loop, const ems_edge_config_t *cfg, int argc,
-                        char *const argv[], ems_edge_daemon_t **out)
+int ems_edge_daemon_new(uv_loop_t *loop, const ems_edge_config_t *cfg, int argc, char *const argv[],
+                        ems_edge_daemon_t **out)
 {
     *out = NULL;
     ems_edge_daemon_t *d = calloc(1, sizeof *d);
@@ -1018,8 +1066,8 @@ static int dmn__open_store(ems_edge_daemon_t *d)
         d->store = NULL;
         return rc;
     }
-    ems_log_info("buffer: %s open: %llu unacknowledged packets, next seq %llu",
-                 d->cfg.buffer_path, (unsigned long long)ems_store_pending(d->store),
+    ems_log_info("buffer: %s open: %llu unacknowledged packets, next seq %llu", d->cfg.buffer_path,
+                 (unsigned long long)ems_store_pending(d->store),
                  (unsigned long long)ems_store_next_seq(d->store));
     return 0;
 }
@@ -1034,8 +1082,8 @@ static int dmn__start_uplink(ems_edge_daemon_t *d)
     }
     char url[EMS_EDGE_URL_MAX + 400];
     bool v6 = strchr(t.host, ':') != NULL;
-    snprintf(url, sizeof url, v6 ? "%s://[%s]:%d%s" : "%s://%s:%d%s", t.tls ? "wss" : "ws",
-             t.host, t.port, t.path);
+    snprintf(url, sizeof url, v6 ? "%s://[%s]:%d%s" : "%s://%s:%d%s", t.tls ? "wss" : "ws", t.host,
+             t.port, t.path);
     ems_uplink_config_t uc;
     ems_uplink_config_default(&uc);
     uc.url = url;
@@ -1071,11 +1119,11 @@ static int dmn__start_http(ems_edge_daemon_t *d)
     }
     ems_status_http_callbacks_t cbs = {dmn__status_json, dmn__metrics,
                                        d->cfg.sim_control ? dmn__sim : NULL};
-    int rc = ems_status_http_start(d->loop, d->cfg.status_bind, (uint16_t)d->cfg.status_port,
-                                   &cbs, d, &d->http);
+    int rc = ems_status_http_start(d->loop, d->cfg.status_bind, (uint16_t)d->cfg.status_port, &cbs,
+                                   d, &d->http);
     if (rc < 0) {
-        ems_log_error("status: cannot listen on %s:%d: %s", d->cfg.status_bind,
-                      d->cfg.status_port, uv_strerror(rc));
+        ems_log_error("status: cannot listen on %s:%d: %s", d->cfg.status_bind, d->cfg.status_port,
+                      uv_strerror(rc));
         d->http = NULL;
         return rc;
     }

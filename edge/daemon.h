@@ -40,8 +40,8 @@ typedef struct ems_edge_daemon ems_edge_daemon_t;
 /* Makes a daemon for the checked configuration `cfg` (copied). argv is
  * borrowed (it must outlive the daemon) and parsed again on SIGHUP.
  * Returns 0 and *out, or EMS_ENOMEM. Opens nothing yet. */
-int ems_edge_daemon_new(uv_loop_t *loop, const ems_edge_config_t *cfg, int argc,
-                        char *const argv[], ems_edge_daemon_t **out);
+int ems_edge_daemon_new(uv_loop_t *loop, const ems_edge_config_t *cfg, int argc, char *const argv[],
+                        ems_edge_daemon_t **out);
 
 /* Opens the buffer, starts the back end, the tick, the uplink, the status
  * endpoint and the signal handlers. Returns 0, or a negative error (logged)

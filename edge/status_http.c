@@ -120,8 +120,7 @@ static void sh__handle(ems_server_req_t *req, void *user)
 }
 
 int ems_status_http_start(uv_loop_t *loop, const char *bind, uint16_t port,
-                          const ems_status_http_callbacks_t *cbs, void *ud,
-                          ems_status_http_t **out)
+                          const ems_status_http_callbacks_t *cbs, void *ud, ems_status_http_t **out)
 {
     *out = NULL;
     ems_status_http_t *s = calloc(1, sizeof *s);
@@ -153,9 +152,8 @@ uint16_t ems_status_http_port(const ems_status_http_t *s)
     return ems_server_port(s->srv);
 }
 
-void ems_status_http_set_sim(ems_status_http_t *s,
-                             int (*sim)(void *ud, const char *query, size_t len, char *msg,
-                                        size_t cap))
+void ems_status_http_set_sim(ems_status_http_t *s, int (*sim)(void *ud, const char *query,
+                                                              size_t len, char *msg, size_t cap))
 {
     s->cbs.sim = sim;
 }

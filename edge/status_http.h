@@ -44,9 +44,8 @@ int ems_status_http_start(uv_loop_t *loop, const char *bind, uint16_t port,
 uint16_t ems_status_http_port(const ems_status_http_t *s);
 
 /* Replaces the fault-injection callback (NULL turns it off). */
-void ems_status_http_set_sim(ems_status_http_t *s,
-                             int (*sim)(void *ud, const char *query, size_t len, char *msg,
-                                        size_t cap));
+void ems_status_http_set_sim(ems_status_http_t *s, int (*sim)(void *ud, const char *query,
+                                                              size_t len, char *msg, size_t cap));
 
 /* Closes the listener and its connections; on_stopped(arg) runs when all
  * is closed and s is freed. */

@@ -55,9 +55,9 @@ typedef enum {
 const char *ems_uplink_state_name(ems_uplink_state_t s);
 
 typedef struct {
-    const char *url;        /* ws:// or wss:// with the device path; copied */
-    const char *ca_file;    /* wss: PEM CA bundle; copied */
-    const char *token_file; /* 64-hex device token; copied; read per attempt */
+    const char *url;             /* ws:// or wss:// with the device path; copied */
+    const char *ca_file;         /* wss: PEM CA bundle; copied */
+    const char *token_file;      /* 64-hex device token; copied; read per attempt */
     unsigned ping_ms;            /* keepalive ping after this much silence */
     unsigned idle_timeout_ms;    /* the link is dead after this much silence */
     unsigned open_timeout_ms;    /* connect + TLS + upgrade */

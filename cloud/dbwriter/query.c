@@ -14,9 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RAW_LIMIT 100000     /* rows per raw answer; more sets "truncated" */
-#define BUCKET_LIMIT 100000  /* buckets per downsampled answer */
-#define LATEST_MAX_IDS 20000 /* device ids per latest query */
+/* Every answer must fit one link frame (1 MiB): a raw row is ~170 bytes of
+ * JSON, a bucket ~250, a latest packet ~450. */
+#define RAW_LIMIT 5000      /* rows per raw answer; more sets "truncated" */
+#define BUCKET_LIMIT 4000   /* buckets per downsampled answer */
+#define LATEST_MAX_IDS 2000 /* device ids per latest query (ask in pages) */
 
 /* A time as SQL: Unix ms as an int8 parameter, exact (no float). */
 #define TS(n) "(TIMESTAMPTZ 'epoch' + $" #n "::int8 * INTERVAL '1 millisecond')"

@@ -215,6 +215,13 @@ async def kill9(tap, env):
            set(first_run) <= back | {p["seq"] for p in live}, sorted(set(first_run) - back)[:10])
     seqs = all_seqs(cloud)
     tap.ok("no gap across the kill", no_gaps(seqs), sorted(set(range(1, max(seqs) + 1)) - set(seqs))[:10])
+    # A second daemon on the same buffer (two controllers for one battery)
+    # is refused at start.
+    edge3 = await env.edge("edge-k9c").start(cloud.url(), env.token_file, ca=env.ca, buffer=buf,
+                                             status=False)
+    rc3 = await edge3.wait_exit(15)
+    tap.ok("a second ems-edge on the same buffer exits 1, saying why",
+           rc3 == 1 and edge3.log(r"cannot open .*another ems-edge uses it"), f"rc {rc3}\n{edge3.tail(4)}")
     rc = await edge2.stop()
     tap.eq("the restarted edge exits cleanly", rc, 0)
     await cloud.stop()

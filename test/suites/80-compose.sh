@@ -336,47 +336,6 @@ for line in sys.stdin:
     fi
 done
 
-# Runtime libraries: every shared library a binary links directly must come
-# from a package the final image installs (or from the base image). Read from the
-# binaries of this build; sanitizer runtimes are not part of an image.
-base_pkgs="libc6 libgcc-s1 libstdc++6 zlib1g"
-check_runtime() { # DOCKERFILE BINARY...
-    local df=$1 name missing="" have b lib path pkg
-    shift
-    name=$(basename "$df")
-    have=" $(stage_packages "$df" final | tr '\n' ' ') $base_pkgs "
-    for b in "$@"; do
-        if [ ! -x "$BUILD/$b" ]; then
-            skip "$name: runtime packages cover the libraries of $b" "$BUILD/$b not built yet"
-            return 0
-        fi
-    done
-    for b in "$@"; do
-        # Direct dependencies only (NEEDED); theirs come with their packages.
-        local needed
-        needed=" $(objdump -p "$BUILD/$b" | awk '$1 == "NEEDED" {print $2}' | tr '\n' ' ') "
-        while read -r lib path; do
-            [[ "$needed" == *" $lib "* ]] || continue
-            case "$lib" in libasan*|libubsan*|liblsan*|libtsan*|linux-vdso*|ld-linux*) continue ;; esac
-            pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -n 1 | cut -d: -f1)
-            [ -n "$pkg" ] || pkg=$(dpkg -S "$path" 2>/dev/null | head -n 1 | cut -d: -f1)
-            if [ -z "$pkg" ]; then
-                missing="$missing $b:$lib(no package)"
-            elif [[ "$have" != *" $pkg "* ]]; then
-                missing="$missing $b:$lib($pkg)"
-            fi
-        done < <(ldd "$BUILD/$b" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}')
-    done
-    if [ -z "$missing" ]; then
-        ok "$name: runtime packages cover the libraries of $*"
-    else
-        notok "$name: runtime packages cover the libraries of $*" "not installed:$missing"
-    fi
-}
-check_runtime docker/Dockerfile.gateway ems-gateway
-check_runtime docker/Dockerfile.dbwriter ems-dbwriter emsctl
-check_runtime docker/Dockerfile.edge ems-edge
-
 # The C stage of the Dockerfiles builds from what they copy (Makefile,
 # common/, edge/, cloud/), not from the whole tree: a source that includes a
 # header from elsewhere (test/, build/) would break the image build only.
@@ -391,6 +350,49 @@ if out=$(make -C "$ctx" -j"$(nproc)" -s $targets 2>&1); then
 else
     notok "Dockerfiles: the C build works from the copied sources alone" "$(echo "$out" | grep -m 3 -E 'error|Error|No rule' | tr '\n' ' ')"
 fi
+
+# Runtime libraries: every shared library a binary links directly must come
+# from a package the final image installs (or from the base image). Read from
+# the binaries just built from the copied sources, with the flags the
+# Dockerfiles use (the sanitized test build links more: no --as-needed effect).
+base_pkgs="libc6 libgcc-s1 libstdc++6 zlib1g"
+check_runtime() { # DOCKERFILE BINARY...
+    local df=$1 name missing="" have b lib path pkg
+    shift
+    name=$(basename "$df")
+    have=" $(stage_packages "$df" final | tr '\n' ' ') $base_pkgs "
+    for b in "$@"; do
+        if [ ! -x "$IMGBUILD/$b" ]; then
+            skip "$name: runtime packages cover the libraries of $b" "$IMGBUILD/$b not built yet"
+            return 0
+        fi
+    done
+    for b in "$@"; do
+        # Direct dependencies only (NEEDED); theirs come with their packages.
+        local needed
+        needed=" $(objdump -p "$IMGBUILD/$b" | awk '$1 == "NEEDED" {print $2}' | tr '\n' ' ') "
+        while read -r lib path; do
+            [[ "$needed" == *" $lib "* ]] || continue
+            case "$lib" in libasan*|libubsan*|liblsan*|libtsan*|linux-vdso*|ld-linux*) continue ;; esac
+            pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -n 1 | cut -d: -f1)
+            [ -n "$pkg" ] || pkg=$(dpkg -S "$path" 2>/dev/null | head -n 1 | cut -d: -f1)
+            if [ -z "$pkg" ]; then
+                missing="$missing $b:$lib(no package)"
+            elif [[ "$have" != *" $pkg "* ]]; then
+                missing="$missing $b:$lib($pkg)"
+            fi
+        done < <(ldd "$IMGBUILD/$b" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}')
+    done
+    if [ -z "$missing" ]; then
+        ok "$name: runtime packages cover the libraries of $*"
+    else
+        notok "$name: runtime packages cover the libraries of $*" "not installed:$missing"
+    fi
+}
+IMGBUILD=$ctx/build
+check_runtime docker/Dockerfile.gateway ems-gateway
+check_runtime docker/Dockerfile.dbwriter ems-dbwriter emsctl
+check_runtime docker/Dockerfile.edge ems-edge
 
 # ---------------------------------------------------------------- db-init on PostgreSQL
 . "$ROOT/test/lib/pg.sh"
@@ -538,6 +540,32 @@ else
             ok "wiring: the gateway takes docker/gateway.conf and its health check passes once the DB writer is linked"
         else
             notok "wiring: the gateway takes docker/gateway.conf and its health check passes once the DB writer is linked" "port '$port'; $(tail -n 3 "$TMP/gateway.log" | tr '\n' ' ')"
+        fi
+        # The Grafana dashboard's SQL runs as ems_reader on the schema the DB
+        # writer just made (plain PostgreSQL here; TimescaleDB has the same
+        # telemetry and telemetry_1m columns).
+        for _ in $(seq 1 50); do
+            [ "$("${PSQL[@]}" -U postgres -d ems -Atc "SELECT to_regclass('public.telemetry_1m') IS NOT NULL")" = t ] && break
+            sleep 0.2
+        done
+        sqlbad=""
+        nsql=0
+        while IFS= read -r -d '' q; do
+            nsql=$((nsql + 1))
+            q=$(printf '%s' "$q" | sed -E "s/\\\$__timeFilter\(([a-z_]+)\)/\1 > now() - INTERVAL '1 day'/g")
+            "${PSQL[@]}" -U ems_reader -d ems -c "$q" >/dev/null 2>"$TMP/sql.err" ||
+                sqlbad="$sqlbad [$(head -c 150 "$TMP/sql.err" | tr '\n' ' ')]"
+        done < <("$PY" -c '
+import json, glob, sys
+for f in glob.glob("docker/monitoring/grafana/dashboards/*.json"):
+    for p in json.load(open(f))["panels"]:
+        for t in p.get("targets", []):
+            if "rawSql" in t:
+                sys.stdout.write(t["rawSql"] + "\0")')
+        if [ "$nsql" -gt 0 ] && [ -z "$sqlbad" ]; then
+            ok "monitoring: the dashboard's $nsql SQL queries run as ems_reader on the DB writer's schema"
+        else
+            notok "monitoring: the dashboard's SQL queries run as ems_reader on the DB writer's schema" "$nsql queries;$sqlbad"
         fi
         # What a simulated edge checks: the chain to ca.crt and the name "gateway".
         if [ -n "$port" ] && curl -fsS --max-time 4 --cacert "$S/ca.crt" --resolve "gateway:$port:127.0.0.1" \

@@ -26,7 +26,7 @@ static void test_welcome_tolerance(void)
     struct {
         int64_t server_minus_local;
         bool synced;
-    } cases[] = {{0, true},      {2000, true},   {-2000, true}, {2001, false},
+    } cases[] = {{0, true},      {2000, true},     {-2000, true},     {2001, false},
                  {-2001, false}, {3600000, false}, {-86400000, false}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ems_edge_clock_t c;
@@ -72,7 +72,9 @@ static void test_kernel_query(void)
 {
     int k = ems_edge_clock_kernel_synced();
     EMS_CHECK(k == 0 || k == 1 || k < 0);
-    printf("# adjtimex says the clock is %s\n", k == 1 ? "synchronised" : k == 0 ? "not synchronised" : "unknown");
+    printf("# adjtimex says the clock is %s\n", k == 1   ? "synchronised"
+                                                : k == 0 ? "not synchronised"
+                                                         : "unknown");
 }
 
 int main(void)

@@ -101,8 +101,8 @@ static void test_control(void)
     EMS_CHECK_INT(smp.battery_ms, ==, 16000);
 
     /* Refusals name the problem and apply nothing. */
-    const char *bad[] = {"",           "bogus=1",  "overheat=maybe", "temp=hot", "temp=1e9",
-                         "drop=cpu",   "drop=",    "overheat",       "temp=",    "grid_outage=2"};
+    const char *bad[] = {"",         "bogus=1", "overheat=maybe", "temp=hot", "temp=1e9",
+                         "drop=cpu", "drop=",   "overheat",       "temp=",    "grid_outage=2"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         EMS_CHECK_INT(CTL(bad[i]), ==, EMS_EINVAL);
         EMS_CHECK(msg[0] != '\0');
@@ -134,12 +134,11 @@ static void test_daemon_keys(void)
     EMS_CHECK_INT(c.tick_ms, ==, 1000);
     EMS_CHECK(c.sim_speed == 1 && !c.sim_control);
 
-    const char *good[][2] = {{"ws_ping_s", "2.5"},        {"ws_timeout_s", "30"},
-                             {"reconnect_min_s", "0.5"},  {"reconnect_max_s", "120"},
-                             {"ack_timeout_s", "10"},     {"backfill_batch", "50"},
-                             {"backfill_interval_ms", "50"}, {"backfill_inflight", "8"},
-                             {"plant_speed", "60"},       {"sim_control", "true"},
-                             {"tick_ms", "20"}};
+    const char *good[][2] = {
+        {"ws_ping_s", "2.5"},           {"ws_timeout_s", "30"},     {"reconnect_min_s", "0.5"},
+        {"reconnect_max_s", "120"},     {"ack_timeout_s", "10"},    {"backfill_batch", "50"},
+        {"backfill_interval_ms", "50"}, {"backfill_inflight", "8"}, {"plant_speed", "60"},
+        {"sim_control", "true"},        {"tick_ms", "20"}};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         if (ems_edge_config_set(&c, good[i][0], good[i][1], "t", 1, err, sizeof err) != 0)
             EMS_FAIL("%s", err);
@@ -147,17 +146,17 @@ static void test_daemon_keys(void)
     EMS_CHECK_INT(c.reconnect_min_ms, ==, 500);
     EMS_CHECK(c.sim_speed == 60 && c.sim_control);
     EMS_CHECK_INT(c.tick_ms, ==, 20);
-    const char *bad[][2] = {{"backfill_batch", "101"}, {"backfill_batch", "0"},
-                            {"backfill_inflight", "65"}, {"tick_ms", "2000"},
-                            {"tick_ms", "5"},           {"plant_speed", "0.5"},
-                            {"ws_ping_s", "0"},          {"sim_control", "perhaps"}};
+    const char *bad[][2] = {
+        {"backfill_batch", "101"}, {"backfill_batch", "0"},   {"backfill_inflight", "65"},
+        {"tick_ms", "2000"},       {"tick_ms", "5"},          {"plant_speed", "0.5"},
+        {"ws_ping_s", "0"},        {"sim_control", "perhaps"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         EMS_CHECK_INT(ems_edge_config_set(&c, bad[i][0], bad[i][1], "t", 1, err, sizeof err), ==,
                       EMS_ECONFIG);
 
-    char *argv1[] = {"ems-edge",    "--device-id", "d",   "--url",     "wss://h",
-                     "--token-file", "/t",         "--ca-file", "/ca", "--set",
-                     "ws_ping_s=20", "--status-bind", "0.0.0.0", NULL};
+    char *argv1[] = {"ems-edge", "--device-id", "d",   "--url", "wss://h",      "--token-file",
+                     "/t",       "--ca-file",   "/ca", "--set", "ws_ping_s=20", "--status-bind",
+                     "0.0.0.0",  NULL};
     int rc = ems_edge_config_from_args(&c, 13, argv1, err, sizeof err);
     EMS_CHECK_INT(rc, ==, EMS_ECONFIG);
     EMS_CHECK(strstr(err, "ws_timeout_s must be longer than ws_ping_s") != NULL);
