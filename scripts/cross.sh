@@ -136,9 +136,10 @@ smoke_one() {
     local a=$1 bin q kind
     bin=$build_root/$a/ems-edge
     q=$(qemu_of "$a")
-    kind=$(file -b "$bin")
+    # readelf (binutils) rather than file(1), which a build machine may lack.
+    kind=$(readelf -h "$bin" 2>&1 | awk -F: '/Class|Machine|Flags/ { gsub(/^ +/, "", $2); printf "%s; ", $2 }')
     case "$a:$kind" in
-        arm64:*"ARM aarch64"*|armhf:*"32-bit"*"ARM, EABI5"*) ;;
+        arm64:"ELF64; AArch64;"*|armhf:"ELF32; ARM;"*"hard-float"*) ;;
         *) echo "cross: $bin is not an $a executable: $kind" >&2; return 1 ;;
     esac
     # binfmt_misc may not be mounted here, so run through qemu-user explicitly.
