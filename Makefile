@@ -146,7 +146,7 @@ test-unit:
 
 demo:
 	@scripts/deps.sh --check || scripts/deps.sh
-	$(MAKE) all
+	$(MAKE) all dashboard
 	@scripts/demo.sh
 
 bench:

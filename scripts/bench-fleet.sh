@@ -23,7 +23,7 @@
 # usage: scripts/bench-fleet.sh [--devices N] [--gateways G] [--per-proc M]
 #            [--rate R] [--warmup S] [--window S] [--drain S] [--tls]
 #            [--reuseport] [--no-dashboards] [--perf] [--nice N]
-#            [--dbwriter-args "ARGS"] [--build DIR] [--results FILE] [--keep]
+#            [--dbwriter-args "ARGS"] [--gateway-args "ARGS"] [--build DIR] [--results FILE] [--keep]
 #   --devices N      simulated devices (default 2000)
 #   --gateways G     gateway processes (default: 1, or enough for 15,000
 #                    connections each)
@@ -43,6 +43,8 @@
 #                    on a machine shared with other work this approximates a
 #                    dedicated server; the report shows the CPU others used
 #   --dbwriter-args  extra flags for ems-dbwriter (e.g. "--batch-rows 5000")
+#   --gateway-args   extra flags for every ems-gateway (e.g.
+#                    "--dashboard_send_queue=16777216")
 #   --perf           perf record -g the first gateway during the window;
 #                    prints the top symbols (perf report --no-children)
 #   --build DIR      where ems-gateway, ems-dbwriter, emsctl, bench/bench_fleet
@@ -55,7 +57,7 @@ ROOT=$PWD
 PY=/usr/bin/python3
 
 DEVICES=2000 GATEWAYS=0 PER_PROC=10000 RATE=1000 WARMUP=5 WINDOW=60 DRAIN=30
-TLS=0 REUSEPORT=0 DASH=1 PERF=0 BUILD=build RESULTS="" KEEP=0 NICE="" DBW_ARGS=""
+TLS=0 REUSEPORT=0 DASH=1 PERF=0 BUILD=build RESULTS="" KEEP=0 NICE="" DBW_ARGS="" GW_ARGS=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --devices) DEVICES=$2; shift ;;
@@ -71,6 +73,7 @@ while [ $# -gt 0 ]; do
     --perf) PERF=1 ;;
     --nice) NICE=$2; shift ;;
     --dbwriter-args) DBW_ARGS=$2; shift ;;
+    --gateway-args) GW_ARGS=$2; shift ;;
     --build) BUILD=$2; shift ;;
     --results) RESULTS=$2; shift ;;
     --keep) KEEP=1 ;;
@@ -184,7 +187,7 @@ for g in $(seq 0 $((GATEWAYS - 1))); do
     "$BUILD/ems-gateway" --listen="127.0.0.1:${PORTS[$g]}" "${GW_TLS[@]}" \
         --reuseport=$([ "$REUSEPORT" = 1 ] && echo on || echo off) \
         --dbwriter_socket="$T/dbw.sock" --session_key_file="$T/session.key" \
-        --static_dir="$T/www" --port_file="$T/gw$g.port" --log_level=info \
+        --static_dir="$T/www" --port_file="$T/gw$g.port" --log_level=info $GW_ARGS \
         >"$T/gateway$g.log" 2>&1 &
     PIDS_GW+=($!)
     renice_all $!
@@ -303,16 +306,17 @@ EOF
 for p in "${PIDS_GEN[@]}" "${PIDS_DASH[@]}"; do kill -USR1 "$p"; done
 t_start=$(date +%s.%N)
 log "sending: warm-up $WARMUP s, window $WINDOW s"
-# Samples 0.3 s inside the window on both sides (a generator exits soon
+# Samples inside the window on both sides (0.4 s after its start, ~1.5 s
+# before its end) (a generator exits soon
 # after its window when the acks come quickly); rates use the real interval.
-sleep "$($PY -c "print($WARMUP + 0.4)")"
+sleep "$($PY -c "print($WARMUP + 0.5)")"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 sample "$T/cpu0.json"
 if [ "$PERF" = 1 ]; then
     perf record -g -F 499 -p "${PIDS_GW[0]}" -o "$T/perf.data" -- sleep "$((WINDOW - 1))" >"$T/perf.log" 2>&1 &
     PID_PERF=$!
 fi
-sleep "$($PY -c "print($WINDOW - 0.6)")"
+sleep "$($PY -c "print($WINDOW - 2)")"
 sample "$T/cpu1.json"
 log "window over; waiting for the last acks (at most $DRAIN s)"
 [ -n "$PID_PERF" ] && { wait "$PID_PERF"; PID_PERF=""; }
@@ -338,7 +342,7 @@ if [ "$PERF" = 1 ] && [ -s "$T/perf.data" ]; then
 fi
 
 # ------------------------------------------------------------ report
-CMD="scripts/bench-fleet.sh --devices $DEVICES --gateways $GATEWAYS --per-proc $PER_PROC --rate $RATE --warmup $WARMUP --window $WINDOW --drain $DRAIN$([ "$TLS" = 1 ] && echo ' --tls')$([ "$REUSEPORT" = 1 ] && echo ' --reuseport')$([ "$DASH" = 0 ] && echo ' --no-dashboards')$([ -n "$NICE" ] && echo " --nice $NICE")$([ -n "$DBW_ARGS" ] && echo " --dbwriter-args \"$DBW_ARGS\"")"
+CMD="scripts/bench-fleet.sh --devices $DEVICES --gateways $GATEWAYS --per-proc $PER_PROC --rate $RATE --warmup $WARMUP --window $WINDOW --drain $DRAIN$([ "$TLS" = 1 ] && echo ' --tls')$([ "$REUSEPORT" = 1 ] && echo ' --reuseport')$([ "$DASH" = 0 ] && echo ' --no-dashboards')$([ -n "$NICE" ] && echo " --nice $NICE")$([ -n "$DBW_ARGS" ] && echo " --dbwriter-args \"$DBW_ARGS\"")$([ -n "$GW_ARGS" ] && echo " --gateway-args \"$GW_ARGS\"")"
 $PY - "$T" "$DEVICES" "$GATEWAYS" "$NPROC" "$WINDOW" "$RAMP_S" "$PROV_S" "$TLS" "$CMD" "$RESULTS" "$LOAD0" <<'EOF'
 import glob, json, os, sys
 T, N, G, K, W, ramp, prov, tls, cmd, results, load0 = sys.argv[1:12]

@@ -1,47 +1,65 @@
 #!/usr/bin/env bash
-# 15-fuzz: runs the libFuzzer target fuzz_msg (test/fuzz/fuzz_msg.c) for 60 s
-# on a temporary copy of test/vectors, and prints one TAP line.
+# 15-fuzz: runs each libFuzzer target for a short time and prints one TAP
+# line per target:
+#   fuzz_msg       60 s, seeded with test/vectors (every wire message decoder)
+#   fuzz_net_http  20 s (the HTTP/1.1 request parser and upgrade checks)
+#   fuzz_link      20 s (the gateway <-> DB writer frame decoder)
 #
-# The binary comes from `make fuzz BUILD=<dir>` (make test builds it); if it
-# is missing the suite fails and says so. EMS_FUZZ_SECONDS overrides the
-# duration. A crash, leak, UB report or failed property leaves the input in
-# build/test-logs/fuzz-artifacts/ for `$EMS_BUILD/fuzz/fuzz_msg FILE`.
+# The binaries come from `make fuzz BUILD=<dir>` (make test builds them); a
+# missing one fails and says so. EMS_FUZZ_SECONDS scales every duration
+# (the value is fuzz_msg's; the others get a third of it). A crash, leak, UB
+# report or failed property leaves the input in build/test-logs/fuzz-artifacts/
+# for `$EMS_BUILD/fuzz/fuzz_NAME FILE`.
 set -u
 ROOT=${EMS_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 BUILD=${EMS_BUILD:-$ROOT/build/san}
-FUZZ=$BUILD/fuzz/fuzz_msg
 SECS=${EMS_FUZZ_SECONDS:-60}
-NAME="fuzz_msg runs ${SECS}s on the vectors without a crash, leak or failed property"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-if [ ! -x "$FUZZ" ]; then
-    echo "not ok - $NAME: $FUZZ is missing; build it with: make fuzz BUILD=${BUILD#"$ROOT"/}"
-    exit 1
-fi
-
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ems-fuzz.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
-mkdir "$tmp/corpus" "$tmp/artifacts"
-# The vectors are the seed corpus; names are made unique across kinds.
-while IFS= read -r -d '' f; do
-    rel=${f#"$ROOT"/test/vectors/}
-    cp "$f" "$tmp/corpus/${rel//\//__}"
-done < <(find "$ROOT/test/vectors" -type f -name '*.json' -print0)
-seeds=$(find "$tmp/corpus" -type f | wc -l)
+failed=0
 
-# -max_len: a device frame is at most 64 KiB (docs/protocol.md, close 1009).
-"$FUZZ" -max_total_time="$SECS" -rss_limit_mb=2048 -max_len=65536 -timeout=10 \
-    -print_final_stats=1 -artifact_prefix="$tmp/artifacts/" "$tmp/corpus" >"$tmp/log" 2>&1
-rc=$?
-runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$tmp/log" | tail -n 1)
-if [ "$rc" -eq 0 ]; then
-    echo "ok - $NAME (${runs:-?} runs from $seeds seeds)"
-    exit 0
-fi
-keep=$ROOT/build/test-logs/fuzz-artifacts
-mkdir -p "$keep"
-cp "$tmp"/artifacts/* "$keep"/ 2>/dev/null
-echo "not ok - $NAME: fuzzer exited with $rc; inputs kept in $keep"
-tail -n 60 "$tmp/log" | sed 's/^/# /' >&2
-exit 1
+run_target() { # name seconds seed-dir-or-empty
+    local name=$1 secs=$2 seeds_from=$3
+    local fuzz=$BUILD/fuzz/$name
+    local label="$name runs ${secs}s without a crash, leak or failed property"
+    if [ ! -x "$fuzz" ]; then
+        echo "not ok - $label: $fuzz is missing; build it with: make fuzz BUILD=${BUILD#"$ROOT"/}"
+        failed=1
+        return
+    fi
+    local work=$tmp/$name
+    mkdir -p "$work/corpus" "$work/artifacts"
+    if [ -n "$seeds_from" ]; then
+        # Names are made unique across kinds.
+        while IFS= read -r -d '' f; do
+            local rel=${f#"$seeds_from"/}
+            cp "$f" "$work/corpus/${rel//\//__}"
+        done < <(find "$seeds_from" -type f -name '*.json' -print0)
+    fi
+    local seeds
+    seeds=$(find "$work/corpus" -type f | wc -l)
+    # -max_len: a device frame is at most 64 KiB (docs/protocol.md, close 1009).
+    "$fuzz" -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 -timeout=10 \
+        -print_final_stats=1 -artifact_prefix="$work/artifacts/" "$work/corpus" >"$work/log" 2>&1
+    local rc=$?
+    local runs
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log" | tail -n 1)
+    if [ "$rc" -eq 0 ]; then
+        echo "ok - $label (${runs:-?} runs from $seeds seeds)"
+        return
+    fi
+    local keep=$ROOT/build/test-logs/fuzz-artifacts
+    mkdir -p "$keep"
+    cp "$work"/artifacts/* "$keep"/ 2>/dev/null
+    echo "not ok - $label: fuzzer exited with $rc; inputs kept in $keep"
+    tail -n 60 "$work/log" | sed 's/^/# /' >&2
+    failed=1
+}
+
+run_target fuzz_msg "$SECS" "$ROOT/test/vectors"
+run_target fuzz_net_http $(((SECS + 2) / 3)) ""
+run_target fuzz_link $(((SECS + 2) / 3)) ""
+exit "$failed"
