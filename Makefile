@@ -144,6 +144,13 @@ test-unit:
 	$(MAKE) BUILD=$(SAN_BUILD) SANITIZE=address,undefined OPT=-O1 all tests
 	EMS_TEST_ONLY=unit test/run.sh $(SAN_BUILD)
 
+# The fault-injection suite at full length (docs/faults.md): 60 s outages and
+# a one-hour outage, about 25 minutes; `make test` runs its short form.
+# FAULTS_ARGS adds options, e.g. FAULTS_ARGS="--hour real" (a real hour).
+test-faults:
+	$(MAKE) all
+	/usr/bin/python3 test/faults/faults.py --full --build $(BUILD) $(FAULTS_ARGS)
+
 demo:
 	@scripts/deps.sh --check || scripts/deps.sh
 	$(MAKE) all dashboard

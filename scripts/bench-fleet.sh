@@ -45,8 +45,8 @@
 #   --dbwriter-args  extra flags for ems-dbwriter (e.g. "--batch-rows 5000")
 #   --gateway-args   extra flags for every ems-gateway (e.g.
 #                    "--dashboard_send_queue=16777216")
-#   --perf           perf record -g the first gateway during the window;
-#                    prints the top symbols (perf report --no-children)
+#   --perf           perf record (DWARF call graphs, 199 Hz, at most 20 s) the
+#                    first gateway during the window; prints the top symbols
 #   --build DIR      where ems-gateway, ems-dbwriter, emsctl, bench/bench_fleet
 #                    are (default build, i.e. what `make bench` builds)
 #   --results FILE   append the result (one JSON line) to FILE
@@ -136,6 +136,10 @@ PSQL=(psql "$EMS_PG_DSN" -XAtq -v ON_ERROR_STOP=1)
 # renice PIDS...: applies --nice (PostgreSQL's backends inherit the
 # postmaster's, so it is reniced before the writer connects).
 renice_all() { [ -n "$NICE" ] && renice -n "$NICE" -p "$@" >/dev/null; return 0; }
+# Statements slower than 250 ms and checkpoints go to the server log, so a
+# stall of the ingest (a slow commit, the rollup step) can be named.
+"${PSQL[@]}" -c "ALTER SYSTEM SET log_min_duration_statement = 250" \
+    -c "ALTER SYSTEM SET log_checkpoints = on" -c "SELECT pg_reload_conf()" >/dev/null
 PG_PM=$(head -n 1 "$EMS_PG_DIR/data/postmaster.pid")
 renice_all "$PG_PM" $(ps -o pid= --ppid "$PG_PM")
 
@@ -231,35 +235,6 @@ if [ "$DASH" = 1 ]; then
 fi
 
 # ------------------------------------------------------------ load generators
-PORTLIST=$(printf '%s,' "${PORTS[@]}")
-PORTLIST=${PORTLIST%,}
-[ "$REUSEPORT" = 1 ] && PORTLIST=${PORTS[0]}
-t_ramp=$(date +%s.%N)
-left=$DEVICES first=0
-for k in $(seq 0 $((NPROC - 1))); do
-    n=$(((left + NPROC - k - 1) / (NPROC - k)))
-    "$FLEET" devices --ports "$PORTLIST" --src "127.0.0.$((11 + k))" --seed "$SEED" \
-        --first $first --count $n --rate $((RATE / NPROC > 0 ? RATE / NPROC : 1)) \
-        --warmup "$WARMUP" --window "$WINDOW" --drain "$DRAIN" "${FLEET_TLS[@]}" \
-        --out "$T/gen$k.json" >"$T/gen$k.out" 2>"$T/gen$k.log" &
-    PIDS_GEN+=($!)
-    renice_all $!
-    first=$((first + n))
-    left=$((left - n))
-done
-RAMP_MAX=$((DEVICES / RATE * 3 + 60))
-for k in $(seq 0 $((NPROC - 1))); do
-    if ! wait_until "grep -qs READY '$T/gen$k.out'" $RAMP_MAX; then
-        log "generator $k did not connect all its devices within $RAMP_MAX s:"
-        tail -n 5 "$T/gen$k.log" >&2
-        for g in $(seq 0 $((GATEWAYS - 1))); do grep -v ' connected from ' "$T/gateway$g.log" | tail -n 5 >&2; done
-        exit 1
-    fi
-done
-RAMP_S=$($PY -c "import time; print('%.1f' % (time.time() - $t_ramp))")
-log "$DEVICES devices connected in $RAMP_S s ($NPROC generator process(es))"
-
-# ------------------------------------------------------------ measurement
 pg_pids() { echo "$PG_PM"; ps -o pid= --ppid "$PG_PM"; }
 # sample FILE: CPU ticks of each group and the machine's /proc/stat line.
 sample() {
@@ -303,6 +278,37 @@ json.dump(out, open(sys.argv[1], "w"))
 EOF
 }
 
+PORTLIST=$(printf '%s,' "${PORTS[@]}")
+PORTLIST=${PORTLIST%,}
+[ "$REUSEPORT" = 1 ] && PORTLIST=${PORTS[0]}
+sample "$T/ramp0.json"
+t_ramp=$(date +%s.%N)
+left=$DEVICES first=0
+for k in $(seq 0 $((NPROC - 1))); do
+    n=$(((left + NPROC - k - 1) / (NPROC - k)))
+    "$FLEET" devices --ports "$PORTLIST" --src "127.0.0.$((11 + k))" --seed "$SEED" \
+        --first $first --count $n --rate $((RATE / NPROC > 0 ? RATE / NPROC : 1)) \
+        --warmup "$WARMUP" --window "$WINDOW" --drain "$DRAIN" "${FLEET_TLS[@]}" \
+        --out "$T/gen$k.json" >"$T/gen$k.out" 2>"$T/gen$k.log" &
+    PIDS_GEN+=($!)
+    renice_all $!
+    first=$((first + n))
+    left=$((left - n))
+done
+RAMP_MAX=$((DEVICES / RATE * 3 + 60))
+for k in $(seq 0 $((NPROC - 1))); do
+    if ! wait_until "grep -qs READY '$T/gen$k.out'" $RAMP_MAX; then
+        log "generator $k did not connect all its devices within $RAMP_MAX s:"
+        tail -n 5 "$T/gen$k.log" >&2
+        for g in $(seq 0 $((GATEWAYS - 1))); do grep -v ' connected from ' "$T/gateway$g.log" | tail -n 5 >&2; done
+        exit 1
+    fi
+done
+RAMP_S=$($PY -c "import time; print('%.1f' % (time.time() - $t_ramp))")
+sample "$T/ramp1.json"
+log "$DEVICES devices connected in $RAMP_S s ($NPROC generator process(es))"
+
+# ------------------------------------------------------------ measurement
 for p in "${PIDS_GEN[@]}" "${PIDS_DASH[@]}"; do kill -USR1 "$p"; done
 t_start=$(date +%s.%N)
 log "sending: warm-up $WARMUP s, window $WINDOW s"
@@ -313,7 +319,7 @@ sleep "$($PY -c "print($WARMUP + 0.5)")"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 sample "$T/cpu0.json"
 if [ "$PERF" = 1 ]; then
-    perf record -g -F 499 -p "${PIDS_GW[0]}" -o "$T/perf.data" -- sleep "$((WINDOW - 1))" >"$T/perf.log" 2>&1 &
+    perf record --call-graph dwarf,8192 -F 199 -p "${PIDS_GW[0]}" -o "$T/perf.data" -- sleep "$((WINDOW > 20 ? 20 : WINDOW - 1))" >"$T/perf.log" 2>&1 &
     PID_PERF=$!
 fi
 sleep "$($PY -c "print($WINDOW - 2)")"
@@ -334,11 +340,32 @@ sleep 1
     FROM telemetry WHERE device_id LIKE 'bench%'" >"$T/db.txt"
 "${PSQL[@]}" -c "SELECT pg_size_pretty(pg_total_relation_size('telemetry'))" >/dev/null 2>&1
 
+# Slow statements (> 250 ms) during the whole run, by kind.
+$PY - "$EMS_PG_DIR/server.log" >"$T/slow.txt" <<'EOF'
+import re, sys
+kinds = {}
+for line in open(sys.argv[1], errors="replace"):
+    m = re.search(r"duration: ([0-9.]+) ms\s+(?:statement|execute [^:]*): (.*)", line)
+    if not m:
+        continue
+    q = m.group(2)
+    k = ("rollup step" if "ems_rollup_step" in q else "telemetry insert batch" if "INSERT INTO telemetry" in q
+         else "event" if "ems_event" in q else q[:60])
+    d = float(m.group(1))
+    n, mx, tot = kinds.get(k, (0, 0.0, 0.0))
+    kinds[k] = (n + 1, max(mx, d), tot + d)
+for k, (n, mx, tot) in sorted(kinds.items(), key=lambda x: -x[1][2]):
+    print(f"  {k}: {n} x > 250 ms, max {mx:.0f} ms, total {tot / 1000:.1f} s")
+cp = sum(1 for line in open(sys.argv[1], errors="replace") if "checkpoint complete" in line)
+print(f"  checkpoints completed: {cp}")
+EOF
 if [ "$PERF" = 1 ] && [ -s "$T/perf.data" ]; then
     perf report -i "$T/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
         grep -E '^ +[0-9]+\.[0-9]+%' | head -n 40 >"$T/perf-top.txt"
     perf report -i "$T/perf.data" --children --sort symbol --stdio -g none 2>/dev/null |
-        grep -E '^ +[0-9]+\.[0-9]+%' | head -n 40 >"$T/perf-children.txt"
+        grep -E '^ +[0-9]+\.[0-9]+%' | grep -v '\[k\]' | head -n 50 >"$T/perf-children.txt"
+    perf report -i "$T/perf.data" --no-children --sort dso --stdio 2>/dev/null |
+        grep -E '^ +[0-9]+\.[0-9]+%' | head -n 12 >"$T/perf-dso.txt"
 fi
 
 # ------------------------------------------------------------ report
@@ -382,6 +409,11 @@ cpu = {k: round(100.0 * (c1["groups"][k]["ticks"] - c0["groups"][k]["ticks"]) / 
        for k in c1["groups"]}
 mem = {k: {"rss_mb": round(v["rss_kb"] / 1024, 1), "pss_mb": round(v["pss_kb"] / 1024, 1)}
        for k, v in c1["groups"].items()}
+# CPU seconds each group spent while the devices connected (TLS handshakes,
+# upgrades, credential lookups, session events), per connection.
+r0, r1 = json.load(open(T + "/ramp0.json")), json.load(open(T + "/ramp1.json"))
+ramp_cpu_ms = {k: round(1000.0 * (r1["groups"][k]["ticks"] - r0["groups"][k]["ticks"]) / hz / N, 3)
+               for k in ("gw", "dbw", "pg")}
 st0, st1 = c0["stat"], c1["stat"]
 tot = sum(st1) - sum(st0)
 idle = (st1[3] + st1[4]) - (st0[3] + st0[4])
@@ -392,7 +424,7 @@ machine_busy = round(100.0 * ncpu * (1 - idle / tot), 1) if tot else None
 others = round(machine_busy - sum(cpu.values()), 1) if tot else None
 r = {
     "devices": N, "gateways": G, "generators": K, "tls": tls == "1", "window_s": W,
-    "ramp_s": float(ramp), "provision_s": float(prov),
+    "ramp_s": float(ramp), "provision_s": float(prov), "ramp_cpu_ms_per_conn": ramp_cpu_ms,
     "sent": s("sent"), "acked": s("acked"), "nacked": s("nacked"), "unsettled": s("unsettled"),
     "sent_window": s("sent_window"), "acked_window": s("acked_window"),
     "rate_window_per_s": round(s("sent_window") / W, 1),
@@ -427,13 +459,19 @@ print(f"| {N} | {G} | {'yes' if r['tls'] else 'no'} | {r['rate_window_per_s']} |
 print()
 print("every packet committed and acked:", "YES" if ok else "NO")
 EOF
+echo
+echo "PostgreSQL statements slower than 250 ms (whole run):"
+cat "$T/slow.txt"
 if [ -s "$T/perf-top.txt" ]; then
     echo
     echo "perf (gateway ${PIDS_GW[0]}, self time, top 40):"
     cat "$T/perf-top.txt"
     echo
-    echo "perf (gateway, including children, top 40):"
+    echo "perf (gateway, user-space functions including callees, top 50):"
     cat "$T/perf-children.txt"
+    echo
+    echo "perf (gateway, self time by library):"
+    cat "$T/perf-dso.txt"
 fi
 for g in $(seq 0 $((GATEWAYS - 1))); do
     n=$(grep -c -E 'warn|error' "$T/gateway$g.log")

@@ -38,12 +38,13 @@ PGDATA=$DEMO/pg
 if [ ! -f "$PGDATA/PG_VERSION" ]; then
     say "creating a PostgreSQL cluster in $PGDATA"
     mkdir -p "$PGDATA"
-    [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$PGDATA"
+    if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$PGDATA"; fi
     chmod 700 "$PGDATA"
     as_pg "$PG_BIN/initdb" -D "$PGDATA" -A trust -U postgres >"$LOG/initdb.log" 2>&1 ||
         die "initdb failed, see $LOG/initdb.log"
 fi
-[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$DEMO/run"
+touch "$LOG/postgresql.log"
+if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$DEMO/run" "$LOG/postgresql.log"; fi
 if ! as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
     as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$LOG/postgresql.log" -w \
         -o "-p $PG_PORT -k $DEMO/run -c listen_addresses=127.0.0.1" start >/dev/null ||
@@ -64,6 +65,7 @@ stop_all() {
     done
     as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
     say "stopped; data kept in $DEMO (delete it to start afresh)"
+    exit 0
 }
 trap stop_all INT TERM EXIT
 
@@ -144,6 +146,8 @@ token_file = $DEMO/secrets/$id.token
 ca_file = $CERTS/ca.crt
 buffer_path = $DEMO/edge/$id/buffer
 status_port = $sp
+# Fault injection from this machine only: curl -X POST 'localhost:$sp/sim/fault?overheat=on'
+sim_control = true
 EOF
     "$BIN/ems-edge" --config "$DEMO/edge/$id.conf" --sim --profile "$profile" \
         >"$LOG/edge-$id.log" 2>&1 &

@@ -18,7 +18,7 @@ cd "$ROOT"
 export EMS_ROOT=$ROOT EMS_BUILD=$ROOT/$BUILD
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-LOGDIR=$ROOT/build/test-logs
+LOGDIR=$EMS_BUILD/test-logs   # one per build dir: parallel runs never mix logs
 mkdir -p "$LOGDIR"
 
 passed=0 failed=0

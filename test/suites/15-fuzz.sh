@@ -8,7 +8,7 @@
 # The binaries come from `make fuzz BUILD=<dir>` (make test builds them); a
 # missing one fails and says so. EMS_FUZZ_SECONDS scales every duration
 # (the value is fuzz_msg's; the others get a third of it). A crash, leak, UB
-# report or failed property leaves the input in build/test-logs/fuzz-artifacts/
+# report or failed property leaves the input in $EMS_BUILD/test-logs/fuzz-artifacts/
 # for `$EMS_BUILD/fuzz/fuzz_NAME FILE`.
 set -u
 ROOT=${EMS_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -51,7 +51,7 @@ run_target() { # name seconds seed-dir-or-empty
         echo "ok - $label (${runs:-?} runs from $seeds seeds)"
         return
     fi
-    local keep=$ROOT/build/test-logs/fuzz-artifacts
+    local keep=$BUILD/test-logs/fuzz-artifacts
     mkdir -p "$keep"
     cp "$work"/artifacts/* "$keep"/ 2>/dev/null
     echo "not ok - $label: fuzzer exited with $rc; inputs kept in $keep"

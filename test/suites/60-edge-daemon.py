@@ -186,14 +186,14 @@ def validity_checks(tap, env, cloud):
            seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs)
     ts = [lib_ts(p["timestamp"]) for p in live]
     steps = [b - a for a, b in zip(ts, ts[1:])]
-    tap.ok("packets are 1000 ms apart (each step within 30 ms)",
-           steps and all(abs(s - 1000) <= 30 for s in steps), steps)
+    tap.ok("packets are 1000 ms apart (each step within 50 ms)",
+           steps and all(abs(s - 1000) <= 50 for s in steps), steps)
     span = ts[-1] - ts[0]
     want = (seqs[-1] - seqs[0]) * 1000
-    tap.ok(f"no drift: {len(live)} packets span {span} ms, want {want} +- 20 ms",
-           abs(span - want) <= 20, f"{span} vs {want}")
-    tap.ok("timestamps fall on whole seconds (+- 25 ms)",
-           all(t % 1000 <= 25 or t % 1000 >= 975 for t in ts), [t % 1000 for t in ts][:10])
+    tap.ok(f"no drift: {len(live)} packets span {span} ms, want {want} +- 30 ms",
+           abs(span - want) <= 30, f"{span} vs {want}")
+    tap.ok("timestamps fall on whole seconds (+- 50 ms)",
+           all(t % 1000 <= 50 or t % 1000 >= 950 for t in ts), [t % 1000 for t in ts][:10])
     tap.ok("every packet says clock_synced true (the welcome agreed)",
            all(p.get("clock_synced") is True for p in live), [p.get("clock_synced") for p in live][:5])
 
@@ -241,8 +241,8 @@ async def stall_checks(tap, cloud, edge):
     steps = [b - a for a, b in zip(ts[1:], ts[2:])]
     tap.ok("no burst: one late tick at once, then whole-second deadlines again, seq consecutive",
            seq == list(range(seq[0], seq[0] + len(seq)))
-           and all(t % 1000 <= 25 or t % 1000 >= 975 for t in ts[1:])
-           and all(abs(s - 1000) <= 30 for s in steps) and ts[1] - ts[0] < 1000, (seq, ts))
+           and all(t % 1000 <= 50 or t % 1000 >= 950 for t in ts[1:])
+           and all(abs(s - 1000) <= 50 for s in steps) and ts[1] - ts[0] < 1000, (seq, ts))
 
 
 async def clock_checks(tap, env):
