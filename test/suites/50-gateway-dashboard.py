@@ -188,11 +188,12 @@ async def slow_dashboard_test(env, cookie, tok):
             pass
 
     drainer = asyncio.ensure_future(drain_device())
-    # Enough to overflow the slow dashboard's queue and socket buffers many
-    # times over, sent at a pace a Python reader keeps up with even on a
-    # loaded 2-core CI machine under ASan (a burst made the *fast* reader
-    # fall behind by more than its queue cap and get dropped too).
-    n = 8000
+    # About 12 MB: several times the slow dashboard's queue cap (1 MiB) plus
+    # what loopback TCP buffers absorb (the kernel grows the gateway's send
+    # buffer to several MB), sent at ~2000/s, a pace a Python reader keeps up
+    # with even on a loaded 2-core CI machine under ASan (a faster burst made
+    # the *fast* reader fall behind by more than its cap and get dropped too).
+    n = 25000
     got = []
     lat = []
 
