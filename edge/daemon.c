@@ -1122,10 +1122,13 @@ static int dmn__start_http(ems_edge_daemon_t *d)
     int rc = ems_status_http_start(d->loop, d->cfg.status_bind, (uint16_t)d->cfg.status_port, &cbs,
                                    d, &d->http);
     if (rc < 0) {
-        ems_log_error("status: cannot listen on %s:%d: %s", d->cfg.status_bind, d->cfg.status_port,
-                      uv_strerror(rc));
+        /* The status endpoint is diagnostics: a clash on its port must not
+         * stop battery control (and a restart loop would not free the
+         * port), so the daemon runs on without it. */
+        ems_log_error("status: cannot listen on %s:%d: %s; running without the status endpoint",
+                      d->cfg.status_bind, d->cfg.status_port, uv_strerror(rc));
         d->http = NULL;
-        return rc;
+        return 0;
     }
     ems_log_info("status: listening on http://%s:%u (/status, /metrics%s)", d->cfg.status_bind,
                  (unsigned)ems_status_http_port(d->http),

@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import subprocess
+import socket
 import time
 
 spec = importlib.util.spec_from_file_location(
@@ -277,6 +278,21 @@ async def clock_checks(tap, env):
                ps and ps[0]["clock_synced"] is False, ps[:1])
     await edge.stop()
     await cloud.stop()
+
+    # A clash on the diagnostics port must not stop battery control.
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    cloud = await env.cloud(tls=False).start()
+    edge = await env.edge("edge-portclash").start(
+        cloud.url(), env.token_file, buffer=os.path.join(env.tmp, "buffer-pc"), status=False,
+        extra=("--status-port", str(taken.getsockname()[1])))
+    ps = await lib.next_packets(cloud, 2, 8)
+    tap.ok("a status port already in use: logged, and the daemon runs on without it",
+           ps and edge.alive() and edge.log(r"running without the status endpoint"), edge.tail(5))
+    await edge.stop()
+    await cloud.stop()
+    taken.close()
 
     r = subprocess.run([lib.EDGE, "--device-id", "x", "--url", "ws://localhost:1", "--token-file",
                         env.token_file, "--check"], capture_output=True, text=True)
