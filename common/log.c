@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,12 +17,25 @@ static struct {
     int with_time;
 } ems_log__cfg = {"ems", EMS_LOG_INFO, 1};
 
+static int ems_log__stderr_is_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    if (!js || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) != 0)
+        return 0;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 void ems_log_init(const char *ident, ems_log_level_t level)
 {
     ems_log__cfg.ident = ident ? ident : "ems";
     ems_log__cfg.level = level;
-    /* Under systemd, JOURNAL_STREAM is set and journald adds its own time. */
-    ems_log__cfg.with_time = getenv("JOURNAL_STREAM") == NULL;
+    /* Under systemd, JOURNAL_STREAM names the device and inode of the
+     * journal socket and journald adds its own time. The variable is
+     * inherited by children whose stderr may go elsewhere (a file), so the
+     * time is left out only when stderr really is that stream. */
+    ems_log__cfg.with_time = !ems_log__stderr_is_journal();
 }
 
 void ems_log_set_level(ems_log_level_t level) { ems_log__cfg.level = level; }

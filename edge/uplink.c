@@ -312,9 +312,10 @@ static void up__describe(const ems_ws_close_info_t *i, bool ours, char *buf, siz
     if (i->http_status && i->http_status != 101) {
         const char *hint = i->http_status == 401   ? " (the device token was refused)"
                            : i->http_status == 403 ? " (device revoked or forbidden)"
-                           : i->http_status == 404 ? " (wrong URL path or unknown device)"
-                           : i->http_status == 429 ? " (rate limited)"
-                           : i->http_status == 503 ? " (the gateway is shutting down)"
+                           : i->http_status == 404 ? " (wrong URL path)"
+                           : i->http_status == 429 ? " (rate or connection limit)"
+                           : i->http_status == 503
+                               ? " (the gateway is shutting down or cannot reach its DB writer)"
                                                    : "";
         snprintf(buf, cap, "the gateway refused the upgrade with HTTP %d%s", i->http_status, hint);
     } else if (i->status == EMS_ETLS) {
