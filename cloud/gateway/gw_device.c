@@ -167,8 +167,13 @@ static void session_event(gw_t *gw, gw_devconn_t *dc, bool open, const char *rea
 /* ------------------------------------------------------------ messages */
 
 /* One validated packet from the connection's device. `live` packets are
- * fanned out to dashboards; backfill from a batch is history and is not. */
-static void handle_packet(gw_devconn_t *dc, const ems_telemetry_t *t, bool live, int64_t now_ms)
+ * fanned out to dashboards; backfill from a batch is history and is not.
+ * `raw` (may be NULL) is the device's own text of the packet, already parsed
+ * and validated into `t`: dashboards get it as it came, which saves encoding
+ * the packet again for every message (unknown members ride along; receivers
+ * ignore them, docs/protocol.md). */
+static void handle_packet(gw_devconn_t *dc, const ems_telemetry_t *t, const char *raw,
+                          size_t raw_len, bool live, int64_t now_ms)
 {
     gw_t *gw = dc->gw;
     gw_dev_t *d = dc->dev;
@@ -189,8 +194,15 @@ static void handle_packet(gw_devconn_t *dc, const ems_telemetry_t *t, bool live,
     }
     if (live && (gw->hub.nall || gw_hub_count(&gw->hub, d->id))) {
         char pkt[EMS_TELEMETRY_JSON_MAX], msg[EMS_TELEMETRY_JSON_MAX + 64];
-        int n = ems_telemetry_encode(t, pkt, sizeof pkt);
-        if (n > 0 && (n = ems_dash_telemetry_encode(pkt, (size_t)n, msg, sizeof msg)) > 0)
+        int n = -1;
+        if (raw && raw_len <= EMS_TELEMETRY_JSON_MAX)
+            n = ems_dash_telemetry_encode(raw, raw_len, msg, sizeof msg);
+        if (n <= 0) { /* no text, or a larger one (padding, unknown members) */
+            n = ems_telemetry_encode(t, pkt, sizeof pkt);
+            if (n > 0)
+                n = ems_dash_telemetry_encode(pkt, (size_t)n, msg, sizeof msg);
+        }
+        if (n > 0)
             gw_dash_publish(gw, d->id, msg, (size_t)n);
     }
     if (gw->stopping)
@@ -217,7 +229,7 @@ static void batch_item(void *ctx, const ems_batch_item_t *it)
 {
     batch_ctx_t *b = ctx;
     if (it->packet) {
-        handle_packet(b->dc, it->packet, false, b->now_ms);
+        handle_packet(b->dc, it->packet, NULL, 0, false, b->now_ms);
         return;
     }
     gw_metric_inc(b->dc->gw->m.invalid);
@@ -304,7 +316,7 @@ static void dev_on_message(ems_ws_t *ws, const char *data, size_t len, bool bina
     switch (kind) {
     case EMS_MSG_TELEMETRY:
         if (ems_telemetry_from_json(root, &t, &err) == 0) {
-            handle_packet(dc, &t, !(t.has_backfill && t.backfill), now_ms);
+            handle_packet(dc, &t, data, len, !(t.has_backfill && t.backfill), now_ms);
         } else {
             gw_metric_inc(gw->m.invalid);
             json_int_t seq = -1;

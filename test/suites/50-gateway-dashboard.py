@@ -151,6 +151,13 @@ async def fanout_tests(env, cookie, tok):
     await dev.send(json.dumps(packet("fan_1", 500)))
     m = await gw.recv_until(dashes[2], lambda m: m.get("type") == "telemetry")
     tap.eq("the \"*\" subscriber still gets it", m["packet"]["seq"], 500)
+    # The gateway passes the device's own (validated) text on instead of
+    # encoding the packet again: an unknown member rides along unchanged.
+    p = packet("fan_1", 501)
+    p["x_note"] = "from a newer edge"
+    await dev.send(json.dumps(p))
+    m = await gw.recv_until(dashes[2], lambda m: m.get("type") == "telemetry")
+    tap.eq("the dashboard gets the device's packet as it was sent", m["packet"], p)
     try:
         m = await gw.recv_json(dashes[0], timeout=0.5)
         tap.ok("after unsubscribe nothing arrives", False, m)
