@@ -177,6 +177,7 @@ typedef struct {
 } cmd_gauge_t;
 
 static double g_link_stat(void *ud);
+static void dbw_metrics_register(gw_t *gw);
 
 static void metrics_init(gw_t *gw)
 {
@@ -247,6 +248,71 @@ static void metrics_init(gw_t *gw)
                         "Queries waiting for the DB writer.", NULL, g_queries, gw);
     gw_metrics_gauge_fn(m, "ems_gateway_dbwriter_reconnects", "Connection attempts to the DB writer.",
                         NULL, g_link_stat, gw);
+    dbw_metrics_register(gw);
+}
+
+/* The DB writer's own counters (docs/storage.md, "Counters"), fetched with
+ * {"op":"stats"} every DBW_STATS_EVERY_MS and shown in the gateway's
+ * /metrics, so one scrape covers both cloud processes. A value is as old
+ * as the last answer (at most one period). */
+#define DBW_STATS_EVERY_MS 10000
+static const struct {
+    const char *field, *name, *help;
+    bool counter;
+} dbw_stats[] = {
+    {"rows_written", "ems_dbwriter_rows_written_total", "New telemetry rows committed.", true},
+    {"rows_duplicate", "ems_dbwriter_rows_duplicate_total", "Replayed rows already stored.", true},
+    {"rows_rejected", "ems_dbwriter_rows_rejected_total", "Rows refused for good.", true},
+    {"events_written", "ems_dbwriter_events_written_total", "Command and session events.", true},
+    {"batches", "ems_dbwriter_batches_total", "Batches committed.", true},
+    {"batch_failures", "ems_dbwriter_batch_failures_total", "Batches that failed and were retried.",
+     true},
+    {"pg_reconnects", "ems_dbwriter_pg_reconnects_total", "Connections to PostgreSQL made again.",
+     true},
+    {"commit_ms_last", "ems_dbwriter_commit_ms_last", "Last batch: sent to COMMIT confirmed, ms.",
+     false},
+    {"commit_ms_max", "ems_dbwriter_commit_ms_max", "Slowest batch so far, ms.", false},
+    {"commit_ms_avg", "ems_dbwriter_commit_ms_avg", "Average batch, ms.", false},
+    {"queue_rows", "ems_dbwriter_queue_rows", "Rows held, not yet committed.", false},
+    {"queue_limit", "ems_dbwriter_queue_limit", "Rows held before backpressure.", false},
+    {"paused", "ems_dbwriter_paused", "1 while the writer applies backpressure.", false},
+    {"pg_up", "ems_dbwriter_pg_up", "1 while the writer is connected to PostgreSQL.", false},
+    {"links", "ems_dbwriter_links", "Gateway connections to the writer.", false},
+};
+
+static void dbw_metrics_register(gw_t *gw)
+{
+    for (size_t i = 0; i < sizeof dbw_stats / sizeof dbw_stats[0]; i++)
+        gw->m.dbw[i] = dbw_stats[i].counter
+                           ? gw_metrics_counter(gw->metrics, dbw_stats[i].name, dbw_stats[i].help, NULL)
+                           : gw_metrics_gauge(gw->metrics, dbw_stats[i].name, dbw_stats[i].help, NULL);
+}
+
+static void dbw_stats_result(void *ud, int status, const char *json, size_t len)
+{
+    gw_t *gw = ud;
+    gw->stats_inflight = false;
+    if (status != 0)
+        return; /* link down or shutting down: keep the last values */
+    json_t *o = json_loadb(json, len, 0, NULL);
+    for (size_t i = 0; o && i < sizeof dbw_stats / sizeof dbw_stats[0]; i++) {
+        json_t *v = json_object_get(o, dbw_stats[i].field);
+        if (json_is_number(v))
+            gw_metric_set(gw->m.dbw[i], json_number_value(v));
+        else if (json_is_boolean(v))
+            gw_metric_set(gw->m.dbw[i], json_is_true(v) ? 1 : 0);
+    }
+    json_decref(o);
+}
+
+static void dbw_stats_poll(gw_t *gw, int64_t mono)
+{
+    if (gw->stats_inflight || mono < gw->stats_due_mono || !gw->link || !gw_link_up(gw->link))
+        return;
+    static const char q[] = "{\"op\":\"stats\"}";
+    gw->stats_due_mono = mono + DBW_STATS_EVERY_MS;
+    if (gw_link_query(gw->link, q, sizeof q - 1, dbw_stats_result, gw) == 0)
+        gw->stats_inflight = true;
 }
 
 static double g_link_stat(void *ud)
@@ -393,6 +459,7 @@ static void tick_cb(uv_timer_t *t)
         return;
     }
     gw_device_recheck(gw, mono);
+    dbw_stats_poll(gw, mono);
     /* Failed-login buckets are small; forget them all now and then rather
      * than tracking each one's age. */
     if (gw->login_fail.len > 10000) {

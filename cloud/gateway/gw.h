@@ -102,6 +102,7 @@ typedef struct {
     gw_metric_t *http_requests, *logins_ok, *logins_failed;
     gw_metric_t *query_latency;
     gw_metric_t *cmd_status[GW_CMD_STATUS_COUNT];
+    gw_metric_t *dbw[16]; /* the DB writer's counters, gw.c dbw_stats[] */
 } gw_metric_set_t;
 
 struct gw {
@@ -128,6 +129,9 @@ struct gw {
     uv_timer_t tick;
     gw_metrics_t *metrics;
     gw_metric_set_t m;
+
+    bool stats_inflight; /* a {"op":"stats"} query to the DB writer is out */
+    int64_t stats_due_mono;
 
     bool stopping;       /* SIGTERM seen */
     int64_t stop_deadline;

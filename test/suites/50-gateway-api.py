@@ -228,6 +228,19 @@ def metrics_test(env):
            st == 200 and h.get("content-type", "").startswith("text/plain") and not missing,
            missing)
 
+    # The DB writer's counters ride along (fetched over the link every 10 s).
+    def dbw_rows():
+        body = env.http("GET", "/metrics")[2].decode()
+        for line in body.splitlines():
+            if line.startswith("ems_dbwriter_rows_written_total "):
+                return float(line.split()[1])
+        return 0.0
+    ok = gw.wait_for(lambda: dbw_rows() > 0, 15, step=0.5)
+    body = env.http("GET", "/metrics")[2].decode()
+    tap.ok("/metrics includes the DB writer's counters (rows written, commit time, backpressure)",
+           ok and "ems_dbwriter_commit_ms_max" in body and "ems_dbwriter_paused 0" in body
+           and "ems_dbwriter_pg_up 1" in body, [l for l in body.splitlines() if "dbwriter_" in l])
+
 
 async def main():
     env = gw.Env(tap, tls=True)
