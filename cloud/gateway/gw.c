@@ -616,6 +616,11 @@ int gw_start(gw_t *gw, uv_loop_t *loop, const gw_config_t *cfg)
      * clear 429 instead of a silent close. */
     so.max_connections = (unsigned)cfg->max_connections + 16;
     so.handshake_timeout_ms = (unsigned)cfg->handshake_timeout_ms;
+    /* The largest answer the API builds is a raw history of up to 5,000
+     * points (about 1.9 MB of JSON; docs/api.md): the default 1 MiB output
+     * cap per HTTP connection would abort it. Memory is only taken while an
+     * answer is being written. */
+    so.max_out = 16u << 20;
     ems_http_limits_default(&so.limits);
     so.limits.max_body = (size_t)cfg->http_max_body;
     rc = ems_server_start(loop, &so, on_request, gw, &gw->server);

@@ -76,7 +76,10 @@ void gw_config_defaults(gw_config_t *c)
     c->device_send_queue = 256 * 1024;
     c->dashboard_send_queue = 1024 * 1024;
     c->rate_burst = 20;
-    c->rate_per_s = 5;
+    /* ems-edge sends 1 live packet a second plus up to 5 backfill batches
+     * a second while it drains a backlog (docs/protocol.md, "Message
+     * budget"); 10/s leaves room for both. */
+    c->rate_per_s = 10;
     c->command_timeout_s = 10;
     c->command_complete_s = 60;
     c->auth_cache_s = 30;
