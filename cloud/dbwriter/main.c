@@ -61,7 +61,7 @@ struct app {
     char dir[PATH_MAX];
     uv_pipe_t server;
     bool listening;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     uv_timer_t maint_timer;    /* partitions, retention, stats line */
     uv_timer_t shutdown_timer; /* bounds the final drain */
     uv_timer_t rollup_timer;   /* plain PostgreSQL: ems_rollup_step */
@@ -496,6 +496,7 @@ static void shutdown_finish(app_t *a)
     close_handle((uv_handle_t *)&a->shutdown_timer);
     close_handle((uv_handle_t *)&a->sigterm);
     close_handle((uv_handle_t *)&a->sigint);
+    close_handle((uv_handle_t *)&a->sighup);
 }
 
 static void drained(void *ud)
@@ -542,6 +543,17 @@ static void on_signal(uv_signal_t *s, int signum)
     app_t *a = s->data;
     ems_log_info("received signal %d: finishing the batch in flight, then stopping", signum);
     shutdown_begin(a, 0);
+}
+
+/* SIGHUP's default action would end the writer at once, without the drain
+ * of SIGTERM (a `docker compose kill -s HUP` sent to every service, or a
+ * reload habit). Everything it reads comes from flags at start, so there is
+ * nothing to reload: it says so and goes on. */
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    (void)s;
+    (void)signum;
+    ems_log_info("SIGHUP: nothing to reload (settings are read at start); still running");
 }
 
 /* ------------------------------------------------------------------ config */
@@ -684,6 +696,9 @@ int main(int argc, char **argv)
     a->sigterm.data = a->sigint.data = a;
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sigint, on_signal, SIGINT);
+    uv_signal_init(&loop, &a->sighup);
+    a->sighup.data = a;
+    uv_signal_start(&a->sighup, on_sighup, SIGHUP);
 
     ems_pg_opts_t po = {
         .conninfo = a->cfg.dsn,

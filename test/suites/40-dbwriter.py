@@ -376,6 +376,15 @@ def test_events(pg, d):
 
 def test_sigterm(pg, d):
     c = L.Link(d.sock)
+    # SIGHUP first: it must not end the writer (its default action would).
+    d.proc.send_signal(signal.SIGHUP)
+    c.send(L.telemetry(1, [pk("hup_dev", 0)]))
+    got = c.wait_ack(1)
+    ok("SIGHUP leaves the writer running (nothing to reload)",
+       got and d.proc.poll() is None and pg.count("device_id = 'hup_dev'") == 1,
+       "alive %s acked %s stored %d" % (d.proc.poll() is None, got, pg.count("device_id = 'hup_dev'")))
+    c.close()
+    c = L.Link(d.sock)
     n = 0
     for k in range(20):
         c.send(L.telemetry(k + 1, [pk("s_dev", n + i) for i in range(25)]))
