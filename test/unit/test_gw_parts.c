@@ -343,7 +343,7 @@ static void test_config(void)
     EMS_CHECK(!c.tls);
     EMS_CHECK_INT(c.rate_burst, ==, 9); /* the flag wins over the file */
     EMS_CHECK_STR(c.static_dir, "/srv");
-    EMS_CHECK_INT(c.rate_per_s, ==, 5); /* default */
+    EMS_CHECK_INT(c.rate_per_s, ==, 10); /* default: live + backfill (docs/protocol.md) */
     EMS_CHECK_INT(gw_config_check(&c, err, sizeof err), ==, 0);
 
     gw_config_defaults(&c);
