@@ -11,7 +11,8 @@
 # Sources are discovered by folder, so a new module is a new .c file in the
 # right folder and nothing else:
 #   common/*.c common/net/*.c  -> build/libems.a      (shared by edge and cloud)
-#   edge/*.c                   -> build/ems-edge       (edge/main.c holds main)
+#   edge/*.c edge/hw/*.c       -> build/ems-edge       (edge/main.c holds main;
+#                                                       edge/hw: the hardware back end)
 #   cloud/gateway/*.c          -> build/ems-gateway    (cloud/gateway/main.c)
 #   cloud/dbwriter/*.c         -> build/ems-dbwriter   (cloud/dbwriter/main.c)
 #   cloud/emsctl/*.c           -> build/emsctl         (cloud/emsctl/main.c)
@@ -24,7 +25,7 @@ SANITIZE ?=
 OPT      ?= -O2
 
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) -MMD -MP \
-              -Icommon -Icommon/net -Iedge -Icloud/gateway -Icloud/dbwriter -Itest/unit
+              -Icommon -Icommon/net -Iedge -Iedge/hw -Icloud/gateway -Icloud/dbwriter -Itest/unit
 ifneq ($(SANITIZE),)
 CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS     += -fsanitize=$(SANITIZE)
@@ -41,7 +42,7 @@ LIBS_ALL     = $(LIBS_COMMON) -lsqlite3 $(shell $(PKG_CONFIG) --libs libgpiod li
 CFLAGS += $(shell $(PKG_CONFIG) --cflags libpq 2>/dev/null)
 
 COMMON_SRC   = $(wildcard common/*.c common/net/*.c)
-EDGE_SRC     = $(filter-out edge/main.c,$(wildcard edge/*.c))
+EDGE_SRC     = $(filter-out edge/main.c,$(wildcard edge/*.c edge/hw/*.c))
 GATEWAY_SRC  = $(filter-out cloud/gateway/main.c,$(wildcard cloud/gateway/*.c))
 DBWRITER_SRC = $(filter-out cloud/dbwriter/main.c,$(wildcard cloud/dbwriter/*.c))
 EMSCTL_SRC   = $(filter-out cloud/emsctl/main.c,$(wildcard cloud/emsctl/*.c))

@@ -13,6 +13,15 @@ const char *ems_strerror(int code)
         return "database failure";
     case EMS_ECONFIG:
         return "bad configuration";
+    /* The hardware codes read better than their errno texts here. */
+    case EMS_ENXIO:
+        return "no answer (the device did not acknowledge)";
+    case EMS_ENODEV:
+        return "not the expected device";
+    case EMS_ERANGE:
+        return "reading out of range";
+    case EMS_ESTALE:
+        return "reading stuck";
     default:
         break;
     }

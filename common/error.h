@@ -24,6 +24,10 @@
 #define EMS_EMSGSIZE (-EMSGSIZE)   /* message too large */
 #define EMS_ETIMEDOUT (-ETIMEDOUT) /* deadline passed */
 #define EMS_ECLOSED (-EPIPE)       /* connection is closing or closed */
+#define EMS_ENXIO (-ENXIO)         /* no answer: an I2C address that does not acknowledge */
+#define EMS_ENODEV (-ENODEV)       /* not the expected device (wrong chip ID) */
+#define EMS_ERANGE (-ERANGE)       /* a reading outside what the device can measure */
+#define EMS_ESTALE (-ESTALE)       /* a reading that did not change when it must have */
 #define EMS_ETLS (-10001)          /* TLS failure (details logged) */
 #define EMS_EDB (-10002)           /* database failure (details logged) */
 #define EMS_ECONFIG (-10003)       /* bad configuration */
