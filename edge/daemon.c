@@ -15,6 +15,7 @@
 #include "log.h"
 #include "nack.h"
 #include "simio.h"
+#include "state.h"
 #include "status_http.h"
 #include "store.h"
 #include "telemetry.h"
@@ -57,6 +58,9 @@ struct ems_edge_daemon {
     ems_io_t *io;
     ems_edge_clock_t clock;
     ems_store_t *store;
+    char state_path[EMS_EDGE_PATH_MAX + 8]; /* edge/state.h: the latch survives restarts */
+    ems_edge_state_t saved;                 /* what the file holds now */
+    bool state_write_failed;
     ems_backfill_t bf;
     bool bf_inited, bf_was_busy;
     uint64_t bf_start_batches, bf_start_packets;
@@ -220,6 +224,69 @@ static void dmn__log_transitions(ems_edge_daemon_t *d, const ems_fsm_output_t *o
                      (long long)(d->cfg.limits.manual_timeout_ms / 1000));
 }
 
+/* Writes the latch to the state file the tick it changes (entered ERROR,
+ * more flags, RESET_ERROR), so a restart cannot clear it (edge/state.h). A
+ * failed write is said once, and retried at every tick until it works. */
+static void dmn__persist_latch(ems_edge_daemon_t *d, const ems_fsm_output_t *out, int64_t utc)
+{
+    bool latched = out->state == EMS_STATE_ERROR;
+    uint32_t flags = latched ? out->error_flags : 0;
+    if (latched == d->saved.error_latched && flags == d->saved.error_flags && !d->state_write_failed)
+        return;
+    ems_edge_state_t st = d->saved;
+    if (latched && !st.error_latched)
+        st.error_since_ms = utc;
+    if (!latched)
+        st.error_since_ms = 0;
+    st.error_latched = latched;
+    st.error_flags = flags;
+    char err[1200];
+    int rc = ems_edge_state_save(d->state_path, &st, d->cfg.buffer_sync != EMS_STORE_SYNC_OFF, err,
+                                 sizeof err);
+    if (rc < 0) {
+        if (!d->state_write_failed)
+            ems_log_error("state: the %s cannot be saved (%s); a restart now would %s", 
+                          latched ? "ERROR latch" : "reset of the ERROR latch", err,
+                          latched ? "forget it" : "bring ERROR back");
+        d->state_write_failed = true;
+        return;
+    }
+    if (d->state_write_failed)
+        ems_log_info("state: saved again to %s", d->state_path);
+    d->state_write_failed = false;
+    d->saved = st;
+}
+
+/* Reads the state file at start: a latched ERROR comes back as it was. */
+static int dmn__load_state(ems_edge_daemon_t *d)
+{
+    if (ems_edge_state_path(d->cfg.buffer_path, d->state_path, sizeof d->state_path) < 0) {
+        ems_log_error("state: buffer_path is too long for its .state file");
+        return EMS_ECONFIG;
+    }
+    char err[1200];
+    int rc = ems_edge_state_load(d->state_path, &d->saved, err, sizeof err);
+    if (rc == EMS_ENOENT)
+        return 0;
+    if (rc < 0) {
+        ems_log_error("state: %s; starting in ERROR to be safe: the outputs stay off until "
+                      "RESET_ERROR (the file is rewritten then)", err);
+        ems_fsm_restore_error(&d->fsm, 0);
+        d->saved.error_flags = 0;
+        d->state_write_failed = true; /* rewrite it at the first tick */
+        return 0;
+    }
+    if (d->saved.error_latched) {
+        char faults[128];
+        ems_fsm_faults_format(d->saved.error_flags, faults, sizeof faults);
+        ems_log_error("state: ERROR was latched before this start (%s, since %lld ms UTC); the "
+                      "outputs stay off until RESET_ERROR", faults,
+                      (long long)d->saved.error_since_ms);
+        ems_fsm_restore_error(&d->fsm, d->saved.error_flags);
+    }
+    return 0;
+}
+
 static void dmn__expire(ems_edge_daemon_t *d, int64_t utc, int64_t mono)
 {
     if (!d->last_synced || mono - d->last_expire_ms < DMN__EXPIRE_EVERY_MS)
@@ -258,6 +325,7 @@ static void dmn__tick(ems_edge_daemon_t *d, int64_t now_ms)
         ems_io_safe_off(d->io);
     }
     dmn__log_transitions(d, &out);
+    dmn__persist_latch(d, &out, utc);
 
     /* 4. settle commands: their results go upstream */
     ems_edge_cmd_after_tick(&d->cmd, &out, utc);
@@ -1157,6 +1225,9 @@ int ems_edge_daemon_start(ems_edge_daemon_t *d)
 
     /* Synchronous parts first: nothing async is open if they fail. */
     rc = dmn__open_store(d);
+    if (rc < 0)
+        goto fail;
+    rc = dmn__load_state(d);
     if (rc < 0)
         goto fail;
     ems_plant_config_t pc;

@@ -410,6 +410,15 @@ int ems_fsm_reset_error(ems_fsm_t *f, uint32_t *active_out, uint64_t *gen_out)
     return 0;
 }
 
+void ems_fsm_restore_error(ems_fsm_t *f, uint32_t flags)
+{
+    f->state = EMS_STATE_ERROR;
+    f->latched = flags & EMS_FAULT_ALL;
+    f->target = EMS_TARGET_AUTO;
+    f->target_power = 0.0;
+    f->mode_gen++;
+}
+
 bool ems_fsm_applied(const ems_fsm_t *f, uint64_t gen)
 {
     return f->applied_gen >= gen;

@@ -151,6 +151,11 @@ int ems_fsm_set_mode(ems_fsm_t *f, ems_target_mode_t mode, double power_w, uint6
  * the last step's sample. `gen_out` as for ems_fsm_set_mode (may be NULL). */
 int ems_fsm_reset_error(ems_fsm_t *f, uint32_t *active_out, uint64_t *gen_out);
 
+/* Puts the machine in ERROR with `flags` latched, as it was before a
+ * restart (edge/state.h). Only RESET_ERROR leaves it, as for any latch;
+ * flags may be 0 when the saved state could not be read (fail-safe). */
+void ems_fsm_restore_error(ems_fsm_t *f, uint32_t flags);
+
 /* True once a step has run with generation `gen` (or a later one). */
 bool ems_fsm_applied(const ems_fsm_t *f, uint64_t gen);
 

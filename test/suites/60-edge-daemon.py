@@ -300,6 +300,61 @@ async def clock_checks(tap, env):
            r.returncode == 2 and "allow_insecure_ws" in r.stderr, r.stderr)
 
 
+async def latch_checks(tap, env):
+    """A latched ERROR survives kill -9 and a restart (edge/state.h); only
+    RESET_ERROR clears it, and the reset survives a restart too."""
+    cloud = await env.cloud(tls=False).start()
+    buf = os.path.join(env.tmp, "buffer-latch")
+    edge = await env.edge("edge-latch").start(cloud.url(), env.token_file, buffer=buf)
+    await lib.next_packets(cloud, 1, 6)
+    await edge.inject("overheat=on")
+    ps = await lib.next_packets(cloud, 1, 4, lambda p: p["system_status"]["state"] == "ERROR")
+    tap.ok("latch: OVERHEAT latched ERROR", bool(ps), edge.tail(5))
+    await edge.inject("overheat=off")  # the condition is gone; only the latch remains
+    await lib.next_packets(cloud, 1, 3)
+    try:
+        with open(buf + ".state") as f:
+            state = f.read()
+    except OSError as e:
+        state = str(e)
+    tap.ok("latch: the state file says error_latched = 1 with OVERHEAT",
+           "error_latched = 1" in state and "OVERHEAT" in state, state)
+    edge.send_signal(signal.SIGKILL)
+    await edge.wait_exit(5)
+    t0 = time.monotonic()
+    edge = await env.edge("edge-latch2").start(cloud.url(), env.token_file, buffer=buf)
+    ps = await lib.next_packets(cloud, 2, 8)
+    tap.ok("latch: after kill -9 and a restart the device is still in ERROR with OVERHEAT, 0 W",
+           len(ps) == 2 and all(p["system_status"]["state"] == "ERROR"
+                                and "OVERHEAT" in p["system_status"]["error_flags"]
+                                and p["battery"]["power"] == 0 for p in ps),
+           [p["system_status"] for p in ps])
+    tap.ok("latch: the restart says why it starts in ERROR",
+           edge.log(r"ERROR was latched before this start \(OVERHEAT", t0), edge.tail(8))
+    await cloud.send(lib.cmd("c_latch_reset", "RESET_ERROR"))
+    tap.ok("latch: RESET_ERROR clears it (the condition is gone)",
+           await lib.wait_result(cloud, "c_latch_reset", "completed", 4) is not None,
+           cloud.results("c_latch_reset"))
+    rc = await edge.stop()
+    edge = await env.edge("edge-latch3").start(cloud.url(), env.token_file, buffer=buf)
+    ps = await lib.next_packets(cloud, 1, 8)
+    tap.ok("latch: after the reset a restart does not bring ERROR back",
+           rc == 0 and ps and ps[0]["system_status"]["state"] != "ERROR",
+           [p["system_status"] for p in ps])
+    await edge.stop()
+    # A damaged state file is not trusted: the daemon starts latched, says so.
+    with open(buf + ".state", "a") as f:
+        f.write("garbage\n")
+    t0 = time.monotonic()
+    edge = await env.edge("edge-latch4").start(cloud.url(), env.token_file, buffer=buf)
+    ps = await lib.next_packets(cloud, 1, 8)
+    tap.ok("latch: a damaged state file starts the device in ERROR (fail-safe) and says why",
+           ps and ps[0]["system_status"]["state"] == "ERROR"
+           and edge.log(r"state: .*checksum|state: .*no checksum line", t0), edge.tail(6))
+    await edge.stop()
+    await cloud.stop()
+
+
 async def main(tap):
     env = lib.Env(tap, "60-edge-daemon")
     cloud = await env.cloud().start()
@@ -328,6 +383,7 @@ async def main(tap):
         tap.ok("no sanitizer report", not edge.log(r"ERROR: (Address|Leak)Sanitizer|runtime error"), edge.tail(20))
         await cloud.stop()
         await clock_checks(tap, env)
+        await latch_checks(tap, env)
     finally:
         if tap.failed:
             tap.note(edge.tail(30))
