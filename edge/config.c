@@ -31,7 +31,9 @@ typedef enum {
     K_BACKEND,
     K_PROFILE,
     K_SEED,
-    K_TOD, /* HH:MM[:SS] into an optional double of seconds */
+    K_TOD,    /* HH:MM[:SS] into an optional double of seconds */
+    K_ADDR,   /* int: a 7-bit I2C address, 0x03..0x77, hex (0x40) or decimal */
+    K_BATCHIP /* ems_hw_battery_chip_t: ina228 | ina226 */
 } cfg__kind_t;
 
 typedef struct {
@@ -127,6 +129,43 @@ static const cfg__key_t cfg__keys[] = {
     {"backfill_interval_ms", K_INT64_MS, OFF(backfill_interval_ms), 0, 10, 60000},
     INT("backfill_inflight", backfill_inflight, 1, 64),
 
+    /* the hardware back end (edge/hw/hwio.h, docs/hardware.md) */
+    INT("i2c_bus", hw.i2c_bus, 0, 255),
+    STR("gpio_chip", hw.gpio_chip),
+    {"battery_monitor", K_BATCHIP, OFF(hw.battery_chip), 0, 0, 0},
+    {"battery_monitor_address", K_ADDR, OFF(hw.battery_address), 0, 0, 0},
+    DBL("shunt_ohms", hw.shunt_ohms, 1e-6, 10),
+    DBL("shunt_max_current_a", hw.shunt_max_current_a, 0.001, 10000),
+    {"shunt_invert", K_BOOL, OFF(hw.shunt_invert), 0, 0, 0},
+    INT("battery_monitor_averaging", hw.battery_averaging, 1, 1024),
+    INT("battery_monitor_conversion_us", hw.battery_conversion_us, 50, 8244),
+    {"temp_sensor_address", K_ADDR, OFF(hw.temp_address), 0, 0, 0},
+    {"grid_meter_address", K_ADDR, OFF(hw.grid_address), 0, 0, 0},
+    DBL("grid_voltage_per_lsb", hw.grid_v_per_lsb, 1e-12, 1),
+    DBL("grid_current_per_lsb", hw.grid_a_per_lsb, 1e-12, 1),
+    DBL("grid_power_per_lsb", hw.grid_w_per_lsb, 1e-12, 100),
+    {"grid_power_invert", K_BOOL, OFF(hw.grid_invert), 0, 0, 0},
+    INT("zero_cross_line", hw.zero_cross_line, 0, 1023),
+    DBL("grid_nominal_hz", hw.grid_nominal_hz, 50, 60),
+    {"grid_freq_window_ms", K_INT64_MS, OFF(hw.freq_window_ms), 0, 200, 10000},
+    INT("charge_enable_line", hw.charge_line, 0, 1023),
+    INT("discharge_enable_line", hw.discharge_line, 0, 1023),
+    {"enable_active_low", K_BOOL, OFF(hw.enable_active_low), 0, 0, 0},
+    {"dac_address", K_ADDR, OFF(hw.dac_address), 0, 0, 0},
+    DBL("dac_vref_v", hw.dac_vref_v, 2.7, 5.5),
+    DBL("dac_offset_v", hw.dac_offset_v, 0, 5.5),
+    DBL("dac_volts_per_kw", hw.dac_volts_per_kw, 1e-6, 1000),
+    DBL("soc_capacity_ah", hw.soc_capacity_ah, 0.1, 100000),
+    STR("soc_ocv_table", hw.soc_ocv_table),
+    DBL("soc_rest_current_a", hw.soc_rest_current_a, 0, 1000),
+    DBL("soc_rest_s", hw.soc_rest_s, 0, 86400),
+    DBL("soc_full_voltage_v", hw.soc_full_voltage_v, 0, 1000),
+    DBL("soc_full_tail_a", hw.soc_full_tail_a, 0, 1000),
+    DBL("soc_full_s", hw.soc_full_s, 0, 86400),
+    DBL("soc_empty_voltage_v", hw.soc_empty_voltage_v, 0, 1000),
+    DBL("soc_empty_s", hw.soc_empty_s, 0, 86400),
+    DBL("soc_charge_efficiency", hw.soc_charge_efficiency, 0.5, 1),
+
     DBL("plant_speed", sim_speed, 1, 3600),
     {"sim_control", K_BOOL, OFF(sim_control), 0, 0, 0},
     {"tick_ms", K_INT64_MS, OFF(tick_ms), 0, 10, 1000},
@@ -192,6 +231,7 @@ void ems_edge_config_default(ems_edge_config_t *cfg)
     cfg->plant.ambient_c = NAN;
     cfg->plant.thermal_tau_s = NAN;
     cfg->plant.fault_at_s = NAN;
+    ems_hw_config_default(&cfg->hw);
     snprintf(cfg->buffer_path, sizeof cfg->buffer_path, "/var/lib/ems-edge/buffer");
     /* The buffer defaults match edge/store.h: 1 GiB, 30 days, 64 MiB kept
      * free, fsync at checkpoints, every append committed at once. */
@@ -354,10 +394,31 @@ int ems_edge_config_set(ems_edge_config_t *cfg, const char *key, const char *val
         break;
     }
     case K_BACKEND:
-        if (strcmp(value, "sim") != 0)
-            return cfg__fail(err, cap, where, "%s: '%s' is not available (this build has: sim)",
-                             key, value);
-        cfg->backend = EMS_EDGE_BACKEND_SIM;
+        if (strcmp(value, "sim") == 0)
+            cfg->backend = EMS_EDGE_BACKEND_SIM;
+        else if (strcmp(value, "hw") == 0)
+            cfg->backend = EMS_EDGE_BACKEND_HW;
+        else
+            return cfg__fail(err, cap, where, "%s: '%s' is not sim or hw", key, value);
+        break;
+    case K_ADDR: {
+        char *end;
+        errno = 0;
+        long a = strtol(value, &end, 0);
+        if (*end || errno || a < 0x03 || a > 0x77)
+            return cfg__fail(err, cap, where,
+                             "%s: '%s' is not a 7-bit I2C address (0x03..0x77, e.g. 0x40)", key,
+                             value);
+        *(int *)(void *)field = (int)a;
+        break;
+    }
+    case K_BATCHIP:
+        if (strcmp(value, "ina228") == 0)
+            cfg->hw.battery_chip = EMS_HW_INA228;
+        else if (strcmp(value, "ina226") == 0)
+            cfg->hw.battery_chip = EMS_HW_INA226;
+        else
+            return cfg__fail(err, cap, where, "%s: '%s' is not ina228 or ina226", key, value);
         break;
     case K_PROFILE:
         if (ems_plant_profile_parse(value, &cfg->plant.profile) < 0)
@@ -579,10 +640,30 @@ int ems_edge_config_ws_target(const char *url, const char *device_id, ems_edge_w
 
 /* ------------------------------------------------------------- checks */
 
+/* The hardware keys and how they fit the rest. */
+static int cfg__check_hw(const ems_edge_config_t *cfg, char *err, size_t cap)
+{
+    const char *src = cfg->source[0] ? cfg->source : "configuration";
+    char why[400];
+    if (cfg->backend != EMS_EDGE_BACKEND_HW)
+        return 0;
+    if (cfg->sim_control)
+        return cfg__fail(err, cap, src, "sim_control is for backend = sim only");
+    if (ems_hw_config_check(&cfg->hw, cfg->limits.max_charge_w, cfg->limits.max_discharge_w, why,
+                            sizeof why) < 0)
+        return cfg__fail(err, cap, src, "%s", why);
+    return 0;
+}
+
 int ems_edge_config_check(const ems_edge_config_t *cfg, char *err, size_t cap)
 {
     char where[EMS_EDGE_PATH_MAX + 16];
     const char *src = cfg->source[0] ? cfg->source : "configuration";
+    if (cfg->probe_only) {
+        if (cfg->backend != EMS_EDGE_BACKEND_HW)
+            return cfg__fail(err, cap, src, "--probe reads the hardware: set backend = hw");
+        return cfg__check_hw(cfg, err, cap);
+    }
     if (!cfg->device_id[0])
         return cfg__fail(err, cap, src, "device_id is required");
     if (!cfg->cloud_url[0])
@@ -611,7 +692,7 @@ int ems_edge_config_check(const ems_edge_config_t *cfg, char *err, size_t cap)
     if (cfg->reconnect_min_ms > cfg->reconnect_max_ms)
         return cfg__fail(err, cap, cfg__where(cfg, "reconnect_max_s", where, sizeof where),
                          "reconnect_max_s must not be below reconnect_min_s");
-    return 0;
+    return cfg__check_hw(cfg, err, cap);
 }
 
 /* ------------------------------------------------------------- plant */
@@ -657,6 +738,8 @@ static const char cfg__usage[] =
     "      --status-port N   status_port (0 = off)\n"
     "      --status-bind A   status_bind (default 127.0.0.1)\n"
     "      --check           check the configuration and exit\n"
+    "      --probe           read every configured chip once, print what it read, exit\n"
+    "                        (backend = hw; the first thing to run after wiring)\n"
     "  -h, --help            this text\n"
     "  -V, --version         the version\n"
     "Flags override the file. See edge/ems-edge.conf.example for every key.\n";
@@ -690,6 +773,7 @@ static const cfg__flag_t cfg__flags[] = {
     {"status-port", 0, "status_port", true, NULL},
     {"status-bind", 0, "status_bind", true, NULL},
     {"check", 0, NULL, false, NULL},
+    {"probe", 0, NULL, false, NULL},
     {"help", 'h', NULL, false, NULL},
     {"version", 'V', NULL, false, NULL},
 };
@@ -774,6 +858,8 @@ int ems_edge_config_from_args(ems_edge_config_t *cfg, int argc, char *const argv
             cfg->show_version = true;
         } else if (strcmp(f->lng, "check") == 0) {
             cfg->check_only = true;
+        } else if (strcmp(f->lng, "probe") == 0) {
+            cfg->probe_only = true;
         } else if (strcmp(f->lng, "set") == 0) {
             const char *eq = strchr(val, '=');
             if (!eq || eq == val)

@@ -24,6 +24,8 @@
  *   --log-level LEVEL   log_level          --buffer PATH buffer_path
  *   --status-port N     status_port        --status-bind ADDR status_bind
  *   --check             validate and exit  -h, --help     -V, --version
+ *   --probe             read every configured chip once, print, exit
+ *                       (needs backend = hw; identity keys not required)
  * Flags take their value as the next argument or after '='.
  *
  * All of it is plain parsing with no side effects, so it runs in tests
@@ -33,6 +35,7 @@
 #define EMS_EDGE_CONFIG_H
 
 #include "fsm.h"
+#include "hwio.h"
 #include "log.h"
 #include "plant.h"
 #include "store.h"
@@ -47,7 +50,7 @@
 
 typedef enum {
     EMS_EDGE_BACKEND_SIM = 0, /* the simulated plant (edge/plant.h) */
-    /* the hardware back end comes with its own issue */
+    EMS_EDGE_BACKEND_HW,      /* the chips of docs/hardware.md (edge/hw/hwio.h) */
 } ems_edge_backend_t;
 
 /* The plant keys of the file; NAN (or has_seed false) means "the profile's
@@ -79,6 +82,7 @@ typedef struct {
     /* back end */
     ems_edge_backend_t backend;
     ems_edge_plant_keys_t plant;
+    ems_hw_config_t hw; /* backend = hw */
 
     /* telemetry buffer (edge/store.h) */
     char buffer_path[EMS_EDGE_PATH_MAX];
@@ -113,10 +117,11 @@ typedef struct {
     bool show_help;
     bool show_version;
     bool check_only;
+    bool probe_only; /* --probe: read every chip once and exit */
 
     /* where each value came from, for error messages */
     char source[EMS_EDGE_PATH_MAX]; /* the config file, or "" */
-    int key_line[96];               /* per key: file line, -1 flag, 0 default */
+    int key_line[160];               /* per key: file line, -1 flag, 0 default */
 } ems_edge_config_t;
 
 /* Fills every default. device_id, cloud_url and token_file have none. */

@@ -12,6 +12,7 @@
 #include "edge_telemetry.h"
 #include "error.h"
 #include "fsm.h"
+#include "hwio.h"
 #include "log.h"
 #include "nack.h"
 #include "simio.h"
@@ -55,7 +56,9 @@ struct ems_edge_daemon {
     ems_fsm_t fsm;
     ems_edge_cmd_t cmd;
     ems_simio_t sim;
+    ems_hwio_t *hw; /* backend = hw */
     ems_io_t *io;
+    int64_t soc_saved_mono_ms;
     ems_edge_clock_t clock;
     ems_store_t *store;
     char state_path[EMS_EDGE_PATH_MAX + 8]; /* edge/state.h: the latch survives restarts */
@@ -257,6 +260,33 @@ static void dmn__persist_latch(ems_edge_daemon_t *d, const ems_fsm_output_t *out
     d->saved = st;
 }
 
+/* The hardware back end's state of charge goes to the state file once a
+ * minute and at shutdown (`force`): a restart continues counting from it
+ * instead of guessing from the voltage. */
+static void dmn__persist_soc(ems_edge_daemon_t *d, bool force)
+{
+    if (!d->hw)
+        return;
+    int64_t mono = dmn__mono_ms();
+    if (!force && mono - d->soc_saved_mono_ms < 60000)
+        return;
+    double soc = ems_hwio_soc(d->hw);
+    if (!isfinite(soc))
+        return;
+    d->soc_saved_mono_ms = mono;
+    ems_edge_state_t st = d->saved;
+    st.has_soc = true;
+    st.soc = soc;
+    st.soc_saved_ms = ems_time_now_ms();
+    char err[1200];
+    if (ems_edge_state_save(d->state_path, &st, d->cfg.buffer_sync != EMS_STORE_SYNC_OFF, err,
+                            sizeof err) < 0) {
+        ems_log_warn("state: the state of charge cannot be saved: %s", err);
+        return;
+    }
+    d->saved = st;
+}
+
 /* Reads the state file at start: a latched ERROR comes back as it was. */
 static int dmn__load_state(ems_edge_daemon_t *d)
 {
@@ -397,6 +427,7 @@ static void dmn__tick(ems_edge_daemon_t *d, int64_t now_ms)
     }
     ems_store_tick(d->store);
     dmn__expire(d, utc, mono);
+    dmn__persist_soc(d, false);
 }
 
 static void dmn__tick_cb(uv_timer_t *t);
@@ -483,7 +514,7 @@ static void dmn__send_device_info(ems_edge_daemon_t *d)
     di.has_firmware = true;
     snprintf(di.firmware, sizeof di.firmware, "%s", EMS_EDGE_FIRMWARE);
     di.has_capacity_wh = true;
-    di.capacity_wh = d->sim.plant.cfg.capacity_kwh * 1000.0;
+    di.capacity_wh = d->hw ? ems_hwio_capacity_wh(d->hw) : d->sim.plant.cfg.capacity_kwh * 1000.0;
     const ems_fsm_limits_t *l = ems_fsm_limits(&d->fsm);
     di.has_max_charge_w = di.has_max_discharge_w = di.has_soc_min = di.has_soc_max = true;
     di.max_charge_w = l->max_charge_w;
@@ -666,7 +697,7 @@ static int dmn__status_json(void *ud, ems_buf_t *out)
     json_t *j = json_object();
     json_object_set_new(j, "device_id", json_string(d->cfg.device_id));
     json_object_set_new(j, "firmware", json_string(EMS_EDGE_FIRMWARE));
-    json_object_set_new(j, "backend", json_string("sim"));
+    json_object_set_new(j, "backend", json_string(d->hw ? "hw" : "sim"));
     json_object_set_new(j, "uptime_s", json_integer((mono - d->start_mono_ms) / 1000));
     json_object_set_new(j, "state", json_string(ems_state_name(ems_fsm_state(&d->fsm))));
     json_object_set_new(
@@ -900,6 +931,8 @@ static int dmn__metrics(void *ud, ems_buf_t *out)
               "Backfill batches awaiting their ack") "ems_edge_backfill_inflight %u\n",
       bs.inflight);
 #undef P
+    if (rc == 0 && d->hw)
+        rc = ems_hwio_metrics(d->hw, out);
     return rc;
 }
 
@@ -964,6 +997,7 @@ static void dmn__reload(ems_edge_daemon_t *d)
         {"allow_insecure_ws", n->allow_insecure_ws != c->allow_insecure_ws},
         {"backend/plant_*", n->backend != c->backend ||
                                 memcmp(&n->plant, &c->plant, sizeof n->plant) != 0 ||
+                                memcmp(&n->hw, &c->hw, sizeof n->hw) != 0 ||
                                 n->sim_speed != c->sim_speed},
         {"buffer_*", strcmp(n->buffer_path, c->buffer_path) != 0 ||
                          n->buffer_max_bytes != c->buffer_max_bytes ||
@@ -1062,6 +1096,15 @@ static void dmn__finish(ems_edge_daemon_t *d)
     }
 }
 
+static void dmn__hw_stopped(void *arg)
+{
+    ems_edge_daemon_t *d = arg;
+    d->hw = NULL;
+    d->io = NULL;
+    if (--d->parts_stopping == 0)
+        dmn__finish(d);
+}
+
 static void dmn__uplink_stopped(void *arg)
 {
     ems_edge_daemon_t *d = arg;
@@ -1108,6 +1151,11 @@ void ems_edge_daemon_shutdown(ems_edge_daemon_t *d, const char *why)
         d->parts_stopping++;
         ems_status_http_stop(d->http, dmn__http_stopped, d);
     }
+    if (d->hw) {
+        dmn__persist_soc(d, true);
+        d->parts_stopping++;
+        ems_hwio_close(d->hw, dmn__hw_stopped, d); /* outputs safe again, lines released */
+    }
     if (--d->parts_stopping == 0)
         dmn__finish(d);
 }
@@ -1137,6 +1185,38 @@ static int dmn__open_store(ems_edge_daemon_t *d)
     ems_log_info("buffer: %s open: %llu unacknowledged packets, next seq %llu", d->cfg.buffer_path,
                  (unsigned long long)ems_store_pending(d->store),
                  (unsigned long long)ems_store_next_seq(d->store));
+    return 0;
+}
+
+/* The back end: the simulated plant or the hardware. A hardware failure at
+ * start (a chip missing, a wrong chip ID, a line in use) refuses to start
+ * with the bus, address or line named: running blind is worse. */
+static int dmn__open_io(ems_edge_daemon_t *d)
+{
+    if (d->cfg.backend == EMS_EDGE_BACKEND_HW) {
+        char err[1024];
+        double soc0 = d->saved.has_soc ? d->saved.soc : NAN;
+        int rc = ems_hwio_open(d->loop, &d->cfg.hw, soc0, &d->hw, err, sizeof err);
+        if (rc < 0) {
+            ems_log_error("hw: %s (ems-edge --probe shows what every chip answers)", err);
+            return rc;
+        }
+        if (isfinite(soc0))
+            ems_log_info("hw: state of charge %.1f %% from the state file (saved %lld ms UTC)",
+                         soc0, (long long)d->saved.soc_saved_ms);
+        else
+            ems_log_info("hw: no saved state of charge; estimating it from the pack voltage");
+        d->io = ems_hwio_io(d->hw);
+        return 0;
+    }
+    ems_plant_config_t pc;
+    ems_edge_config_plant(&d->cfg, &pc);
+    int rc = ems_simio_init(&d->sim, &pc, d->cfg.sim_speed, d->start_mono_ms);
+    if (rc < 0) {
+        ems_log_error("sim: the plant configuration is unusable: %s", ems_strerror(rc));
+        return rc;
+    }
+    d->io = ems_simio_io(&d->sim);
     return 0;
 }
 
@@ -1210,11 +1290,17 @@ int ems_edge_daemon_start(ems_edge_daemon_t *d)
     d->start_mono_ms = dmn__mono_ms();
     d->last_expire_ms = d->start_mono_ms - DMN__EXPIRE_EVERY_MS;
     d->period_ns = (uint64_t)d->cfg.tick_ms * 1000000u;
-    ems_log_info("%s starting: device %s, backend sim (profile %s, seed %llu, speed x%g), "
-                 "tick %lld ms",
-                 EMS_EDGE_FIRMWARE, d->cfg.device_id, ems_plant_profile_name(d->cfg.plant.profile),
-                 (unsigned long long)(d->cfg.plant.has_seed ? d->cfg.plant.seed : 0),
-                 d->cfg.sim_speed, (long long)d->cfg.tick_ms);
+    if (d->cfg.backend == EMS_EDGE_BACKEND_HW)
+        ems_log_info("%s starting: device %s, backend hw (/dev/i2c-%d, %s), tick %lld ms",
+                     EMS_EDGE_FIRMWARE, d->cfg.device_id, d->cfg.hw.i2c_bus, d->cfg.hw.gpio_chip,
+                     (long long)d->cfg.tick_ms);
+    else
+        ems_log_info("%s starting: device %s, backend sim (profile %s, seed %llu, speed x%g), "
+                     "tick %lld ms",
+                     EMS_EDGE_FIRMWARE, d->cfg.device_id,
+                     ems_plant_profile_name(d->cfg.plant.profile),
+                     (unsigned long long)(d->cfg.plant.has_seed ? d->cfg.plant.seed : 0),
+                     d->cfg.sim_speed, (long long)d->cfg.tick_ms);
     if (d->cfg.tick_ms != 1000)
         ems_log_warn("tick_ms = %lld: a TEST-ONLY setting; telemetry is not 1 Hz",
                      (long long)d->cfg.tick_ms);
@@ -1230,14 +1316,9 @@ int ems_edge_daemon_start(ems_edge_daemon_t *d)
     rc = dmn__load_state(d);
     if (rc < 0)
         goto fail;
-    ems_plant_config_t pc;
-    ems_edge_config_plant(&d->cfg, &pc);
-    rc = ems_simio_init(&d->sim, &pc, d->cfg.sim_speed, d->start_mono_ms);
-    if (rc < 0) {
-        ems_log_error("sim: the plant configuration is unusable: %s", ems_strerror(rc));
+    rc = dmn__open_io(d);
+    if (rc < 0)
         goto fail;
-    }
-    d->io = ems_simio_io(&d->sim);
     ems_backfill_config_t bc = dmn__bf_config(&d->cfg);
     rc = ems_backfill_init(&d->bf, d->store, &bc);
     if (rc < 0)

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "error.h"
+#include "hwio.h"
 #include "log.h"
 
 #include <signal.h>
@@ -33,6 +34,8 @@ int main(int argc, char *argv[])
         printf("%s\n", EMS_EDGE_FIRMWARE);
         return 0;
     }
+    if (cfg.probe_only)
+        return ems_hwio_probe(&cfg.hw, stdout);
     if (cfg.check_only) {
         /* Also what the daemon reads at start: the token must be usable. */
         char tok[80];

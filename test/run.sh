@@ -8,8 +8,10 @@
 # A program prints "ok - name" or "not ok - name: why" per case. A program that
 # exits non-zero without printing any "not ok" line counts as one failure (it
 # crashed or could not start); one that runs past its deadline counts as one too.
-# The last line is "N passed, N failed", and the exit status is 0 only if none
-# failed. EMS_TEST_ONLY=unit runs just the unit tests; EMS_TEST_FILTER=REGEX
+# A case printed as "ok - name # SKIP why" did not run: it is counted as
+# skipped, never as passed, and listed with its reason at the end. The last
+# line is "N passed, N failed, N skipped", and the exit status is 0 only if
+# none failed. EMS_TEST_ONLY=unit runs just the unit tests; EMS_TEST_FILTER=REGEX
 # runs only the programs whose path matches.
 set -u
 BUILD=${1:-build/san}
@@ -21,8 +23,9 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 LOGDIR=$EMS_BUILD/test-logs   # one per build dir: parallel runs never mix logs
 mkdir -p "$LOGDIR"
 
-passed=0 failed=0
+passed=0 failed=0 skipped=0
 failures=()
+skips=()
 
 run_one() {
     local prog=$1 deadline=$2
@@ -33,8 +36,14 @@ run_one() {
     timeout --kill-after=10 "$deadline" "$prog" >"$log.out" 2>"$log"
     rc=$?
     local p f
+    local s
     p=$(grep -c '^ok ' "$log.out")
+    s=$(grep -cE '^ok .*# SKIP' "$log.out")
+    p=$((p - s))
     f=$(grep -c '^not ok ' "$log.out")
+    while IFS= read -r line; do
+        skips+=("$name: ${line#ok - }")
+    done < <(grep -E '^ok .*# SKIP' "$log.out")
     grep -E '^(ok|not ok|#)' "$log.out" | sed 's/^/  /'
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
         f=1
@@ -51,6 +60,7 @@ run_one() {
     fi
     passed=$((passed + p))
     failed=$((failed + f))
+    skipped=$((skipped + s))
 }
 
 filter=${EMS_TEST_FILTER:-.}
@@ -72,5 +82,9 @@ fi
 if [ ${#failures[@]} -gt 0 ]; then
     echo "# failed programs: ${failures[*]}"
 fi
-echo "$passed passed, $failed failed"
+if [ ${#skips[@]} -gt 0 ]; then
+    echo "# skipped (did not run; not counted as passed):"
+    for k in "${skips[@]}"; do echo "#   $k"; done
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -216,7 +216,11 @@ static void test_bad_lines(void)
         {"buffer_sync = sometimes", "buffer_sync: 'sometimes' is not off, normal or full"},
         {"allow_insecure_ws = maybe", "allow_insecure_ws: 'maybe' is not true or false"},
         {"log_level = loud", "log_level: 'loud' is not error, warn, info or debug"},
-        {"backend = gpio", "backend: 'gpio' is not available (this build has: sim)"},
+        {"backend = gpio", "backend: 'gpio' is not sim or hw"},
+        {"battery_monitor_address = 0x80", "battery_monitor_address: '0x80' is not a 7-bit I2C"},
+        {"dac_address = sixty", "dac_address: 'sixty' is not a 7-bit I2C address"},
+        {"battery_monitor = ina219", "battery_monitor: 'ina219' is not ina228 or ina226"},
+        {"shunt_ohms = 0", "shunt_ohms: 0 is outside 1e-06..10"},
         {"plant_profile = rainy", "plant_profile: 'rainy' is not sunny, evening or faulty"},
         {"plant_seed = -1", "plant_seed: '-1' is not a whole number >= 0"},
         {"plant_start = 25:00", "plant_start: '25:00' is not a time of day HH:MM[:SS]"},
@@ -274,6 +278,22 @@ static void test_cross_checks(void)
         {GOOD_BASE "soc_min = 95\nsoc_max = 90\n", "cfg: soc_min 95 + soc_hysteresis 3"},
         {GOOD_BASE "temp_min_c = 50\n", "cfg: temp_min_c 50 and temp_max_c 55"},
         {GOOD_BASE "voltage_max_v = 40\n", "cfg: voltage_min_v 42 and voltage_max_v 40"},
+        /* the hardware back end: the reference wiring is valid as it is */
+        {GOOD_BASE "backend = hw\n", NULL},
+        {GOOD_BASE "backend = hw\nsim_control = true\n", "cfg: sim_control is for backend = sim"},
+        {GOOD_BASE "backend = hw\nbattery_monitor_averaging = 5\n",
+         "cfg: battery_monitor_averaging: 5 is not 1, 4, 16"},
+        {GOOD_BASE "backend = hw\nbattery_monitor = ina226\n",
+         "cfg: battery_monitor_conversion_us: 1052 is not one of the INA226's times"},
+        {GOOD_BASE "backend = hw\nshunt_max_current_a = 400\n",
+         "cfg: shunt_ohms x shunt_max_current_a = 200.00 mV is beyond the INA228's"},
+        {GOOD_BASE "backend = hw\ntemp_sensor_address = 0x40\n",
+         "cfg: battery_monitor_address and temp_sensor_address are both 0x40"},
+        {GOOD_BASE "backend = hw\nzero_cross_line = 17\n",
+         "cfg: charge_enable_line and zero_cross_line are both line 17"},
+        {GOOD_BASE "backend = hw\nmax_charge_w = 8000\n", "cfg: the DAC cannot command 8000 W"},
+        {GOOD_BASE "backend = hw\nsoc_ocv_table = \"0:44,50:43,100:54\"\n",
+         "cfg: soc_ocv_table: "},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ems_edge_config_t cfg;
@@ -291,6 +311,23 @@ static void test_cross_checks(void)
                      cases[i].want);
         }
     }
+}
+
+/* --probe needs only the hardware keys: an installer runs it before the
+ * device has an id or a token. */
+static void test_probe_flag(void)
+{
+    ems_edge_config_t cfg;
+    char err[512];
+    char *ok[] = {"ems-edge", "--probe", "--set", "backend=hw", NULL};
+    EMS_CHECK_INT(ems_edge_config_from_args(&cfg, 4, ok, err, sizeof err), ==, 0);
+    EMS_CHECK(cfg.probe_only && cfg.backend == EMS_EDGE_BACKEND_HW);
+    char *sim[] = {"ems-edge", "--probe", NULL};
+    EMS_CHECK_INT(ems_edge_config_from_args(&cfg, 2, sim, err, sizeof err), ==, EMS_ECONFIG);
+    EMS_CHECK(strstr(err, "--probe reads the hardware: set backend = hw") != NULL);
+    char *bad[] = {"ems-edge", "--probe", "--set", "backend=hw", "--set", "dac_address=0x40", NULL};
+    EMS_CHECK_INT(ems_edge_config_from_args(&cfg, 6, bad, err, sizeof err), ==, EMS_ECONFIG);
+    EMS_CHECK(strstr(err, "both 0x40") != NULL);
 }
 
 /* Flags override the file whatever their position; --set reaches any key. */
@@ -443,6 +480,7 @@ int main(void)
     EMS_RUN(test_bad_lines);
     EMS_RUN(test_cross_checks);
     EMS_RUN(test_flags_override);
+    EMS_RUN(test_probe_flag);
     EMS_RUN(test_ws_target);
     EMS_RUN(test_token_file);
     EMS_TEST_END();
