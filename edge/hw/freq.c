@@ -12,8 +12,6 @@
 #define EMS_FREQ__TRACK 16
 /* Rejections among the last 32 decisions that drop the lock. */
 #define EMS_FREQ__REJECT_LIMIT 16
-/* Raw edges whose intervals must agree before a lock (point 1 in freq.h). */
-#define EMS_FREQ__ACQ_EDGES 4
 /* Backwards timestamps in a row that mean the time base stepped. */
 #define EMS_FREQ__CLOCK_STEP 3
 
@@ -60,8 +58,8 @@ int ems_freq_config_check(const ems_freq_config_t *c, char *why, size_t cap)
         EMS_FREQ__WHY("grid_freq_max_missing must lie within 0..20 (got %d)", (int)c->max_missing);
     double most = c->window_ms / 1000.0 * c->nominal_hz * c->band_high / (1.0 - c->tolerance);
     if (most + 1 >= EMS_FREQ_RING)
-        EMS_FREQ__WHY("grid_freq_window_ms %d is too long for freq_band_high %g and freq_tolerance %g "
-                      "(a window may hold %.0f edges, at most %d fit)",
+        EMS_FREQ__WHY("grid_freq_window_ms %d is too long for grid_freq_band_high %g and "
+                      "grid_freq_tolerance %g (a window may hold %.0f edges, at most %d fit)",
                       (int)c->window_ms, c->band_high, c->tolerance, most, EMS_FREQ_RING - 1);
     return 0;
 }
@@ -130,7 +128,8 @@ static void freq__track(ems_freq_t *f);
 
 static void freq__acquire(ems_freq_t *f, int64_t ts)
 {
-    const int need = EMS_FREQ__ACQ_EDGES;
+    /* the raw edges whose intervals must agree before a lock (freq.h, 1.) */
+    const int need = (int)(sizeof f->acq / sizeof f->acq[0]);
     if (f->acq_n > 0 && (double)(ts - f->acq[f->acq_n - 1]) < f->bounce_ns) {
         f->stats.glitches++;
         return;
@@ -319,39 +318,40 @@ void ems_freq_edge(ems_freq_t *f, int64_t ts_ns)
 
 /* ----------------------------------------------------------------- read */
 
-/* Least squares of time against cycle number over the points first ..
- * first + m - 1 (newest first), skipping those farther than `limit` ns
- * from `prev` when it is given. Here the line is relative to the oldest
- * point (t - t_o = a + b (n - n_o)), so every term stays exact in a double.
- * Returns the number of points used. */
-static unsigned freq__fit(const ems_freq_t *f, unsigned first, unsigned m,
-                          const freq__line_t *prev, double limit, freq__line_t *out)
+/* Least squares of time against cycle number over the m newest accepted
+ * points, skipping those farther than `limit` ns from `prev` when it is
+ * given. Here the line is relative to the oldest point (t - t_o = a + b (n -
+ * n_o)), so every term stays exact in a double. Leaves *out alone and
+ * returns 0 when fewer than 2 points remain, else the number used. */
+static unsigned freq__fit(const ems_freq_t *f, unsigned m, const freq__line_t *prev, double limit,
+                          freq__line_t *out)
 {
-    const ems_freq_point_t *o = freq__cat(f, first + m - 1);
-    double sx = 0, sy = 0;
+    const ems_freq_point_t *o = freq__cat(f, m - 1);
+    double sx = 0, sy = 0, sxy = 0, sxx = 0;
     unsigned used = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        double mx = used ? sx / used : 0, my = used ? sy / used : 0, sxy = 0, sxx = 0;
-        for (unsigned i = first; i < first + m; i++) {
-            const ems_freq_point_t *p = freq__cat(f, i);
-            double x = (double)(p->n - o->n), y = (double)(p->t - o->t);
-            if (prev && fabs(y - (prev->a + prev->b * x)) > limit)
-                continue;
-            if (pass == 0) {
-                sx += x;
-                sy += y;
-                used++;
-            } else {
-                sxy += (x - mx) * (y - my);
-                sxx += (x - mx) * (x - mx);
-            }
-        }
-        if (pass == 1 && used >= 2 && sxx > 0) {
-            out->b = sxy / sxx;
-            out->a = my - out->b * mx;
-        }
+    for (unsigned i = 0; i < m; i++) {
+        const ems_freq_point_t *p = freq__cat(f, i);
+        double x = (double)(p->n - o->n), y = (double)(p->t - o->t);
+        if (prev && fabs(y - (prev->a + prev->b * x)) > limit)
+            continue;
+        sx += x;
+        sy += y;
+        used++;
     }
-    return used >= 2 ? used : 0;
+    if (used < 2)
+        return 0;
+    double mx = sx / used, my = sy / used;
+    for (unsigned i = 0; i < m; i++) {
+        const ems_freq_point_t *p = freq__cat(f, i);
+        double x = (double)(p->n - o->n), y = (double)(p->t - o->t);
+        if (prev && fabs(y - (prev->a + prev->b * x)) > limit)
+            continue;
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx) * (x - mx);
+    }
+    out->b = sxy / sxx; /* sxx > 0: cycle numbers are distinct */
+    out->a = my - out->b * mx;
+    return used;
 }
 
 static int freq__cmp(const void *a, const void *b)
@@ -360,67 +360,71 @@ static int freq__cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* The fit, then again without outliers: a spurious edge that filled the
- * slot of a lost one can sit up to tolerance x P off the line, and a single
- * such point would move a 1 s fit by ~0.02 Hz. An outlier is a point
- * farther from the line than 4 x the robust spread of the residuals (1.48 x
- * their median absolute value) and than 1 % of a period (jitter below that
- * does not matter). Outliers tilt the first line, so this repeats with the
- * new line until the set of points stays the same (a few rounds at most). */
-static unsigned freq__fit_robust(const ems_freq_t *f, unsigned first, unsigned m,
-                                 freq__line_t *line)
+/* A line that outliers cannot tilt: the median of the slopes between
+ * points half the window apart (each pair spans many periods, so jitter
+ * barely shows in it), and the median offset from it. Uses buf[m]. */
+static void freq__fit_median(const ems_freq_t *f, unsigned m, double *buf, freq__line_t *out)
 {
-    unsigned used = freq__fit(f, first, m, NULL, 0, line);
-    const ems_freq_point_t *o = freq__cat(f, first + m - 1);
-    double r[EMS_FREQ_RING];
-    for (int round = 0; used >= 2 && round < 4; round++) {
-        for (unsigned i = 0; i < m; i++) {
-            const ems_freq_point_t *p = freq__cat(f, first + i);
-            r[i] = fabs((double)(p->t - o->t) - (line->a + line->b * (double)(p->n - o->n)));
-        }
-        qsort(r, m, sizeof r[0], freq__cmp);
-        double limit = fmax(4 * 1.4826 * r[m / 2], 0.01 * f->p_ref_ns);
-        freq__line_t prev = *line;
-        unsigned again = freq__fit(f, first, m, &prev, limit, line);
-        if (again < 2) {
-            *line = prev;
-            break;
-        }
-        if (again == used && round > 0)
-            break;
-        used = again;
+    const ems_freq_point_t *o = freq__cat(f, m - 1);
+    unsigned h = m / 2, k = 0;
+    for (unsigned i = 0; i + h < m; i++) {
+        const ems_freq_point_t *p = freq__cat(f, i), *q = freq__cat(f, i + h);
+        buf[k++] = (double)(p->t - q->t) / (double)(p->n - q->n);
     }
-    return used;
+    qsort(buf, k, sizeof buf[0], freq__cmp);
+    out->b = buf[k / 2];
+    for (unsigned i = 0; i < m; i++) {
+        const ems_freq_point_t *p = freq__cat(f, i);
+        buf[i] = (double)(p->t - o->t) - out->b * (double)(p->n - o->n);
+    }
+    qsort(buf, m, sizeof buf[0], freq__cmp);
+    out->a = buf[m / 2];
+}
+
+/* The least-squares fit without the outliers: a spurious edge that filled
+ * the slot of a lost one can sit up to tolerance x P off the line, and a
+ * single such point would move a 1 s fit by ~0.02 Hz. An outlier is a
+ * point farther from the median line than 5 x the robust spread of the
+ * residuals (1.48 x their median absolute value, the standard deviation
+ * for normal jitter) and than 3 % of a period (0.6 ms at 50 Hz: above the
+ * +-200 us jitter of a zero-crossing detector even where the median of a
+ * small sample comes out low, and a point that close moves a 1 s reading
+ * by at most ~0.004 Hz). Without outliers this is the plain least-squares
+ * fit. m >= 2. */
+static void freq__fit_robust(const ems_freq_t *f, unsigned m, freq__line_t *line)
+{
+    double r[EMS_FREQ_RING];
+    const ems_freq_point_t *o = freq__cat(f, m - 1);
+    freq__line_t med;
+    freq__fit_median(f, m, r, &med);
+    for (unsigned i = 0; i < m; i++) {
+        const ems_freq_point_t *p = freq__cat(f, i);
+        r[i] = fabs((double)(p->t - o->t) - (med.a + med.b * (double)(p->n - o->n)));
+    }
+    qsort(r, m, sizeof r[0], freq__cmp);
+    double limit = fmax(5 * 1.4826 * r[m / 2], 0.03 * f->p_ref_ns);
+    if (freq__fit(f, m, &med, limit, line) == 0)
+        *line = med; /* not reached: at least half the points are within */
 }
 
 int ems_freq_read(const ems_freq_t *f, int64_t now_ns, double *hz)
 {
+    /* Only accepted edges inside (now - window, now] count. No edge at all
+     * (outage, cable off), start-up, a fresh lock and mostly lost edges all
+     * show as too few of them. */
     *hz = NAN;
-    if (!f->have_edge || now_ns - f->last_ns > f->window_ns)
-        return EMS_ESTALE;
     int64_t from = now_ns - f->window_ns;
-
-    /* The newest edge may still lose its slot to a better candidate. */
-    unsigned first = 0;
-    if (f->count > 0 && (double)(now_ns - freq__cat(f, 0)->t) < 0.5 * f->p_ref_ns)
-        first = 1;
     unsigned m = 0;
-    while (first + m < f->count && freq__cat(f, first + m)->t > from)
+    while (m < f->count && freq__cat(f, m)->t > from)
         m++;
-
     double expected = f->cfg.window_ms / 1000.0 * f->cfg.nominal_hz;
     if (m < 2 || (double)(m - 1) < f->cfg.min_coverage * expected) {
         if (f->have_offband && f->offband_ns > from)
             return EMS_ERANGE;
         return EMS_ESTALE;
     }
-
     freq__line_t line;
-    if (freq__fit_robust(f, first, m, &line) < 2)
-        return EMS_ESTALE;
-    double v = 1e9 / line.b;
-    if (!isfinite(v) || !freq__in_band(f, v))
-        return EMS_ERANGE;
-    *hz = v;
+    freq__fit_robust(f, m, &line);
+    *hz = 1e9 / line.b;
     return 0;
 }

@@ -20,52 +20,56 @@
  *     folded onto 50 Hz by the slot rule below.
  *
  *  2. Slots. Once locked, a new edge at distance d from the tracked time of
- *     the last accepted cycle is compared with the reference period P (both
- *     tracked, see 3): with
+ *     the last accepted cycle is compared with the tracked period P: with
  *     k = round(d / P), the edge is accepted as k periods later if
  *     |d / P - k| <= tolerance (0.2), and k - 1 edges are counted as missing
  *     (at most max_missing in a row; a longer gap cannot be counted reliably
  *     and drops the lock). An edge with k = 0 (closer than half a period) is
  *     a glitch, but it competes for the slot of the last accepted edge: it
- *     replaces that edge if it lies closer to where the slot was predicted,
- *     so a spurious edge just before a real one does not stick. An edge that
- *     fits no slot is a glitch and is dropped; the anchor stays where it is,
- *     so the glitch never shortens or lengthens a counted period. Jitter of
- *     +-200 us is 2 % of a period, far inside the 20 % tolerance.
+ *     replaces that edge if it lies closer to where the edges before predict
+ *     that slot, so a spurious edge just before a real one does not stick.
+ *     An edge that fits no slot is a glitch and is dropped; the anchor stays
+ *     where it is, so a glitch never shortens or lengthens a counted period.
+ *     Jitter of +-200 us is 2 % of a period, far inside the 20 % tolerance.
  *
  *  3. Tracking. P and the phase of the slots come from a least-squares fit
  *     over the last 16 counted periods, so the slots follow a drifting grid
- *     and a glitch that took a slot barely moves them. If most recent decisions were
- *     rejections (16 of the last 32), or P leaves the band, the lock is
- *     dropped and acquisition starts over: the signal is no longer the one
- *     we locked to.
+ *     and a glitch that took a slot barely moves them. If most recent
+ *     decisions were rejections (16 of the last 32; bounce does not count)
+ *     or P leaves the band, the lock is dropped and acquisition starts over:
+ *     the signal is no longer the one we locked to.
  *
- *  4. Reading. The frequency is fitted by least squares of edge time
+ *  4. Reading. The frequency comes from a least-squares fit of edge time
  *     against cycle number over the accepted edges in the window (the slope
  *     is the period). On clean input that equals periods / time spanned;
- *     with jitter it uses every edge rather than the two ends, and unlike the
- *     mean of 1/interval it is not biased by jitter (E[1/x] != 1/E[x]) nor
- *     by a missing edge. The fit is repeated without outliers (residual
- *     above 4 x the median-based spread and above 1 % of a period): a
- *     spurious edge that filled the slot of a lost one passes the slot
- *     test up to tolerance x P off, and one such point would move a 1 s fit
- *     by ~0.02 Hz. The window slides: every read looks at the edges in
- *     (now - window_ms, now]. The newest edge is left out while a better
- *     candidate for its slot could still arrive (less than half a period ago).
+ *     with jitter it uses every edge rather than the two ends, and unlike
+ *     the mean of 1/interval it is not biased by jitter (E[1/x] != 1/E[x])
+ *     nor by a missing edge. Outliers are left out: a spurious edge that
+ *     filled the slot of a lost one passes the slot test up to tolerance x P
+ *     off, one such point would move a 1 s fit by ~0.02 Hz, and a cluster of
+ *     them tilts a least-squares line enough to hide among its residuals. So
+ *     a median line comes first (median slope between points half a window
+ *     apart, median offset), and points farther from it than 5 x the
+ *     median-based spread of the residuals and than 3 % of a period are left
+ *     out of the least-squares fit; on clean or jittered input none is. The
+ *     window slides: every read looks at the accepted edges in
+ *     (now - window_ms, now].
  *
- *  Honesty. ems_freq_read() returns EMS_ESTALE when no edge at all arrived
- *  within the window (grid outage, cable off) or when the window holds fewer
- *  than min_coverage x the nominal number of accepted cycles (start-up, a
- *  recent re-lock, most edges lost). It returns EMS_ERANGE when the signal
- *  seen in the window is not mains: raw cycles outside the band, or a fitted
- *  frequency outside it. On an error *hz is NAN, never 0 or an old value.
+ *  Honesty. ems_freq_read() returns EMS_ESTALE when the window holds fewer
+ *  than min_coverage x the nominal number of cycles as accepted edges: no
+ *  edge at all (grid outage, cable off), start-up, a recent re-lock, most
+ *  edges lost. It returns EMS_ERANGE instead when the window saw evidence
+ *  that the signal is not mains (candidate periods outside the band, or the
+ *  tracked period leaving it). On an error *hz is NAN, never 0 or an old
+ *  value.
  *
  *  The band (0.8..1.2 x nominal) is wide enough for any real grid, whose
  *  protection trips generators near 47.5 and 51.5 Hz, so the state machine
  *  (grid_freq_min_hz..grid_freq_max_hz), not this estimator, judges an
  *  off-nominal grid; and narrow enough that a detector giving an edge per
- *  half cycle (2 x nominal), one missing every other edge (0.5 x nominal), a
- *  60 Hz grid on a 50 Hz setting or plain noise is refused.
+ *  half cycle (2 x nominal), one missing every other edge (0.5 x nominal)
+ *  or plain noise is refused. (A 50 Hz grid on a 60 Hz setting, 0.83 x, is
+ *  read as what it is, 50 Hz, and left to the state machine.)
  *
  *  Timestamps that go backwards or repeat are counted and ignored. Three in a
  *  row mean the time base itself stepped (kernels before 5.7 stamp line
@@ -86,13 +90,13 @@
 /* Configuration; config keys in brackets (used in messages; the last five
  * are optional keys, the defaults suit any 50 or 60 Hz grid). */
 typedef struct ems_freq_config {
-    double nominal_hz;    /* [grid_nominal_hz] 50; 50 or 60 */
-    int32_t window_ms;    /* [grid_freq_window_ms] 1000; 200..10000 */
-    double band_low;      /* [grid_freq_band_low] 0.8: lowest mains frequency / nominal */
-    double band_high;     /* [grid_freq_band_high] 1.2: highest mains frequency / nominal */
-    double tolerance;     /* [grid_freq_tolerance] 0.2: slot fit, fraction of a period */
-    double min_coverage;  /* [grid_freq_min_coverage] 0.5: accepted cycles / nominal cycles */
-    int32_t max_missing;  /* [grid_freq_max_missing] 9: lost edges in a row still counted */
+    double nominal_hz;   /* [grid_nominal_hz] 50; 50 or 60 */
+    int32_t window_ms;   /* [grid_freq_window_ms] 1000; 200..10000 */
+    double band_low;     /* [grid_freq_band_low] 0.8: lowest mains frequency / nominal */
+    double band_high;    /* [grid_freq_band_high] 1.2: highest mains frequency / nominal */
+    double tolerance;    /* [grid_freq_tolerance] 0.2: slot fit, fraction of a period */
+    double min_coverage; /* [grid_freq_min_coverage] 0.5: accepted cycles / nominal cycles */
+    int32_t max_missing; /* [grid_freq_max_missing] 9: lost edges in a row still counted */
 } ems_freq_config_t;
 
 /* Fills the defaults above (50 Hz). */
@@ -138,8 +142,8 @@ typedef struct ems_freq {
     int64_t offband_ns; /* newest out-of-band evidence */
 
     bool locked;
-    double p_ref_ns; /* tracked period */
-    double phase_ns; /* where the track puts the newest accepted cycle, from its edge */
+    double p_ref_ns;  /* tracked period */
+    double phase_ns;  /* where the track puts the newest accepted cycle, from its edge */
     uint32_t history; /* 1 bits: recent rejections while locked */
     unsigned head, count;
     ems_freq_point_t ring[EMS_FREQ_RING];
@@ -151,13 +155,13 @@ typedef struct ems_freq {
  * ems_freq_config_check(). */
 void ems_freq_init(ems_freq_t *f, const ems_freq_config_t *c);
 
-/* Feeds one rising edge at `ts_ns` (monotonic ns). Never fails: every edge
- * is either used or counted in the stats. */
+/* Feeds one rising edge at `ts_ns` (monotonic ns). Never fails; what became
+ * of the edge shows in the stats. */
 void ems_freq_edge(ems_freq_t *f, int64_t ts_ns);
 
 /* The frequency over the window ending at `now_ns` (same clock as the edges,
- * not before the newest edge). Returns 0 with *hz set; EMS_ESTALE (no edge
- * within the window, or too few accepted cycles in it) or EMS_ERANGE (the
+ * not before the newest edge). Returns 0 with *hz set; EMS_ESTALE (too few
+ * accepted cycles in the window, none at all included) or EMS_ERANGE (the
  * signal is not mains, see above) with *hz = NAN. Does not change `f`. */
 int ems_freq_read(const ems_freq_t *f, int64_t now_ns, double *hz);
 

@@ -52,6 +52,7 @@ struct ems_hwio {
     ems_soc_t soc;
     bool have_coulombs;
     double last_coulombs;
+    uint32_t bat_reinits;
 
     ems_io_sample_t sample;
     hw__group_t g_bat, g_temp, g_grid, g_freq, g_out;
@@ -131,10 +132,13 @@ static void hw__read_battery(ems_hwio_t *h, int64_t now_ms)
     ems_ina2xx_reading_t r;
     int rc = ems_ina2xx_read(&h->bat, &r);
     if (rc == EMS_EAGAIN) {
-        /* The chip was reset and reconfigured: its charge accumulator
-         * restarted, so the next delta is not a real one. */
+        /* No conversion yet, or the chip was reset and reconfigured: its
+         * charge accumulator restarted, so the next delta is not a real
+         * one. Only the reset is news. */
         h->have_coulombs = false;
-        ems_log_warn("hw: battery monitor (%s): %s", h->g_bat.where, h->bat.err);
+        if (h->bat.reinits != h->bat_reinits)
+            ems_log_warn("hw: battery monitor (%s): %s", h->g_bat.where, h->bat.err);
+        h->bat_reinits = h->bat.reinits;
         return;
     }
     hw__group_result(&h->g_bat, rc, h->bat.err);
@@ -160,6 +164,10 @@ static void hw__read_temp(ems_hwio_t *h, int64_t now_ms)
 {
     double c;
     int rc = ems_tmp102_read(&h->temp, &c);
+    if (rc == EMS_EAGAIN) { /* reconfigured after a reset: the next read counts */
+        ems_log_warn("hw: temperature sensor (%s): %s", h->g_temp.where, h->temp.err);
+        return;
+    }
     hw__group_result(&h->g_temp, rc, h->temp.err);
     if (rc < 0)
         return;
@@ -171,6 +179,10 @@ static void hw__read_grid(ems_hwio_t *h, int64_t now_ms)
 {
     ems_ade7953_reading_t r;
     int rc = ems_ade7953_read(&h->grid, &r);
+    if (rc == EMS_EAGAIN) {
+        ems_log_warn("hw: grid meter (%s): %s", h->g_grid.where, h->grid.err);
+        return;
+    }
     hw__group_result(&h->g_grid, rc, h->grid.err);
     if (rc < 0)
         return;
@@ -317,9 +329,12 @@ int ems_hwio_open(uv_loop_t *loop, const ems_hw_config_t *cfg, double soc0, ems_
 
     ems_soc_config_t sc;
     ems_hw_soc_config(cfg, &sc);
-    int rc = ems_soc_ocv_parse(cfg->soc_ocv_table, &sc, err, cap);
-    if (rc < 0)
+    char why[256];
+    int rc = ems_soc_ocv_parse(cfg->soc_ocv_table, &sc, why, sizeof why);
+    if (rc < 0) {
+        snprintf(err, cap, "soc_ocv_table: %s", why);
         goto fail;
+    }
     ems_soc_init(&h->soc, &sc, soc0);
     ems_freq_config_t fc;
     ems_freq_config_default(&fc);

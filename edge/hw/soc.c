@@ -13,8 +13,8 @@
  * value low-confidence. */
 #define EMS_SOC__GAP_DOUBT 0.01
 
-static const char *const soc__default_ocv =
-    "0:44.0,5:48.0,10:50.0,20:51.2,30:51.6,40:52.0,50:52.2,60:52.4,70:52.6,80:52.8,90:53.2,100:54.4";
+static const char *const soc__default_ocv = "0:44.0,5:48.0,10:50.0,20:51.2,30:51.6,40:52.0,50:52.2,"
+                                            "60:52.4,70:52.6,80:52.8,90:53.2,100:54.4";
 
 void ems_soc_config_default(ems_soc_config_t *c)
 {
@@ -78,8 +78,8 @@ static int soc__ocv_point(const double *soc, const double *v, int i, const char 
         EMS_SOC__WHY("%s: SoC %g is not above %g of the entry before; SoC must increase", name,
                      soc[i], soc[i - 1]);
     if (i > 0 && v[i] <= v[i - 1])
-        EMS_SOC__WHY("%s: volts %g are not above %g of the entry before; volts must increase",
-                     name, v[i], v[i - 1]);
+        EMS_SOC__WHY("%s: volts %g are not above %g of the entry before; volts must increase", name,
+                     v[i], v[i - 1]);
     return 0;
 }
 
@@ -200,11 +200,9 @@ int ems_soc_config_check(const ems_soc_config_t *c, char *why, size_t cap)
     if (!(isfinite(c->capacity_ah) && c->capacity_ah > 0))
         EMS_SOC__WHY("soc_capacity_ah must be a positive number (got %g)", c->capacity_ah);
     if (!(c->charge_efficiency >= 0.5 && c->charge_efficiency <= 1.0))
-        EMS_SOC__WHY("soc_charge_efficiency must lie within 0.5..1 (got %g)",
-                     c->charge_efficiency);
+        EMS_SOC__WHY("soc_charge_efficiency must lie within 0.5..1 (got %g)", c->charge_efficiency);
     if (c->ocv_points < 2 || c->ocv_points > EMS_SOC_OCV_MAX)
-        EMS_SOC__WHY("soc_ocv_table needs 2..%d entries (got %d)", EMS_SOC_OCV_MAX,
-                     c->ocv_points);
+        EMS_SOC__WHY("soc_ocv_table needs 2..%d entries (got %d)", EMS_SOC_OCV_MAX, c->ocv_points);
     for (int i = 0; i < c->ocv_points; i++) {
         char e[160];
         if (soc__ocv_point(c->ocv_soc, c->ocv_v, i, NULL, e, sizeof e) < 0)
@@ -373,9 +371,6 @@ static void soc__corrections(ems_soc_t *s, int64_t now_ms, double v, double a)
     if (soc__held(&s->empty, empty, now_ms, c->empty_ms))
         soc__correct(s, EMS_SOC_CORR_EMPTY, 0.0, now_ms);
     if (soc__held(&s->rest, rest, now_ms, c->rest_ms)) {
-        /* A full or empty verdict in this same rest is the better anchor. */
-        if (s->full.done || s->empty.done)
-            return;
         if (soc__slope_mv(c, v) >= c->rest_min_slope_mv)
             soc__correct(s, EMS_SOC_CORR_REST, ems_soc_from_ocv(s, v), now_ms);
         else

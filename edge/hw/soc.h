@@ -30,19 +30,20 @@
  * Corrections, each applied once per episode (until its condition breaks):
  *  - full: volts >= soc_full_voltage_v while not discharging and the charge
  *    current has tapered below soc_full_tail_a (-rest < I < tail), held for
- *    soc_full_s -> 100 %. This is the only reliable anchor of an LFP pack.
+ *    soc_full_s -> 100 %. The most reliable anchor of an LFP pack.
  *  - empty: volts <= soc_empty_voltage_v while not charging
  *    (I < soc_rest_current_a), held for soc_empty_s -> 0 %.
  *  - rest: |I| < soc_rest_current_a for soc_rest_s (30 min: LFP relaxes
  *    slowly) -> the SoC the OCV table gives for the voltage, but only where
  *    the table is steep enough to say something: the slope of the table
- *    segment holding the voltage must be at least soc_rest_min_slope_mv
+ *    segment holding the voltage (the flatter one at a point between two)
+ *    must be at least soc_rest_min_slope_mv
  *    (pack mV per %, 100 by default, about 6 mV/% per cell). LFP's curve is
  *    flat from ~20 to ~90 % (20-40 mV/% for the pack in the default table),
  *    where its charge/discharge hysteresis (~20 mV per cell, 0.3 V for the
  *    pack) alone would be worth 10 % of SoC; a rest there corrects nothing
  *    and is counted as rest_flat. At 100 mV/% the same hysteresis and the
- *    I x R of the rest current (2 A x ~20 mOhm) stay near 3 %. The
+ *    I x R of the rest current (2 A x ~20 mOhm) stay within 4 %. The
  *    default rest current, 0.02 C (2 A for 100 Ah), lies above an
  *    inverter's standby draw and below any real charge or discharge.
  *  Any correction makes the value confident again.
@@ -72,15 +73,15 @@ typedef struct ems_soc_config {
     int ocv_points;
     double ocv_soc[EMS_SOC_OCV_MAX]; /* percent */
     double ocv_v[EMS_SOC_OCV_MAX];   /* volts */
-    double rest_current_a;    /* [soc_rest_current_a] 2 (0.02 C) */
-    int64_t rest_ms;          /* [soc_rest_s] 1800 s */
-    double rest_min_slope_mv; /* [soc_rest_min_slope_mv] 100 mV per % (pack) */
-    double full_voltage_v;    /* [soc_full_voltage_v] 56.8 (3.55 V per cell) */
-    double full_tail_a;       /* [soc_full_tail_a] 5 (0.05 C) */
-    int64_t full_ms;          /* [soc_full_s] 60 s */
-    double empty_voltage_v;   /* [soc_empty_voltage_v] 46.4 (2.9 V per cell) */
-    int64_t empty_ms;         /* [soc_empty_s] 30 s */
-    int64_t max_gap_ms;       /* [soc_max_gap_s] 10 s */
+    double rest_current_a;           /* [soc_rest_current_a] 2 (0.02 C) */
+    int64_t rest_ms;                 /* [soc_rest_s] 1800 s */
+    double rest_min_slope_mv;        /* [soc_rest_min_slope_mv] 100 mV per % (pack) */
+    double full_voltage_v;           /* [soc_full_voltage_v] 56.8 (3.55 V per cell) */
+    double full_tail_a;              /* [soc_full_tail_a] 5 (0.05 C) */
+    int64_t full_ms;                 /* [soc_full_s] 60 s */
+    double empty_voltage_v;          /* [soc_empty_voltage_v] 46.4 (2.9 V per cell) */
+    int64_t empty_ms;                /* [soc_empty_s] 30 s */
+    int64_t max_gap_ms;              /* [soc_max_gap_s] 10 s */
 } ems_soc_config_t;
 
 /* Fills the defaults above, OCV table included. */
