@@ -7,6 +7,7 @@
 #   make bench      run the benchmarks (results go to docs/benchmarks.md by hand)
 #   make deps       install the Debian packages the build and the tests need
 #   make cross      ems-edge for the Raspberry Pi (arm64, armhf) into build/ (scripts/cross.sh)
+#   make deb-arm64  the Debian package build/ems-edge_VERSION_arm64.deb (also deb-armhf, deb)
 #
 # Sources are discovered by folder, so a new module is a new .c file in the
 # right folder and nothing else:
@@ -125,6 +126,34 @@ dashboard: $(DASH)/node_modules/.package-lock.json
 $(DASH)/node_modules/.package-lock.json: $(DASH)/package-lock.json
 	cd $(DASH) && npm ci --no-audit --no-fund
 
+# ---------------------------------------------------------------- hardware emulator
+# $(BUILD)/hwemu/libemshwemu.so: an LD_PRELOAD emulator of /dev/i2c-N and
+# /dev/gpiochipN (INA228/INA226, TMP102, ADE7953, MCP4725, a GPIO chip) with
+# the simulated plant behind it, so the unchanged ems-edge runs its hardware
+# back end without a Raspberry Pi (test/hwemu/README.md). It is preloaded
+# into sanitized and plain programs alike, so it is never sanitized (no ASan
+# runtime inside it) and links only libc, -ldl, -lm and -lpthread. It builds
+# with any CC and BUILD, e.g. make BUILD=X CC=aarch64-linux-gnu-gcc
+# AR=aarch64-linux-gnu-ar X/hwemu/libemshwemu.so for qemu-user.
+# $(BUILD)/hwemu/hwemu_check is the suite's libgpiod test driver (built with
+# the normal, possibly sanitized, flags).
+HWEMU_SRC    = $(wildcard test/hwemu/*.c) edge/plant.c
+HWEMU_OBJ    = $(patsubst %.c,$(BUILD)/hwemu/obj/%.o,$(HWEMU_SRC))
+HWEMU_CFLAGS = -std=c11 -D_GNU_SOURCE -U_FORTIFY_SOURCE -Wall -Wextra -Werror -g -O2 -MMD -MP \
+               -fPIC -fvisibility=hidden -fno-delete-null-pointer-checks -Icommon -Iedge -Itest/hwemu
+HWEMU_LIBS   = $(shell $(PKG_CONFIG) --libs libgpiod 2>/dev/null || echo -lgpiod)
+.PHONY: hwemu
+hwemu: $(BUILD)/hwemu/libemshwemu.so $(BUILD)/hwemu/hwemu_check
+$(BUILD)/hwemu/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(HWEMU_CFLAGS) -c $< -o $@
+$(BUILD)/hwemu/libemshwemu.so: $(HWEMU_OBJ)
+	$(CC) -shared -Wl,--no-undefined -o $@ $^ -ldl -lm -lpthread
+$(BUILD)/hwemu/hwemu_check: test/hwemu/check/hwemu_check.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(HWEMU_LIBS) -lm
+# ---------------------------------------------------------------- end of hardware emulator
+
 # ---------------------------------------------------------------- the two commands
 SAN_BUILD = build/san
 
@@ -136,7 +165,7 @@ deps:
 test:
 	@scripts/deps.sh --check || scripts/deps.sh
 	$(MAKE) all
-	$(MAKE) BUILD=$(SAN_BUILD) SANITIZE=address,undefined OPT=-O1 all tests
+	$(MAKE) BUILD=$(SAN_BUILD) SANITIZE=address,undefined OPT=-O1 all tests hwemu
 	$(MAKE) fuzz BUILD=$(SAN_BUILD)
 	test/run.sh $(SAN_BUILD)
 
@@ -154,7 +183,7 @@ test-faults:
 
 demo:
 	@scripts/deps.sh --check || scripts/deps.sh
-	$(MAKE) all dashboard
+	$(MAKE) all dashboard hwemu
 	@scripts/demo.sh
 
 bench:
@@ -167,10 +196,20 @@ bench:
 cross:
 	@scripts/cross.sh
 
+# ---------------------------------------------------------------- Debian packages
+# build/ems-edge_<version>_arm64.deb and ..._armhf.deb for Raspberry Pi OS /
+# Debian 12 (scripts/deb.sh; docs/deploy-edge.md, "Install from the .deb").
+# They build into $(BUILD), so `make BUILD=DIR deb-arm64` leaves build/ alone.
+.PHONY: deb deb-arm64 deb-armhf
+deb: deb-arm64 deb-armhf
+deb-arm64 deb-armhf:
+	@scripts/deb.sh --build-root $(BUILD) $(@:deb-%=%)
+# ---------------------------------------------------------------- end of Debian packages
+
 clean:
 	rm -rf build
 
 format:
 	clang-format -i $(wildcard common/*.[ch] common/net/*.[ch] edge/*.[ch] cloud/*/*.[ch] test/unit/*.[ch] test/fuzz/*.c)
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -name '*.d' -type f 2>/dev/null)

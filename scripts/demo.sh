@@ -100,6 +100,11 @@ ensure_user admin admin
 ensure_user viewer viewer
 
 DEVICES=("demo_sunny:sunny" "demo_evening:evening" "demo_faulty:faulty")
+# demo_hw: the unchanged ems-edge with backend = hw, reading emulated chips
+# (INA228, TMP102, ADE7953, MCP4725, GPIO) through /dev/i2c-1 and
+# /dev/gpiochip0 served by test/hwemu (docs/hardware.md).
+HWEMU=$BIN/hwemu/libemshwemu.so
+[ -f "$HWEMU" ] || die "$HWEMU is missing (make hwemu)"
 ensure_device() { # id
     local tok=$DEMO/secrets/$1.token
     if [ ! -s "$tok" ]; then
@@ -113,6 +118,7 @@ ensure_device() { # id
     fi
 }
 for d in "${DEVICES[@]}"; do ensure_device "${d%%:*}"; done
+ensure_device demo_hw
 
 # ------------------------------------------------------------ cloud processes
 SOCK=$DEMO/run/dbwriter.sock
@@ -155,6 +161,43 @@ EOF
     sp=$((sp + 1))
 done
 
+# The hardware path: the emulated board's plant runs the sunny day; its
+# control file injects faults (echo overheat=on > .../demo_hw/emu.control).
+HWD=$DEMO/edge/demo_hw
+mkdir -p "$HWD"
+cat >"$HWD/emu.conf" <<EOF
+# written by scripts/demo.sh: the emulated board (test/hwemu/README.md)
+i2c_bus = 1
+gpiochip = gpiochip0
+battery_monitor = ina228
+plant_profile = sunny
+plant_seed = 11
+# the same transfer functions as the edge's defaults (docs/hardware.md)
+grid_v_per_lsb = 0.0000384615
+grid_a_per_lsb = 0.00001
+grid_w_per_lsb = 0.00649351
+dac_volts_per_w = 0.00055
+EOF
+: >"$HWD/emu.control"
+cat >"$DEMO/edge/demo_hw.conf" <<EOF
+# written by scripts/demo.sh: backend = hw with the reference wiring of
+# docs/hardware.md (every hardware key at its default)
+device_id = demo_hw
+cloud_url = wss://localhost:$PORT
+token_file = $DEMO/secrets/demo_hw.token
+ca_file = $CERTS/ca.crt
+buffer_path = $HWD/buffer
+status_port = $sp
+backend = hw
+# the emulated pack: 10 kWh of 16 LFP cells, and their OCV curve
+soc_capacity_ah = 192
+soc_ocv_table = "0:44.80,5:49.60,10:51.20,20:51.84,40:52.32,60:52.64,80:53.12,90:53.44,95:53.76,99:55.20,100:56.80"
+EOF
+LD_PRELOAD=$HWEMU EMS_HWEMU_CONFIG=$HWD/emu.conf EMS_HWEMU_CONTROL=$HWD/emu.control \
+    EMS_HWEMU_STATE=$HWD/emu.state \
+    "$BIN/ems-edge" --config "$DEMO/edge/demo_hw.conf" >"$LOG/edge-demo_hw.log" 2>&1 &
+PIDS+=($!)
+
 cat <<EOF
 
   ems is running.
@@ -164,9 +207,12 @@ cat <<EOF
                 $CERTS/ca.crt: import it into the browser,
                 or accept the warning once)
   Logins:      $(awk '{printf "%s / %s (%s)   ", $1, $2, $3}' "$CRED")
-  Devices:     ${DEVICES[*]%%:*}
+  Devices:     ${DEVICES[*]%%:*} demo_hw
                demo_faulty develops an overheat; reset it from the dashboard
                once it has cooled.
+               demo_hw runs backend = hw on emulated chips: its outputs
+               (DAC code, enable lines) are in $HWD/emu.state;
+               overheat it with: echo overheat=on > $HWD/emu.control
   Edge status: http://127.0.0.1:18080/status (one port per device, 18080..)
   Logs:        $LOG/
   Data:        $DEMO (kept between runs)

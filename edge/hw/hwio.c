@@ -49,6 +49,7 @@ struct ems_hwio {
     bool poll_inited;
 
     ems_freq_t freq;
+    uint64_t opened_ns, startup_ns; /* the first window after open */
     ems_soc_t soc;
     bool have_coulombs;
     double last_coulombs;
@@ -188,7 +189,16 @@ static void hw__read_grid(ems_hwio_t *h, int64_t now_ms)
         return;
     hw__drain_edges(h);
     double hz;
-    int frc = ems_freq_read(&h->freq, (int64_t)hw__mono_ns(), &hz);
+    uint64_t now_ns = hw__mono_ns();
+    int frc = ems_freq_read(&h->freq, (int64_t)now_ns, &hz);
+    if (frc == EMS_ESTALE && now_ns - h->opened_ns < h->startup_ns && isfinite(r.hertz) &&
+        r.hertz > h->cfg.grid_nominal_hz * 0.8 && r.hertz < h->cfg.grid_nominal_hz * 1.2) {
+        /* The zero-crossing window has not filled since start: until it
+         * has, the meter's own line-period measurement stands in, so a
+         * start is not a SENSOR_FAULT. A real reading, not a guess. */
+        hz = r.hertz;
+        frc = 0;
+    }
     if (frc < 0 && r.volts < HW__DEAD_GRID_V) {
         /* No voltage and no zero crossings agree: the grid is off. That
          * is a true reading (GRID_FAULT), not a sensor failure. */
@@ -366,6 +376,8 @@ int ems_hwio_open(uv_loop_t *loop, const ems_hw_config_t *cfg, double soc0, ems_
     }
     h->poll.data = h;
     h->poll_inited = true;
+    h->opened_ns = hw__mono_ns();
+    h->startup_ns = (uint64_t)(cfg->freq_window_ms + 1000) * 1000000u;
     uv_poll_start(&h->poll, UV_READABLE, hw__poll_cb);
     *out = h;
     return 0;

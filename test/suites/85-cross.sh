@@ -6,9 +6,12 @@
 # over TLS with a real token: its telemetry must land in PostgreSQL, and it
 # must stop cleanly on SIGTERM.
 #
-# Needs the cross toolchain, which `make cross` installs once (as root; see
-# docs/deploy-edge.md). Without it every case is skipped and says so: the
-# suite never installs packages itself.
+# Needs the cross toolchain, which `make test` installs in its first step
+# (scripts/deps.sh runs scripts/cross.sh --install-only). The suite never
+# installs packages itself: a missing toolchain is a failure that names
+# scripts/deps.sh, unless EMS_SKIP_CROSS=1 asks to skip the suite (a machine
+# that cannot have the toolchain). It also checks cross.sh's install
+# decision on recorded apt transcripts: upgrades are fine, removals are not.
 # Prints TAP lines "ok - NAME" / "not ok - NAME: why".
 set -u
 ROOT=${EMS_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -24,16 +27,49 @@ ARCHS="arm64 armhf"
 triple() { case "$1" in arm64) echo aarch64-linux-gnu ;; armhf) echo arm-linux-gnueabihf ;; esac; }
 qemu() { case "$1" in arm64) echo qemu-aarch64 ;; armhf) echo qemu-arm ;; esac; }
 
+# ---------------------------------------------------------------- install decision
+# A fresh Debian 12 lags the archive's security updates, and the foreign
+# libraries need their native twins at the same version: the toolchain
+# install upgrades perl, libc6 and friends there. That must go ahead; only a
+# removal (a foreign -dev package pushing out the native one) is refused.
+J=$(mktemp /tmp/ems-cross-judge.XXXXXX)
+cat >"$J" <<'SIM'
+Inst perl-base [5.36.0-7+deb12u1] (5.36.0-7+deb12u2 Debian-Security:12/stable-security [amd64])
+Inst perl [5.36.0-7+deb12u1] (5.36.0-7+deb12u2 Debian-Security:12/stable-security [amd64]) []
+Inst libc6:arm64 (2.36-9+deb12u10 Debian:12.10/stable [arm64])
+Inst crossbuild-essential-arm64 (12.9 Debian:12.10/stable [all])
+Conf perl-base (5.36.0-7+deb12u2 Debian-Security:12/stable-security [amd64])
+SIM
+if out=$(scripts/cross.sh --judge "$J" 2>&1) && [[ "$out" == *"perl (5.36.0-7+deb12u1 -> 5.36.0-7+deb12u2)"* ]]; then
+    ok "cross.sh: an install that upgrades native packages goes ahead and lists the upgrades"
+else
+    notok "cross.sh: an install that upgrades native packages goes ahead and lists the upgrades" "$(echo "$out" | tr '\n' ' ')"
+fi
+printf 'Remv libwslay-dev [1.1.1-3+b1]\nInst libwslay-dev:arm64 (1.1.1-3+b1 Debian:12.10/stable [arm64])\n' >"$J"
+if out=$(scripts/cross.sh --judge "$J" 2>&1); then
+    notok "cross.sh: an install that would remove a native package is refused" "accepted: $(echo "$out" | tr '\n' ' ')"
+elif [[ "$out" == *"libwslay-dev 1.1.1-3+b1"* ]]; then
+    ok "cross.sh: an install that would remove a native package is refused and names it"
+else
+    notok "cross.sh: an install that would remove a native package is refused and names it" "$(echo "$out" | tr '\n' ' ')"
+fi
+rm -f "$J"
+
+# ---------------------------------------------------------------- toolchain
 have=""
 for a in $ARCHS; do
-    if command -v "$(triple "$a")-gcc" >/dev/null 2>&1 && command -v "$(qemu "$a")" >/dev/null 2>&1 &&
-        [ -e "/usr/lib/$(triple "$a")/libwslay.so.1" ] && [ -e "/usr/lib/$(triple "$a")/pkgconfig/libuv.pc" ]; then
+    if why=$(scripts/cross.sh --check "$a" 2>&1); then
         have="$have $a"
+    elif [ "${EMS_SKIP_CROSS:-}" = 1 ]; then
+        skip "cross $a: build, smoke run and telemetry end to end" "EMS_SKIP_CROSS=1 (toolchain: ${why#cross: })"
     else
-        skip "cross $a: build, smoke run and telemetry end to end" "toolchain not installed (make cross installs it)"
+        notok "cross $a: the toolchain is installed" "scripts/deps.sh (make test's first step) did not install it; ${why#cross: }; run scripts/cross.sh --install-only $a, or set EMS_SKIP_CROSS=1 to skip"
     fi
 done
-[ -n "$have" ] || exit 0
+if [ -z "$have" ]; then
+    [ "$fails" -eq 0 ]
+    exit
+fi
 if [ ! -f edge/main.c ]; then
     notok "cross: edge/main.c exists" "nothing to build"
     exit 1
