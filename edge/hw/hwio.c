@@ -272,6 +272,30 @@ static int hw__apply(ems_io_t *io, double watts)
 
 static const ems_io_ops_t hw__ops = {hw__read, hw__apply, hw__safe_off};
 
+/* Takes a first reading of every group before the daemon's first tick.
+ * The INA has no conversion to report until one averaging period after
+ * its configuration was written (about 135 ms with the defaults), and a
+ * group that was never read counts as stale at once: without this, a tick
+ * that comes early after the start would be a SENSOR_FAULT. Bounded at
+ * 2 s; a chip that has not converted by then is a real fault. This blocks,
+ * but only at start, with the outputs inactive. */
+static void hw__prime(ems_hwio_t *h)
+{
+    uint64_t t0 = hw__mono_ns();
+    while (h->sample.battery_ms == 0 && hw__mono_ns() - t0 < 2000000000u) {
+        hw__read_battery(h, (int64_t)(hw__mono_ns() / 1000000u));
+        if (h->sample.battery_ms == 0 && h->g_bat.rc >= 0) {
+            struct timespec ts = {0, 20000000};
+            nanosleep(&ts, NULL);
+        } else {
+            break;
+        }
+    }
+    int64_t now_ms = (int64_t)(hw__mono_ns() / 1000000u);
+    hw__read_temp(h, now_ms);
+    hw__read_grid(h, now_ms);
+}
+
 /* ------------------------------------------------------------- life */
 
 static void hw__release(ems_hwio_t *h)
@@ -378,6 +402,7 @@ int ems_hwio_open(uv_loop_t *loop, const ems_hw_config_t *cfg, double soc0, ems_
     h->poll_inited = true;
     h->opened_ns = hw__mono_ns();
     h->startup_ns = (uint64_t)(cfg->freq_window_ms + 1000) * 1000000u;
+    hw__prime(h);
     uv_poll_start(&h->poll, UV_READABLE, hw__poll_cb);
     *out = h;
     return 0;

@@ -271,6 +271,10 @@ def main():
         row = latest(env, dev)
         st = hw.read()
         tap.ok("the hw edge's telemetry reaches the database", bool(got), edge.text()[-3000:])
+        first = env.psql(f"SELECT state, error_flags FROM telemetry WHERE device_id = '{dev}' "
+                         "ORDER BY seq LIMIT 5")
+        tap.ok("a fresh start reads every chip before the first tick: no SENSOR_FAULT, no ERROR",
+               first and all(r[0] != "ERROR" and r[1] == "0" for r in first), first)
         if row and st:
             pl = st["plant"]
             tap.ok("battery voltage, grid voltage and frequency match the emulated plant",
