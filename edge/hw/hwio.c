@@ -281,15 +281,17 @@ static const ems_io_ops_t hw__ops = {hw__read, hw__apply, hw__safe_off};
  * but only at start, with the outputs inactive. */
 static void hw__prime(ems_hwio_t *h)
 {
+    /* One full conversion (at most three channels, each averaged) before
+     * each try: reading sooner would count as a missed conversion in the
+     * driver's stuck rule. */
+    uint64_t period_ns = (uint64_t)h->cfg.battery_averaging *
+                         (uint64_t)h->cfg.battery_conversion_us * 3u * 1200u; /* +20 % */
     uint64_t t0 = hw__mono_ns();
-    while (h->sample.battery_ms == 0 && hw__mono_ns() - t0 < 2000000000u) {
+    while (h->sample.battery_ms == 0 && h->g_bat.rc >= 0 &&
+           hw__mono_ns() - t0 + period_ns < 2000000000u) {
+        struct timespec ts = {(time_t)(period_ns / 1000000000u), (long)(period_ns % 1000000000u)};
+        nanosleep(&ts, NULL);
         hw__read_battery(h, (int64_t)(hw__mono_ns() / 1000000u));
-        if (h->sample.battery_ms == 0 && h->g_bat.rc >= 0) {
-            struct timespec ts = {0, 20000000};
-            nanosleep(&ts, NULL);
-        } else {
-            break;
-        }
     }
     int64_t now_ms = (int64_t)(hw__mono_ns() / 1000000u);
     hw__read_temp(h, now_ms);

@@ -617,6 +617,7 @@ static void hwemu__init(void)
     e->log_fd = -1;
     if (hwemu_config_load(&e->cfg, path) != 0)
         return;
+    hwemu_check_glibc();
     const char *s;
     if ((s = getenv("EMS_HWEMU_LOG")) && *s)
         e->log_fd = hwemu_real_open(s, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);

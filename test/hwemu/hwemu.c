@@ -32,8 +32,10 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <gnu/libc-version.h>
 #include <limits.h>
 #include <linux/gpio.h>
 #include <linux/i2c-dev.h>
@@ -43,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -188,6 +191,84 @@ int hwemu_real_stat(const char *path, int64_t *mtime_ns, int64_t *size, int64_t 
     *size = (int64_t)st.st_size;
     *ino = (int64_t)st.st_ino;
     return 0;
+}
+
+/* ------------------------------------------------------------------ one glibc */
+
+/* ld.so and libc.so.6 must come from one glibc build: they share private
+ * structures (_rtld_global). qemu-user's -L PREFIX can pair two: it finds
+ * the interpreter under PREFIX (the cross toolchain's libc6-ARCH-cross, say
+ * 2.36-8) while ld.so finds the libraries, libc.so.6 among them, in the
+ * multiarch /lib/TRIPLE (libc6:ARCH, say 2.36-9+deb12u14). Such a program,
+ * with or without this library, spins for ever (arm64) or crashes (armhf)
+ * in its first pthread_create (Debian's 2.36-8 and 2.36-9+deb12u14 place
+ * the thread-stack lists 8 bytes apart in _rtld_global). Nothing here can
+ * repair that, so it is said on stderr. */
+
+#if UINTPTR_MAX > 0xFFFFFFFFu
+typedef Elf64_Ehdr hwemu__ehdr_t;
+typedef Elf64_Phdr hwemu__phdr_t;
+#else
+typedef Elf32_Ehdr hwemu__ehdr_t;
+typedef Elf32_Phdr hwemu__phdr_t;
+#endif
+
+/* The text after `prefix` up to the line's end, found in the readable
+ * segments of the object whose ELF header is mapped at `base`; "" if none. */
+static void hwemu__banner(uintptr_t base, const char *prefix, char *out, size_t cap)
+{
+    out[0] = '\0';
+    const hwemu__ehdr_t *eh = (const hwemu__ehdr_t *)base;
+    if (!base || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] !=
+        (sizeof(uintptr_t) == 8 ? ELFCLASS64 : ELFCLASS32))
+        return;
+    const hwemu__phdr_t *ph = (const hwemu__phdr_t *)(base + eh->e_phoff);
+    uintptr_t bias = 0;
+    bool have_bias = false;
+    for (unsigned i = 0; i < eh->e_phnum && !have_bias; i++) {
+        if (ph[i].p_type == PT_LOAD && ph[i].p_offset == 0) {
+            bias = base - (uintptr_t)ph[i].p_vaddr;
+            have_bias = true;
+        }
+    }
+    if (!have_bias)
+        return;
+    size_t plen = strlen(prefix);
+    for (unsigned i = 0; i < eh->e_phnum; i++) {
+        if (ph[i].p_type != PT_LOAD || !(ph[i].p_flags & PF_R))
+            continue;
+        const char *seg = (const char *)(bias + (uintptr_t)ph[i].p_vaddr);
+        const char *hit = memmem(seg, ph[i].p_filesz, prefix, plen);
+        if (!hit)
+            continue;
+        const char *s = hit + plen, *end = seg + ph[i].p_filesz;
+        size_t n = 0;
+        while (s + n < end && n < cap - 1 && s[n] != '\n' && s[n] != '\0')
+            n++;
+        memcpy(out, s, n);
+        out[n] = '\0';
+        return;
+    }
+}
+
+void hwemu_check_glibc(void)
+{
+    /* "ld.so (Debian GLIBC 2.36-8) stable release version 2.36." (glibc >=
+     * 2.33) and "GNU C Library (Debian GLIBC 2.36-9+deb12u14) stable ...". */
+    char rtld[160], libc[160];
+    Dl_info di;
+    uintptr_t rtld_base = (uintptr_t)getauxval(AT_BASE); /* 0: ld.so is the program */
+    if (!rtld_base || !dladdr((void *)gnu_get_libc_version, &di) || !di.dli_fbase)
+        return;
+    hwemu__banner(rtld_base, "ld.so (", rtld, sizeof rtld);
+    hwemu__banner((uintptr_t)di.dli_fbase, "GNU C Library (", libc, sizeof libc);
+    if (!rtld[0] || !libc[0] || strcmp(rtld, libc) == 0)
+        return;
+    fprintf(stderr,
+            "ems-hwemu: ld.so (%.*s) and libc.so.6 (%.*s) are from different glibc builds: this "
+            "program will hang or crash in its first pthread_create. Under qemu-user, drop -L "
+            "(the multiarch ld.so matches the multiarch libc) or give one holding both.\n",
+            (int)strcspn(rtld, ")"), rtld, (int)strcspn(libc, ")"), libc);
 }
 
 /* ------------------------------------------------------------------ the fd table */

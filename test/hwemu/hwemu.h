@@ -227,6 +227,11 @@ int hwemu_real_close(int fd);
 long hwemu_real_write(int fd, const void *buf, size_t len);
 int hwemu_real_stat(const char *path, int64_t *mtime_ns, int64_t *size, int64_t *ino);
 
+/* Warns on stderr when ld.so and libc.so.6 are from different glibc builds
+ * (qemu-user -L pairing a cross toolchain's ld.so with the multiarch libc):
+ * such a program hangs or crashes in its first pthread_create. */
+void hwemu_check_glibc(void);
+
 /* ------------------------------------------------------------------ i2c bus */
 
 /* I2C_FUNCS of the adapter. */

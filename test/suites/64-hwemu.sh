@@ -385,7 +385,7 @@ for a in arm64 armhf; do
         : >"$CTL"
         # shellcheck disable=SC2086
         out=$(EMS_HWEMU_CONFIG=$CONF EMS_HWEMU_CONTROL=$CTL EMS_HWEMU_STATE=$STATE \
-            timeout -s KILL 60 "$(qemu "$a")" -E LD_PRELOAD="$xb/hwemu/libemshwemu.so" -L "/usr/$t" \
+            timeout -s KILL 60 "$(qemu "$a")" -E LD_PRELOAD="$xb/hwemu/libemshwemu.so" \
             "$xb/hwemu/hwemu_check" $c 2>&1)
         name="$a under $(qemu "$a"): hwemu_check ${c%% *}"
         if [ "$(echo "$out" | tail -n 1)" = PASS ]; then
