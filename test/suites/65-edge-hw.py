@@ -349,6 +349,17 @@ def main():
         tap.ok("the chip answers again: logged, and RESET_ERROR completes",
                rec.get("status") == "completed" and "reads again" in edge.text(), rec)
 
+        # ---- a noisy zero-crossing detector: lost edges and glitches
+        hw.set(glitches=5, missing_edges=7)
+        time.sleep(3.5)
+        rows = env.psql("SELECT grid_frequency, state FROM telemetry WHERE device_id = "
+                        f"'{dev}' ORDER BY seq DESC LIMIT 2")
+        pl = (hw.read() or {}).get("plant", {})
+        tap.ok("every 7th zero-crossing edge lost and a glitch every 5: the frequency holds, no fault",
+               rows and all(abs(float(r[0]) - pl.get("grid_hz", 0)) < 0.05 and r[1] != "ERROR"
+                            for r in rows), (rows, pl))
+        hw.set(glitches=None, missing_edges=None)
+
         # ---- SIGTERM: outputs safe, SoC persisted; a restart continues from it
         rc = edge.stop(signal.SIGTERM)
         s = hw.read()
