@@ -30,6 +30,9 @@ typedef struct {
     char where[112];  /* "INA228 at /dev/i2c-1 0x40" */
     int rc;           /* the last read's result */
     uint64_t failures;
+    uint64_t logged_ns; /* start of the current minute of logging */
+    unsigned logged;    /* changes logged in it */
+    uint64_t quiet;     /* changes not logged since the last logged one */
 } hw__group_t;
 
 struct ems_hwio {
@@ -82,19 +85,42 @@ static void hw__group_init(hw__group_t *g, const char *what, const char *chip, i
         snprintf(g->where, sizeof g->where, "%s", chip);
 }
 
-/* Logs a group's change between working and failing, once each way. */
+static uint64_t hw__mono_ns(void);
+
+/* Logs a group's change between working and failing, once each way. A
+ * group that flaps is not allowed to flood the journal: at most four
+ * changes a minute are logged, the rest only counted, and the next logged
+ * line says how many there were. */
 static void hw__group_result(hw__group_t *g, int rc, const char *detail)
 {
     if (rc < 0)
         g->failures++;
-    if (rc < 0 && g->rc >= 0)
-        ems_log_error("hw: %s (%s): %s%s%s; its readings go stale (SENSOR_FAULT after "
-                      "sensor_stale_ms)",
-                      g->what, g->where, ems_strerror(rc), detail && detail[0] ? ": " : "",
-                      detail ? detail : "");
-    else if (rc >= 0 && g->rc < 0)
-        ems_log_info("hw: %s (%s) reads again", g->what, g->where);
+    bool change = (rc < 0) != (g->rc < 0);
     g->rc = rc;
+    if (!change)
+        return;
+    uint64_t now = hw__mono_ns();
+    if (!g->logged_ns || now - g->logged_ns >= 60000000000u) {
+        g->logged_ns = now; /* a new minute */
+        g->logged = 0;
+    }
+    if (g->logged >= 4) {
+        g->quiet++;
+        return;
+    }
+    g->logged++;
+    char more[96] = "";
+    if (g->quiet)
+        snprintf(more, sizeof more, " (%llu changes since the last line were not logged)",
+                 (unsigned long long)g->quiet);
+    g->quiet = 0;
+    if (rc < 0)
+        ems_log_error("hw: %s (%s): %s%s%s; its readings go stale (SENSOR_FAULT after "
+                      "sensor_stale_ms)%s",
+                      g->what, g->where, ems_strerror(rc), detail && detail[0] ? ": " : "",
+                      detail ? detail : "", more);
+    else
+        ems_log_info("hw: %s (%s) reads again%s", g->what, g->where, more);
 }
 
 /* ------------------------------------------------------------- edges */

@@ -360,6 +360,17 @@ def main():
                             for r in rows), (rows, pl))
         hw.set(glitches=None, missing_edges=None)
 
+        # ---- a flapping chip does not flood the journal
+        before = len(re.findall(r"hw: temperature sensor \(TMP102", edge.text()))
+        for i in range(12):
+            hw.set(silence="0x48" if i % 2 == 0 else "")
+            time.sleep(1.1)
+        hw.set(silence="")
+        time.sleep(1.5)
+        lines = len(re.findall(r"hw: temperature sensor \(TMP102", edge.text())) - before
+        tap.ok("a chip that flaps 12 times in 14 s: at most 4 changes a minute are logged",
+               lines <= 4, f"{lines} lines:\n" + edge.text()[-2500:])
+
         # ---- SIGTERM: outputs safe, SoC persisted; a restart continues from it
         rc = edge.stop(signal.SIGTERM)
         s = hw.read()
