@@ -55,10 +55,7 @@ static int ade__rd(ems_ade7953_t *c, uint16_t reg, uint32_t *val)
     int rc = ems_i2c_read_reg16(c->bus, c->cfg.address, reg, b, n);
     if (rc < 0)
         return rc;
-    uint32_t v = 0;
-    for (unsigned i = 0; i < n; i++)
-        v = v << 8 | b[i];
-    *val = v;
+    *val = (uint32_t)ems_i2c_be(b, n);
     return 0;
 }
 

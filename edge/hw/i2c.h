@@ -105,6 +105,15 @@ int ems_i2c_explain(const ems_i2c_bus_t *bus, uint16_t addr, int rc, const char 
                     size_t cap);
 
 /* Big-endian decoding/encoding of register bytes. */
+/* A big-endian value of n bytes (1..8), as the chips send their registers. */
+static inline uint64_t ems_i2c_be(const uint8_t *p, unsigned n)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
 static inline uint16_t ems_i2c_be16(const uint8_t *p)
 {
     return (uint16_t)((unsigned)p[0] << 8 | p[1]);

@@ -193,10 +193,7 @@ static int ina__rd(ems_ina2xx_t *c, uint8_t reg, unsigned width, uint64_t *val)
     int rc = ems_i2c_read_reg8(c->bus, c->cfg.address, reg, b, width);
     if (rc < 0)
         return rc;
-    uint64_t v = 0;
-    for (unsigned i = 0; i < width; i++)
-        v = v << 8 | b[i];
-    *val = v;
+    *val = ems_i2c_be(b, width);
     return 0;
 }
 
