@@ -68,18 +68,8 @@ while [ $# -gt 0 ]; do
 done
 [ ${#archs[@]} -gt 0 ] || archs=(arm64 armhf)
 
-triple_of() {
-    case "$1" in
-        arm64) echo aarch64-linux-gnu ;;
-        armhf) echo arm-linux-gnueabihf ;;
-    esac
-}
-qemu_of() {
-    case "$1" in
-        arm64) echo qemu-aarch64 ;;
-        armhf) echo qemu-arm ;;
-    esac
-}
+# shellcheck source=lib/arch.sh
+. "$ROOT/scripts/lib/arch.sh"
 
 # The foreign packages one architecture needs. Headers of wslay, http-parser
 # and sqlite come from the native -dev packages (scripts/deps.sh installs them;

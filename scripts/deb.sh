@@ -57,18 +57,8 @@ done
 
 die() { echo "deb: $*" >&2; exit 1; }
 
-triple_of() {
-    case "$1" in
-        arm64) echo aarch64-linux-gnu ;;
-        armhf) echo arm-linux-gnueabihf ;;
-    esac
-}
-qemu_of() {
-    case "$1" in
-        arm64) echo qemu-aarch64 ;;
-        armhf) echo qemu-arm ;;
-    esac
-}
+# shellcheck source=lib/arch.sh
+. "$ROOT/scripts/lib/arch.sh"
 
 # The newest changelog entry: "ems-edge (0.1.0-1) bookworm; urgency=medium"
 # and its trailer " -- NAME <MAIL>  DATE".
