@@ -45,7 +45,7 @@ WIRING = {
 }
 
 
-def emu_config(path, profile="sunny", soc=50):
+def emu_config(path, profile="sunny", soc=50, active_low=False):
     with open(path, "w") as f:
         f.write(f"""# written by 65-edge-hw.py
 i2c_bus = 1
@@ -64,7 +64,7 @@ dac_offset_v = 0
 dac_volts_per_w = 0.00055
 charge_enable_line = 17
 discharge_enable_line = 27
-enable_active_low = false
+enable_active_low = {"true" if active_low else "false"}
 zero_cross_line = 22
 plant_profile = {profile}
 plant_seed = 5
@@ -113,14 +113,14 @@ max_discharge_w = 5000
 class Hw:
     """One emulated board: config, control and state files."""
 
-    def __init__(self, tmp, name, lib, profile="sunny"):
+    def __init__(self, tmp, name, lib, profile="sunny", active_low=False):
         self.dir = os.path.join(tmp, name)
         os.makedirs(self.dir, exist_ok=True)
         self.lib = lib
         self.cfg = os.path.join(self.dir, "emu.conf")
         self.control = os.path.join(self.dir, "emu.control")
         self.state = os.path.join(self.dir, "emu.state")
-        emu_config(self.cfg, profile)
+        emu_config(self.cfg, profile, active_low=active_low)
         open(self.control, "w").close()
         self.ctl = {}
 
@@ -391,6 +391,32 @@ def main():
         tap.ok("no sanitizer report from the hw edge",
                not re.search(r"ERROR: (Address|Leak)Sanitizer|runtime error",
                              edge.text() + edge2.text()), (edge.text() + edge2.text())[-3000:])
+
+        # ---- active-low enables: the physical levels invert, the logic does not
+        hw2 = Hw(tmp, "board-al", lib, active_low=True)
+        conf2 = os.path.join(hw2.dir, "edge.conf")
+        edge_config(conf2, env, dev, token_file, os.path.join(hw2.dir, "buffer"), 0)
+        with open(conf2, "a") as f:
+            f.write("enable_active_low = true\n")
+        edge3 = start_edge(env, hw2, conf2, "edge-al")
+        procs.append(edge3)
+        wait_for(lambda: "link ready" in edge3.text(), 20)
+        st_, b = post(env, ada, dev, {"action": "SET_MODE", "payload": {"target_mode": "MANUAL_IDLE"}})
+        command_done(env, ada, b.get("command_id", ""))
+        idle = wait_for(lambda: (lambda x: x if x and not x["charge_enable"] and not x["discharge_enable"]
+                                 else None)(hw2.read()), 6) or {}
+        st_, b = post(env, ada, dev, {"action": "SET_MODE",
+                                      "payload": {"target_mode": "MANUAL_CHARGE", "target_power": 800}})
+        rec = command_done(env, ada, b.get("command_id", ""))
+        s = wait_for(lambda: (lambda x: x if x and x["charge_enable"] else None)(hw2.read()), 6)
+        tap.ok("enable_active_low: inactive lines are driven high, an active one low",
+               rec.get("status") == "completed" and idle.get("charge_line") == 1
+               and idle.get("discharge_line") == 1 and s and s["charge_line"] == 0
+               and s["discharge_line"] == 1 and abs(s["command_w"] - 800) < 5, (rec, idle, s))
+        edge3.stop(signal.SIGTERM)
+        s = hw2.read() or {}
+        tap.ok("enable_active_low: after SIGTERM both lines are high (inactive)",
+               s.get("charge_line") == 1 and s.get("discharge_line") == 1, s)
 
         arm64_checks(env, ada, token_file, tmp)
     finally:
