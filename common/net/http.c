@@ -46,10 +46,17 @@ struct ems_http_parser {
     uint32_t url_off, path_off, query_off;
     size_t url_len;
     int url_open; /* the URL is still being appended */
+    int built;    /* the message view exists: the arena must not move */
     int complete;
     int dead;
     int status; /* HTTP status for a refusal */
     char err[128];
+    /* Raw header-section check of requests (http_precheck): */
+    int head_done;  /* the blank line ending the header section was seen */
+    int head_cr;    /* the last byte was CR */
+    int head_bol;   /* at the beginning of a line */
+    int head_start; /* the request line has begun */
+    int head_name;  /* inside a field name (before its colon) */
     ems_http_msg_t msg;
 };
 
@@ -124,6 +131,11 @@ static int on_status(http_parser *hp, const char *at, size_t len)
 static int on_header_field(http_parser *hp, const char *at, size_t len)
 {
     ems_http_parser_t *p = hp->data;
+    /* Trailer fields of a chunked body come after the message view was
+     * built over the arena; storing them could move it (a use after free).
+     * RFC 9110 6.5.1 lets a recipient discard them, so we do. */
+    if (p->built)
+        return 0;
     if (http_close_url(p))
         return 1;
     if (p->last != CB_FIELD) {
@@ -142,6 +154,8 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
 static int on_header_value(http_parser *hp, const char *at, size_t len)
 {
     ems_http_parser_t *p = hp->data;
+    if (p->built)
+        return 0; /* a trailer field, see on_header_field */
     if (p->last != CB_VALUE) {
         if (http_arena_nul(p))
             return 1;
@@ -221,6 +235,7 @@ static int on_headers_complete(http_parser *hp)
         return 3;
     }
     http_build_msg(p);
+    p->built = 1;
     /* A 101 has no body whatever its headers say; the bytes after it belong
      * to the new protocol. */
     if (p->kind == EMS_HTTP_RESPONSE && hp->status_code == 101)
@@ -331,11 +346,82 @@ void ems_http_parser_reset(ems_http_parser_t *p)
     p->url_off = p->path_off = p->query_off = 0;
     p->url_len = 0;
     p->url_open = 0;
+    p->built = 0;
     p->complete = 0;
     p->dead = 0;
     p->status = 0;
     p->err[0] = '\0';
+    p->head_done = p->head_cr = p->head_name = p->head_start = 0;
+    p->head_bol = 1;
     memset(&p->msg, 0, sizeof p->msg);
+}
+
+/* Refuses what RFC 9112 calls ambiguous in a request's header section,
+ * before http_parser sees it: a bare LF or bare CR instead of CRLF (2.2),
+ * a line starting with SP or HTAB, i.e. an obs-fold continuation (5.2), and
+ * SP or HTAB between a field name and its colon (5.1). A proxy in front of
+ * us may read such a request differently from us, which is how requests
+ * are smuggled.
+ *
+ * Why by hand: Debian builds http_parser with HTTP_PARSER_STRICT=0, which
+ * accepts a space inside a field name ("Transfer-Encoding : chunked" became
+ * a harmless header named "Transfer-Encoding "), folds continuation lines
+ * into the value and takes LF for CRLF; and the callbacks never see the
+ * line endings, so nothing after the fact can tell. Its lenient_http_headers
+ * and allow_chunked_length flags stay off (the defaults), so it does refuse
+ * Content-Length with Transfer-Encoding and a repeated Content-Length.
+ * http_parser_set_max_header_size is global to the process and our own
+ * limits already bound the header section, so it is not used.
+ *
+ * The scan covers the header section only (it ends at the first empty line
+ * after the request line; empty lines before the request line are skipped as
+ * http_parser does), so its cost is one pass over at most max_header_bytes.
+ * Responses are not checked: the client side only talks to our gateway.
+ * Returns the number of bytes that passed; *bad is set to 1 and the refusal
+ * recorded when it stopped at an offending byte. */
+static size_t http_precheck(ems_http_parser_t *p, const char *data, size_t len, int *bad)
+{
+    *bad = 0;
+    for (size_t i = 0; i < len && !p->head_done; i++) {
+        char c = data[i];
+        const char *why = NULL;
+        if (p->head_cr && c != '\n') {
+            why = "bare CR in header section (lines must end in CRLF)";
+        } else if (c == '\r') {
+            p->head_cr = 1;
+        } else if (c == '\n') {
+            if (!p->head_cr)
+                why = "bare LF in header section (lines must end in CRLF)";
+            else if (p->head_bol && p->head_start)
+                p->head_done = 1; /* the rest is body or the next request */
+            p->head_cr = 0;
+            p->head_bol = 1;
+            p->head_name = 0;
+        } else {
+            int blank = c == ' ' || c == '\t';
+            if (p->head_bol && !p->head_start) {
+                p->head_start = 1; /* the request line: http_parser checks it */
+            } else if (p->head_bol) {
+                if (blank)
+                    why = "header line starts with whitespace (obs-fold)";
+                p->head_name = 1;
+            }
+            if (!why && p->head_name) {
+                if (c == ':')
+                    p->head_name = 0;
+                else if (blank)
+                    why = "whitespace in header field name or before its colon";
+            }
+            p->head_bol = 0;
+        }
+        if (why) {
+            p->status = 400;
+            snprintf(p->err, sizeof p->err, "malformed HTTP: %s", why);
+            *bad = 1;
+            return i;
+        }
+    }
+    return len;
 }
 
 int ems_http_parser_feed(ems_http_parser_t *p, const char *data, size_t len, size_t *consumed)
@@ -345,6 +431,15 @@ int ems_http_parser_feed(ems_http_parser_t *p, const char *data, size_t len, siz
         return EMS_EPROTO;
     if (p->complete)
         return 1;
+    if (p->kind == EMS_HTTP_REQUEST && !p->head_done) {
+        int bad;
+        size_t ok = http_precheck(p, data, len, &bad);
+        if (bad) {
+            p->dead = 1;
+            *consumed = ok;
+            return EMS_EPROTO;
+        }
+    }
     size_t n = http_parser_execute(&p->hp, &p->settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
     if (p->complete) {
@@ -355,7 +450,14 @@ int ems_http_parser_feed(ems_http_parser_t *p, const char *data, size_t len, siz
     if (e != HPE_OK) {
         p->dead = 1;
         *consumed = n;
-        if (p->status == 0) {
+        if (p->status == 0 && e == HPE_UNEXPECTED_CONTENT_LENGTH) {
+            /* http_parser's own words ("unexpected content-length header")
+             * do not say which rule (RFC 9112 6.3) was broken. */
+            p->status = 400;
+            snprintf(p->err, sizeof p->err, "malformed HTTP: %s",
+                     p->hp.uses_transfer_encoding ? "both Content-Length and Transfer-Encoding"
+                                                  : "Content-Length repeated");
+        } else if (p->status == 0) {
             p->status = 400;
             snprintf(p->err, sizeof p->err, "malformed HTTP: %s", http_errno_description(e));
         }

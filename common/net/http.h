@@ -7,6 +7,10 @@
  * is bounded (ems_http_limits_t); a request that passes a limit is refused
  * with the status a client expects (431 headers too large, 413 body too
  * large, 414 URI too long, 400 malformed), and the error names the limit.
+ * Requests a proxy could read differently (RFC 9112) are refused with 400:
+ * whitespace in a field name or before its colon, obs-fold lines, a bare
+ * LF or CR in the header section, Content-Length with Transfer-Encoding and
+ * a repeated Content-Length. Trailer fields of a chunked body are dropped.
  *
  * The parsed message (ems_http_msg_t) points into storage owned by the
  * parser; it is valid until ems_http_parser_reset or _free.

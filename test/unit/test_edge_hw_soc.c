@@ -75,7 +75,7 @@ static void test_default_config(void)
     EMS_CHECK_NEAR(ems_soc_ocv(&s, 15), 50.6, 1e-12);
     EMS_CHECK_NEAR(ems_soc_from_ocv(&s, 50.6), 15, 1e-9);
     EMS_CHECK_NEAR(ems_soc_from_ocv(&s, 52.2), 50, 1e-9);
-    EMS_CHECK_NEAR(ems_soc_from_ocv(&s, 40.0), 0, 0);  /* below the table */
+    EMS_CHECK_NEAR(ems_soc_from_ocv(&s, 40.0), 0, 0);   /* below the table */
     EMS_CHECK_NEAR(ems_soc_from_ocv(&s, 58.0), 100, 0); /* above it */
     EMS_CHECK_STR(ems_soc_correction_name(EMS_SOC_CORR_NONE), "none");
     EMS_CHECK_STR(ems_soc_correction_name(EMS_SOC_CORR_REST), "rest");
@@ -147,7 +147,7 @@ static void test_zero_crossing_split(void)
     ems_soc_t s = fresh(50);
     ems_soc_update(&s, 0, V_PLATEAU, -10, NAN);
     ems_soc_update(&s, 10000, V_PLATEAU, 10, NAN); /* -10 A -> +10 A over 10 s */
-    double ah = 10.0 / 2 * 5 / 3600; /* each triangle: 5 s at 5 A mean */
+    double ah = 10.0 / 2 * 5 / 3600;               /* each triangle: 5 s at 5 A mean */
     EMS_CHECK_NEAR(stats(&s).ah_in, ah, 1e-15);
     EMS_CHECK_NEAR(stats(&s).ah_out, ah, 1e-15);
     EMS_CHECK_NEAR(ems_soc_value(&s), 50 + 100 * (ah * 0.99 - ah) / 100, 1e-12);
@@ -359,6 +359,15 @@ static void test_rest_flat_band(void)
     EMS_CHECK_INT(stats(&s).rest_corrections, ==, 0);
     EMS_CHECK_INT(stats(&s).rest_flat, ==, 1);
     EMS_CHECK_INT(stats(&s).last_correction, ==, EMS_SOC_CORR_NONE);
+
+    /* at the 20 % point the table turns from steep (120 mV/% below) to
+     * flat (40 mV/% above): the flatter side decides */
+    s = fresh(40);
+    t = 0;
+    ems_soc_update(&s, t, 51.2, 0, NAN);
+    hold(&s, &t, 40 * MIN_MS, 10000, 51.2, 0, false);
+    EMS_CHECK_NEAR(ems_soc_value(&s), 40.0, 0);
+    EMS_CHECK_INT(stats(&s).rest_flat, ==, 1);
 
     /* between 20 and 30 % (40 mV/%) it is flat too */
     s = fresh(50);

@@ -118,13 +118,13 @@ static void test_chunked_body(void)
     ems_http_parser_free(p);
 }
 
-/* Expects `text` (fed 1 byte at a time and all at once) to be refused with
- * `status` and an error text containing `word`. */
+/* Expects `text` (fed whole and in chunks of 1, 2, 3, 7 and 13 bytes) to be
+ * refused with `status` and an error text containing `word`. */
 static void expect_refused(const char *text, const ems_http_limits_t *lim, int status,
                            const char *word)
 {
-    size_t sizes[] = {0, 1};
-    for (int i = 0; i < 2; i++) {
+    size_t sizes[] = {0, 1, 2, 3, 7, 13};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         ems_http_parser_t *p = ems_http_parser_new(EMS_HTTP_REQUEST, lim);
         size_t used;
         int rc = feed_chunks(p, text, strlen(text), sizes[i], &used);
@@ -146,6 +146,141 @@ static void test_malformed_is_400(void)
     expect_refused("GET / HTTP/9.\r\n\r\n", NULL, 400, "malformed");
     expect_refused("POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", NULL, 400, "malformed");
     expect_refused("\x01\x02\x03\x04", NULL, 400, "malformed");
+}
+
+/* RFC 9112: what a proxy in front of us may read differently is refused
+ * (request smuggling), with a reason naming the fault. */
+static void test_ambiguous_requests_are_400(void)
+{
+    /* 5.1: no whitespace between field name and colon */
+    expect_refused("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding : chunked\r\n\r\n"
+                   "5\r\nhello\r\n0\r\n\r\n",
+                   NULL, 400, "before its colon");
+    expect_refused("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding\t: chunked\r\n\r\n", NULL, 400,
+                   "before its colon");
+    expect_refused("POST / HTTP/1.1\r\nContent-Length : 5\r\n\r\nhello", NULL, 400,
+                   "before its colon");
+    expect_refused("GET / HTTP/1.1\r\nHost: h\r\nX Y: 1\r\n\r\n", NULL, 400, "field name");
+    /* 5.2: obs-fold, with SP or HTAB, and a first field line starting blank */
+    expect_refused("GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n  folded\r\n\r\n", NULL, 400,
+                   "obs-fold");
+    expect_refused("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip,\r\n\tchunked\r\n\r\n",
+                   NULL, 400, "obs-fold");
+    expect_refused("GET / HTTP/1.1\r\n Host: h\r\n\r\n", NULL, 400, "obs-fold");
+    /* 2.2: bare LF anywhere in the header section, bare CR */
+    expect_refused("GET / HTTP/1.1\nHost: h\n\n", NULL, 400, "bare LF");
+    expect_refused("GET / HTTP/1.1\nHost: h\r\n\r\n", NULL, 400, "bare LF");
+    expect_refused("GET / HTTP/1.1\r\nHost: h\nX: 1\r\n\r\n", NULL, 400, "bare LF");
+    expect_refused("GET / HTTP/1.1\r\nHost: h\r\n\n", NULL, 400, "bare LF");
+    expect_refused("\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", NULL, 400, "bare LF");
+    expect_refused("GET / HTTP/1.1\r\nHost: h\rX: 1\r\n\r\n", NULL, 400, "bare CR");
+    /* 6.3: Content-Length with Transfer-Encoding, Content-Length twice */
+    expect_refused("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
+                   "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                   NULL, 400, "both Content-Length and Transfer-Encoding");
+    expect_refused("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                   "Content-Length: 5\r\n\r\n0\r\n\r\n",
+                   NULL, 400, "both Content-Length and Transfer-Encoding");
+    expect_refused("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+                   "hello!",
+                   NULL, 400, "Content-Length repeated");
+    expect_refused("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"
+                   "hello",
+                   NULL, 400, "Content-Length repeated");
+}
+
+/* A good request followed on the same connection by a smuggled one: the
+ * first is answered, the second refused, in any chunking. */
+static void test_ambiguous_pipelined_request_is_400(void)
+{
+    const char two[] = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+                       "POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding : chunked\r\n\r\n"
+                       "0\r\n\r\n";
+    size_t sizes[] = {0, 1, 2, 3, 7, 13};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        ems_http_parser_t *p = ems_http_parser_new(EMS_HTTP_REQUEST, NULL);
+        size_t used;
+        EMS_CHECK_INT(feed_chunks(p, two, sizeof two - 1, sizes[i], &used), ==, 1);
+        EMS_CHECK_STR(ems_http_parser_msg(p)->path, "/a");
+        ems_http_parser_reset(p);
+        size_t used2;
+        EMS_CHECK_INT(feed_chunks(p, two + used, sizeof two - 1 - used, sizes[i], &used2), ==,
+                      EMS_EPROTO);
+        EMS_CHECK_INT(ems_http_parser_status(p), ==, 400);
+        EMS_CHECK(strstr(ems_http_parser_error(p), "before its colon"));
+        ems_http_parser_free(p);
+    }
+}
+
+/* What the checks above must not catch: blanks inside and around values,
+ * HTAB after the colon, empty values, an empty line before the request
+ * line, bodies holding LF, SP and CR in any order, and pipelining. */
+static void test_legitimate_whitespace_still_parses(void)
+{
+    const char reqs[] = "\r\nPOST /a HTTP/1.1\r\n"
+                        "Host:\th\r\n"
+                        "X-Sp: a  b\tc \t\r\n"
+                        "X-Empty:\r\n"
+                        "X-Tab:\t\tv\r\n"
+                        "Content-Length: 8\r\n"
+                        "\r\n"
+                        "x\n y\r\n\tz"
+                        "POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "4\r\n\n \r\n\r\n0\r\n\r\n"
+                        "GET /c HTTP/1.1\r\nHost: h\r\n\r\n";
+    size_t sizes[] = {0, 1, 2, 3, 5, 7, 13, 64};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        ems_http_parser_t *p = ems_http_parser_new(EMS_HTTP_REQUEST, NULL);
+        const char *at = reqs;
+        size_t left = sizeof reqs - 1, used;
+        EMS_CHECK_INT(feed_chunks(p, at, left, sizes[i], &used), ==, 1);
+        const ems_http_msg_t *m = ems_http_parser_msg(p);
+        EMS_CHECK_STR(m->path, "/a");
+        EMS_CHECK_STR(ems_http_msg_header(m, "Host"), "h");
+        EMS_CHECK_STR(ems_http_msg_header(m, "X-Sp"), "a  b\tc");
+        EMS_CHECK_STR(ems_http_msg_header(m, "X-Empty"), "");
+        EMS_CHECK_STR(ems_http_msg_header(m, "X-Tab"), "v");
+        EMS_CHECK_INT(m->body_len, ==, 8);
+        EMS_CHECK(memcmp(m->body, "x\n y\r\n\tz", 8) == 0);
+        at += used, left -= used;
+        ems_http_parser_reset(p);
+        EMS_CHECK_INT(feed_chunks(p, at, left, sizes[i], &used), ==, 1);
+        m = ems_http_parser_msg(p);
+        EMS_CHECK_STR(m->path, "/b");
+        EMS_CHECK_INT(m->body_len, ==, 4);
+        EMS_CHECK(memcmp(m->body, "\n \r\n", 4) == 0);
+        at += used, left -= used;
+        ems_http_parser_reset(p);
+        EMS_CHECK_INT(feed_chunks(p, at, left, sizes[i], &used), ==, 1);
+        EMS_CHECK_STR(ems_http_parser_msg(p)->path, "/c");
+        EMS_CHECK_INT(used, ==, left);
+        ems_http_parser_free(p);
+    }
+}
+
+/* Trailer fields of a chunked body are discarded; storing them used to
+ * move the arena under the message already built (a use after free that
+ * ASan reports here). */
+static void test_chunked_trailers_are_dropped(void)
+{
+    char req[8192];
+    int n = snprintf(req, sizeof req,
+                     "POST /t HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked"
+                     "\r\n\r\n5\r\nhello\r\n0\r\n");
+    for (int i = 0; i < 30; i++)
+        n += snprintf(req + n, sizeof req - (size_t)n, "X-T%d: %0150d\r\n", i, 0);
+    n += snprintf(req + n, sizeof req - (size_t)n, "\r\n");
+    size_t sizes[] = {0, 1, 7};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        ems_http_parser_t *p = ems_http_parser_new(EMS_HTTP_REQUEST, NULL);
+        size_t used;
+        EMS_CHECK_INT(feed_chunks(p, req, (size_t)n, sizes[i], &used), ==, 1);
+        const ems_http_msg_t *m = ems_http_parser_msg(p);
+        EMS_CHECK_INT(m->n_headers, ==, 2);
+        EMS_CHECK_STR(ems_http_msg_header(m, "Host"), "h");
+        EMS_CHECK_STR(m->body, "hello");
+        ems_http_parser_free(p);
+    }
 }
 
 static void test_limits_have_their_status(void)
@@ -358,6 +493,10 @@ int main(void)
     EMS_RUN(test_pipelined_and_keepalive);
     EMS_RUN(test_chunked_body);
     EMS_RUN(test_malformed_is_400);
+    EMS_RUN(test_ambiguous_requests_are_400);
+    EMS_RUN(test_ambiguous_pipelined_request_is_400);
+    EMS_RUN(test_legitimate_whitespace_still_parses);
+    EMS_RUN(test_chunked_trailers_are_dropped);
     EMS_RUN(test_limits_have_their_status);
     EMS_RUN(test_has_token);
     EMS_RUN(test_response_writer);
