@@ -18,10 +18,20 @@
 # instead: put it in tls.crt / tls.key and give the edges the CA that signed
 # it (docs/deploy-cloud.md, "TLS certificates").
 #
-# Permissions: the directory is 0700 (only root/you on the host); the files
-# are 0644 inside it because the containers read them as different users
-# (10001 for ems, 70 for postgres, 472 for grafana) and Docker bind-mounts
-# file secrets with their host mode.
+# Permissions: the directory is 0700 (only root/you on the host). Compose
+# bind-mounts each file secret with its host owner and mode (the uid/gid/mode
+# of a long-syntax secret are ignored without swarm), so each secret belongs
+# to the container user that reads it and nobody else can read it:
+#   session_key, tls.key           0600 uid 10001 (ems: gateway)
+#   pg_ems_password                0640 uid 10001, gid 70 (DB writer, emsctl;
+#                                  the database's init script as postgres)
+#   pg_superuser_password          0600 uid 70 (postgres in the database image)
+#   pg_reader_password             0640 uid 472, gid 70 (grafana; database)
+#   grafana_admin_password         0600 uid 472 (grafana)
+#   ca.key                         0600, yours (no container reads it)
+#   ca.crt, tls.crt                0644 (public)
+# Setting owners needs root: run it with sudo. Run as another user it leaves
+# the secrets 0644 (the containers could not read them otherwise) and says so.
 set -eu
 
 # EMS_SECRETS_DIR as in the compose file: relative paths are relative to docker/.
@@ -80,10 +90,28 @@ if [ ! -s tls.key ] || [ ! -s tls.crt ]; then
     made="$made tls.crt tls.key (for $san)"
 fi
 
-# Readable by the container users; the 0700 directory keeps them private.
-chmod 644 pg_superuser_password pg_ems_password pg_reader_password \
-    grafana_admin_password session_key ca.crt tls.crt tls.key
+# Each secret readable only by the container user that needs it (see the
+# table above); certificates are public. Applied on every run, so running it
+# again (with sudo) repairs the modes of an older secrets directory.
+chmod 644 ca.crt tls.crt
 chmod 600 ca.key
+own() { # MODE UID[:GID] FILE...
+    mode=$1 owner=$2
+    shift 2
+    chown "$owner" "$@" && chmod "$mode" "$@"
+}
+if [ "$(id -u)" = 0 ]; then
+    own 600 10001:10001 session_key tls.key
+    own 640 10001:70 pg_ems_password
+    own 600 70:70 pg_superuser_password
+    own 640 472:70 pg_reader_password
+    own 600 472:472 grafana_admin_password
+else
+    chmod 644 pg_superuser_password pg_ems_password pg_reader_password \
+        grafana_admin_password session_key tls.key
+    echo "init-secrets: not root: the secrets stay 0644 so that the containers can" \
+        "read them; run 'sudo $0' to give each to its container user with mode 0600/0640" >&2
+fi
 
 if [ -n "$made" ]; then
     echo "init-secrets: made$made"

@@ -2,6 +2,7 @@
 #include "gw.h"
 
 #include "error.h"
+#include "gw_static.h"
 #include "log.h"
 #include "timefmt.h"
 
@@ -621,6 +622,7 @@ int gw_start(gw_t *gw, uv_loop_t *loop, const gw_config_t *cfg)
      * cap per HTTP connection would abort it. Memory is only taken while an
      * answer is being written. */
     so.max_out = 16u << 20;
+    so.headers = gw_static_security_headers(gw->tls != NULL);
     ems_http_limits_default(&so.limits);
     so.limits.max_body = (size_t)cfg->http_max_body;
     rc = ems_server_start(loop, &so, on_request, gw, &gw->server);

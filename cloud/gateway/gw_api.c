@@ -245,8 +245,9 @@ static void handle_static(gw_t *gw, ems_server_req_t *req, unsigned method)
         return;
     }
     char hdr[256];
-    snprintf(hdr, sizeof hdr, "Cache-Control: %s\r\nX-Content-Type-Options: nosniff\r\n",
-             gw_static_cache(file));
+    /* X-Content-Type-Options and the other security headers come with every
+     * response (gw_static_security_headers). */
+    snprintf(hdr, sizeof hdr, "Cache-Control: %s\r\n", gw_static_cache(file));
     ems_server_respond(req, 200, gw_static_type(file), hdr, data,
                        method == GW_M_HEAD ? 0 : len);
     free(data);

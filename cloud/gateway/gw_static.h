@@ -24,6 +24,14 @@ const char *gw_static_type(const char *file);
  * the current assets); other files may be cached for an hour. */
 const char *gw_static_cache(const char *file);
 
+/* The security headers the gateway adds to every response (static files,
+ * the REST API, errors), as "\r\n"-terminated lines: a Content-Security-
+ * Policy the dashboard runs under, X-Frame-Options, X-Content-Type-Options
+ * and Referrer-Policy; Strict-Transport-Security too when `tls` is set (over
+ * plain HTTP a browser ignores it, and it must never be sent by a gateway
+ * that cannot answer https). A static string, never NULL. */
+const char *gw_static_security_headers(int tls);
+
 /* Reads a whole regular file of at most `max` bytes into a new buffer
  * (caller frees). Returns 0, EMS_ENOENT, EMS_EMSGSIZE or EMS_EIO. */
 int gw_static_read(const char *file, size_t max, char **data, size_t *len);

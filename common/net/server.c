@@ -50,7 +50,8 @@ struct ems_server {
     size_t n_conns; /* live ems_conn_t from this listener */
     size_t n_reqs;  /* allocated ems_server_req_t */
     ems_server_stats_t stats;
-    ems_server_req_t *reqs; /* those still speaking HTTP */
+    char headers[EMS_SERVER_MAX_HEADERS + 1]; /* added to every response */
+    ems_server_req_t *reqs;                   /* those still speaking HTTP */
     int stopping, listener_closed;
     void (*on_stopped)(void *);
     void *stop_arg;
@@ -137,7 +138,21 @@ static int hc_write_response(ems_server_req_t *hc, int status, const char *ctype
 {
     ems_buf_t out;
     ems_buf_init(&out, SIZE_MAX / 2);
+    /* The server's own headers go first, the handler's after them. */
+    char *both = NULL;
+    if (hc->srv->headers[0] && extra && extra[0]) {
+        size_t a = strlen(hc->srv->headers), b = strlen(extra);
+        both = malloc(a + b + 1);
+        if (!both)
+            return EMS_ENOMEM;
+        memcpy(both, hc->srv->headers, a);
+        memcpy(both + a, extra, b + 1);
+        extra = both;
+    } else if (hc->srv->headers[0]) {
+        extra = hc->srv->headers;
+    }
     int rc = ems_http_response_write(&out, status, ctype, extra, body, len, keep);
+    free(both);
     if (rc == 0)
         rc = ems_conn_write(hc->conn, ems_buf_data(&out), ems_buf_len(&out));
     ems_buf_free(&out);
@@ -350,7 +365,8 @@ int ems_server_start(uv_loop_t *loop, const ems_server_options_t *o, ems_server_
                      void *user, ems_server_t **out)
 {
     *out = NULL;
-    if (!loop || !o || !handler || (o->tls && !ems_tls_config_is_server(o->tls)))
+    if (!loop || !o || !handler || (o->tls && !ems_tls_config_is_server(o->tls)) ||
+        (o->headers && strlen(o->headers) > EMS_SERVER_MAX_HEADERS))
         return EMS_EINVAL;
     ems_server_t *s = calloc(1, sizeof *s);
     if (!s)
@@ -368,6 +384,8 @@ int ems_server_start(uv_loop_t *loop, const ems_server_options_t *o, ems_server_
     if (o->limits.max_url)
         s->limits.max_url = o->limits.max_url;
     s->conn_opts.max_out = o->max_out;
+    if (o->headers)
+        strcpy(s->headers, o->headers);
     s->max_conn = o->max_connections ? o->max_connections : SERVER_DEFAULT_MAX_CONN;
     s->handshake_ms =
         o->handshake_timeout_ms ? o->handshake_timeout_ms : SERVER_DEFAULT_HANDSHAKE_MS;

@@ -56,7 +56,15 @@ typedef struct ems_server_options {
     unsigned keepalive_timeout_ms; /* idle between requests; 0 means 30000 */
     ems_http_limits_t limits;      /* zero fields mean the defaults of ems_http_limits_default */
     size_t max_out;                /* output cap per HTTP connection; 0 means 1 MiB */
+    /* Header lines, each ending in "\r\n", added to every HTTP response the
+     * server writes (the handler's answers and the server's own 4xx), e.g.
+     * the policy layer's security headers. NULL for none; copied, at most
+     * EMS_SERVER_MAX_HEADERS bytes (longer: ems_server_start fails with
+     * EMS_EINVAL). Not added to the 101 of a WebSocket upgrade. */
+    const char *headers;
 } ems_server_options_t;
+
+#define EMS_SERVER_MAX_HEADERS 1024
 
 /* Binds, listens and starts accepting. Returns 0 and *out, or a libuv error
  * (e.g. UV_EADDRINUSE, UV_EINVAL for a bad address), EMS_EINVAL or

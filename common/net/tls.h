@@ -17,7 +17,8 @@
  * Errors: every mbedTLS failure is mapped to EMS_ETLS; the mbedTLS text
  * (mbedtls_strerror, and the certificate verification details) is logged at
  * the boundary and kept in the session for ems_tls_error().
- * Only TLS 1.2 is offered (mbedTLS 2.28 has no production TLS 1.3).
+ * Only TLS 1.2 is offered (mbedTLS 2.28 has no production TLS 1.3), and only
+ * ECDHE suites with AES-GCM or ChaCha20-Poly1305 (forward secrecy, AEAD).
  * Not thread-safe: a configuration and its sessions belong to one loop.
  */
 #ifndef EMS_TLS_H

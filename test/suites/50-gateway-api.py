@@ -2,7 +2,9 @@
 # 50-gateway-api: the REST API, static files and operations of the real
 # ems-gateway with the real ems-dbwriter and PostgreSQL (docs/api.md).
 #
-# Proves: static files with their types and no path traversal; 404/405/413;
+# Proves: static files with their types and no path traversal; the security
+# headers (CSP, X-Frame-Options, HSTS...) on every answer; only AEAD suites
+# with forward secrecy over TLS 1.2; 404/405/413;
 # the devices list (online state, limits, newest packet); telemetry history
 # raw, downsampled (gaps stay gaps) and as CSV, and its parameter errors;
 # device sessions; login throttling; /healthz and /metrics; while the DB
@@ -36,6 +38,7 @@ def static_tests(env):
     tap.ok("a script is served as text/javascript",
            st == 200 and h.get("content-type", "").startswith("text/javascript") and
            h.get("x-content-type-options") == "nosniff", (st, h))
+    security_header_tests(env)
     st, h, b = env.http("HEAD", "/assets/app.js")
     tap.ok("HEAD answers without a body", st == 200 and b == b"", (st, b))
     for path in ("/../secret.txt", "/assets/../../secret.txt", "/%2e%2e/secret.txt",
@@ -43,6 +46,61 @@ def static_tests(env):
                  "/..\\secret.txt", "/index.html%00.js", "/nope.html"):
         st, h, b = env.http("GET", path)
         tap.ok(f"GET {path}: 404", st == 404 and b"secret" not in b, (st, b[:80]))
+
+
+def check_security_headers(what, h, tls):
+    """The headers every answer carries (gw_static_security_headers)."""
+    csp = h.get("content-security-policy", "")
+    d = {p.strip().split(" ")[0]: p.strip()[len(p.strip().split(" ")[0]):].split()
+         for p in csp.split(";") if p.strip()}
+    tap.ok(f"{what}: CSP allows only same-origin scripts, no inline script, no framing",
+           d.get("default-src") == ["'none'"] and d.get("script-src") == ["'self'"] and
+           d.get("connect-src") == ["'self'"] and d.get("frame-ancestors") == ["'none'"] and
+           "'unsafe-inline'" not in d.get("style-src", []) and
+           not any("'unsafe-eval'" in v for v in d.values()), csp)
+    tap.ok(f"{what}: X-Frame-Options DENY, nosniff, Referrer-Policy",
+           h.get("x-frame-options") == "DENY" and h.get("x-content-type-options") == "nosniff" and
+           h.get("referrer-policy") == "no-referrer", h)
+    hsts = h.get("strict-transport-security")
+    if tls:
+        tap.eq(f"{what}: HSTS over TLS", hsts, "max-age=31536000")
+    else:
+        tap.eq(f"{what}: no HSTS over plain HTTP", hsts, None)
+
+
+def security_header_tests(env):
+    for path in ("/", "/assets/app.js", "/api/devices", "/healthz", "/nope.html"):
+        st, h, b = env.http("GET", path)
+        check_security_headers(f"GET {path} ({st})", h, True)
+    # the server's own refusals carry them too
+    st, h, b = env.http("GET", "/" + "a" * 20000)
+    check_security_headers(f"a URL over the limit ({st})", h, True)
+
+
+def tls_suite_tests(env):
+    """Only ECDHE with AES-GCM or ChaCha20-Poly1305, TLS 1.2 at least."""
+    if not shutil.which("openssl"):
+        tap.note("skip: openssl(1) not installed")
+        return
+
+    def hs(*args):
+        r = subprocess.run(["openssl", "s_client", "-connect", f"localhost:{env.port}",
+                            "-servername", "localhost", *args],
+                           input=b"", capture_output=True, timeout=20)
+        out = r.stdout.decode(errors="replace")
+        return r.returncode == 0 and "Cipher is (NONE)" not in out, out
+    for suite, ok in (("ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256", True),
+                      ("ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-CHACHA20-POLY1305", True),
+                      ("ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA256", False),
+                      ("ECDHE-RSA-AES256-SHA:ECDHE-ECDSA-AES256-SHA", False),
+                      ("ECDHE-ECDSA-CAMELLIA128-SHA256:ECDHE-RSA-CAMELLIA128-SHA256", False),
+                      ("ECDHE-ECDSA-AES128-CCM8", False),
+                      ("AES128-GCM-SHA256", False)):
+        got, out = hs("-tls1_2", "-cipher", suite + ":@SECLEVEL=0")
+        tap.ok(f"TLS 1.2 client offering only {suite}: {'accepted' if ok else 'refused'}",
+               got == ok, out[-300:])
+    got, out = hs("-tls1_1", "-cipher", "ALL:@SECLEVEL=0")
+    tap.ok("a TLS 1.1 client is refused", not got, out[-300:])
 
 
 def http_error_tests(env, cookie):
@@ -266,6 +324,7 @@ async def main():
                           rate_per_s=1000)
         cookie = env.login("ada", "ada-password-1")
         static_tests(env)
+        tls_suite_tests(env)
         http_error_tests(env, cookie)
         ws = await device_state_tests(env, cookie, tok)
         metrics_test(env)

@@ -301,6 +301,10 @@ async def plain_tests():
         ws = await env.device("plain_1", t)
         w = json.loads(await asyncio.wait_for(ws.recv(), 5))
         tap.eq("plain ws:// handshake (tls = off)", w.get("type"), "welcome")
+        st, h, b = env.http("GET", "/healthz")
+        tap.ok("plain HTTP: security headers, but no Strict-Transport-Security",
+               h.get("x-frame-options") == "DENY" and "content-security-policy" in h and
+               "strict-transport-security" not in h, h)
         await ws.send(json.dumps(packet("plain_1", 5)))
         tap.ok("plain: telemetry acked", 5 in await gw.acked(ws, [5]))
 

@@ -94,6 +94,40 @@ else
     notok "init-secrets.sh: the directory is private (0700) and ca.key is 0600" "dir $dmode, ca.key $(stat -c %a "$S/ca.key")"
 fi
 
+# Secrets belong to the container user that reads them, certificates are
+# public (init-secrets.sh's table). Owners can only be set by root.
+modes=""
+want_modes() { # FILE MODE UID:GID
+    got=$(stat -c '%a %u:%g' "$S/$1")
+    [ "$got" = "$2 $3" ] || modes="$modes $1=$got(want $2 $3)"
+}
+if [ "$(id -u)" = 0 ]; then
+    want_modes session_key 600 10001:10001
+    want_modes tls.key 600 10001:10001
+    want_modes pg_ems_password 640 10001:70
+    want_modes pg_superuser_password 600 70:70
+    want_modes pg_reader_password 640 472:70
+    want_modes grafana_admin_password 600 472:472
+    want_modes ca.key 600 0:0
+    want_modes ca.crt 644 0:0
+    want_modes tls.crt 644 0:0
+    if [ -z "$modes" ]; then
+        ok "init-secrets.sh: secrets 0600/0640 owned by their container user, certificates 0644"
+    else
+        notok "init-secrets.sh: secrets 0600/0640 owned by their container user, certificates 0644" "$modes"
+    fi
+    # An older directory with world-readable secrets is repaired by a rerun.
+    chmod 644 "$S/session_key" "$S/tls.key"
+    docker/init-secrets.sh >/dev/null 2>&1
+    if [ "$(stat -c %a "$S/session_key") $(stat -c %a "$S/tls.key")" = "600 600" ]; then
+        ok "init-secrets.sh: a rerun restricts secrets left 0644"
+    else
+        notok "init-secrets.sh: a rerun restricts secrets left 0644" "session_key $(stat -c %a "$S/session_key"), tls.key $(stat -c %a "$S/tls.key")"
+    fi
+else
+    skip "init-secrets.sh: secrets owned by their container user" "not root: owners cannot be set"
+fi
+
 # ---------------------------------------------------------------- compose validates
 if out=$(docker-compose -f "$COMPOSE_FILE" config -q 2>&1); then
     ok "docker-compose config validates $COMPOSE_FILE"

@@ -1,7 +1,14 @@
 /* test_net_tls.c: TLS sessions on memory buffers, no sockets: two sessions
  * hand each other their output until the handshake is done. Proves the
- * buffer plumbing, certificate checks and error texts. */
+ * buffer plumbing, certificate checks, error texts and the cipher-suite
+ * policy (a plain mbedTLS peer offering one suite at a time). */
 #include <string.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
 
 #include "buf.h"
 #include "ems_test.h"
@@ -155,6 +162,204 @@ static void test_hostname_mismatch_is_refused(void)
     ems_tls_config_unref(c);
 }
 
+/* ---- a plain mbedTLS peer that offers exactly one suite ---- */
+
+typedef struct {
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_ssl_config conf;
+    mbedtls_x509_crt crt;
+    mbedtls_pk_context pk;
+    mbedtls_ssl_context ssl;
+    int suites[2];
+    ems_buf_t *out; /* what it sends */
+    ems_buf_t *in;  /* what it reads (drained) */
+} raw_t;
+
+static int raw_send(void *ctx, const unsigned char *b, size_t n)
+{
+    raw_t *r = ctx;
+    return ems_buf_append(r->out, b, n) < 0 ? MBEDTLS_ERR_SSL_ALLOC_FAILED : (int)n;
+}
+
+static int raw_recv(void *ctx, unsigned char *b, size_t n)
+{
+    raw_t *r = ctx;
+    size_t have = ems_buf_len(r->in);
+    if (have == 0)
+        return MBEDTLS_ERR_SSL_WANT_READ;
+    if (n > have)
+        n = have;
+    memcpy(b, ems_buf_data(r->in), n);
+    ems_buf_consume(r->in, n);
+    return (int)n;
+}
+
+/* A client (no certificate check) or, with cert and key, a server. */
+static void raw_new(raw_t *r, int suite, const char *crt, const char *key, ems_buf_t *out,
+                    ems_buf_t *in)
+{
+    memset(r, 0, sizeof *r);
+    int server = crt != NULL;
+    mbedtls_entropy_init(&r->entropy);
+    mbedtls_ctr_drbg_init(&r->drbg);
+    mbedtls_ssl_config_init(&r->conf);
+    mbedtls_x509_crt_init(&r->crt);
+    mbedtls_pk_init(&r->pk);
+    mbedtls_ssl_init(&r->ssl);
+    EMS_CHECK_INT(mbedtls_ctr_drbg_seed(&r->drbg, mbedtls_entropy_func, &r->entropy, NULL, 0), ==,
+                  0);
+    EMS_CHECK_INT(mbedtls_ssl_config_defaults(
+                      &r->conf, server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
+                      MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT),
+                  ==, 0);
+    mbedtls_ssl_conf_rng(&r->conf, mbedtls_ctr_drbg_random, &r->drbg);
+    mbedtls_ssl_conf_authmode(&r->conf, MBEDTLS_SSL_VERIFY_NONE);
+    r->suites[0] = suite;
+    mbedtls_ssl_conf_ciphersuites(&r->conf, r->suites);
+    if (server) {
+        EMS_CHECK_INT(mbedtls_x509_crt_parse_file(&r->crt, crt), ==, 0);
+        EMS_CHECK_INT(mbedtls_pk_parse_keyfile(&r->pk, key, NULL), ==, 0);
+        EMS_CHECK_INT(mbedtls_ssl_conf_own_cert(&r->conf, &r->crt, &r->pk), ==, 0);
+    }
+    EMS_CHECK_INT(mbedtls_ssl_setup(&r->ssl, &r->conf), ==, 0);
+    if (!server)
+        EMS_CHECK_INT(mbedtls_ssl_set_hostname(&r->ssl, "localhost"), ==, 0);
+    r->out = out;
+    r->in = in;
+    mbedtls_ssl_set_bio(&r->ssl, r, raw_send, raw_recv, NULL);
+}
+
+static void raw_free(raw_t *r)
+{
+    mbedtls_ssl_free(&r->ssl);
+    mbedtls_ssl_config_free(&r->conf);
+    mbedtls_x509_crt_free(&r->crt);
+    mbedtls_pk_free(&r->pk);
+    mbedtls_ctr_drbg_free(&r->drbg);
+    mbedtls_entropy_free(&r->entropy);
+}
+
+/* Runs the handshake between an ems session and a raw peer (the session
+ * writes into r->in, the peer into r->out). Returns 1 when both ends
+ * completed it, 0 when either failed. */
+static int raw_handshake(ems_tls_t *t, raw_t *r)
+{
+    int erc = EMS_EAGAIN, rrc = MBEDTLS_ERR_SSL_WANT_READ;
+    for (int round = 0; round < 100; round++) {
+        if (erc == EMS_EAGAIN) {
+            ems_tls_feed(t, ems_buf_data(r->out), ems_buf_len(r->out));
+            erc = ems_tls_handshake(t);
+            ems_buf_consume(r->out, ems_buf_len(r->out) - ems_tls_fed_left(t));
+        }
+        if (rrc == MBEDTLS_ERR_SSL_WANT_READ || rrc == MBEDTLS_ERR_SSL_WANT_WRITE)
+            rrc = mbedtls_ssl_handshake(&r->ssl);
+        if (erc != EMS_EAGAIN && rrc != MBEDTLS_ERR_SSL_WANT_READ &&
+            rrc != MBEDTLS_ERR_SSL_WANT_WRITE)
+            break;
+        if (erc < 0 && erc != EMS_EAGAIN)
+            break;
+        if (rrc < 0 && rrc != MBEDTLS_ERR_SSL_WANT_READ && rrc != MBEDTLS_ERR_SSL_WANT_WRITE)
+            break;
+    }
+    return erc == 0 && rrc == 0;
+}
+
+/* The gateway accepts only ECDHE with AES-GCM or ChaCha20-Poly1305: a client
+ * offering only CBC, CAMELLIA, CCM_8 or static RSA is refused; one offering
+ * only an allowed suite gets it. */
+static void test_server_suites(void)
+{
+    static const struct {
+        int suite, ok;
+    } cases[] = {
+        {MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, 1},
+        {MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, 1},
+        {MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, 1},
+        {MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, 1},
+        {MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, 1},
+        {MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, 1},
+        {MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256, 0},
+        {MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256, 0},
+        {MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA, 0},
+        {MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, 0},
+        {MBEDTLS_TLS_ECDHE_RSA_WITH_CAMELLIA_128_CBC_SHA256, 0},
+        {MBEDTLS_TLS_ECDHE_ECDSA_WITH_CAMELLIA_128_GCM_SHA256, 0},
+        {MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8, 0},
+        {MBEDTLS_TLS_RSA_WITH_AES_128_GCM_SHA256, 0},
+        {MBEDTLS_TLS_DHE_RSA_WITH_AES_128_GCM_SHA256, 0},
+    };
+    const char *d = certs;
+    ems_tls_config_t *s;
+    EMS_CHECK_INT(
+        ems_tls_server_config_new(net_path(d, "chain.crt"), net_path(d, "server.key"), &s), ==, 0);
+    int accepted = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ems_buf_t sout, cout;
+        ems_buf_init(&sout, 1 << 20);
+        ems_buf_init(&cout, 1 << 20);
+        ems_tls_t *t;
+        EMS_CHECK_INT(ems_tls_new(s, NULL, &sout, &t), ==, 0);
+        raw_t r;
+        raw_new(&r, cases[i].suite, NULL, NULL, &cout, &sout);
+        int ok = raw_handshake(t, &r);
+        const char *name = mbedtls_ssl_get_ciphersuite_name(cases[i].suite);
+        fprintf(stderr, "# client offering only %s: %s\n", name, ok ? "accepted" : "refused");
+        /* A suite this client's key type cannot use is refused either way;
+         * what must never happen is a disallowed suite being accepted. */
+        EMS_CHECK(!ok || cases[i].ok);
+        if (ok)
+            EMS_CHECK_INT(mbedtls_ssl_get_ciphersuite_id(mbedtls_ssl_get_ciphersuite(&r.ssl)), ==,
+                          cases[i].suite);
+        accepted += ok;
+        raw_free(&r);
+        ems_tls_free(t);
+        ems_buf_free(&sout);
+        ems_buf_free(&cout);
+    }
+    /* The test certificate has one key type: half of the allowed suites. */
+    EMS_CHECK_INT(accepted, ==, 3);
+    ems_tls_config_unref(s);
+}
+
+/* The edge's client offers the same list: a server that insists on CBC gets
+ * no handshake, one that speaks GCM does. */
+static void test_client_suites(void)
+{
+    const char *d = certs;
+    ems_tls_config_t *c;
+    EMS_CHECK_INT(ems_tls_client_config_new(net_path(d, "ca.crt"), &c), ==, 0);
+    int ok_any = 0;
+    static const int good[] = {MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                               MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256};
+    static const int bad[] = {MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256,
+                              MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256};
+    /* First the allowed suites (one per key type), then CBC ones. */
+    for (int pass_ = 0; pass_ < 2; pass_++) {
+        for (int i = 0; i < 2; i++) {
+            ems_buf_t cout, sout;
+            ems_buf_init(&cout, 1 << 20);
+            ems_buf_init(&sout, 1 << 20);
+            ems_tls_t *t;
+            EMS_CHECK_INT(ems_tls_new(c, "localhost", &cout, &t), ==, 0);
+            raw_t r;
+            raw_new(&r, pass_ ? bad[i] : good[i], net_path(d, "chain.crt"),
+                    net_path(d, "server.key"), &sout, &cout);
+            int ok = raw_handshake(t, &r);
+            if (pass_)
+                EMS_CHECK(!ok);
+            else
+                ok_any += ok;
+            raw_free(&r);
+            ems_tls_free(t);
+            ems_buf_free(&cout);
+            ems_buf_free(&sout);
+        }
+    }
+    EMS_CHECK_INT(ok_any, ==, 1); /* the one matching the certificate's key */
+    ems_tls_config_unref(c);
+}
+
 static void test_config_errors(void)
 {
     const char *d = certs;
@@ -192,6 +397,8 @@ int main(void)
     EMS_RUN(test_handshake_and_data);
     EMS_RUN(test_wrong_ca_is_refused);
     EMS_RUN(test_hostname_mismatch_is_refused);
+    EMS_RUN(test_server_suites);
+    EMS_RUN(test_client_suites);
     EMS_RUN(test_config_errors);
     net_rmdir(certs);
     EMS_TEST_END();
