@@ -94,6 +94,7 @@ struct ems_edge_daemon {
     bool last_synced;
     int last_kernel_synced;
     bool io_failing;
+    bool apply_failing;
 
     /* command results waiting for the link */
     ems_command_result_t results[DMN__RESULTS_MAX];
@@ -350,10 +351,16 @@ static void dmn__tick(ems_edge_daemon_t *d, int64_t now_ms)
     ems_fsm_step(&d->fsm, &in, now_ms, &out);
     rc = ems_io_apply_setpoint(d->io, out.setpoint_w);
     if (rc < 0) {
-        ems_log_error("io: the back end refused setpoint %.0f W: %s; outputs to safe",
-                      out.setpoint_w, ems_strerror(rc));
+        /* Said once when it starts, not every second while it lasts. */
+        if (!d->apply_failing)
+            ems_log_error("io: the back end refused setpoint %.0f W: %s; outputs to safe "
+                          "(every tick until it works again)",
+                          out.setpoint_w, ems_strerror(rc));
         ems_io_safe_off(d->io);
+    } else if (d->apply_failing) {
+        ems_log_info("io: the back end takes the setpoint again (%.0f W)", out.setpoint_w);
     }
+    d->apply_failing = rc < 0;
     dmn__log_transitions(d, &out);
     dmn__persist_latch(d, &out, utc);
 

@@ -27,6 +27,8 @@
  * and when it ends, not every second. */
 typedef struct {
     const char *what; /* "battery monitor" */
+    const char *then;  /* what a failure leads to, for the log */
+    const char *again; /* what its recovery is called */
     char where[112];  /* "INA228 at /dev/i2c-1 0x40" */
     int rc;           /* the last read's result */
     uint64_t failures;
@@ -61,9 +63,6 @@ struct ems_hwio {
     ems_io_sample_t sample;
     hw__group_t g_bat, g_temp, g_grid, g_freq, g_out;
     uint64_t edges;
-    int dir;         /* the enable that is on: +1 charge, -1 discharge, 0 none */
-    uint16_t code;   /* the DAC code last written */
-    double setpoint; /* W, as last applied */
 
     void (*close_cb)(void *);
     void *close_arg;
@@ -79,6 +78,8 @@ static uint64_t hw__mono_ns(void)
 static void hw__group_init(hw__group_t *g, const char *what, const char *chip, int bus, int addr)
 {
     g->what = what;
+    g->then = "its readings go stale (SENSOR_FAULT after sensor_stale_ms)";
+    g->again = "reads again";
     if (addr >= 0)
         snprintf(g->where, sizeof g->where, "%s at /dev/i2c-%d 0x%02x", chip, bus, addr);
     else
@@ -115,12 +116,10 @@ static void hw__group_result(hw__group_t *g, int rc, const char *detail)
                  (unsigned long long)g->quiet);
     g->quiet = 0;
     if (rc < 0)
-        ems_log_error("hw: %s (%s): %s%s%s; its readings go stale (SENSOR_FAULT after "
-                      "sensor_stale_ms)%s",
-                      g->what, g->where, ems_strerror(rc), detail && detail[0] ? ": " : "",
-                      detail ? detail : "", more);
+        ems_log_error("hw: %s (%s): %s%s%s; %s%s", g->what, g->where, ems_strerror(rc),
+                      detail && detail[0] ? ": " : "", detail ? detail : "", g->then, more);
     else
-        ems_log_info("hw: %s (%s) reads again%s", g->what, g->where, more);
+        ems_log_info("hw: %s (%s) %s%s", g->what, g->where, g->again, more);
 }
 
 /* ------------------------------------------------------------- edges */
@@ -262,9 +261,6 @@ static int hw__safe_off(ems_io_t *io)
     int a = ems_gpio_out_set(&h->chg, false);
     int b = ems_gpio_out_set(&h->dis, false);
     int c = ems_mcp4725_safe(&h->dac);
-    h->dir = 0;
-    h->setpoint = 0;
-    h->code = 0;
     return a < 0 ? a : b < 0 ? b : c;
 }
 
@@ -279,21 +275,19 @@ static int hw__apply(ems_io_t *io, double watts)
         return EMS_EINVAL; /* never clamped: the caller applied the limits */
     int dir = watts > 0 ? 1 : watts < 0 ? -1 : 0;
     int rc = 0;
+    const char *step = "";
     /* Break before make: the other direction's enable goes off first. */
-    if (dir != 1)
-        rc = ems_gpio_out_set(&h->chg, false);
-    if (rc == 0 && dir != -1)
-        rc = ems_gpio_out_set(&h->dis, false);
-    if (rc == 0)
-        rc = ems_mcp4725_set_volts(&h->dac, volts);
-    if (rc == 0 && dir != 0)
-        rc = ems_gpio_out_set(dir > 0 ? &h->chg : &h->dis, true);
-    hw__group_result(&h->g_out, rc, h->dac.err);
-    if (rc < 0)
-        return rc;
-    h->dir = dir;
-    h->setpoint = watts;
-    return 0;
+    if (dir != 1 && (rc = ems_gpio_out_set(&h->chg, false)) < 0)
+        step = "setting the charge-enable line";
+    else if (rc == 0 && dir != -1 && (rc = ems_gpio_out_set(&h->dis, false)) < 0)
+        step = "setting the discharge-enable line";
+    else if (rc == 0 && (rc = ems_mcp4725_set_volts(&h->dac, volts)) < 0)
+        step = h->dac.err;
+    else if (rc == 0 && dir != 0 &&
+             (rc = ems_gpio_out_set(dir > 0 ? &h->chg : &h->dis, true)) < 0)
+        step = dir > 0 ? "setting the charge-enable line" : "setting the discharge-enable line";
+    hw__group_result(&h->g_out, rc, step);
+    return rc;
 }
 
 static const ems_io_ops_t hw__ops = {hw__read, hw__apply, hw__safe_off};
@@ -382,6 +376,8 @@ int ems_hwio_open(uv_loop_t *loop, const ems_hw_config_t *cfg, double soc0, ems_
     snprintf(zc, sizeof zc, "%.63s line %d", cfg->gpio_chip, cfg->zero_cross_line);
     hw__group_init(&h->g_freq, "zero-crossing input", zc, 0, -1);
     hw__group_init(&h->g_out, "outputs", "MCP4725 and the enable lines", 0, -1);
+    h->g_out.then = "the daemon puts the outputs in the safe state";
+    h->g_out.again = "answer again";
 
     ems_ina2xx_config_t bc;
     ems_tmp102_config_t tc;

@@ -371,6 +371,25 @@ def main():
         tap.ok("a chip that flaps 12 times in 14 s: at most 4 changes a minute are logged",
                lines <= 4, f"{lines} lines:\n" + edge.text()[-2500:])
 
+        # ---- the DAC stops answering: the enables go off at once
+        t0 = len(edge.text())
+        hw.set(silence="0x60")
+        s = wait_for(lambda: (lambda x: x if x and not x["charge_enable"] and not x["discharge_enable"]
+                              else None)(hw.read()), 5)
+        logged = wait_for(lambda: re.search(r"hw: outputs \(MCP4725 and the enable lines\): no answer"
+                                            r".*the daemon puts the outputs in the safe state",
+                                            edge.text()[t0:]), 5)
+        tap.ok("the DAC stops answering: both enables off, the failure logged with its consequence",
+               s and logged, (hw.read(), edge.text()[-1500:]))
+        time.sleep(2.5)
+        tap.ok("the refused setpoint is logged once, not every tick",
+               len(re.findall(r"io: the back end refused setpoint", edge.text()[t0:])) == 1,
+               edge.text()[-1500:])
+        hw.set(silence="")
+        tap.ok("the DAC answers again: logged",
+               bool(wait_for(lambda: "outputs (MCP4725 and the enable lines) answer again"
+                             in edge.text()[t0:], 6)), edge.text()[-1500:])
+
         # ---- SIGTERM: outputs safe, SoC persisted; a restart continues from it
         rc = edge.stop(signal.SIGTERM)
         s = hw.read()
