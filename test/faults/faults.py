@@ -1050,9 +1050,21 @@ class Runner:
             if len(cuts) > 1:
                 detail += f" (restarts at seq {[b for b, _ in cuts[1:]]})"
             log(detail)
-            # Live view of this device while its backlog drained.
+            # Live view of this device while its backlog drained. After a
+            # fault that drops the link, a device that had nothing left to
+            # send counts as caught up while it still waits out its reconnect
+            # delay (up to reconnect_max_s, with jitter; finding 2 below):
+            # its live view is judged from its first live packet after the
+            # repair, so the window waits for that packet (bounded).
             t0 = t_start if sc.keeps_link else t_end
-            lv = s.dash.between(e.name, t0, (t_caught or now()) + 3)
+            t1 = (t_caught or now()) + 3
+            if not sc.keeps_link:
+                back = wait_for(lambda: s.dash.between(e.name, t_end, now() + 1),
+                                float({**s.edge_conf, **e.extra_conf}.get("reconnect_max_s", 60)) + 5, 0.25)
+                if back:
+                    t1 = max(t1, back[0][0] + 3)
+                    time.sleep(max(0.0, t1 - now()))
+            lv = s.dash.between(e.name, t0, t1)
             if not sc.keeps_link:
                 # Packets sent live before or during the cut may still come
                 # out of the old TCP connection once the link is back (the
@@ -1073,7 +1085,7 @@ class Runner:
             if lv:
                 live_n += len(lv)
                 live_delay = max(live_delay, max(x[0] - x[3] / 1000.0 for x in lv))
-                times = [t0] + [x[0] for x in lv] + [(t_caught or now()) + 3]
+                times = [t0] + [x[0] for x in lv] + [t1]
                 live_gap = max(live_gap, max(b - a for a, b in zip(times, times[1:])))
             else:
                 live_gap = float("inf")
