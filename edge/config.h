@@ -99,11 +99,11 @@ typedef struct {
     char wifi_path[EMS_EDGE_PATH_MAX]; /* /proc/net/wireless */
 
     /* cloud link tuning (docs/edge-daemon.md) */
-    int64_t ws_ping_ms;       /* ws_ping_s: ping after this much silence; 5 s */
-    int64_t ws_timeout_ms;    /* ws_timeout_s: the link is dead after this much silence; 15 s */
-    int64_t reconnect_min_ms; /* reconnect_min_s: first backoff ceiling; 1 s */
-    int64_t reconnect_max_ms; /* reconnect_max_s: largest backoff ceiling; 60 s */
-    int64_t ack_timeout_ms;   /* ack_timeout_s: sent but unacked this long -> resend; 60 s */
+    int64_t ws_ping_ms;           /* ws_ping_s: ping after this much silence; 5 s */
+    int64_t ws_timeout_ms;        /* ws_timeout_s: the link is dead after this much silence; 15 s */
+    int64_t reconnect_min_ms;     /* reconnect_min_s: first backoff ceiling; 1 s */
+    int64_t reconnect_max_ms;     /* reconnect_max_s: largest backoff ceiling; 60 s */
+    int64_t ack_timeout_ms;       /* ack_timeout_s: sent but unacked this long -> resend; 60 s */
     int backfill_batch;           /* packets per telemetry_batch, 1..100; 100 */
     int64_t backfill_interval_ms; /* between two batches; 200 ms */
     int backfill_inflight;        /* unacknowledged batches at most; 4 */
@@ -121,7 +121,7 @@ typedef struct {
 
     /* where each value came from, for error messages */
     char source[EMS_EDGE_PATH_MAX]; /* the config file, or "" */
-    int key_line[160];               /* per key: file line, -1 flag, 0 default */
+    int key_line[160];              /* per key: file line, -1 flag, 0 default */
 } ems_edge_config_t;
 
 /* Fills every default. device_id, cloud_url and token_file have none. */

@@ -235,7 +235,8 @@ static void dmn__persist_latch(ems_edge_daemon_t *d, const ems_fsm_output_t *out
 {
     bool latched = out->state == EMS_STATE_ERROR;
     uint32_t flags = latched ? out->error_flags : 0;
-    if (latched == d->saved.error_latched && flags == d->saved.error_flags && !d->state_write_failed)
+    if (latched == d->saved.error_latched && flags == d->saved.error_flags &&
+        !d->state_write_failed)
         return;
     ems_edge_state_t st = d->saved;
     if (latched && !st.error_latched)
@@ -249,7 +250,7 @@ static void dmn__persist_latch(ems_edge_daemon_t *d, const ems_fsm_output_t *out
                                  sizeof err);
     if (rc < 0) {
         if (!d->state_write_failed)
-            ems_log_error("state: the %s cannot be saved (%s); a restart now would %s", 
+            ems_log_error("state: the %s cannot be saved (%s); a restart now would %s",
                           latched ? "ERROR latch" : "reset of the ERROR latch", err,
                           latched ? "forget it" : "bring ERROR back");
         d->state_write_failed = true;
@@ -301,7 +302,8 @@ static int dmn__load_state(ems_edge_daemon_t *d)
         return 0;
     if (rc < 0) {
         ems_log_error("state: %s; starting in ERROR to be safe: the outputs stay off until "
-                      "RESET_ERROR (the file is rewritten then)", err);
+                      "RESET_ERROR (the file is rewritten then)",
+                      err);
         ems_fsm_restore_error(&d->fsm, 0);
         d->saved.error_flags = 0;
         d->state_write_failed = true; /* rewrite it at the first tick */
@@ -311,8 +313,8 @@ static int dmn__load_state(ems_edge_daemon_t *d)
         char faults[128];
         ems_fsm_faults_format(d->saved.error_flags, faults, sizeof faults);
         ems_log_error("state: ERROR was latched before this start (%s, since %lld ms UTC); the "
-                      "outputs stay off until RESET_ERROR", faults,
-                      (long long)d->saved.error_since_ms);
+                      "outputs stay off until RESET_ERROR",
+                      faults, (long long)d->saved.error_since_ms);
         ems_fsm_restore_error(&d->fsm, d->saved.error_flags);
     }
     return 0;
@@ -1002,10 +1004,9 @@ static void dmn__reload(ems_edge_daemon_t *d)
         {"cloud_url", strcmp(n->cloud_url, c->cloud_url) != 0},
         {"token_file", strcmp(n->token_file, c->token_file) != 0},
         {"allow_insecure_ws", n->allow_insecure_ws != c->allow_insecure_ws},
-        {"backend/plant_*", n->backend != c->backend ||
-                                memcmp(&n->plant, &c->plant, sizeof n->plant) != 0 ||
-                                memcmp(&n->hw, &c->hw, sizeof n->hw) != 0 ||
-                                n->sim_speed != c->sim_speed},
+        {"backend/plant_*",
+         n->backend != c->backend || memcmp(&n->plant, &c->plant, sizeof n->plant) != 0 ||
+             memcmp(&n->hw, &c->hw, sizeof n->hw) != 0 || n->sim_speed != c->sim_speed},
         {"buffer_*", strcmp(n->buffer_path, c->buffer_path) != 0 ||
                          n->buffer_max_bytes != c->buffer_max_bytes ||
                          n->buffer_max_age_ms != c->buffer_max_age_ms ||

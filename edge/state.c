@@ -159,8 +159,8 @@ int ems_edge_state_save(const char *path, const ems_edge_state_t *st, bool sync,
         flags[0] = '\0';
         for (unsigned i = 0; i < EMS_FAULT_COUNT; i++)
             if (st->error_flags & (1u << i))
-                used += (size_t)snprintf(flags + used, sizeof flags - used, "%s%s",
-                                         used ? "," : "", ems_fault_name(1u << i));
+                used += (size_t)snprintf(flags + used, sizeof flags - used, "%s%s", used ? "," : "",
+                                         ems_fault_name(1u << i));
     }
     int n = snprintf(text, sizeof text,
                      "# ems-edge state (written by the daemon; edit only while it is stopped)\n"
@@ -168,7 +168,10 @@ int ems_edge_state_save(const char *path, const ems_edge_state_t *st, bool sync,
                      st->error_latched ? 1 : 0, flags, st->error_since_ms);
     if (st->has_soc && isfinite(st->soc))
         n += snprintf(text + n, sizeof text - (size_t)n, "soc = %.3f\nsoc_saved_ms = %" PRId64 "\n",
-                      st->soc < 0 ? 0 : st->soc > 100 ? 100 : st->soc, st->soc_saved_ms);
+                      st->soc < 0     ? 0
+                      : st->soc > 100 ? 100
+                                      : st->soc,
+                      st->soc_saved_ms);
     n += snprintf(text + n, sizeof text - (size_t)n, "crc32c = %08" PRIx32 "\n",
                   ems_crc32c(0, text, (size_t)n));
 

@@ -37,8 +37,8 @@ int ems_gpio_chip_open(ems_gpio_chip_t *c, const char *descr, char *err, size_t 
         int e = errno ? errno : ENOENT;
         snprintf(err, cap, "gpio chip %s: %s%s", descr, strerror(e),
                  e == EACCES || e == EPERM ? " (add the user to group gpio)"
-                 : e == ENOENT ? " (gpiodetect lists the chips)"
-                               : "");
+                 : e == ENOENT             ? " (gpiodetect lists the chips)"
+                                           : "");
         return gpio__errno(e);
     }
     return 0;

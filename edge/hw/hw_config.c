@@ -92,7 +92,8 @@ int ems_hw_config_check(const ems_hw_config_t *c, double max_charge_w, double ma
     static const int conv226[] = {140, 204, 332, 588, 1100, 2116, 4156, 8244};
     bool is228 = c->battery_chip == EMS_HW_INA228;
     if (!hw__in(c->battery_averaging, avg, 8)) {
-        snprintf(why, cap, "battery_monitor_averaging: %d is not 1, 4, 16, 64, 128, 256, 512 or 1024",
+        snprintf(why, cap,
+                 "battery_monitor_averaging: %d is not 1, 4, 16, 64, 128, 256, 512 or 1024",
                  c->battery_averaging);
         return EMS_EINVAL;
     }

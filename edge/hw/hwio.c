@@ -26,11 +26,11 @@
 /* One sensor group's failure state, so a failure is logged when it starts
  * and when it ends, not every second. */
 typedef struct {
-    const char *what; /* "battery monitor" */
+    const char *what;  /* "battery monitor" */
     const char *then;  /* what a failure leads to, for the log */
     const char *again; /* what its recovery is called */
-    char where[112];  /* "INA228 at /dev/i2c-1 0x40" */
-    int rc;           /* the last read's result */
+    char where[112];   /* "INA228 at /dev/i2c-1 0x40" */
+    int rc;            /* the last read's result */
     uint64_t failures;
     uint64_t logged_ns; /* start of the current minute of logging */
     unsigned logged;    /* changes logged in it */
@@ -283,8 +283,7 @@ static int hw__apply(ems_io_t *io, double watts)
         step = "setting the discharge-enable line";
     else if (rc == 0 && (rc = ems_mcp4725_set_volts(&h->dac, volts)) < 0)
         step = h->dac.err;
-    else if (rc == 0 && dir != 0 &&
-             (rc = ems_gpio_out_set(dir > 0 ? &h->chg : &h->dis, true)) < 0)
+    else if (rc == 0 && dir != 0 && (rc = ems_gpio_out_set(dir > 0 ? &h->chg : &h->dis, true)) < 0)
         step = dir > 0 ? "setting the charge-enable line" : "setting the discharge-enable line";
     hw__group_result(&h->g_out, rc, step);
     return rc;
@@ -611,7 +610,8 @@ int ems_hwio_probe(const ems_hw_config_t *cfg, FILE *out)
         fc.nominal_hz = cfg->grid_nominal_hz;
         fc.window_ms = (int32_t)cfg->freq_window_ms;
         ems_freq_init(&f, &fc);
-        uint64_t t0 = hw__mono_ns(), end = t0 + (uint64_t)cfg->freq_window_ms * 1000000u + 200000000u;
+        uint64_t t0 = hw__mono_ns(),
+                 end = t0 + (uint64_t)cfg->freq_window_ms * 1000000u + 200000000u;
         uint64_t ts[HW__EDGES_MAX];
         unsigned long edges = 0;
         for (uint64_t now = t0; now < end; now = hw__mono_ns()) {
@@ -627,8 +627,9 @@ int ems_hwio_probe(const ems_hw_config_t *cfg, FILE *out)
         ems_freq_stats_t fs;
         ems_freq_stats(&f, &fs);
         if (rc == 0)
-            fprintf(out, "zero-crossing line %d: %lu rising edges in %.1f s: %.3f Hz "
-                         "(%llu glitches rejected, %llu edges missing)\n",
+            fprintf(out,
+                    "zero-crossing line %d: %lu rising edges in %.1f s: %.3f Hz "
+                    "(%llu glitches rejected, %llu edges missing)\n",
                     cfg->zero_cross_line, edges, (double)(end - t0) / 1e9, hz,
                     (unsigned long long)fs.glitches, (unsigned long long)fs.missing);
         else

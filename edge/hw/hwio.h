@@ -44,8 +44,8 @@ typedef enum { EMS_HW_INA228 = 0, EMS_HW_INA226 } ems_hw_battery_chip_t;
 
 /* The hardware keys of the config file (edge/ems-edge.conf.example). */
 typedef struct {
-    int i2c_bus;          /* i2c_bus: /dev/i2c-N; 1 on a Pi */
-    char gpio_chip[64];   /* gpio_chip: gpiochip0 */
+    int i2c_bus;        /* i2c_bus: /dev/i2c-N; 1 on a Pi */
+    char gpio_chip[64]; /* gpio_chip: gpiochip0 */
 
     ems_hw_battery_chip_t battery_chip; /* battery_monitor: ina228 | ina226 */
     int battery_address;                /* battery_monitor_address: 0x40 */
@@ -66,24 +66,24 @@ typedef struct {
     double grid_nominal_hz; /* grid_nominal_hz: 50 */
     int64_t freq_window_ms; /* grid_freq_window_ms: 1000 */
 
-    int charge_line;        /* charge_enable_line */
-    int discharge_line;     /* discharge_enable_line */
-    bool enable_active_low; /* enable_active_low */
-    int dac_address;        /* dac_address: 0x60 */
-    double dac_vref_v;      /* dac_vref_v: the MCP4725's supply, 3.3 */
-    double dac_offset_v;    /* dac_offset_v: volts at 0 W */
+    int charge_line;         /* charge_enable_line */
+    int discharge_line;      /* discharge_enable_line */
+    bool enable_active_low;  /* enable_active_low */
+    int dac_address;         /* dac_address: 0x60 */
+    double dac_vref_v;       /* dac_vref_v: the MCP4725's supply, 3.3 */
+    double dac_offset_v;     /* dac_offset_v: volts at 0 W */
     double dac_volts_per_kw; /* dac_volts_per_kw */
 
-    double soc_capacity_ah;      /* soc_capacity_ah */
+    double soc_capacity_ah;                  /* soc_capacity_ah */
     char soc_ocv_table[EMS_HW_OCV_TEXT_MAX]; /* soc_ocv_table */
-    double soc_rest_current_a;   /* soc_rest_current_a */
-    double soc_rest_s;           /* soc_rest_s */
-    double soc_full_voltage_v;   /* soc_full_voltage_v */
-    double soc_full_tail_a;      /* soc_full_tail_a */
-    double soc_full_s;           /* soc_full_s */
-    double soc_empty_voltage_v;  /* soc_empty_voltage_v */
-    double soc_empty_s;          /* soc_empty_s */
-    double soc_charge_efficiency; /* soc_charge_efficiency */
+    double soc_rest_current_a;               /* soc_rest_current_a */
+    double soc_rest_s;                       /* soc_rest_s */
+    double soc_full_voltage_v;               /* soc_full_voltage_v */
+    double soc_full_tail_a;                  /* soc_full_tail_a */
+    double soc_full_s;                       /* soc_full_s */
+    double soc_empty_voltage_v;              /* soc_empty_voltage_v */
+    double soc_empty_s;                      /* soc_empty_s */
+    double soc_charge_efficiency;            /* soc_charge_efficiency */
 } ems_hw_config_t;
 
 /* Fills the defaults: the reference wiring of docs/hardware.md. */

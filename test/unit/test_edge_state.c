@@ -36,8 +36,9 @@ static void write_file(const char *path, const char *text)
 static void test_round_trip(void)
 {
     const char *p = tmp_path("rt.state");
-    ems_edge_state_t a = {true, EMS_FAULT_OVERHEAT | EMS_FAULT_SENSOR_FAULT, 1765123456789, true,
-                          53.21, 1765123450000};
+    ems_edge_state_t a = {true,          EMS_FAULT_OVERHEAT | EMS_FAULT_SENSOR_FAULT,
+                          1765123456789, true,
+                          53.21,         1765123450000};
     char err[256];
     EMS_CHECK_INT(ems_edge_state_save(p, &a, true, err, sizeof err), ==, 0);
     ems_edge_state_t b;
