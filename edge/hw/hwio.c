@@ -51,7 +51,6 @@ struct ems_hwio {
     ems_gpio_out_t chg, dis;
     ems_gpio_edges_t zc;
     uv_poll_t poll;
-    bool poll_inited;
 
     ems_freq_t freq;
     uint64_t opened_ns, startup_ns; /* the first window after open */
@@ -422,7 +421,6 @@ int ems_hwio_open(uv_loop_t *loop, const ems_hw_config_t *cfg, double soc0, ems_
         goto fail;
     }
     h->poll.data = h;
-    h->poll_inited = true;
     h->opened_ns = hw__mono_ns();
     h->startup_ns = (uint64_t)(cfg->freq_window_ms + 1000) * 1000000u;
     hw__prime(h);
