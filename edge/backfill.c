@@ -107,6 +107,12 @@ void ems_backfill_live_sent(ems_backfill_t *b, uint64_t seq, int64_t now_ms)
     b->live_count++;
 }
 
+bool ems_backfill_live_result(ems_backfill_t *b, uint64_t seq, int64_t now_ms, int rc)
+{
+    ems_backfill_live_sent(b, seq, now_ms);
+    return rc == EMS_ENOSPC;
+}
+
 static bool bf__covered(const uint64_t (*r)[2], size_t n, uint64_t seq)
 {
     for (size_t i = 0; i < n; i++)

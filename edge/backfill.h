@@ -113,6 +113,15 @@ void ems_backfill_down(ems_backfill_t *b);
  * a session lets the backlog start. */
 void ems_backfill_live_sent(ems_backfill_t *b, uint64_t seq, int64_t now_ms);
 
+/* The caller tried to send live packet `seq` at now_ms and the send
+ * returned `rc` (0 or a negative EMS_E* code). Sent or not, the packet is
+ * tracked for the ack timeout: it is in the store, so the timeout's session
+ * restart sends it again (a failed send that leaves the link up would
+ * otherwise wait for the next reconnect). Returns true when the caller
+ * should drop the link: a full send queue at one packet a second means the
+ * link is dead or hopeless, and a new one resends everything. */
+bool ems_backfill_live_result(ems_backfill_t *b, uint64_t seq, int64_t now_ms, int rc);
+
 /* The cloud acknowledged n inclusive ranges (the store is updated by the
  * caller). */
 void ems_backfill_acked(ems_backfill_t *b, const uint64_t (*ranges)[2], size_t n);

@@ -104,7 +104,7 @@ struct ems_edge_daemon {
     uint64_t packets, live_sent, live_failed, store_errors;
     uint64_t acks, acked_packets, nacks, commands, commands_invalid;
     uint64_t results_sent, results_dropped, ignored_msgs;
-    dmn__ratelog_t msg_log, store_log;
+    dmn__ratelog_t msg_log, store_log, send_log;
 };
 
 static int64_t dmn__mono_ms(void)
@@ -420,19 +420,16 @@ static void dmn__tick(ems_edge_daemon_t *d, int64_t now_ms)
     /* 7. live */
     if (dmn__ready(d)) {
         rc = dmn__send(d, buf, (size_t)n);
-        if (rc == 0) {
+        if (rc == 0)
             d->live_sent++;
-            ems_backfill_live_sent(&d->bf, seq, mono);
-        } else {
+        else
             d->live_failed++;
-            /* A full send queue at one packet a second means the link is
-             * dead or hopeless; a new one resends all from the buffer. */
-            if (rc == EMS_ENOSPC)
-                ems_uplink_drop(d->up, "send queue full");
-            else
-                ems_log_warn("telemetry: live send of seq %llu failed: %s", (unsigned long long)seq,
-                             ems_strerror(rc));
-        }
+        if (ems_backfill_live_result(&d->bf, seq, mono, rc))
+            ems_uplink_drop(d->up, "send queue full");
+        else if (rc < 0 && dmn__may_log(&d->send_log))
+            ems_log_warn("telemetry: live send of seq %llu failed: %s; sent again after the ack "
+                         "timeout",
+                         (unsigned long long)seq, ems_strerror(rc));
     }
     ems_store_tick(d->store);
     dmn__expire(d, utc, mono);

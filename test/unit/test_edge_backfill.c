@@ -308,6 +308,32 @@ static void test_live_ack_timeout(void)
     tmp_close(&t);
 }
 
+/* A live packet whose send failed (the link stayed up) is tracked like a
+ * sent one: the ack timeout sends it again; only a full queue drops the link. */
+static void test_live_send_failure_resent(void)
+{
+    tmp_t t;
+    tmp_open(&t);
+    static ems_backfill_t b;
+    ems_backfill_config_t c = cfg(100, 4);
+    EMS_CHECK_INT(ems_backfill_init(&b, t.st, &c), ==, 0);
+    static sink_t s;
+    ems_backfill_session(&b);
+    append(&t, 2);
+    EMS_CHECK(!ems_backfill_live_result(&b, 1, 0, 0));
+    EMS_CHECK(!ems_backfill_live_result(&b, 2, 1000, EMS_ENOMEM));
+    uint64_t r[1][2] = {{1, 1}};
+    EMS_CHECK_INT(ems_store_ack(t.st, (const uint64_t(*)[2])r, 1, NULL), ==, 0);
+    ems_backfill_acked(&b, (const uint64_t(*)[2])r, 1);
+    EMS_CHECK_INT(ems_backfill_pump(&b, 5999, true, sink_send, &s), ==, 0);
+    EMS_CHECK_INT(ems_backfill_pump(&b, 6000, true, sink_send, &s), ==, 1);
+    EMS_CHECK_INT(s.packets, ==, 1);
+    EMS_CHECK_INT(s.seqs[0], ==, 2); /* the one that never left */
+    EMS_CHECK(ems_backfill_live_result(&b, 3, 7000, EMS_ENOSPC));
+    ems_backfill_free(&b);
+    tmp_close(&t);
+}
+
 /* A nack retires the packet from its batch; the store drops it. */
 static void test_nack_retires(void)
 {
@@ -396,6 +422,7 @@ int main(void)
     EMS_RUN(test_frame_limit);
     EMS_RUN(test_ack_timeout_resends);
     EMS_RUN(test_live_ack_timeout);
+    EMS_RUN(test_live_send_failure_resent);
     EMS_RUN(test_nack_retires);
     EMS_RUN(test_send_failure_keeps_packets);
     EMS_RUN(test_down_and_new_session);
