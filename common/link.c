@@ -24,13 +24,15 @@ const char *ems_link_kind_name(int kind)
     case EMS_LINK_REJECT: return "reject";
     case EMS_LINK_QUERY: return "query";
     case EMS_LINK_RESULT: return "result";
+    case EMS_LINK_STATUS: return "status";
+    case EMS_LINK_CREDENTIALS: return "credentials";
     default: return "unknown";
     }
 }
 
 static bool kind_known(unsigned k)
 {
-    return k >= EMS_LINK_HELLO && k <= EMS_LINK_RESULT;
+    return k >= EMS_LINK_HELLO && k <= EMS_LINK_CREDENTIALS;
 }
 
 /* ================================================================== buffer */
@@ -266,6 +268,18 @@ int ems_link_put_result(ems_link_buf_t *b, uint64_t request_id, int32_t status,
     return put_frame(b, EMS_LINK_RESULT, h, sizeof h, json, len);
 }
 
+int ems_link_put_status(ems_link_buf_t *b, const char *json, size_t len)
+{
+    return put_frame(b, EMS_LINK_STATUS, NULL, 0, json, len);
+}
+
+int ems_link_put_credentials(ems_link_buf_t *b, const char *device_id, size_t len)
+{
+    if (len && !ems_device_id_valid(device_id, len))
+        return EMS_EINVAL;
+    return put_frame(b, EMS_LINK_CREDENTIALS, NULL, 0, device_id, len);
+}
+
 /* ================================================================== telemetry records */
 
 /* TELEMETRY payload header: u64 link_seq, u16 version, u16 count. */
@@ -497,8 +511,8 @@ void ems_link_decoder_commit(ems_link_decoder_t *d, size_t n)
 
 int ems_link_decoder_feed(ems_link_decoder_t *d, const void *data, size_t len)
 {
-    uint8_t *p;
-    size_t cap;
+    uint8_t *p = NULL;
+    size_t cap = 0;
     int rc = ems_link_decoder_reserve(d, len, &p, &cap);
     if (rc < 0)
         return rc;
@@ -591,6 +605,25 @@ int ems_link_parse_result(const ems_link_frame_t *f, uint64_t *request_id, int32
     return 0;
 }
 
+int ems_link_parse_status(const ems_link_frame_t *f, const char **json, size_t *len)
+{
+    if (f->kind != EMS_LINK_STATUS)
+        return EMS_EPROTO;
+    *json = (const char *)f->payload;
+    *len = f->len;
+    return 0;
+}
+
+int ems_link_parse_credentials(const ems_link_frame_t *f, char *id)
+{
+    if (f->kind != EMS_LINK_CREDENTIALS || f->len > EMS_DEVICE_ID_MAX ||
+        (f->len && !ems_device_id_valid((const char *)f->payload, f->len)))
+        return EMS_EPROTO;
+    memcpy(id, f->payload, f->len);
+    id[f->len] = '\0';
+    return 0;
+}
+
 /* ================================================================== connection */
 
 /* The connection owns four libuv objects: the pipe, two timers (one delivers
@@ -598,7 +631,13 @@ int ems_link_parse_result(const ems_link_frame_t *f, uint64_t *request_id, int32
  * waits for its ERROR frame to be written) and at most one write request.
  * Its memory is freed when the last of the three handles has closed; libuv
  * cancels the pending connect and write requests (their callbacks run with
- * UV_ECANCELED) before any close callback, so no request outlives it. */
+ * UV_ECANCELED) before any close callback, so no request outlives it.
+ *
+ * Writes come from two lanes. `pending` is the urgent lane; `bulk` holds
+ * whole frames (query answers) from bulk_pos on. One write is in flight at
+ * a time (`inflight`): all of the urgent lane, or else one slice of whole
+ * bulk frames, so urgent frames never wait behind more than one slice. */
+#define BULK_SLICE (256u * 1024u)
 struct ems_link_conn {
     uv_pipe_t pipe;
     uv_timer_t kick;     /* deferred delivery after resume */
@@ -610,6 +649,9 @@ struct ems_link_conn {
     ems_link_buf_t pending;  /* frames queued behind the write in flight */
     ems_link_buf_t inflight; /* frames being written */
     size_t max_queued;
+    ems_link_buf_t bulk;     /* bulk lane; unwritten frames start at bulk_pos */
+    size_t bulk_pos;
+    size_t max_bulk;
 
     ems_link_conn_cb_t cb;
     void *ud;
@@ -639,6 +681,7 @@ static void conn_handle_closed(uv_handle_t *h)
     ems_link_decoder_free(&c->dec);
     ems_link_buf_free(&c->pending);
     ems_link_buf_free(&c->inflight);
+    ems_link_buf_free(&c->bulk);
     free(c->hello_info);
     free(c);
 }
@@ -712,27 +755,74 @@ static void write_cb(uv_write_t *req, int status)
         ems_link_conn_close(c, status);
         return;
     }
-    if (c->pending.len) {
+    /* The urgent lane is empty: the owner may queue more (an ACK it could
+     * not queue before goes out ahead of the next bulk slice). */
+    if (!c->pending.len && !c->failing && c->cb.on_drain) {
+        c->cb.on_drain(c, c->ud);
+        if (c->closing)
+            return;
+    }
+    if (ems_link_conn_queued(c)) {
         conn_flush(c);
         return;
     }
-    if (c->failing) {
+    if (c->failing)
         ems_link_conn_close(c, c->close_status);
-        return;
-    }
-    if (c->cb.on_drain)
-        c->cb.on_drain(c, c->ud);
 }
 
-/* Starts one write of everything pending, unless a write is in flight. The
- * two buffers swap roles, so the steady state allocates nothing. */
+/* Length of the next bulk slice: whole frames from bulk_pos, at most
+ * BULK_SLICE bytes unless the first frame alone is longer. */
+static size_t bulk_slice(const ems_link_conn_t *c)
+{
+    const uint8_t *p = c->bulk.data + c->bulk_pos;
+    size_t avail = c->bulk.len - c->bulk_pos, off = 0;
+    while (off < avail) {
+        size_t flen = 4 + (size_t)rdbe32(p + off);
+        if (off > 0 && off + flen > BULK_SLICE)
+            break;
+        off += flen;
+    }
+    return off;
+}
+
+/* Moves the next bulk slice into `inflight`. Returns 0 or EMS_ENOMEM. */
+static int bulk_take(ems_link_conn_t *c)
+{
+    size_t n = bulk_slice(c);
+    ems_link_buf_reset(&c->inflight);
+    int rc = ems_link_put_bytes(&c->inflight, c->bulk.data + c->bulk_pos, n);
+    if (rc < 0)
+        return rc;
+    c->bulk_pos += n;
+    if (c->bulk_pos == c->bulk.len) {
+        c->bulk.len = c->bulk_pos = 0;
+    } else if (c->bulk_pos >= BULK_SLICE * 4 && c->bulk_pos >= c->bulk.len / 2) {
+        ems_link_buf_consume(&c->bulk, c->bulk_pos); /* keep the buffer from creeping */
+        c->bulk_pos = 0;
+    }
+    return 0;
+}
+
+/* Starts one write, unless a write is in flight: everything in the urgent
+ * lane (the two buffers swap roles, so the steady state allocates nothing),
+ * or else the next bulk slice. */
 static void conn_flush(ems_link_conn_t *c)
 {
-    if (c->closing || !c->started || c->inflight.len || !c->pending.len)
+    if (c->closing || !c->started || c->inflight.len)
         return;
-    ems_link_buf_t t = c->inflight;
-    c->inflight = c->pending;
-    c->pending = t;
+    if (c->pending.len) {
+        ems_link_buf_t t = c->inflight;
+        c->inflight = c->pending;
+        c->pending = t;
+    } else if (c->bulk.len > c->bulk_pos) {
+        if (bulk_take(c) < 0) {
+            ems_log_warn("%s: out of memory while writing", c->name);
+            ems_link_conn_close(c, EMS_ENOMEM);
+            return;
+        }
+    } else {
+        return;
+    }
     uv_buf_t buf = uv_buf_init((char *)c->inflight.data, (unsigned)c->inflight.len);
     c->wreq.data = c;
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->pipe, &buf, 1, write_cb);
@@ -745,14 +835,19 @@ static void conn_flush(ems_link_conn_t *c)
 
 size_t ems_link_conn_queued(const ems_link_conn_t *c)
 {
-    return c->pending.len + c->inflight.len;
+    return c->pending.len + c->inflight.len + ems_link_conn_bulk_queued(c);
+}
+
+size_t ems_link_conn_bulk_queued(const ems_link_conn_t *c)
+{
+    return c->bulk.len - c->bulk_pos;
 }
 
 static int conn_room(ems_link_conn_t *c, size_t len)
 {
     if (c->closing || c->failing)
         return EMS_ECLOSED;
-    size_t q = ems_link_conn_queued(c);
+    size_t q = c->pending.len + c->inflight.len;
     if (q > 0 && q + len > c->max_queued)
         return EMS_ENOSPC;
     return 0;
@@ -778,6 +873,37 @@ int ems_link_conn_send_raw(ems_link_conn_t *c, const void *frames, size_t len)
     if (rc < 0)
         return rc;
     rc = ems_link_put_bytes(&c->pending, frames, len);
+    if (rc < 0)
+        return rc;
+    conn_flush(c);
+    return 0;
+}
+
+/* True when `p` holds only whole frames of a sane length. */
+static bool frames_whole(const uint8_t *p, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        if (len - off < EMS_LINK_HEADER)
+            return false;
+        uint32_t flen = rdbe32(p + off);
+        if (flen == 0 || flen > EMS_LINK_FRAME_MAX || flen > len - off - 4)
+            return false;
+        off += 4 + (size_t)flen;
+    }
+    return len > 0;
+}
+
+int ems_link_conn_send_bulk(ems_link_conn_t *c, const void *frames, size_t len)
+{
+    if (c->closing || c->failing)
+        return EMS_ECLOSED;
+    if (!frames_whole(frames, len))
+        return EMS_EINVAL;
+    size_t q = ems_link_conn_bulk_queued(c);
+    if (q > 0 && q + len > c->max_bulk)
+        return EMS_ENOSPC;
+    int rc = ems_link_put_bytes(&c->bulk, frames, len);
     if (rc < 0)
         return rc;
     conn_flush(c);
@@ -961,6 +1087,7 @@ static int conn_new(uv_loop_t *loop, const ems_link_conn_opts_t *o, const ems_li
     c->open_handles = 3;
     ems_link_decoder_init(&c->dec, o ? o->max_frame : 0);
     c->max_queued = (o && o->max_queued) ? o->max_queued : (16u << 20);
+    c->max_bulk = (o && o->max_bulk) ? o->max_bulk : (64u << 20);
     snprintf(c->name, sizeof c->name, "%s", (o && o->name) ? o->name : "link");
     c->cb = *cb;
     c->ud = ud;

@@ -14,8 +14,9 @@
  *      RESULT).
  *   3. A libuv connection (ems_link_conn_t) over a uv_pipe_t that both sides
  *      use: it exchanges HELLO, checks the version, decodes frames, queues
- *      writes with a bound, pauses and resumes reading, and closes once with
- *      one callback. Policy (reconnect with backoff, the gateway's ring of
+ *      writes with a bound in two lanes (urgent frames such as ACK go
+ *      before bulk frames such as query answers), pauses and resumes
+ *      reading, and closes once with one callback. Policy (reconnect with backoff, the gateway's ring of
  *      unacknowledged frames, batching in the DB writer) stays with the
  *      callers.
  *
@@ -106,6 +107,21 @@ typedef enum {
      *   u64 request id, i32 status (0 or a negative EMS_E* code),
      *   then UTF-8 JSON: the result, or {"error": "text"} when status < 0. */
     EMS_LINK_RESULT = 8,
+    /* D: the DB writer's database state, sent right after its HELLO and
+     * again on every change (and every few seconds while commits happen).
+     *   UTF-8 JSON object (docs/protocol.md 5.7):
+     *   {"db": "ok" | "connecting" | "failing", "error": text or null,
+     *    "migrations": "pending" | "done", "storage": ..., "schema_version": n,
+     *    "last_commit_ms": Unix ms or null}.
+     * Only sent to a peer whose HELLO info lists "status" in "accepts". */
+    EMS_LINK_STATUS = 9,
+    /* D: a device's credential changed in the database (token rotated,
+     * revoked, device deleted): drop what is cached for it and re-check its
+     * live connection now.
+     *   the device id (1..EMS_DEVICE_ID_MAX bytes), or an empty payload for
+     *   "every device" (notifications may have been missed).
+     * Only sent to a peer whose HELLO info lists "credentials" in "accepts". */
+    EMS_LINK_CREDENTIALS = 10,
 } ems_link_kind_t;
 
 /* "hello", "telemetry", ...; "unknown" for any other value. */
@@ -160,6 +176,10 @@ int ems_link_put_id_json(ems_link_buf_t *b, ems_link_kind_t kind, uint64_t id,
                          const char *json, size_t len);
 int ems_link_put_result(ems_link_buf_t *b, uint64_t request_id, int32_t status,
                         const char *json, size_t len);
+/* STATUS: a JSON object. CREDENTIALS: a device id, or len 0 for "all";
+ * EMS_EINVAL for an id that is not a valid device id. */
+int ems_link_put_status(ems_link_buf_t *b, const char *json, size_t len);
+int ems_link_put_credentials(ems_link_buf_t *b, const char *device_id, size_t len);
 
 /* TELEMETRY frames, built record by record:
  *
@@ -266,6 +286,11 @@ int ems_link_parse_id_json(const ems_link_frame_t *f, uint64_t *id, const char *
                            size_t *len);
 int ems_link_parse_result(const ems_link_frame_t *f, uint64_t *request_id, int32_t *status,
                           const char **json, size_t *len);
+/* STATUS: the JSON text (not checked here). */
+int ems_link_parse_status(const ems_link_frame_t *f, const char **json, size_t *len);
+/* CREDENTIALS: copies the device id into `id` (EMS_DEVICE_ID_MAX + 1
+ * bytes), "" for "every device"; EMS_EPROTO for an invalid id. */
+int ems_link_parse_credentials(const ems_link_frame_t *f, char *id);
 
 /* Reads a TELEMETRY frame record by record:
  *
@@ -303,7 +328,8 @@ typedef struct {
     /* One frame other than HELLO and ERROR (those are handled inside). The
      * frame's memory is valid only during the call. */
     void (*on_frame)(ems_link_conn_t *c, void *ud, const ems_link_frame_t *f);
-    /* Optional: the write queue became empty (after being non-empty). */
+    /* Optional: a write finished and the urgent lane is empty (the bulk
+     * lane may still hold frames; they follow after this returns). */
     void (*on_drain)(ems_link_conn_t *c, void *ud);
     /* Called exactly once, after the socket is closed, for every connection
      * that was created successfully, whatever the reason: `status` is 0 for a
@@ -319,6 +345,7 @@ typedef struct {
     const char *hello_info;  /* JSON object sent in our HELLO; copied; may be NULL */
     size_t max_frame;        /* 0: EMS_LINK_FRAME_MAX */
     size_t max_queued;       /* write queue bound in bytes; 0: 16 MiB */
+    size_t max_bulk;         /* bulk lane bound in bytes; 0: 64 MiB */
 } ems_link_conn_opts_t;
 
 /* Starts connecting to the Unix socket at `path`. On success *out is the new
@@ -339,18 +366,30 @@ int ems_link_conn_accept(uv_stream_t *server, const ems_link_conn_opts_t *o,
  * listens. `server` must be uv_pipe_init'ed by the caller, who closes it. */
 int ems_link_listen(uv_pipe_t *server, const char *path, uv_connection_cb cb);
 
-/* Queues one frame of `kind` with `payload` (copied). Returns 0, EMS_ECLOSED
- * (closing), EMS_EMSGSIZE, EMS_ENOMEM, or EMS_ENOSPC when the queue already
- * holds max_queued bytes (nothing is queued then; the caller decides whether
- * to drop, wait for on_drain, or close). */
+/* Queues one frame of `kind` with `payload` (copied) in the urgent lane.
+ * Returns 0, EMS_ECLOSED (closing), EMS_EMSGSIZE, EMS_ENOMEM, or EMS_ENOSPC
+ * when the urgent lane already holds max_queued bytes (nothing is queued
+ * then; the caller decides whether to drop, wait for on_drain, or close). */
 int ems_link_conn_send(ems_link_conn_t *c, ems_link_kind_t kind, const void *payload,
                        size_t len);
 /* Queues bytes that already hold one or more complete frames (e.g. built
  * with the put helpers, or a frame kept in the gateway's resend ring). Same
  * returns. */
 int ems_link_conn_send_raw(ems_link_conn_t *c, const void *frames, size_t len);
-/* Bytes queued and not yet written to the socket. */
+/* Queues whole frames (e.g. a RESULT) in the bulk lane. The connection
+ * has two write lanes: frames sent with ems_link_conn_send/send_raw (the
+ * urgent lane: HELLO, ACK, REJECT, STATUS, ...) always go out before any
+ * bulk frame that has not started yet, and the bulk lane is written one
+ * slice of whole frames (about 256 KiB, or one larger frame) at a time, so
+ * an ACK queued behind megabytes of history answers waits for at most one
+ * slice. Returns 0, EMS_ECLOSED, EMS_EINVAL (not whole frames), EMS_ENOMEM,
+ * or EMS_ENOSPC when the bulk lane already holds max_bulk bytes (nothing is
+ * queued; the caller answers with something small instead). */
+int ems_link_conn_send_bulk(ems_link_conn_t *c, const void *frames, size_t len);
+/* Bytes queued and not yet written to the socket (both lanes). */
 size_t ems_link_conn_queued(const ems_link_conn_t *c);
+/* Bytes waiting in the bulk lane. */
+size_t ems_link_conn_bulk_queued(const ems_link_conn_t *c);
 
 /* Stops taking frames out of the socket (backpressure); frames already
  * decoded stay buffered. resume delivers them (from the loop, not from inside

@@ -61,7 +61,50 @@ int ems_log_level_parse(const char *s, ems_log_level_t *out)
     return EMS_EINVAL;
 }
 
+static void ems_log__v(ems_log_level_t level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
 void ems_log(ems_log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ems_log__v(level, fmt, ap);
+    va_end(ap);
+}
+
+void ems_log_limit_flush(ems_log_limit_t *l, int64_t now_ms)
+{
+    if (!l->started || now_ms - l->start_ms < l->interval_ms)
+        return;
+    if (l->suppressed > 0)
+        ems_log(l->level, "%s: and %llu more in the last %lld s", l->what ? l->what : "repeated",
+                (unsigned long long)l->suppressed,
+                (long long)((now_ms - l->start_ms + 999) / 1000));
+    l->started = false;
+    l->suppressed = 0;
+}
+
+bool ems_log_limited(ems_log_limit_t *l, int64_t now_ms, ems_log_level_t level, const char *fmt,
+                     ...)
+{
+    ems_log_limit_flush(l, now_ms);
+    if (l->started) {
+        l->suppressed++;
+        return false;
+    }
+    l->started = true;
+    l->start_ms = now_ms;
+    l->level = level;
+    if (l->interval_ms <= 0)
+        l->interval_ms = 10000;
+    va_list ap;
+    va_start(ap, fmt);
+    ems_log__v(level, fmt, ap);
+    va_end(ap);
+    return true;
+}
+
+static void ems_log__v(ems_log_level_t level, const char *fmt, va_list ap)
 {
     if (level > ems_log__cfg.level)
         return;
@@ -79,10 +122,7 @@ void ems_log(ems_log_level_t level, const char *fmt, ...)
     n += (size_t)snprintf(line + n, sizeof line - n, "%s %s: ", ems_log__cfg.ident,
                           tag[level & 7]);
     if (n < sizeof line) {
-        va_list ap;
-        va_start(ap, fmt);
         int m = vsnprintf(line + n, sizeof line - n, fmt, ap);
-        va_end(ap);
         if (m > 0)
             n += (size_t)m;
     }

@@ -13,6 +13,9 @@
 #ifndef EMS_LOG_H
 #define EMS_LOG_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 typedef enum {
     EMS_LOG_ERROR = 3,
     EMS_LOG_WARN = 4,
@@ -31,6 +34,32 @@ int ems_log_level_parse(const char *s, ems_log_level_t *out);
 
 void ems_log(ems_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* A repeated warning, logged once and then summarised: the first line of
+ * an interval is written, the rest are counted, and the next line (or
+ * ems_log_limit_flush once the interval is over) says
+ *   "WHAT: and 1999 more in the last 10 s".
+ * An attacker who sends 2,000 bad requests then costs two log lines, not
+ * 2,000. The caller owns the struct (zero-initialised, `what` a string
+ * literal, `interval_ms` > 0) and passes monotonic milliseconds. */
+typedef struct {
+    const char *what;      /* names the kind of line in the summary */
+    int64_t interval_ms;
+    int64_t start_ms;      /* start of the current interval */
+    uint64_t suppressed;   /* lines dropped in it */
+    ems_log_level_t level; /* of the summary line */
+    bool started;
+} ems_log_limit_t;
+
+/* Logs like ems_log if this is the first line of the interval (after a
+ * summary of the previous interval's dropped lines, if any); otherwise only
+ * counts it. Returns true if the line was written. */
+bool ems_log_limited(ems_log_limit_t *l, int64_t now_ms, ems_log_level_t level, const char *fmt,
+                     ...) __attribute__((format(printf, 4, 5)));
+
+/* Writes the summary of an interval that is over (call it now and then, e.g.
+ * from a 1 s timer, so a burst that stopped is still reported). */
+void ems_log_limit_flush(ems_log_limit_t *l, int64_t now_ms);
 
 #define ems_log_error(...) ems_log(EMS_LOG_ERROR, __VA_ARGS__)
 #define ems_log_warn(...) ems_log(EMS_LOG_WARN, __VA_ARGS__)

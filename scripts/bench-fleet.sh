@@ -23,7 +23,8 @@
 # usage: scripts/bench-fleet.sh [--devices N] [--gateways G] [--per-proc M]
 #            [--rate R] [--warmup S] [--window S] [--drain S] [--tls]
 #            [--reuseport] [--no-dashboards] [--perf] [--nice N]
-#            [--dbwriter-args "ARGS"] [--gateway-args "ARGS"] [--build DIR] [--results FILE] [--keep]
+#            [--dbwriter-args "ARGS"] [--gateway-args "ARGS"] [--attack "ARGS"]
+#            [--build DIR] [--results FILE] [--keep]
 #   --devices N      simulated devices (default 2000)
 #   --gateways G     gateway processes (default: 1, or enough for 15,000
 #                    connections each)
@@ -45,6 +46,13 @@
 #   --dbwriter-args  extra flags for ems-dbwriter (e.g. "--batch-rows 5000")
 #   --gateway-args   extra flags for every ems-gateway (e.g.
 #                    "--dashboard_send_queue=16777216")
+#   --attack "ARGS"  during warm-up and window, abusive clients hit the first
+#                    gateway (test/bench/attack.py: slow TLS clients,
+#                    pipelining clients that never read, wrong-password login
+#                    bursts, and a legitimate login every 2 s); ARGS go to
+#                    attack.py ("" for its defaults: 1000 / 60 / 200). The
+#                    report adds what the attackers achieved and the
+#                    legitimate login's latency.
 #   --perf           perf record (DWARF call graphs, 199 Hz, at most 20 s) the
 #                    first gateway during the window; prints the top symbols
 #   --build DIR      where ems-gateway, ems-dbwriter, emsctl, bench/bench_fleet
@@ -58,6 +66,7 @@ PY=/usr/bin/python3
 
 DEVICES=2000 GATEWAYS=0 PER_PROC=10000 RATE=1000 WARMUP=5 WINDOW=60 DRAIN=30
 TLS=0 REUSEPORT=0 DASH=1 PERF=0 BUILD=build RESULTS="" KEEP=0 NICE="" DBW_ARGS="" GW_ARGS=""
+ATTACK=0 ATTACK_ARGS=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --devices) DEVICES=$2; shift ;;
@@ -74,6 +83,7 @@ while [ $# -gt 0 ]; do
     --nice) NICE=$2; shift ;;
     --dbwriter-args) DBW_ARGS=$2; shift ;;
     --gateway-args) GW_ARGS=$2; shift ;;
+    --attack) ATTACK=1 ATTACK_ARGS=$2; shift ;;
     --build) BUILD=$2; shift ;;
     --results) RESULTS=$2; shift ;;
     --keep) KEEP=1 ;;
@@ -92,14 +102,14 @@ BUILD=$(cd "$BUILD" && pwd)
 FLEET=$BUILD/bench/bench_fleet
 
 T=$(mktemp -d /tmp/ems-bench.XXXXXX)
-PIDS_GW=() PIDS_GEN=() PIDS_DASH=() PID_DBW="" PID_PERF=""
+PIDS_GW=() PIDS_GEN=() PIDS_DASH=() PID_DBW="" PID_PERF="" PID_ATTACK=""
 log() { echo "bench-fleet: $*" >&2; }
 
 cleanup() {
     set +e
-    for p in "${PIDS_GEN[@]}" "${PIDS_DASH[@]}" $PID_PERF; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${PIDS_GEN[@]}" "${PIDS_DASH[@]}" $PID_PERF $PID_ATTACK; do kill -TERM "$p" 2>/dev/null; done
     for p in "${PIDS_GW[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${PIDS_GEN[@]}" "${PIDS_DASH[@]}" "${PIDS_GW[@]}" $PID_PERF; do
+    for p in "${PIDS_GEN[@]}" "${PIDS_DASH[@]}" "${PIDS_GW[@]}" $PID_PERF $PID_ATTACK; do
         for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$p" 2>/dev/null
     done
@@ -312,6 +322,16 @@ log "$DEVICES devices connected in $RAMP_S s ($NPROC generator process(es))"
 for p in "${PIDS_GEN[@]}" "${PIDS_DASH[@]}"; do kill -USR1 "$p"; done
 t_start=$(date +%s.%N)
 log "sending: warm-up $WARMUP s, window $WINDOW s"
+if [ "$ATTACK" = 1 ]; then
+    # shellcheck disable=SC2086
+    $PY "$ROOT/test/bench/attack.py" --port "${PORTS[0]}" --user bench --password "$PASS" \
+        $([ "$TLS" = 1 ] && echo "--ca $T/certs/ca.crt" || echo --plain) \
+        --duration "$($PY -c "print($WARMUP + $WINDOW)")" --out "$T/attack.json" $ATTACK_ARGS \
+        >"$T/attack.log" 2>&1 &
+    PID_ATTACK=$!
+    renice_all $PID_ATTACK
+    log "attack started (pid $PID_ATTACK): $ATTACK_ARGS"
+fi
 # Samples inside the window on both sides (0.4 s after its start, ~1.5 s
 # before its end) (a generator exits soon
 # after its window when the acks come quickly); rates use the real interval.
@@ -333,6 +353,10 @@ done
 for p in "${PIDS_DASH[@]}"; do
     for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
 done
+if [ -n "$PID_ATTACK" ]; then
+    for _ in $(seq 300); do kill -0 "$PID_ATTACK" 2>/dev/null || break; sleep 0.1; done
+    PID_ATTACK=""
+fi
 # Everything acked is committed; give the writer a moment for anything in
 # flight that was not acked (its rows would show up as rows > acked).
 sleep 1
@@ -369,7 +393,7 @@ if [ "$PERF" = 1 ] && [ -s "$T/perf.data" ]; then
 fi
 
 # ------------------------------------------------------------ report
-CMD="scripts/bench-fleet.sh --devices $DEVICES --gateways $GATEWAYS --per-proc $PER_PROC --rate $RATE --warmup $WARMUP --window $WINDOW --drain $DRAIN$([ "$TLS" = 1 ] && echo ' --tls')$([ "$REUSEPORT" = 1 ] && echo ' --reuseport')$([ "$DASH" = 0 ] && echo ' --no-dashboards')$([ -n "$NICE" ] && echo " --nice $NICE")$([ -n "$DBW_ARGS" ] && echo " --dbwriter-args \"$DBW_ARGS\"")$([ -n "$GW_ARGS" ] && echo " --gateway-args \"$GW_ARGS\"")"
+CMD="scripts/bench-fleet.sh --devices $DEVICES --gateways $GATEWAYS --per-proc $PER_PROC --rate $RATE --warmup $WARMUP --window $WINDOW --drain $DRAIN$([ "$TLS" = 1 ] && echo ' --tls')$([ "$REUSEPORT" = 1 ] && echo ' --reuseport')$([ "$DASH" = 0 ] && echo ' --no-dashboards')$([ -n "$NICE" ] && echo " --nice $NICE")$([ -n "$DBW_ARGS" ] && echo " --dbwriter-args \"$DBW_ARGS\"")$([ -n "$GW_ARGS" ] && echo " --gateway-args \"$GW_ARGS\"")$([ "$ATTACK" = 1 ] && echo " --attack \"$ATTACK_ARGS\"")"
 $PY - "$T" "$DEVICES" "$GATEWAYS" "$NPROC" "$WINDOW" "$RAMP_S" "$PROV_S" "$TLS" "$CMD" "$RESULTS" "$LOAD0" <<'EOF'
 import glob, json, os, sys
 T, N, G, K, W, ramp, prov, tls, cmd, results, load0 = sys.argv[1:12]
@@ -442,6 +466,10 @@ r = {
     "loadavg_before": load0, "mem": mem,
     "cmd": cmd,
 }
+if os.path.exists(T + "/attack.json"):
+    r["attack"] = json.load(open(T + "/attack.json"))
+elif os.path.exists(T + "/attack.log"):
+    r["attack"] = {"error": open(T + "/attack.log").read()[-2000:]}
 print(json.dumps(r, indent=1))
 if results:
     with open(results, "a") as f:
@@ -457,6 +485,9 @@ print(f"| {N} | {G} | {'yes' if r['tls'] else 'no'} | {r['rate_window_per_s']} |
       f"{cpu['gw']} / {cpu['dbw']} / {cpu['pg']} / {round(cpu['gen'] + cpu['dash'], 1)} / {others} | "
       f"{mem['gw']['rss_mb']} / {mem['dbw']['rss_mb']}, {mem['pg']['pss_mb']} |")
 print()
+if "attack" in r:
+    print()
+    print("attack:", json.dumps(r["attack"], sort_keys=True))
 print("every packet committed and acked:", "YES" if ok else "NO")
 EOF
 echo

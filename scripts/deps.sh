@@ -15,6 +15,9 @@ PACKAGES=(
     libuv1-dev libwslay-dev libmbedtls-dev libjansson-dev libpq-dev
     libgpiod-dev libhttp-parser-dev libsqlite3-dev
     postgresql-15 postgresql-client-15
+    # test/suites/40-dbwriter-tsdb-emu.py builds an emulated timescaledb
+    # extension (test/lib/tsdb-emu) against the server's headers.
+    postgresql-server-dev-15
     python3-jsonschema python3-websockets
     openssl ca-certificates curl iproute2 procps psmisc
     nodejs chromium

@@ -33,18 +33,26 @@ static const char SQL_INSERT[] =
     "WITH ins AS (" INS_COLUMNS " RETURNING 1)"
     " SELECT count(*) AS inserted FROM ins";
 
-/* Plain PostgreSQL: the rollup (ems_rollup_step, 0002_telemetry.pg.sql)
+/* Plain PostgreSQL: the rollup (ems_rollup_step, cloud/db/0003_rollup_queue.pg.sql)
  * covers every bucket before its watermark. A row that lands behind the
- * watermark (backfill, a late packet) marks its bucket dirty, in the same
- * statement, so the next step recomputes it. Live rows are ahead of the
- * watermark: for them this costs one comparison. */
+ * rollup's mark (backfill, a late packet) queues its (device, minute), in
+ * the same statement and so in the same transaction as the row, and a
+ * later step recomputes that bucket. Live rows are ahead of the mark: for
+ * them this costs one comparison. The queue has no unique key, so this
+ * never waits for a rollup step running on another connection. */
 static const char SQL_INSERT_ROLLUP[] =
     "WITH ins AS (" INS_COLUMNS " RETURNING device_id, ts),"
-    " late AS (INSERT INTO ems_rollup_dirty"
+    " late AS (INSERT INTO ems_rollup_queue (device_id, bucket)"
     " SELECT DISTINCT device_id, date_bin('1 minute', ts, TIMESTAMPTZ '1970-01-01 00:00:00+00')"
-    " FROM ins WHERE ts < (SELECT watermark FROM ems_rollup_state)"
-    " ON CONFLICT DO NOTHING)"
+    " FROM ins WHERE ts < (SELECT mark FROM ems_rollup_state))"
     " SELECT count(*) AS inserted FROM ins";
+
+/* Plain PostgreSQL: the first statement of every inserting transaction.
+ * The rollup step waits for the holders of this shared lock before it
+ * sweeps minutes, so no insert that read an older mark is still in flight
+ * when the sweep takes its snapshot (ems_rollup_barrier_key in 0003). It
+ * is its own statement so that the INSERT's snapshot is taken after it. */
+static const char SQL_BARRIER[] = "SELECT pg_advisory_xact_lock_shared(7236577003)";
 
 static const char SQL_EVENT[] = "SELECT ems_event($1::jsonb)";
 
@@ -376,13 +384,17 @@ static void cols_add(ems_ingest_t *g, const row_t *r)
     ems_ingest_cols_add(g->cols, &r->t, r->received_ms);
 }
 
-/* Sends the INSERT for the rows in the column arrays. */
+/* Sends the INSERT for the rows in the column arrays (in plain PostgreSQL
+ * mode after the rollup barrier, SQL_BARRIER; each call starts the rows of
+ * one transaction). */
 static int send_insert(ems_ingest_t *g, PGconn *conn)
 {
     const char *vals[NCOLS];
     int lens[NCOLS], fmts[NCOLS];
     if (ems_ingest_cols_params(g->cols, vals, lens, fmts) < 0)
         return EMS_ENOMEM;
+    if (g->rollup && PQsendQueryParams(conn, SQL_BARRIER, 0, NULL, NULL, NULL, NULL, 0) != 1)
+        return EMS_EDB;
     return PQsendQueryPrepared(conn, "ems_ins", NCOLS, vals, lens, fmts, 0) == 1 ? 0 : EMS_EDB;
 }
 

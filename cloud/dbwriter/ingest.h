@@ -5,10 +5,13 @@
  * at a time is cut from its head (by size, `batch_rows`, or by age,
  * `batch_ms`) and written in one round trip: a pipeline holding
  *
+ *     SELECT pg_advisory_xact_lock_shared(...)   (plain PostgreSQL mode only:
+ *       the barrier the rollup step waits on, cloud/db/0003_rollup_queue.pg.sql)
  *     INSERT INTO telemetry ... SELECT FROM unnest($1..$20) ON CONFLICT DO NOTHING
  *       (binary array parameters, one per column; in plain PostgreSQL mode
- *        the same statement marks rows that arrive behind the rollup's
- *        watermark, so ems_rollup_step recomputes their buckets)
+ *        the same statement queues the (device, minute) of rows that arrive
+ *        behind the rollup's mark, so a later ems_rollup_step recomputes
+ *        those buckets)
  *     SELECT ems_event($1) for each event
  *     Sync  (the implicit transaction commits here)
  *

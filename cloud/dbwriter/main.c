@@ -10,14 +10,17 @@
  * write and acknowledge what is held (bounded by --shutdown-timeout), close.
  */
 #include "error.h"
+#include "health.h"
 #include "ingest.h"
 #include "link.h"
 #include "log.h"
 #include "migrate.h"
 #include "pg.h"
 #include "query.h"
+#include "timefmt.h"
 
 #include <getopt.h>
+#include <jansson.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,12 +37,24 @@ typedef struct {
     ems_storage_t storage;
     unsigned batch_rows, batch_ms, queue_rows;
     unsigned retention_days, rollup_retention_days;
-    unsigned rollup_interval_ms;
+    unsigned rollup_interval_ms, rollup_max_buckets;
+    unsigned tsdb_jobs_check_ms;
     unsigned shutdown_timeout_ms;
     bool migrate_only;
+    bool health; /* --health: ask the running writer, print, exit */
 } config_t;
 
 typedef struct app app_t;
+
+/* The rollup steps (plain PostgreSQL), for the stats. */
+typedef struct {
+    uint64_t steps, failures;
+    uint64_t started, ms_last, ms_max;
+    uint64_t swept_last, recomputed_last, recomputed_max, recomputed_total;
+    bool more;    /* the last step said work is left */
+    bool backlog; /* steps run back to back */
+    uint64_t backlog_steps;
+} rollup_stats_t;
 
 /* One gateway connection. Queries hold a reference, so an answer that
  * arrives after the connection closed finds the struct and drops itself. */
@@ -53,7 +68,15 @@ typedef struct link {
     bool durable;     /* has sent TELEMETRY or EVENT: subject to backpressure */
     bool ack_pending; /* an ACK could not be queued; sent on drain */
     uint64_t ack_seq;
+    /* What the peer's HELLO "accepts" (an older gateway gets neither, so it
+     * never sees a frame kind it does not know). */
+    bool wants_status, wants_credentials;
 } link_t;
+
+/* The writing connection's state as the gateways and --health see it
+ * (STATUS frames, docs/protocol.md 5.7): health means "can commit". */
+typedef enum { DB_CONNECTING, DB_OK, DB_FAILING } db_state_t;
+static const char *const DB_STATE_NAMES[] = {"connecting", "ok", "failing"};
 
 struct app {
     uv_loop_t *loop;
@@ -66,6 +89,16 @@ struct app {
     uv_timer_t shutdown_timer; /* bounds the final drain */
     uv_timer_t rollup_timer;   /* plain PostgreSQL: ems_rollup_step */
     ems_pg_t *pg_ingest, *pg_query;
+    ems_pg_t *pg_listen;       /* LISTEN ems_device_auth (0004_device_auth_notify.sql) */
+    ems_pg_req_t listen_req;
+    uv_timer_t status_timer;   /* commit tracking and STATUS refresh, every second */
+    db_state_t db_state;
+    char db_error[256];        /* why it is failing ("" when ok) */
+    bool commits_failing;      /* batches fail while the connection is up */
+    int64_t last_commit_ms;    /* wall clock of the last commit seen, 0 if none */
+    uint64_t seen_batches, seen_failures;
+    char *status_sent;         /* the last STATUS broadcast (JSON), to send changes only */
+    int64_t status_sent_mono;
     ems_ingest_t *ingest;
     ems_query_t *query;
     link_t *links;
@@ -82,11 +115,134 @@ struct app {
     unsigned maint_ticks;
     ems_pg_req_t rollup_req;
     bool rollup_busy;
+    rollup_stats_t rollup;
     char maint_sql[512];
     ems_ingest_stats_t last_logged;
+    ems_pg_t *pg_maint;        /* rollup steps, partitions and retention, TimescaleDB job checks */
+    uv_timer_t jobs_timer;     /* TimescaleDB: job_stats every --tsdb-jobs-check-ms */
+    ems_pg_req_t jobs_req;
+    bool jobs_busy, jobs_error_logged;
+    json_t *tsdb_jobs;         /* the last job_stats read (array), NULL before */
+    long long tsdb_job_failures, tsdb_jobs_failing;
+    unsigned mig_interrupts;   /* migrations cut by a lost connection (logged sparingly) */
+    uint64_t mig_logged_ms;
 };
 
 /* ------------------------------------------------------------------ links */
+
+/* The STATUS JSON of now. Caller frees. */
+static char *status_json(app_t *a)
+{
+    db_state_t st = a->db_state;
+    const char *err = a->db_error[0] ? a->db_error : NULL;
+    bool refusing = st == DB_OK && a->commits_failing; /* connected, batches fail */
+    if (refusing) {
+        st = DB_FAILING;
+        err = "batches fail to commit (the DB writer's log says why)";
+    }
+    json_t *o = json_pack("{sssosssssssisI}", "db", DB_STATE_NAMES[st], "error",
+                          st == DB_OK || !err ? json_null() : json_string(err), "commits",
+                          refusing ? "failing" : "ok", "migrations",
+                          a->migrated ? "done" : "pending", "storage",
+                          a->migrated ? ems_storage_name(a->storage) : "unknown", "schema_version",
+                          a->schema_version, "last_commit_ms", (json_int_t)a->last_commit_ms);
+    if (o && a->last_commit_ms == 0)
+        json_object_set_new(o, "last_commit_ms", json_null());
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return s;
+}
+
+/* Queues a STATUS or CREDENTIALS frame in the urgent lane; a gateway that
+ * does not read gets it with the next change (STATUS) or its periodic
+ * re-check (CREDENTIALS). */
+static void link_send_frame(link_t *l, const ems_link_buf_t *b, const char *what)
+{
+    if (l->closed || !b->len)
+        return;
+    if (ems_link_conn_send_raw(l->conn, b->data, b->len) < 0)
+        ems_log_debug("link: could not queue %s (send queue full)", what);
+}
+
+static void link_send_status(link_t *l, const char *json)
+{
+    if (!l->wants_status)
+        return;
+    ems_link_buf_t b = {0};
+    if (ems_link_put_status(&b, json, strlen(json)) == 0)
+        link_send_frame(l, &b, "STATUS");
+    ems_link_buf_free(&b);
+}
+
+/* True when two STATUS texts differ in more than last_commit_ms. */
+static bool status_changed(const char *x, const char *y)
+{
+    json_t *a = json_loads(x, 0, NULL), *b = json_loads(y, 0, NULL);
+    json_object_del(a, "last_commit_ms");
+    json_object_del(b, "last_commit_ms");
+    bool changed = !json_equal(a, b);
+    json_decref(a);
+    json_decref(b);
+    return changed;
+}
+
+/* Sends STATUS to every gateway that asked for it: at once when the state
+ * changed, and every 5 s while only the time of the last commit moves. */
+static void status_broadcast(app_t *a)
+{
+    char *s = status_json(a);
+    if (!s)
+        return;
+    int64_t mono = ems_time_mono_ms();
+    bool changed = !a->status_sent || status_changed(s, a->status_sent);
+    if (!changed && (!strcmp(s, a->status_sent) || mono - a->status_sent_mono < 5000)) {
+        free(s);
+        return;
+    }
+    if (changed) {
+        json_t *o = json_loads(s, 0, NULL);
+        const char *err = json_string_value(json_object_get(o, "error"));
+        ems_log_info("database state: %s, migrations %s%s%s",
+                     json_string_value(json_object_get(o, "db")),
+                     a->migrated ? "done" : "pending", err ? ": " : "", err ? err : "");
+        json_decref(o);
+    }
+    for (link_t *l = a->links; l; l = l->next)
+        link_send_status(l, s);
+    free(a->status_sent);
+    a->status_sent = s;
+    a->status_sent_mono = mono;
+}
+
+/* A device's credential changed ("" = every device's may have). */
+static void links_credentials(app_t *a, const char *id)
+{
+    ems_link_buf_t b = {0};
+    if (ems_link_put_credentials(&b, id, strlen(id)) == 0)
+        for (link_t *l = a->links; l; l = l->next)
+            if (l->wants_credentials)
+                link_send_frame(l, &b, "CREDENTIALS");
+    ems_link_buf_free(&b);
+}
+
+/* Every second: a commit since the last look moves last_commit_ms; failed
+ * attempts and no commit mean the database takes no rows although the
+ * connection is up (a full disk, a revoked privilege). */
+static void status_cb(uv_timer_t *t)
+{
+    app_t *a = t->data;
+    ems_ingest_stats_t s;
+    ems_ingest_stats(a->ingest, &s);
+    if (s.batches != a->seen_batches) {
+        a->last_commit_ms = ems_time_now_ms();
+        a->commits_failing = false;
+    } else if (s.batch_failures != a->seen_failures && s.queue_rows > 0) {
+        a->commits_failing = true;
+    }
+    a->seen_batches = s.batches;
+    a->seen_failures = s.batch_failures;
+    status_broadcast(a);
+}
 
 static void link_unref(link_t *l)
 {
@@ -151,6 +307,11 @@ static void on_space(void *ud)
     }
 }
 
+/* Answers go to the link's bulk lane, behind every ACK: acknowledgements
+ * must not wait behind megabytes of history. An answer is never dropped in
+ * silence: when the bulk lane is full (the gateway reads too slowly) a
+ * short error answer goes in the urgent lane instead, so the gateway can
+ * say "try again" at once rather than time out. */
 static void on_query_done(void *ud, uint64_t id, int status, const char *json, size_t len)
 {
     link_t *l = ud;
@@ -162,11 +323,42 @@ static void on_query_done(void *ud, uint64_t id, int status, const char *json, s
             ems_link_buf_reset(&b);
             rc = ems_link_put_result(&b, id, EMS_EMSGSIZE, big, sizeof big - 1);
         }
-        if (rc == 0 && ems_link_conn_send_raw(l->conn, b.data, b.len) < 0)
-            ems_log_warn("link: could not queue the result of query %llu", (unsigned long long)id);
+        if (rc == 0)
+            rc = ems_link_conn_send_bulk(l->conn, b.data, b.len);
+        if (rc == EMS_ENOSPC || rc == EMS_ENOMEM) {
+            static const char full[] =
+                "{\"error\":\"the DB writer's answer queue for this gateway is full; try again\"}";
+            ems_link_buf_reset(&b);
+            ems_log_warn("link: answer queue full (%zu bytes); query %llu answered with an error",
+                         ems_link_conn_bulk_queued(l->conn), (unsigned long long)id);
+            rc = ems_link_put_result(&b, id, EMS_EAGAIN, full, sizeof full - 1);
+            if (rc == 0)
+                rc = ems_link_conn_send_raw(l->conn, b.data, b.len);
+        }
+        if (rc < 0 && rc != EMS_ECLOSED)
+            ems_log_warn("link: could not queue the result of query %llu (%s); the gateway's "
+                         "timeout answers it",
+                         (unsigned long long)id, ems_strerror(rc));
         ems_link_buf_free(&b);
     }
     link_unref(l);
+}
+
+/* Reads "accepts" from the peer's HELLO info. */
+static void link_parse_accepts(link_t *l, const char *info, size_t n)
+{
+    json_t *o = json_loadb(info, n, 0, NULL);
+    json_t *acc = json_object_get(o, "accepts"), *v;
+    size_t i;
+    json_array_foreach(acc, i, v)
+    {
+        const char *s = json_string_value(v);
+        if (s && !strcmp(s, "status"))
+            l->wants_status = true;
+        else if (s && !strcmp(s, "credentials"))
+            l->wants_credentials = true;
+    }
+    json_decref(o);
 }
 
 static void link_ready(ems_link_conn_t *c, void *ud, const char *info, size_t n)
@@ -174,7 +366,13 @@ static void link_ready(ems_link_conn_t *c, void *ud, const char *info, size_t n)
     (void)c;
     link_t *l = ud;
     ems_log_info("link: gateway connected (%.*s)", (int)(n > 200 ? 200 : n), info);
-    (void)l;
+    link_parse_accepts(l, info, n);
+    if (l->wants_status) {
+        char *s = status_json(l->app);
+        if (s)
+            link_send_status(l, s);
+        free(s);
+    }
 }
 
 static void link_frame(ems_link_conn_t *c, void *ud, const ems_link_frame_t *f)
@@ -294,6 +492,8 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* ------------------------------------------------------------------ stats */
 
+static char *stats_append_maint(app_t *a, char *out);
+
 static char *stats_json(void *ud)
 {
     app_t *a = ud;
@@ -322,10 +522,15 @@ static char *stats_json(void *ud)
              (unsigned long long)ems_pg_reconnects(a->pg_ingest),
              a->migrated ? ems_storage_name(a->storage) : "unknown", a->schema_version, a->nlinks,
              ems_query_inflight(a->query));
-    return out;
+    return stats_append_maint(a, out);
 }
 
 /* ------------------------------------------------------------------ maintenance */
+
+/* Maintenance runs on its own connection (pg_maint), never on the writing
+ * one: a rollup step or a retention run that takes long must not hold back
+ * a single commit (a backfill of old minutes once made one rollup step run
+ * for minutes, and no device got an ACK meanwhile). */
 
 static int maint_send(ems_pg_req_t *r, PGconn *conn)
 {
@@ -344,7 +549,7 @@ static void maint_done(ems_pg_req_t *r, int status)
 /* Every minute: one line of counters when something happened. Every hour
  * (and at start), plain PostgreSQL mode only: partitions two days ahead
  * (so no insert waits for DDL) and retention. TimescaleDB does both with
- * its own policies. */
+ * its own policies (their failures are watched by jobs_cb). */
 static void maint_cb(uv_timer_t *t)
 {
     app_t *a = t->data;
@@ -368,39 +573,275 @@ static void maint_cb(uv_timer_t *t)
     a->maint_req.on_done = maint_done;
     a->maint_req.on_result = NULL;
     a->maint_req.data = a;
-    if (ems_pg_submit(a->pg_ingest, &a->maint_req) == 0)
+    if (ems_pg_submit(a->pg_maint, &a->maint_req) == 0)
         a->maint_busy = true;
 }
 
-/* Plain PostgreSQL mode: the rollup step (0002_telemetry.pg.sql) moves the
- * watermark over the minutes that closed and recomputes dirty buckets. It
- * runs on the writing connection, between batches, so it never races the
- * writer's own inserts. */
+/* Plain PostgreSQL mode: the rollup step (cloud/db/0003_rollup_queue.pg.sql)
+ * sweeps the minutes that closed and recomputes queued late buckets, a
+ * bounded amount per step. It runs on pg_maint; the inserts on pg_ingest
+ * queue late rows in their own transactions and take the shared barrier
+ * lock the step waits on, so no late row is missed. While a step reports
+ * that work is left (`more`), the next one follows at once. */
+#define ROLLUP_BACKLOG_PAUSE_MS 20
+
 static int rollup_send(ems_pg_req_t *r, PGconn *conn)
 {
-    (void)r;
-    return PQsendQuery(conn, "SELECT ems_rollup_step()") == 1 ? 0 : EMS_EDB;
+    app_t *a = r->data;
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "SELECT swept, recomputed, more FROM ems_rollup_step(interval '30 seconds', %u)",
+             a->cfg.rollup_max_buckets);
+    return PQsendQuery(conn, sql) == 1 ? 0 : EMS_EDB;
 }
+
+static void rollup_result(ems_pg_req_t *r, const PGresult *res)
+{
+    app_t *a = r->data;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQnfields(res) != 3)
+        return;
+    a->rollup.swept_last = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    a->rollup.recomputed_last = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+    a->rollup.more = PQgetvalue(res, 0, 2)[0] == 't';
+}
+
+static void rollup_cb(uv_timer_t *t);
 
 static void rollup_done(ems_pg_req_t *r, int status)
 {
     app_t *a = r->data;
+    rollup_stats_t *st = &a->rollup;
     a->rollup_busy = false;
-    if (status == EMS_EDB)
-        ems_log_warn("rollup step failed: %s", r->error);
+    uint64_t ms = uv_now(a->loop) - st->started;
+    if (status == 0) {
+        st->steps++;
+        st->ms_last = ms;
+        if (ms > st->ms_max)
+            st->ms_max = ms;
+        st->recomputed_total += st->recomputed_last;
+        if (st->recomputed_last > st->recomputed_max)
+            st->recomputed_max = st->recomputed_last;
+        if (st->more && !st->backlog) {
+            st->backlog = true;
+            st->backlog_steps = 0;
+            ems_log_info("rollup: backlog (a step recomputes at most %u late buckets); running "
+                         "steps back to back until it is done",
+                         a->cfg.rollup_max_buckets);
+        } else if (!st->more && st->backlog) {
+            st->backlog = false;
+            ems_log_info("rollup: backlog done after %llu steps",
+                         (unsigned long long)st->backlog_steps);
+        }
+        st->backlog_steps++;
+    } else {
+        st->failures++;
+        st->more = false;
+        if (status == EMS_EDB)
+            ems_log_warn("rollup step failed: %s", r->error);
+    }
+    if (!a->stopping && a->migrated)
+        uv_timer_start(&a->rollup_timer, rollup_cb,
+                       st->more ? ROLLUP_BACKLOG_PAUSE_MS : a->cfg.rollup_interval_ms, 0);
 }
 
 static void rollup_cb(uv_timer_t *t)
 {
     app_t *a = t->data;
-    if (a->rollup_busy || !a->migrated)
+    if (a->rollup_busy || !a->migrated || a->stopping)
         return;
     a->rollup_req.send = rollup_send;
     a->rollup_req.on_done = rollup_done;
-    a->rollup_req.on_result = NULL;
+    a->rollup_req.on_result = rollup_result;
     a->rollup_req.data = a;
-    if (ems_pg_submit(a->pg_ingest, &a->rollup_req) == 0)
+    a->rollup.started = uv_now(a->loop);
+    a->rollup.more = false;
+    if (ems_pg_submit(a->pg_maint, &a->rollup_req) == 0)
         a->rollup_busy = true;
+    else /* the maintenance connection is down: try again later */
+        uv_timer_start(&a->rollup_timer, rollup_cb, a->cfg.rollup_interval_ms, 0);
+}
+
+/* TimescaleDB mode: the background jobs (compression, retention,
+ * continuous-aggregate refresh) run inside PostgreSQL, and their failures
+ * are silent unless someone looks: TimescaleDB 2.26 on PostgreSQL 15.20
+ * fails every job with "cannot drop portal "" while it is being set up"
+ * after the work is done, then retries only hours later. The writer reads
+ * timescaledb_information.job_stats every --tsdb-jobs-check-ms, shows it
+ * in its stats (tsdb_jobs, tsdb_job_failures, tsdb_jobs_failing) and logs
+ * once each time a job's failure count grows (docs/operations.md). */
+static const char SQL_JOBS[] =
+    "SELECT coalesce(json_agg(json_build_object('job_id', j.job_id,"
+    " 'application_name', j.application_name, 'proc_name', j.proc_name,"
+    " 'hypertable', j.hypertable_name, 'last_run_status', s.last_run_status,"
+    " 'total_runs', coalesce(s.total_runs, 0), 'total_failures', coalesce(s.total_failures, 0),"
+    " 'next_start', ems_rfc3339(s.next_start)) ORDER BY j.job_id), '[]')::text"
+    " FROM timescaledb_information.jobs j"
+    " LEFT JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id";
+
+static int jobs_send(ems_pg_req_t *r, PGconn *conn)
+{
+    (void)r;
+    return PQsendQuery(conn, SQL_JOBS) == 1 ? 0 : EMS_EDB;
+}
+
+static json_int_t job_int(json_t *job, const char *key)
+{
+    return json_integer_value(json_object_get(job, key));
+}
+
+static json_t *job_find(json_t *jobs, json_int_t id)
+{
+    size_t i;
+    json_t *j;
+    json_array_foreach(jobs, i, j)
+        if (job_int(j, "job_id") == id)
+            return j;
+    return NULL;
+}
+
+static void jobs_result(ems_pg_req_t *r, const PGresult *res)
+{
+    app_t *a = r->data;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQnfields(res) != 1)
+        return;
+    json_t *jobs = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+    if (!json_is_array(jobs)) {
+        json_decref(jobs);
+        return;
+    }
+    size_t i;
+    json_t *j;
+    json_int_t total = 0, failing = 0;
+    json_array_foreach(jobs, i, j) {
+        json_int_t id = job_int(j, "job_id"), f = job_int(j, "total_failures");
+        const char *last = json_string_value(json_object_get(j, "last_run_status"));
+        total += f;
+        failing += last && !strcmp(last, "Failed");
+        json_t *old = a->tsdb_jobs ? job_find(a->tsdb_jobs, id) : NULL;
+        if (f > (old ? job_int(old, "total_failures") : 0)) {
+            const char *app = json_string_value(json_object_get(j, "application_name"));
+            const char *next = json_string_value(json_object_get(j, "next_start"));
+            ems_log_warn("timescaledb: background job %lld (%s) has failed %lld of %lld runs "
+                         "(last run: %s, next start %s). The error: SELECT * FROM "
+                         "timescaledb_information.job_errors; if it is 'cannot drop portal \"\" "
+                         "while it is being set up' (TimescaleDB 2.26 on PostgreSQL 15.20) the "
+                         "work was done anyway. Run it now with CALL run_job(%lld) "
+                         "(docs/operations.md 5.8)",
+                         (long long)id, app ? app : "?", (long long)f,
+                         (long long)job_int(j, "total_runs"), last ? last : "none",
+                         next ? next : "not scheduled", (long long)id);
+        }
+    }
+    json_decref(a->tsdb_jobs);
+    a->tsdb_jobs = jobs;
+    a->tsdb_job_failures = total;
+    a->tsdb_jobs_failing = failing;
+}
+
+static void jobs_done(ems_pg_req_t *r, int status)
+{
+    app_t *a = r->data;
+    a->jobs_busy = false;
+    if (status == EMS_EDB && !a->jobs_error_logged) {
+        a->jobs_error_logged = true;
+        ems_log_warn("timescaledb: cannot read the background jobs' state: %s (logged once)", r->error);
+    }
+}
+
+static void jobs_cb(uv_timer_t *t)
+{
+    app_t *a = t->data;
+    if (a->jobs_busy || !a->migrated || a->stopping || a->storage != EMS_STORAGE_TIMESCALEDB)
+        return;
+    a->jobs_req.send = jobs_send;
+    a->jobs_req.on_done = jobs_done;
+    a->jobs_req.on_result = jobs_result;
+    a->jobs_req.data = a;
+    if (ems_pg_submit(a->pg_maint, &a->jobs_req) == 0)
+        a->jobs_busy = true;
+}
+
+/* The maintenance connection's counters, appended to the stats object
+ * `out` (which ends with '}'). Returns the new string (frees `out`). */
+static char *stats_append_maint(app_t *a, char *out)
+{
+    if (!out)
+        return NULL;
+    const rollup_stats_t *r = &a->rollup;
+    char *jobs = a->tsdb_jobs ? json_dumps(a->tsdb_jobs, JSON_COMPACT) : NULL;
+    size_t n = strlen(out);
+    size_t cap = n + 640 + (jobs ? strlen(jobs) : 4);
+    char *s = malloc(cap);
+    if (!s || n == 0 || out[n - 1] != '}') {
+        free(s);
+        free(jobs);
+        return out;
+    }
+    snprintf(s, cap,
+             "%.*s,\"pg_maint_up\":%s,\"rollup_steps\":%llu,\"rollup_failures\":%llu,"
+             "\"rollup_ms_last\":%llu,\"rollup_ms_max\":%llu,\"rollup_swept_last\":%llu,"
+             "\"rollup_recomputed_last\":%llu,\"rollup_recomputed_max\":%llu,"
+             "\"rollup_recomputed_total\":%llu,\"rollup_max_buckets\":%u,\"rollup_backlog\":%s,"
+             "\"tsdb_jobs\":%s,\"tsdb_job_failures\":%lld,\"tsdb_jobs_failing\":%lld}",
+             (int)(n - 1), out, a->pg_maint && ems_pg_is_up(a->pg_maint) ? "true" : "false",
+             (unsigned long long)r->steps, (unsigned long long)r->failures,
+             (unsigned long long)r->ms_last, (unsigned long long)r->ms_max,
+             (unsigned long long)r->swept_last, (unsigned long long)r->recomputed_last,
+             (unsigned long long)r->recomputed_max, (unsigned long long)r->recomputed_total,
+             a->cfg.rollup_max_buckets, r->backlog ? "true" : "false", jobs ? jobs : "null",
+             (long long)a->tsdb_job_failures, (long long)a->tsdb_jobs_failing);
+    free(jobs);
+    free(out);
+    return s;
+}
+
+/* ------------------------------------------------------------------ credential notifications */
+
+static int listen_send(ems_pg_req_t *r, PGconn *conn)
+{
+    (void)r;
+    return PQsendQuery(conn, "LISTEN ems_device_auth") == 1 ? 0 : EMS_EDB;
+}
+
+/* Listening (again): changes made while nobody listened were missed, so
+ * every gateway drops its whole credential cache and re-checks. */
+static void listen_done(ems_pg_req_t *r, int status)
+{
+    app_t *a = r->data;
+    if (status == 0) {
+        ems_log_info("listening for credential changes (ems_device_auth); gateways re-check "
+                     "every device");
+        links_credentials(a, "");
+    } else if (status == EMS_EDB) {
+        ems_log_warn("LISTEN ems_device_auth failed: %s; revocations reach live connections "
+                     "only at the gateway's periodic re-check",
+                     r->error);
+    }
+}
+
+static void pg_listen_up(ems_pg_t *pg, void *ud)
+{
+    app_t *a = ud;
+    a->listen_req.send = listen_send;
+    a->listen_req.on_done = listen_done;
+    a->listen_req.on_result = NULL;
+    a->listen_req.data = a;
+    if (ems_pg_submit(pg, &a->listen_req) < 0)
+        ems_log_warn("cannot send LISTEN ems_device_auth");
+}
+
+static void pg_listen_notify(ems_pg_t *pg, void *ud, const char *channel, const char *payload)
+{
+    (void)pg;
+    app_t *a = ud;
+    if (strcmp(channel, "ems_device_auth") != 0)
+        return;
+    if (!ems_device_id_valid(payload, strlen(payload))) {
+        ems_log_warn("ems_device_auth: ignoring a notification with a bad device id");
+        return;
+    }
+    ems_log_info("credential of device %s changed; telling %u gateway link(s)", payload, a->nlinks);
+    links_credentials(a, payload);
 }
 
 /* ------------------------------------------------------------------ start and stop */
@@ -412,7 +853,15 @@ static void on_migrated(void *ud, int status, const ems_migrate_result_t *r)
     app_t *a = ud;
     a->migrating = false;
     if (status == EMS_ECLOSED) {
-        ems_log_warn("migrations: interrupted (%s); again when the database is back", r->error);
+        /* Once, then at most once a minute: a server that ends every
+         * session must not fill the log (the connection backs off too). */
+        uint64_t now = uv_now(a->loop);
+        if (a->mig_interrupts++ == 0 || now - a->mig_logged_ms >= 60000) {
+            ems_log_warn("migrations: interrupted (%s); again when the database is back "
+                         "(%u time(s) so far)",
+                         r->error, a->mig_interrupts);
+            a->mig_logged_ms = now;
+        }
         return;
     }
     if (status < 0) {
@@ -423,6 +872,7 @@ static void on_migrated(void *ud, int status, const ems_migrate_result_t *r)
     a->migrated = true;
     a->storage = r->storage;
     a->schema_version = r->version;
+    status_broadcast(a);
     if (a->storage == EMS_STORAGE_TIMESCALEDB)
         ems_log_info("storage mode: timescaledb (hypertable with compression and retention "
                      "policies, continuous aggregates telemetry_1m and telemetry_1h); schema "
@@ -442,13 +892,18 @@ static void on_migrated(void *ud, int status, const ems_migrate_result_t *r)
     ems_ingest_start(a->ingest, a->storage == EMS_STORAGE_POSTGRES);
     uv_timer_start(&a->maint_timer, maint_cb, 0, 60 * 1000);
     if (a->storage == EMS_STORAGE_POSTGRES)
-        uv_timer_start(&a->rollup_timer, rollup_cb, a->cfg.rollup_interval_ms,
-                       a->cfg.rollup_interval_ms);
+        uv_timer_start(&a->rollup_timer, rollup_cb, a->cfg.rollup_interval_ms, 0);
+    else
+        uv_timer_start(&a->jobs_timer, jobs_cb, 1000, a->cfg.tsdb_jobs_check_ms);
 }
 
 static void pg_ingest_up(ems_pg_t *pg, void *ud)
 {
     app_t *a = ud;
+    a->db_state = DB_OK;
+    a->db_error[0] = '\0';
+    a->commits_failing = false; /* a new connection; the next failed batch says otherwise */
+    status_broadcast(a);
     if (a->stopping && !a->migrated)
         return;
     if (!a->migrated) {
@@ -468,9 +923,15 @@ static void pg_ingest_up(ems_pg_t *pg, void *ud)
 
 static void pg_ingest_down(ems_pg_t *pg, void *ud, const char *why)
 {
-    (void)pg, (void)why;
+    (void)pg;
     app_t *a = ud;
-    a->maint_busy = false; /* its request was failed with the connection */
+    a->db_state = DB_FAILING;
+    /* libpq's message may span lines; the first one says it. */
+    snprintf(a->db_error, sizeof a->db_error, "%s", why && *why ? why : "connection lost");
+    char *nl = strchr(a->db_error, '\n');
+    if (nl)
+        *nl = '\0';
+    status_broadcast(a);
 }
 
 static void close_handle(uv_handle_t *h)
@@ -489,11 +950,17 @@ static void shutdown_finish(app_t *a)
         ems_pg_close(a->pg_ingest, NULL, NULL);
     if (a->pg_query)
         ems_pg_close(a->pg_query, NULL, NULL);
-    a->pg_ingest = a->pg_query = NULL;
+    if (a->pg_listen)
+        ems_pg_close(a->pg_listen, NULL, NULL);
+    if (a->pg_maint)
+        ems_pg_close(a->pg_maint, NULL, NULL);
+    a->pg_ingest = a->pg_query = a->pg_listen = a->pg_maint = NULL;
     ems_ingest_close(a->ingest, NULL, NULL);
     close_handle((uv_handle_t *)&a->maint_timer);
     close_handle((uv_handle_t *)&a->rollup_timer);
+    close_handle((uv_handle_t *)&a->jobs_timer);
     close_handle((uv_handle_t *)&a->shutdown_timer);
+    close_handle((uv_handle_t *)&a->status_timer);
     close_handle((uv_handle_t *)&a->sigterm);
     close_handle((uv_handle_t *)&a->sigint);
     close_handle((uv_handle_t *)&a->sighup);
@@ -530,6 +997,7 @@ static void shutdown_begin(app_t *a, int code)
     links_pause(a, true);
     uv_timer_stop(&a->maint_timer);
     uv_timer_stop(&a->rollup_timer);
+    uv_timer_stop(&a->jobs_timer);
     if (a->migrated && code == 0) {
         uv_timer_start(&a->shutdown_timer, shutdown_timeout, a->cfg.shutdown_timeout_ms, 0);
         ems_ingest_drain(a->ingest, drained, a);
@@ -569,12 +1037,19 @@ static void usage(FILE *f)
             "  --storage MODE           auto | postgres | timescaledb (default auto)\n"
             "  --migrations DIR         SQL migrations (EMS_DB_DIR; default cloud/db of the tree)\n"
             "  --migrate-only           apply the migrations and exit\n"
+            "  --health                 ask the running writer on --socket whether it can commit;\n"
+            "                           prints its state, exits 0 if so, 1 if not, 2 if it does\n"
+            "                           not answer (the container health check)\n"
             "  --batch-rows N           rows per batch (default 2000)\n"
             "  --batch-ms N             longest wait before a batch is written (default 100)\n"
             "  --queue-rows N           uncommitted rows held before backpressure (default 50000)\n"
             "  --retention-days N       plain PostgreSQL: raw rows kept (default 30)\n"
             "  --rollup-retention-days N  plain PostgreSQL: 1-minute rollup kept (default 730)\n"
             "  --rollup-interval-ms N   plain PostgreSQL: rollup step period (default 10000)\n"
+            "  --rollup-max-buckets N   plain PostgreSQL: late buckets recomputed per step; a\n"
+            "                           backlog runs steps back to back (default 1000)\n"
+            "  --tsdb-jobs-check-ms N   TimescaleDB: how often the background jobs' state is\n"
+            "                           read (default 60000)\n"
             "  --shutdown-timeout MS    longest final drain on SIGTERM (default 10000)\n"
             "  --log-level LEVEL        error | warn | info | debug (EMS_LOG_LEVEL, default info)\n"
             "  --bench ...              insert benchmark (ems-dbwriter --bench --help)\n");
@@ -601,6 +1076,8 @@ static int parse_config(int argc, char **argv, config_t *c, ems_log_level_t *lev
     c->retention_days = 30;
     c->rollup_retention_days = 730;
     c->rollup_interval_ms = 10000;
+    c->rollup_max_buckets = 1000;
+    c->tsdb_jobs_check_ms = 60000;
     c->shutdown_timeout_ms = 10000;
     if ((env = getenv("EMS_LOG_LEVEL")) && *env && ems_log_level_parse(env, level) < 0) {
         fprintf(stderr, "ems-dbwriter: bad EMS_LOG_LEVEL %s\n", env);
@@ -608,7 +1085,7 @@ static int parse_config(int argc, char **argv, config_t *c, ems_log_level_t *lev
     }
     enum { O_SOCKET = 256, O_DSN, O_STORAGE, O_MIGRATIONS, O_MIGRATE_ONLY, O_BATCH_ROWS, O_BATCH_MS,
            O_QUEUE_ROWS, O_RETENTION, O_ROLLUP_RETENTION, O_ROLLUP_INTERVAL, O_SHUTDOWN, O_LOG,
-           O_HELP };
+           O_HELP, O_HEALTH, O_ROLLUP_MAX, O_TSDB_JOBS };
     static const struct option opts[] = {
         {"socket", required_argument, 0, O_SOCKET},
         {"dsn", required_argument, 0, O_DSN},
@@ -624,6 +1101,9 @@ static int parse_config(int argc, char **argv, config_t *c, ems_log_level_t *lev
         {"shutdown-timeout", required_argument, 0, O_SHUTDOWN},
         {"log-level", required_argument, 0, O_LOG},
         {"help", no_argument, 0, O_HELP},
+        {"health", no_argument, 0, O_HEALTH},
+        {"rollup-max-buckets", required_argument, 0, O_ROLLUP_MAX},
+        {"tsdb-jobs-check-ms", required_argument, 0, O_TSDB_JOBS},
         {0, 0, 0, 0},
     };
     int o;
@@ -644,6 +1124,9 @@ static int parse_config(int argc, char **argv, config_t *c, ems_log_level_t *lev
         case O_SHUTDOWN: rc = parse_uint(optarg, 0, 3600000, &c->shutdown_timeout_ms); break;
         case O_LOG: rc = ems_log_level_parse(optarg, level); break;
         case O_HELP: usage(stdout); exit(0);
+        case O_HEALTH: c->health = true; break;
+        case O_ROLLUP_MAX: rc = parse_uint(optarg, 1, 10000000, &c->rollup_max_buckets); break;
+        case O_TSDB_JOBS: rc = parse_uint(optarg, 100, 86400000, &c->tsdb_jobs_check_ms); break;
         default: usage(stderr); return EMS_ECONFIG;
         }
         if (rc < 0) {
@@ -674,6 +1157,8 @@ int main(int argc, char **argv)
     ems_log_level_t level = EMS_LOG_INFO;
     if (parse_config(argc, argv, &a->cfg, &level) < 0)
         return 2;
+    if (a->cfg.health)
+        return ems_health_check(a->cfg.socket_path, 3000, stdout);
     ems_log_init("ems-dbwriter", level);
     signal(SIGPIPE, SIG_IGN);
 
@@ -690,7 +1175,11 @@ int main(int argc, char **argv)
     uv_timer_init(&loop, &a->maint_timer);
     uv_timer_init(&loop, &a->shutdown_timer);
     uv_timer_init(&loop, &a->rollup_timer);
+    uv_timer_init(&loop, &a->jobs_timer);
+    uv_timer_init(&loop, &a->status_timer);
+    a->jobs_timer.data = a;
     a->maint_timer.data = a->shutdown_timer.data = a->rollup_timer.data = a;
+    a->status_timer.data = a;
     uv_signal_init(&loop, &a->sigterm);
     uv_signal_init(&loop, &a->sigint);
     a->sigterm.data = a->sigint.data = a;
@@ -723,6 +1212,21 @@ int main(int argc, char **argv)
         .on_space = on_space,
         .ud = a,
     };
+    ems_pg_opts_t lo = {
+        .conninfo = a->cfg.dsn,
+        .name = "pg listen",
+        .app_name = "ems-dbwriter-listen",
+        .on_up = pg_listen_up,
+        .on_notify = pg_listen_notify,
+        .ud = a,
+    };
+    /* Rollup steps, partitions and retention, TimescaleDB job checks: off
+     * the writing connection, so none of them delays a commit. */
+    ems_pg_opts_t mo = {
+        .conninfo = a->cfg.dsn,
+        .name = "pg maint",
+        .app_name = "ems-dbwriter-maint",
+    };
     ems_query_opts_t qy = {.stats_json = stats_json, .stats_ud = a};
     if (ems_pg_new(&loop, &po, &a->pg_ingest) < 0 || ems_pg_new(&loop, &qo, &a->pg_query) < 0 ||
         ems_ingest_new(&loop, a->pg_ingest, &io, &a->ingest) < 0 ||
@@ -732,6 +1236,11 @@ int main(int argc, char **argv)
     }
 
     if (!a->cfg.migrate_only) {
+        if (ems_pg_new(&loop, &lo, &a->pg_listen) < 0 || ems_pg_new(&loop, &mo, &a->pg_maint) < 0) {
+            ems_log_error("out of memory");
+            return 1;
+        }
+        uv_timer_start(&a->status_timer, status_cb, 1000, 1000);
         uv_pipe_init(&loop, &a->server, 0);
         a->server.data = a;
         int rc = ems_link_listen(&a->server, a->cfg.socket_path, on_connection);
@@ -748,6 +1257,8 @@ int main(int argc, char **argv)
 
     uv_run(&loop, UV_RUN_DEFAULT);
     ems_query_free(a->query);
+    free(a->status_sent);
+    json_decref(a->tsdb_jobs);
     if (uv_loop_close(&loop) != 0)
         ems_log_warn("shutdown: handles still open at exit");
     if (!a->cfg.migrate_only)

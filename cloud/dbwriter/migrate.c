@@ -212,6 +212,7 @@ typedef struct {
     bool have_stored;
     ems_storage_t stored;
     bool ts_available;
+    int ts_preloaded; /* timescaledb in shared_preload_libraries: 1, 0, -1 unknown */
     ems_storage_t mode;
     int cursor; /* next index into files for ST_APPLY */
     int current; /* file index being applied, -1 none */
@@ -281,9 +282,15 @@ static const char *mig_sql(mig_t *m)
                         "CREATE TABLE IF NOT EXISTS ems_meta (key text PRIMARY KEY, value text NOT NULL);");
         break;
     case ST_INSPECT:
+        /* The 4th column: is timescaledb in shared_preload_libraries? NULL
+         * when this role may not read the setting (it needs superuser or
+         * pg_read_all_settings; pg_settings then hides the row). */
         m->sql = strdup("SELECT (SELECT value FROM ems_meta WHERE key = 'storage'),\n"
                         "  (SELECT coalesce(string_agg(version::text, ','), '') FROM schema_migrations),\n"
-                        "  EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')");
+                        "  EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),\n"
+                        "  (SELECT coalesce(bool_or(trim(both ' \"' FROM l) ~ '(^|/)timescaledb'), false)\n"
+                        "   FROM pg_settings s LEFT JOIN LATERAL unnest(string_to_array(s.setting, ',')) l ON true\n"
+                        "   WHERE s.name = 'shared_preload_libraries' HAVING count(s.name) > 0)");
         break;
     case ST_EXTENSION:
         m->sql = strdup("CREATE EXTENSION IF NOT EXISTS timescaledb");
@@ -344,7 +351,7 @@ static const char *mig_sql(mig_t *m)
 /* A row of the INSPECT step. */
 static void mig_tuples(mig_t *m, const PGresult *res)
 {
-    if (m->step != ST_INSPECT || PQntuples(res) != 1 || PQnfields(res) != 3)
+    if (m->step != ST_INSPECT || PQntuples(res) != 1 || PQnfields(res) != 4)
         return;
     if (!PQgetisnull(res, 0, 0)) {
         m->have_stored = ems_storage_parse(PQgetvalue(res, 0, 0), &m->stored) == 0;
@@ -369,12 +376,32 @@ static void mig_tuples(mig_t *m, const PGresult *res)
         }
     }
     m->ts_available = PQgetvalue(res, 0, 2)[0] == 't';
+    m->ts_preloaded = PQgetisnull(res, 0, 3) ? -1 : PQgetvalue(res, 0, 3)[0] == 't';
 }
+
+/* How to make TimescaleDB usable, for the log and the error. */
+#define PRELOAD_FIX                                                                      \
+    "add timescaledb to shared_preload_libraries in postgresql.conf "                   \
+    "(shared_preload_libraries = 'timescaledb') and restart PostgreSQL"
 
 /* The end of a step: moves to the next one. */
 static void mig_step_done(mig_t *m, int status, const char *sqlstate, const char *error)
 {
     (void)sqlstate;
+    if (status == EMS_ECLOSED && m->step == ST_EXTENSION) {
+        /* TimescaleDB raises FATAL (the server ends the session) when its
+         * library is loaded without being preloaded. Reached only when the
+         * preload list could not be read (ST_INSPECT): stop with the fix
+         * rather than reconnect and fail again for ever. */
+        snprintf(m->res.error, sizeof m->res.error,
+                 "the server closed the session during CREATE EXTENSION timescaledb (%.120s): "
+                 "timescaledb is most likely installed but not preloaded; %s, or start with "
+                 "--storage postgres on a new database",
+                 error && *error ? error : "no message", PRELOAD_FIX);
+        m->status = EMS_ECONFIG;
+        m->step = ST_DONE;
+        return;
+    }
     if (status == EMS_ECLOSED) {
         snprintf(m->res.error, sizeof m->res.error, "connection lost during migration");
         m->status = EMS_ECLOSED;
@@ -404,12 +431,39 @@ static void mig_step_done(mig_t *m, int status, const char *sqlstate, const char
                 mig_fail(m, EMS_ECONFIG);
                 return;
             }
+            if (m->stored == EMS_STORAGE_TIMESCALEDB && m->ts_preloaded == 0) {
+                snprintf(m->res.error, sizeof m->res.error,
+                         "the database is in timescaledb mode but timescaledb is not in "
+                         "shared_preload_libraries, so it cannot be used: %s",
+                         PRELOAD_FIX);
+                mig_fail(m, EMS_ECONFIG);
+                return;
+            }
             m->mode = m->stored;
             m->step = m->mode == EMS_STORAGE_TIMESCALEDB ? ST_EXTENSION : ST_APPLY;
         } else if (m->want == EMS_STORAGE_POSTGRES) {
             m->mode = EMS_STORAGE_POSTGRES;
             m->step = ST_SETMODE;
+        } else if (m->ts_available && m->ts_preloaded == 0 && m->want == EMS_STORAGE_TIMESCALEDB) {
+            /* CREATE EXTENSION would end the session with a FATAL error. */
+            snprintf(m->res.error, sizeof m->res.error,
+                     "timescaledb was asked for; the extension is installed but not in "
+                     "shared_preload_libraries: %s",
+                     PRELOAD_FIX);
+            mig_fail(m, EMS_ECONFIG);
+            return;
+        } else if (m->ts_available && m->ts_preloaded == 0) {
+            ems_log_warn("migrations: the timescaledb extension is installed but not in "
+                         "shared_preload_libraries, so it cannot be used; using plain PostgreSQL "
+                         "for this database (the mode is chosen once). To use TimescaleDB, %s "
+                         "before the first start on a new database",
+                         PRELOAD_FIX);
+            m->mode = EMS_STORAGE_POSTGRES;
+            m->step = ST_SETMODE;
         } else if (m->ts_available) {
+            if (m->ts_preloaded < 0)
+                ems_log_info("migrations: cannot read shared_preload_libraries (needs superuser or "
+                             "pg_read_all_settings); trying CREATE EXTENSION timescaledb");
             m->mode = EMS_STORAGE_TIMESCALEDB;
             m->step = ST_EXTENSION;
         } else if (m->want == EMS_STORAGE_TIMESCALEDB) {
@@ -516,6 +570,10 @@ int ems_migrate_sync(PGconn *conn, const char *dir, ems_storage_t want, ems_migr
         char err[400] = "";
         if (!res || PQstatus(conn) == CONNECTION_BAD) {
             status = EMS_ECLOSED;
+            snprintf(err, sizeof err, "%s", PQerrorMessage(conn));
+            for (char *p = err; *p; p++)
+                if (*p == '\n')
+                    *p = ' ';
         } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
             status = EMS_EDB;
             snprintf(err, sizeof err, "%s", PQresultErrorMessage(res));

@@ -14,6 +14,16 @@
  * (CREATE EXTENSION IF NOT EXISTS timescaledb succeeds), else "postgres".
  * A database never switches modes by itself.
  *
+ * TimescaleDB must be in shared_preload_libraries: loaded any other way it
+ * raises FATAL, which ends the session. So before CREATE EXTENSION the
+ * runner reads that setting (pg_settings): installed but not preloaded,
+ * "auto" takes plain PostgreSQL with one warning naming the fix, and
+ * "timescaledb" (or a database already in that mode) fails with
+ * EMS_ECONFIG naming it. When the setting cannot be read (a role without
+ * pg_read_all_settings) the runner tries, and a session that ends during
+ * CREATE EXTENSION is reported as EMS_ECONFIG with the same fix, never
+ * retried.
+ *
  * Two drivers share the same steps: ems_migrate_start runs on the async
  * connection of pg.h (the DB writer), ems_migrate_sync on a blocking PGconn
  * (emsctl, tests).
@@ -54,7 +64,7 @@ typedef void (*ems_migrate_cb)(void *ud, int status, const ems_migrate_result_t 
 
 /* Runs the migrations on `pg` (which must be up) and calls `cb` once:
  * status 0, EMS_ECONFIG (bad directory or file names, or a mode the
- * database cannot have), EMS_EDB (a file failed; r->error says which and
+ * database cannot have, e.g. TimescaleDB not preloaded), EMS_EDB (a file failed; r->error says which and
  * why) or EMS_ECLOSED (the connection dropped; run again when it is back).
  * The directory is read before anything is sent. `dir` is copied. */
 int ems_migrate_start(ems_pg_t *pg, const char *dir, ems_storage_t want, ems_migrate_cb cb,

@@ -40,8 +40,16 @@ struct ems_pg {
     char *conninfo, *name, *app_name, *options;
     unsigned backoff_ms, backoff_min, backoff_max;
     uint64_t connects;
+    uint64_t up_since;     /* uv_now of the last successful connect */
+    /* The repeated-failure log: the last message logged in full, and when
+     * a line about it was last written. */
+    char last_err[256];
+    unsigned failures;     /* consecutive failed attempts (any message) */
+    bool quiet;            /* in a series of identical failures */
+    uint64_t err_logged_ms;
     void (*on_up)(ems_pg_t *, void *);
     void (*on_down)(ems_pg_t *, void *, const char *);
+    void (*on_notify)(ems_pg_t *, void *, const char *, const char *);
     void *ud;
 
     void (*on_closed)(void *);
@@ -176,6 +184,41 @@ static void pg_fail_all(ems_pg_t *pg)
     }
 }
 
+/* A connection that stayed up this long was healthy: after losing it the
+ * backoff starts again from the minimum. One that drops sooner (a server
+ * that accepts the login and then closes, e.g. a FATAL in the first
+ * statement) keeps backing off, so it is never retried in a tight loop. */
+#define PG_STABLE_MS 10000u
+/* A failure that repeats the previous message is summed up at most this
+ * often ("still failing: N attempts"). */
+#define PG_REPEAT_LOG_MS 60000u
+
+/* Logs a failure: a new message in full, the same message again only as a
+ * count, once a minute. */
+static void pg_log_failure(ems_pg_t *pg, bool was_up, bool stable, const char *msg, unsigned wait)
+{
+    uint64_t now = uv_now(pg->loop);
+    bool same = pg->failures > 0 && !stable && !strcmp(msg, pg->last_err);
+    pg->failures = stable ? 1 : pg->failures + 1;
+    pg->quiet = same;
+    if (!same) {
+        snprintf(pg->last_err, sizeof pg->last_err, "%s", msg);
+        pg->err_logged_ms = now;
+        if (was_up)
+            ems_log_warn("%s: connection lost: %s (reconnecting in %u ms)", pg->name, msg, wait);
+        else
+            ems_log_warn("%s: cannot connect: %s (retrying in %u ms)", pg->name, msg, wait);
+        return;
+    }
+    if (now - pg->err_logged_ms >= PG_REPEAT_LOG_MS) {
+        ems_log_warn("%s: still failing: %u attempts, last: %s (next in %u ms)", pg->name,
+                     pg->failures, msg, wait);
+        pg->err_logged_ms = now;
+    } else {
+        ems_log_debug("%s: %s again (%u attempts; next in %u ms)", pg->name, msg, pg->failures, wait);
+    }
+}
+
 static void pg_go_down(ems_pg_t *pg, const char *why)
 {
     char msg[256];
@@ -183,18 +226,27 @@ static void pg_go_down(ems_pg_t *pg, const char *why)
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
         msg[--n] = '\0';
+    /* libpq's messages span lines ("FATAL: ...\nHINT: ..."): one line. */
+    for (char *p = msg; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
     pg_poll_drop(pg);
     if (pg->conn) {
         PQfinish(pg->conn);
         pg->conn = NULL;
     }
     bool was_up = pg->state == PG_UP;
+    bool stable = was_up && uv_now(pg->loop) - pg->up_since >= PG_STABLE_MS;
+    if (stable)
+        pg->backoff_ms = pg->backoff_min;
     if (pg->state != PG_CLOSED)
         pg->state = PG_DOWN;
-    if (was_up)
-        ems_log_warn("%s: connection lost: %s", pg->name, msg);
-    else
-        ems_log_warn("%s: cannot connect: %s (retrying in %u ms)", pg->name, msg, pg->backoff_ms);
+    /* Exponential backoff with jitter (+-20%), so that restarts of several
+     * writers do not hammer a recovering server in step. */
+    unsigned jitter = pg->backoff_ms / 5;
+    unsigned wait = pg->backoff_ms - jitter + (jitter ? (unsigned)rand() % (2 * jitter + 1) : 0);
+    if (pg->state != PG_CLOSED)
+        pg_log_failure(pg, was_up, stable, msg, wait);
     pg->in_callback = true;
     pg_fail_all(pg);
     if (pg->on_down && pg->state != PG_CLOSED)
@@ -204,10 +256,6 @@ static void pg_go_down(ems_pg_t *pg, const char *why)
         pg_maybe_free(pg);
         return;
     }
-    /* Backoff with jitter (+-25%) so that restarts of several writers do
-     * not hammer a recovering server in step. */
-    unsigned jitter = pg->backoff_ms / 4;
-    unsigned wait = pg->backoff_ms - jitter + (jitter ? (unsigned)rand() % (2 * jitter + 1) : 0);
     uv_timer_start(&pg->timer, pg_timer_cb, wait, 0);
     pg->backoff_ms = pg->backoff_ms * 2 > pg->backoff_max ? pg->backoff_max : pg->backoff_ms * 2;
 }
@@ -310,6 +358,23 @@ static void pg_start_next(ems_pg_t *pg)
     }
 }
 
+/* Hands out the notifications libpq has collected (PQconsumeInput and
+ * PQgetResult gather them; nothing else does). */
+static void pg_notifies(ems_pg_t *pg)
+{
+    PGnotify *n;
+    while (pg->state == PG_UP && pg->conn && (n = PQnotifies(pg->conn)) != NULL) {
+        if (pg->on_notify) {
+            bool outer = !pg->in_callback;
+            pg->in_callback = true;
+            pg->on_notify(pg, pg->ud, n->relname, n->extra ? n->extra : "");
+            if (outer)
+                pg->in_callback = false;
+        }
+        PQfreemem(n);
+    }
+}
+
 /* Socket activity while connected. */
 static void pg_io_up(ems_pg_t *pg, int events)
 {
@@ -334,6 +399,9 @@ static void pg_io_up(ems_pg_t *pg, int events)
         pg_go_down(pg, PQerrorMessage(pg->conn));
         return;
     }
+    pg_notifies(pg);
+    if (pg->state != PG_UP)
+        return;
     pg_start_next(pg);
 }
 
@@ -366,11 +434,18 @@ static void pg_connect_step(ems_pg_t *pg)
     }
     PQsetNoticeProcessor(pg->conn, pg_notice, pg);
     pg->state = PG_UP;
-    pg->backoff_ms = pg->backoff_min;
-    if (pg->connects++ > 0)
-        ems_log_info("%s: reconnected", pg->name);
-    else
+    pg->up_since = uv_now(pg->loop);
+    /* The backoff is not reset here but when a connection that stayed up
+     * is lost (pg_go_down): a server that closes every new session at
+     * once must not be retried every 100 ms. */
+    if (pg->connects++ == 0)
         ems_log_info("%s: connected (server %d)", pg->name, PQserverVersion(pg->conn));
+    else if (pg->quiet)
+        ems_log_debug("%s: reconnected (%u failed attempts so far)", pg->name, pg->failures);
+    else if (pg->failures > 1)
+        ems_log_info("%s: reconnected after %u failed attempts", pg->name, pg->failures);
+    else
+        ems_log_info("%s: reconnected", pg->name);
     if (pg->on_up) {
         pg->in_callback = true;
         pg->on_up(pg, pg->ud);
@@ -452,10 +527,11 @@ int ems_pg_new(uv_loop_t *loop, const ems_pg_opts_t *o, ems_pg_t **out)
         return EMS_ENOMEM;
     }
     pg->backoff_min = o->backoff_min_ms ? o->backoff_min_ms : 100;
-    pg->backoff_max = o->backoff_max_ms ? o->backoff_max_ms : 5000;
+    pg->backoff_max = o->backoff_max_ms ? o->backoff_max_ms : 30000;
     pg->backoff_ms = pg->backoff_min;
     pg->on_up = o->on_up;
     pg->on_down = o->on_down;
+    pg->on_notify = o->on_notify;
     pg->ud = o->ud;
     uv_timer_init(loop, &pg->timer);
     pg->timer.data = pg;

@@ -18,8 +18,14 @@
  *
  * When the server goes away the connection reports "down", fails the
  * running and queued requests with EMS_ECLOSED, and reconnects with
- * exponential backoff; "up" is reported again after each successful
- * connect. Retrying a failed request is the caller's policy.
+ * exponential backoff and +-20% jitter (backoff_min_ms doubling to
+ * backoff_max_ms); "up" is reported again after each successful connect.
+ * The backoff starts from the minimum again only after a connection that
+ * stayed up for 10 s is lost, so a server that accepts a session and then
+ * drops it at once (a FATAL error) is not retried in a tight loop. A
+ * failure that repeats the previous message is logged once, then as a
+ * count ("still failing: N attempts, last: ...") at most once a minute.
+ * Retrying a failed request is the caller's policy.
  *
  * Knows nothing about batteries or the schema (mechanism, not policy).
  */
@@ -68,11 +74,15 @@ typedef struct {
     const char *app_name;  /* application_name, e.g. "ems-dbwriter" */
     const char *options;   /* libpq "options" (e.g. "-c statement_timeout=30000"), or NULL */
     unsigned backoff_min_ms; /* 0: 100 */
-    unsigned backoff_max_ms; /* 0: 5000 */
+    unsigned backoff_max_ms; /* 0: 30000 */
     /* Connected (again). The caller may submit from here. */
     void (*on_up)(ems_pg_t *pg, void *ud);
     /* Lost, or a connect attempt failed (`why` is libpq's message). */
     void (*on_down)(ems_pg_t *pg, void *ud, const char *why);
+    /* Optional: a NOTIFY arrived on a channel this connection LISTENs to
+     * (the caller issues LISTEN, again after every on_up). `payload` may be
+     * "". Valid during the call only. */
+    void (*on_notify)(ems_pg_t *pg, void *ud, const char *channel, const char *payload);
     void *ud;
 } ems_pg_opts_t;
 

@@ -218,10 +218,22 @@ static void jb_num(jb_t *b, const char *s)
 
 /* ------------------------------------------------------------------ module */
 
+typedef struct qreq qreq_t;
+
+/* Queries wait here, not in the pg connection's FIFO, so that the short
+ * lookups that gate a device or a login (device_auth, user) overtake
+ * history queries: the connection runs one statement at a time, and a
+ * re-check after a revocation must not wait behind seconds of history. */
+typedef struct {
+    qreq_t *head, *tail;
+} qfifo_t;
+
 struct ems_query {
     ems_pg_t *pg;
     ems_query_opts_t o;
-    unsigned inflight;
+    unsigned inflight; /* waiting here or running */
+    qfifo_t fast, slow;
+    qreq_t *running;   /* the one handed to pg, or NULL */
 };
 
 typedef enum {
@@ -237,9 +249,10 @@ typedef enum {
 
 #define MAXP 6
 
-typedef struct {
+struct qreq {
     ems_pg_req_t req;
     ems_query_t *q;
+    qreq_t *next; /* in a qfifo_t */
     uint64_t id;
     ems_query_done_cb cb;
     void *ud;
@@ -252,7 +265,7 @@ typedef struct {
     int64_t limit;
     jb_t out;
     bool answered;
-} qreq_t;
+};
 
 int ems_query_new(ems_pg_t *pg, const ems_query_opts_t *o, ems_query_t **out)
 {
@@ -802,10 +815,14 @@ static void q_result(ems_pg_req_t *req, const PGresult *res)
     }
 }
 
+static void q_next(ems_query_t *q);
+
 static void q_done(ems_pg_req_t *req, int status)
 {
     qreq_t *r = req->data;
-    r->q->inflight--;
+    ems_query_t *q = r->q;
+    q->inflight--;
+    q->running = NULL;
     if (status == 0 && r->answered && r->out.data) {
         r->cb(r->ud, r->id, 0, (const char *)r->out.data, r->out.len);
     } else if (status == EMS_ECLOSED) {
@@ -817,6 +834,52 @@ static void q_done(ems_pg_req_t *req, int status)
         answer_error(r->cb, r->ud, r->id, EMS_EDB, "database error: %s", req->error);
     }
     qreq_free(r);
+    q_next(q);
+}
+
+static void fifo_push(qfifo_t *f, qreq_t *r)
+{
+    r->next = NULL;
+    if (f->tail)
+        f->tail->next = r;
+    else
+        f->head = r;
+    f->tail = r;
+}
+
+static qreq_t *fifo_pop(qfifo_t *f)
+{
+    qreq_t *r = f->head;
+    if (r) {
+        f->head = r->next;
+        if (!f->head)
+            f->tail = NULL;
+        r->next = NULL;
+    }
+    return r;
+}
+
+/* Hands the next waiting query (lookups first) to the connection, unless
+ * one is running. A connection that is down answers every waiting query at
+ * once with EMS_EAGAIN, as before. */
+static void q_next(ems_query_t *q)
+{
+    while (!q->running) {
+        qreq_t *r = fifo_pop(&q->fast);
+        if (!r)
+            r = fifo_pop(&q->slow);
+        if (!r)
+            return;
+        /* Set first: the driver may end the request inside submit (a
+         * connection that breaks on send), and q_done then moves on. */
+        q->running = r;
+        if (ems_pg_submit(q->pg, &r->req) == 0)
+            return;
+        q->running = NULL;
+        q->inflight--;
+        answer_error(r->cb, r->ud, r->id, EMS_EAGAIN, "database unavailable");
+        qreq_free(r);
+    }
 }
 
 void ems_query_run(ems_query_t *q, uint64_t id, const char *json, size_t len, ems_query_done_cb cb,
@@ -903,15 +966,16 @@ void ems_query_run(ems_query_t *q, uint64_t id, const char *json, size_t len, em
         answer_error(cb, ud, id, EMS_EAGAIN, "too many queries in progress");
         return;
     }
-    r->req.send = q_send;
-    r->req.on_result = q_result;
-    r->req.on_done = q_done;
-    r->req.data = r;
-    rc = ems_pg_submit(q->pg, &r->req);
-    if (rc < 0) {
+    if (!ems_pg_is_up(q->pg)) {
         qreq_free(r);
         answer_error(cb, ud, id, EMS_EAGAIN, "database unavailable");
         return;
     }
+    r->req.send = q_send;
+    r->req.on_result = q_result;
+    r->req.on_done = q_done;
+    r->req.data = r;
+    fifo_push(r->op == OP_DEVICE_AUTH || r->op == OP_USER ? &q->fast : &q->slow, r);
     q->inflight++;
+    q_next(q);
 }

@@ -9,9 +9,13 @@
  *
  * A device token is 32 random bytes as 64 hex characters; it is printed
  * once on stdout and only its SHA-256 is stored. Revoking (or rotating)
- * takes effect for new connections within the gateway's credential cache
- * (auth_cache_s, default 30 s) and closes a live connection (4003) at the
- * next re-check (recheck_s, default 60 s); docs/api.md "Provisioning".
+ * takes effect within seconds: a trigger on the devices table
+ * (0004_device_auth_notify.sql) notifies the DB writer, which tells the
+ * gateways; they drop the cached credential and close a live connection
+ * with 4003. If no DB writer listens at that moment, the gateway's periodic
+ * re-check (recheck_s, default 60 s) and the DB writer's "re-check
+ * everything" when it starts listening again cover it; docs/api.md
+ * "Provisioning".
  */
 #include "emsctl.h"
 
@@ -87,8 +91,8 @@ static void device_usage(FILE *out)
             "       emsctl device [--dsn DSN] revoke ID   refuse the device from now on\n"
             "       emsctl device [--dsn DSN] list        devices and their state\n"
             "The database is EMS_PG_DSN unless --dsn is given. A live connection of a\n"
-            "revoked or rotated device is closed by the gateway within its re-check\n"
-            "interval (recheck_s).\n");
+            "revoked or rotated device is closed by the gateway within seconds (the\n"
+            "database notifies the DB writer, which tells the gateway).\n");
 }
 
 static int new_token(char tok[65], char hash[65])
@@ -145,8 +149,8 @@ static int dev_revoke(PGconn *c, const char *id)
         fprintf(stderr, "emsctl: no device '%s'\n", id);
         return EMSCTL_FAIL;
     }
-    fprintf(stderr, "emsctl: device '%s' revoked; a live connection is closed at the gateway's "
-                    "next re-check\n",
+    fprintf(stderr, "emsctl: device '%s' revoked; a live connection is closed within seconds "
+                    "(4003)\n",
             id);
     return EMSCTL_OK;
 }

@@ -27,11 +27,15 @@ static void user_usage(FILE *out)
 {
     fprintf(out,
             "usage: emsctl user [--dsn DSN] add NAME --role viewer|operator|admin [--generate]\n"
-            "       emsctl user [--dsn DSN] passwd NAME [--generate]\n"
+            "                   [--iterations N]\n"
+            "       emsctl user [--dsn DSN] passwd NAME [--generate] [--iterations N]\n"
             "       emsctl user [--dsn DSN] list\n"
             "The password is read from standard input (asked twice on a terminal);\n"
             "--generate makes a random one and prints it once. A changed role or password\n"
-            "applies at the next login; sessions already issued last until they expire (12 h).\n");
+            "applies at the next login; sessions already issued last until they expire (12 h).\n"
+            "--iterations sets the PBKDF2 count (1000..10000000, default %d); the gateway\n"
+            "raises a lower count to the default at the user's next login.\n",
+            GW_AUTH_PBKDF2_ITER);
 }
 
 static int read_line(const char *prompt, char *buf, size_t cap)
@@ -85,12 +89,13 @@ static int get_password(bool generate, char *pw, size_t cap)
     return 0;
 }
 
-static int user_set(PGconn *c, const char *name, const char *role, bool generate, bool add)
+static int user_set(PGconn *c, const char *name, const char *role, bool generate, bool add,
+                    unsigned iterations)
 {
     char pw[256], hash[GW_AUTH_HASH_MAX];
     if (get_password(generate, pw, sizeof pw) < 0)
         return EMSCTL_FAIL;
-    int rc = gw_auth_password_hash(pw, 0, hash, sizeof hash);
+    int rc = gw_auth_password_hash(pw, iterations, hash, sizeof hash);
     memset(pw, 0, sizeof pw);
     if (rc != 0) {
         fprintf(stderr, "emsctl: cannot hash the password: %s\n", ems_strerror(rc));
@@ -142,6 +147,7 @@ int emsctl_user_main(int argc, char **argv)
 {
     const char *dsn = NULL, *verb = NULL, *name = NULL, *role = NULL;
     bool generate = false;
+    unsigned iterations = 0; /* the default */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -157,6 +163,16 @@ int emsctl_user_main(int argc, char **argv)
             role = a + 7;
         } else if (!strcmp(a, "--generate")) {
             generate = true;
+        } else if ((!strcmp(a, "--iterations") && i + 1 < argc) ||
+                   !strncmp(a, "--iterations=", 13)) {
+            const char *v = a[12] == '=' ? a + 13 : argv[++i];
+            char *end;
+            unsigned long n = strtoul(v, &end, 10);
+            if (*end || end == v || n < 1000 || n > 10000000) {
+                fprintf(stderr, "emsctl: --iterations: expected 1000..10000000\n");
+                return EMSCTL_USAGE;
+            }
+            iterations = (unsigned)n;
         } else if (a[0] == '-') {
             user_usage(stderr);
             return EMSCTL_USAGE;
@@ -185,7 +201,7 @@ int emsctl_user_main(int argc, char **argv)
     PGconn *c = emsctl_prov_connect(dsn);
     if (!c)
         return EMSCTL_FAIL;
-    int rc = is_list ? user_list(c) : user_set(c, name, role, generate, is_add);
+    int rc = is_list ? user_list(c) : user_set(c, name, role, generate, is_add, iterations);
     PQfinish(c);
     return rc;
 }

@@ -74,7 +74,8 @@ bool gw_req_session(const gw_t *gw, ems_server_req_t *req, gw_session_t *s)
         return false;
     size_t len;
     const char *v = gw_cookie_find(cookie, strlen(cookie), "ems_session", &len);
-    return v && gw_session_verify(&gw->skey, v, len, ems_time_now_ms() / 1000, s) == 0;
+    return v && gw_session_verify(&gw->skey, v, len, ems_time_now_ms() / 1000, s) == 0 &&
+           !gw_api_session_revoked(gw, v, len);
 }
 
 /* Compares the authority part of an Origin ("https://host:port") with a
@@ -171,6 +172,65 @@ static double g_server_conns(void *ud)
     return gw->server ? (double)ems_server_connections(gw->server) : 0;
 }
 static double g_known(void *ud) { return (double)((gw_t *)ud)->devs.len; }
+static ems_server_stats_t server_stats(gw_t *gw)
+{
+    ems_server_stats_t st;
+    memset(&st, 0, sizeof st);
+    if (gw->server)
+        ems_server_stats(gw->server, &st);
+    return st;
+}
+static double g_unauth(void *ud) { return (double)server_stats(ud).unauth; }
+static double g_out_bytes(void *ud) { return (double)server_stats(ud).out_bytes; }
+static double g_hs_waiting(void *ud) { return (double)server_stats(ud).hs_waiting; }
+
+/* The server's counters, copied into the metrics on every tick (so they
+ * are at most 1 s old). Order: gw->m.srv[]. */
+static void srv_metrics_register(gw_t *gw)
+{
+    gw_metrics_t *m = gw->metrics;
+    static const char *const why[3] = {"reason=\"per_address\"", "reason=\"unauth_share\"",
+                                       "reason=\"max_connections\""};
+    for (int i = 0; i < 3; i++)
+        gw->m.srv[i] = gw_metrics_counter(m, "ems_gateway_connections_refused_total",
+                                          "TCP connections closed at accept, by limit.", why[i]);
+    gw->m.srv[3] = gw_metrics_counter(m, "ems_gateway_unauth_evicted_total",
+                                      "Idle unauthenticated connections closed to make room.",
+                                      NULL);
+    gw->m.srv[4] = gw_metrics_counter(m, "ems_gateway_http_output_paused_total",
+                                      "Times a connection was not read for its unread answers.",
+                                      NULL);
+    gw->m.srv[5] = gw_metrics_counter(m, "ems_gateway_http_output_shed_total",
+                                      "Connections closed over http_output_budget.", NULL);
+    gw->m.srv[6] = gw_metrics_counter(m, "ems_gateway_tls_handshakes_deferred_total",
+                                      "TLS handshake steps that waited for the CPU budget.", NULL);
+    gw_metrics_gauge_fn(m, "ems_gateway_unauth_connections",
+                        "Connections not upgraded to WebSocket (yet).", NULL, g_unauth, gw);
+    gw_metrics_gauge_fn(m, "ems_gateway_http_output_bytes",
+                        "Queued HTTP answer bytes, all connections.", NULL, g_out_bytes, gw);
+    gw_metrics_gauge_fn(m, "ems_gateway_tls_handshakes_waiting",
+                        "Connections waiting for the TLS handshake budget.", NULL, g_hs_waiting,
+                        gw);
+}
+
+static void srv_metrics_update(gw_t *gw)
+{
+    if (gw->link) {
+        gw_link_stats_t ls;
+        gw_link_stats(gw->link, &ls);
+        gw_metric_set(gw->m.lnk[0], (double)ls.queries_refused_user);
+        gw_metric_set(gw->m.lnk[1], (double)ls.queries_refused_queue);
+        gw_metric_set(gw->m.lnk[2], (double)ls.credential_changes);
+    }
+    if (!gw->server)
+        return;
+    ems_server_stats_t st = server_stats(gw);
+    const uint64_t v[7] = {st.refused_addr, st.refused_share,
+                           st.refused - st.refused_addr - st.refused_share,
+                           st.evicted, st.out_paused, st.out_shed, st.hs_deferred};
+    for (int i = 0; i < 7; i++)
+        gw_metric_set(gw->m.srv[i], (double)v[i]);
+}
 
 typedef struct {
     gw_t *gw;
@@ -230,6 +290,29 @@ static void metrics_init(gw_t *gw)
     s->logins_ok = gw_metrics_counter(m, "ems_gateway_logins_total", "Logins.", "result=\"ok\"");
     s->logins_failed = gw_metrics_counter(m, "ems_gateway_logins_total", "Logins.",
                                           "result=\"failed\"");
+    s->logins_throttled = gw_metrics_counter(m, "ems_gateway_logins_total", "Logins.",
+                                             "result=\"throttled\"");
+    s->logins_busy = gw_metrics_counter(m, "ems_gateway_logins_total", "Logins.",
+                                        "result=\"busy\"");
+    s->password_hashes = gw_metrics_counter(m, "ems_gateway_password_hashes_total",
+                                            "Password hashes computed (logins).", NULL);
+    s->password_rehashes = gw_metrics_counter(m, "ems_gateway_password_rehashes_total",
+                                              "Stored password hashes raised to the current "
+                                              "iteration count.", NULL);
+    s->sessions_revoked = gw_metrics_counter(m, "ems_gateway_sessions_revoked_total",
+                                             "Sessions ended by logout.", NULL);
+    s->device_lookups = gw_metrics_counter(m, "ems_gateway_device_lookups_total",
+                                           "Upgrades' credential lookups sent to the DB writer.",
+                                           NULL);
+    s->device_negative_hits = gw_metrics_counter(m, "ems_gateway_device_negative_hits_total",
+                                                 "Upgrades refused from the unknown-device cache.",
+                                                 NULL);
+    s->ts_refused[0] = gw_metrics_counter(m, "ems_gateway_telemetry_refused_total",
+                                          "Packets refused for their timestamp.",
+                                          "rule=\"future\"");
+    s->ts_refused[1] = gw_metrics_counter(m, "ems_gateway_telemetry_refused_total",
+                                          "Packets refused for their timestamp.",
+                                          "rule=\"too_old\"");
     static const double lat[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                  0.25,  0.5,    1,     2.5,  5,     10};
     s->query_latency = gw_metrics_histogram(m, "ems_gateway_query_latency_seconds",
@@ -250,6 +333,17 @@ static void metrics_init(gw_t *gw)
     gw_metrics_gauge_fn(m, "ems_gateway_dbwriter_reconnects", "Connection attempts to the DB writer.",
                         NULL, g_link_stat, gw);
     dbw_metrics_register(gw);
+    srv_metrics_register(gw);
+    s->lnk[0] = gw_metrics_counter(m, "ems_gateway_queries_refused_total",
+                                   "REST queries refused: one user's limit (query_per_user) or the "
+                                   "queue (query_queue).",
+                                   "limit=\"per_user\"");
+    s->lnk[1] = gw_metrics_counter(m, "ems_gateway_queries_refused_total",
+                                   "REST queries refused: one user's limit (query_per_user) or the "
+                                   "queue (query_queue).",
+                                   "limit=\"queue\"");
+    s->lnk[2] = gw_metrics_counter(m, "ems_gateway_credential_changes_total",
+                                   "Credential changes pushed by the database (NOTIFY).", NULL);
 }
 
 /* The DB writer's own counters (docs/storage.md, "Counters"), fetched with
@@ -279,7 +373,23 @@ static const struct {
     {"paused", "ems_dbwriter_paused", "1 while the writer applies backpressure.", false},
     {"pg_up", "ems_dbwriter_pg_up", "1 while the writer is connected to PostgreSQL.", false},
     {"links", "ems_dbwriter_links", "Gateway connections to the writer.", false},
+    {"pg_maint_up", "ems_dbwriter_pg_maint_up",
+     "1 while the maintenance connection (rollup, partitions, job checks) is up.", false},
+    {"rollup_steps", "ems_dbwriter_rollup_steps_total", "Plain PostgreSQL: rollup steps run.", true},
+    {"rollup_failures", "ems_dbwriter_rollup_failures_total", "Plain PostgreSQL: rollup steps failed.",
+     true},
+    {"rollup_recomputed_total", "ems_dbwriter_rollup_buckets_recomputed_total",
+     "Plain PostgreSQL: 1-minute buckets recomputed for late rows.", true},
+    {"rollup_ms_last", "ems_dbwriter_rollup_ms_last", "Plain PostgreSQL: last rollup step, ms.",
+     false},
+    {"rollup_backlog", "ems_dbwriter_rollup_backlog",
+     "Plain PostgreSQL: 1 while late buckets wait beyond one step.", false},
+    {"tsdb_job_failures", "ems_dbwriter_tsdb_job_failures",
+     "TimescaleDB: failures summed over the background jobs (job_stats.total_failures).", false},
+    {"tsdb_jobs_failing", "ems_dbwriter_tsdb_jobs_failing",
+     "TimescaleDB: background jobs whose last run failed.", false},
 };
+_Static_assert(sizeof dbw_stats / sizeof dbw_stats[0] <= 24, "gw_metric_set_t.dbw is too small");
 
 static void dbw_metrics_register(gw_t *gw)
 {
@@ -342,7 +452,13 @@ static void link_state(void *ud, bool up)
         ems_log_warn("DB writer unavailable: telemetry is still fanned out but not acknowledged");
 }
 
-static const gw_link_cb_t link_cbs = {link_committed, link_state, link_acked};
+static void link_credentials(void *ud, const char *device_id)
+{
+    gw_device_forget_unknown(ud, device_id); /* a device just provisioned */
+    gw_device_credentials_changed(ud, device_id);
+}
+
+static const gw_link_cb_t link_cbs = {link_committed, link_state, link_acked, link_credentials};
 
 static const gw_cmds_ops_t cmd_ops = {gw_api_cmd_deliver, gw_api_cmd_changed};
 
@@ -461,15 +577,8 @@ static void tick_cb(uv_timer_t *t)
     }
     gw_device_recheck(gw, mono);
     dbw_stats_poll(gw, mono);
-    /* Failed-login buckets are small; forget them all now and then rather
-     * than tracking each one's age. */
-    if (gw->login_fail.len > 10000) {
-        const char *k;
-        void *v;
-        for (size_t i = 0; gw_map_next(&gw->login_fail, &i, &k, &v);)
-            free(v);
-        gw_map_free(&gw->login_fail);
-    }
+    srv_metrics_update(gw);
+    gw_api_tick(gw, mono);
 }
 
 static void reload_tls(gw_t *gw)
@@ -622,6 +731,14 @@ int gw_start(gw_t *gw, uv_loop_t *loop, const gw_config_t *cfg)
      * cap per HTTP connection would abort it. Memory is only taken while an
      * answer is being written. */
     so.max_out = 16u << 20;
+    /* A client that pipelines requests without reading its answers is not
+     * read further once about one answer waits (server.h); the budget
+     * bounds all answers queued at once. */
+    so.out_budget = (size_t)cfg->http_output_budget;
+    so.max_per_addr = (unsigned)cfg->max_unauth_per_addr;
+    so.reserve = (unsigned)(cfg->max_connections * cfg->connection_reserve_pct / 100);
+    so.handshake_cpu_pct = (unsigned)cfg->handshake_cpu_pct;
+    so.handshake_burst_ms = (unsigned)cfg->handshake_burst_ms;
     so.headers = gw_static_security_headers(gw->tls != NULL);
     ems_http_limits_default(&so.limits);
     so.limits.max_body = (size_t)cfg->http_max_body;
@@ -639,6 +756,9 @@ int gw_start(gw_t *gw, uv_loop_t *loop, const gw_config_t *cfg)
                          .ring = (size_t)cfg->link_ring,
                          .batch = (unsigned)cfg->link_batch,
                          .flush_ms = (unsigned)cfg->link_flush_ms,
+                         .user_inflight = (unsigned)cfg->query_inflight,
+                         .per_user = (unsigned)cfg->query_per_user,
+                         .user_queue = (unsigned)cfg->query_queue,
                          .hello_info = hello};
     rc = gw_link_new(loop, &lo, &link_cbs, gw, &gw->link);
     if (rc < 0) {
@@ -685,9 +805,7 @@ void gw_free(gw_t *gw)
         free(d);
     }
     gw_map_free(&gw->devs);
-    for (size_t i = 0; gw_map_next(&gw->login_fail, &i, &k, &v);)
-        free(v);
-    gw_map_free(&gw->login_fail);
+    gw_api_free(gw);
     gw_hub_free(&gw->hub);
     gw_cmds_free(gw->cmds);
     gw->cmds = NULL;

@@ -28,12 +28,15 @@
 #include "gw_config.h"
 #include "gw_hub.h"
 #include "gw_link.h"
+#include "gw_login.h"
 #include "gw_map.h"
 #include "gw_metrics.h"
+#include "gw_neg.h"
 #include "gw_ranges.h"
 #include "gw_rate.h"
 #include "gw_router.h"
 #include "gw_session.h"
+#include "log.h"
 #include "server.h"
 #include "telemetry.h"
 #include "tls.h"
@@ -79,6 +82,7 @@ struct gw_devconn {
     int64_t connected_ms;  /* wall clock */
     int64_t recheck_mono;  /* next credential re-check */
     bool rechecking;
+    bool recheck_again;    /* the credential changed while a re-check was out */
     const char *why_closed; /* our reason for closing, for the session record */
     gw_devconn_t *prev, *next;
 };
@@ -100,9 +104,14 @@ typedef struct {
     gw_metric_t *telemetry_ok, *invalid, *foreign, *rate_limited, *not_stored;
     gw_metric_t *acks_sent, *nacks_sent, *acked_records, *dash_dropped, *fanout_msgs;
     gw_metric_t *http_requests, *logins_ok, *logins_failed;
+    gw_metric_t *logins_throttled, *logins_busy, *password_hashes, *password_rehashes;
+    gw_metric_t *device_lookups, *device_negative_hits, *sessions_revoked;
+    gw_metric_t *ts_refused[2]; /* [0] too far in the future, [1] too old */
     gw_metric_t *query_latency;
     gw_metric_t *cmd_status[GW_CMD_STATUS_COUNT];
-    gw_metric_t *dbw[16]; /* the DB writer's counters, gw.c dbw_stats[] */
+    gw_metric_t *dbw[24]; /* the DB writer's counters, gw.c dbw_stats[] */
+    gw_metric_t *srv[8];  /* the HTTP server's limit counters, gw.c srv_stats_update */
+    gw_metric_t *lnk[3];  /* the DB writer link's refusals and credential notices */
 } gw_metric_set_t;
 
 struct gw {
@@ -123,7 +132,15 @@ struct gw {
     gw_dash_t *dashes;
     size_t ndashes;
     uint64_t next_gen;
-    gw_map_t login_fail; /* client address -> gw_rate_t (failed logins) */
+    /* Abuse defences (gw_api.c, gw_device.c); set up at first use, freed
+     * by gw_api_free. */
+    gw_login_t login;             /* per-address login budget, hash slots */
+    gw_session_revoked_t revoked; /* cookies ended by logout */
+    gw_neg_t dev_neg;             /* device ids the DB writer does not know */
+    gw_map_t auth_pending;        /* device id -> its lookup in flight (and waiters) */
+    ems_log_limit_t log_login, log_upgrade, log_foreign, log_ts; /* repeated warnings */
+    bool abuse_ready;
+    int64_t abuse_sweep_mono;
 
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t tick;
@@ -182,6 +199,13 @@ void gw_device_flush_acks(gw_t *gw);
 int gw_device_send_command(gw_t *gw, const gw_cmd_t *c);
 /* Re-checks credentials of connected devices that are due (1 s tick). */
 void gw_device_recheck(gw_t *gw, int64_t now_mono);
+/* The DB writer says a device's credential changed (NULL: maybe every
+ * device's): drops the cached credential and re-checks the live
+ * connection(s) now; a revoked or rotated one is closed with 4003. */
+void gw_device_credentials_changed(gw_t *gw, const char *device_id);
+/* Forgets a cached "unknown device" answer for `device_id` (NULL: for
+ * every id), e.g. when the database says a credential changed. */
+void gw_device_forget_unknown(gw_t *gw, const char *device_id);
 /* Closes every device connection with `code` (shutdown). */
 void gw_device_close_all(gw_t *gw, uint16_t code, const char *reason);
 
@@ -196,6 +220,18 @@ void gw_dash_device_event(gw_t *gw, const gw_dev_t *d);
 void gw_dash_close_all(gw_t *gw, uint16_t code, const char *reason);
 
 /* ---- gw_api.c ---- */
+
+/* The 1 s tick's share: summaries of rate-limited log lines, expiry of
+ * login and logout records. */
+void gw_api_tick(gw_t *gw, int64_t now_mono);
+/* Frees the abuse-defence state (login table, revoked sessions, negative
+ * device cache) after the loop ended. */
+void gw_api_free(gw_t *gw);
+/* Sets up the abuse-defence state from cfg (idempotent; gw_api_handle
+ * and gw_device_upgrade call it). */
+void gw_api_abuse_init(gw_t *gw);
+/* True if the cookie value was ended by a logout (gw_req_session). */
+bool gw_api_session_revoked(const gw_t *gw, const char *value, size_t len);
 
 /* Every non-WebSocket request (REST, /healthz, /metrics, static files). */
 void gw_api_handle(gw_t *gw, ems_server_req_t *req, const gw_route_t *route, unsigned method);

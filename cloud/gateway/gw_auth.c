@@ -115,6 +115,19 @@ int gw_auth_password_hash(const char *password, unsigned iterations, char *out, 
     return n < 0 || (size_t)n >= cap ? EMS_ENOSPC : 0;
 }
 
+long gw_auth_password_iterations(const char *encoded)
+{
+    if (!encoded || strncmp(encoded, PREFIX, strlen(PREFIX)) != 0)
+        return EMS_EINVAL;
+    const char *p = encoded + strlen(PREFIX);
+    char *end;
+    errno = 0;
+    unsigned long iter = strtoul(p, &end, 10);
+    if (errno || end == p || *end != '$' || iter < 1000 || iter > 10000000)
+        return EMS_EINVAL;
+    return (long)iter;
+}
+
 int gw_auth_password_verify(const char *password, const char *encoded)
 {
     if (!password || !encoded || strncmp(encoded, PREFIX, strlen(PREFIX)) != 0)

@@ -53,7 +53,23 @@ static const opt_t opts[] = {
     I(link_ring, 64, 10000000, "telemetry records held until the DB writer commits"),
     I(link_batch, 1, 10000, "records per frame to the DB writer"),
     I(link_flush_ms, 0, 10000, "a partial batch waits at most this long"),
+    I(query_inflight, 1, 1024, "REST queries (history, lists) at the DB writer at once"),
+    I(query_per_user, 1, 10000, "one user's REST queries in progress; more get 429"),
+    I(query_queue, 1, 1000000, "REST queries waiting for the DB writer; more get 503"),
     I(login_per_min, 1, 100000, "failed logins per client address per minute"),
+    I(max_unauth_per_addr, 0, 1000000,
+      "connections not yet upgraded per client address (IPv6: per /64); 0: no cap"),
+    I(connection_reserve_pct, 0, 90,
+      "percent of max_connections kept for authenticated (upgraded) connections"),
+    I(handshake_cpu_pct, 1, 100, "share of the event loop's time for TLS handshakes, percent"),
+    I(handshake_burst_ms, 1, 1000, "TLS handshake work allowed in one burst, ms"),
+    I(http_output_budget, 1 << 20, (int64_t)1 << 36,
+      "bytes of queued HTTP answers over all connections"),
+    I(login_hash_workers, 1, 64, "password hashes at once (libuv's pool has 4 threads)"),
+    I(login_queue, 0, 100000, "logins waiting for a password hash at most"),
+    I(auth_negative_s, 0, 3600, "unknown-device answers are cached this long"),
+    I(telemetry_max_skew_s, 1, 86400, "telemetry stamped further in the future is refused"),
+    I(telemetry_max_age_days, 1, 3650, "telemetry older than this is refused"),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -87,7 +103,24 @@ void gw_config_defaults(gw_config_t *c)
     c->link_ring = 262144;
     c->link_batch = 500;
     c->link_flush_ms = 5;
+    c->query_inflight = 8;
+    c->query_per_user = 4;
+    c->query_queue = 256;
     c->login_per_min = 20;
+    /* Connection limits (docs/deploy-cloud.md, "Connection limits"). */
+    c->max_unauth_per_addr = 64;
+    c->connection_reserve_pct = 10;
+    c->handshake_cpu_pct = 50;
+    c->handshake_burst_ms = 20;
+    c->http_output_budget = 256 << 20;
+    c->login_hash_workers = 2;
+    c->login_queue = 16;
+    c->auth_negative_s = 10;
+    /* The edge buffers at most 30 days (buffer_max_age_days) and the DB
+     * writer keeps raw rows 30 days; 35 leaves a margin for a device that
+     * comes back after a long outage (docs/protocol.md 2.1). */
+    c->telemetry_max_skew_s = 300;
+    c->telemetry_max_age_days = 35;
 }
 
 static const opt_t *find_opt(const char *key)

@@ -48,7 +48,20 @@ typedef struct {
     int64_t link_ring;            /* telemetry records held until the DB commits */
     int64_t link_batch;           /* records per TELEMETRY frame */
     int64_t link_flush_ms;        /* a partial batch waits at most this long */
+    int64_t query_inflight;       /* REST queries at the DB writer at once */
+    int64_t query_per_user;       /* one user's REST queries, waiting or running */
+    int64_t query_queue;          /* REST queries waiting for the DB writer */
     int64_t login_per_min;        /* failed logins per client address per minute */
+    int64_t max_unauth_per_addr;  /* not-yet-upgraded connections per address (IPv6 /64); 0 off */
+    int64_t connection_reserve_pct; /* % of max_connections only upgraded ones may use */
+    int64_t handshake_cpu_pct;    /* share of the loop for TLS handshakes */
+    int64_t handshake_burst_ms;   /* handshake work allowed in one burst */
+    int64_t http_output_budget;   /* bytes of queued HTTP answers, all connections */
+    int64_t login_hash_workers;   /* password hashes running at once */
+    int64_t login_queue;          /* logins waiting for a hash slot at most */
+    int64_t auth_negative_s;      /* "unknown device" answers are cached this long */
+    int64_t telemetry_max_skew_s;   /* packets further ahead of our clock are refused */
+    int64_t telemetry_max_age_days; /* packets older than this are refused */
 } gw_config_t;
 
 void gw_config_defaults(gw_config_t *c);

@@ -11,10 +11,13 @@
  * telemetry is validated, fanned out, and forwarded to the DB writer; the
  * device is acked only from gw_device_committed (after the commit).
  *
- * Revocation and rotation reach live connections through a re-check: every
- * recheck_s each connected device's credential is looked up again, and a
- * connection whose token is no longer the device's current, unrevoked one is
- * closed with 4003 (docs/api.md, "Provisioning").
+ * Revocation and rotation reach live connections in seconds: a trigger on
+ * the devices table notifies the DB writer, which forwards a CREDENTIALS
+ * frame; the cached credential is dropped and the connection re-checked at
+ * once (gw_device_credentials_changed). As a fallback for a listener that
+ * is down, every recheck_s each connected device's credential is looked up
+ * again. A connection whose token is no longer the device's current,
+ * unrevoked one is closed with 4003 (docs/api.md, "Provisioning").
  */
 #include "gw.h"
 
@@ -166,6 +169,35 @@ static void session_event(gw_t *gw, gw_devconn_t *dc, bool open, const char *rea
 
 /* ------------------------------------------------------------ messages */
 
+/* The timestamp rule (docs/protocol.md 2.1): a packet stamped more than
+ * telemetry_max_skew_s ahead of the gateway's clock, or older than
+ * telemetry_max_age_days, is refused for good. Such a packet could never be
+ * right: it would pin the device's "latest" state (the newest timestamp
+ * wins) or land outside what the system keeps. Returns -1 if acceptable,
+ * else the rule broken (0 future, 1 too old) with the nack's text in *e. */
+static int timestamp_check(const gw_t *gw, int64_t ts_ms, int64_t now_ms, ems_verr_t *e)
+{
+    int64_t skew_ms = gw->cfg.telemetry_max_skew_s * 1000;
+    int64_t age_ms = gw->cfg.telemetry_max_age_days * 86400 * 1000;
+    char ts[EMS_TIME_STR_MAX] = "?", now[EMS_TIME_STR_MAX] = "?";
+    if (ts_ms <= now_ms + skew_ms && ts_ms >= now_ms - age_ms)
+        return -1;
+    ems_time_format(ts_ms, ts, sizeof ts);
+    ems_time_format(now_ms, now, sizeof now);
+    if (ts_ms > now_ms + skew_ms) {
+        ems_verr_set(e, "timestamp",
+                     "%s is more than %" PRId64 " s ahead of the gateway's clock (%s); limit "
+                     "telemetry_max_skew_s",
+                     ts, gw->cfg.telemetry_max_skew_s, now);
+        return 0;
+    }
+    ems_verr_set(e, "timestamp",
+                 "%s is older than %" PRId64 " days before the gateway's clock (%s); limit "
+                 "telemetry_max_age_days",
+                 ts, gw->cfg.telemetry_max_age_days, now);
+    return 1;
+}
+
 /* One validated packet from the connection's device. `live` packets are
  * fanned out to dashboards; backfill from a batch is history and is not.
  * `raw` (may be NULL) is the device's own text of the packet, already parsed
@@ -179,12 +211,23 @@ static void handle_packet(gw_devconn_t *dc, const ems_telemetry_t *t, const char
     gw_dev_t *d = dc->dev;
     if (strcmp(t->device_id, d->id) != 0) {
         gw_metric_inc(gw->m.foreign);
-        ems_log_warn("device %s (%s) sent a packet for device %s: refused", d->id, dc->peer,
-                     t->device_id);
+        ems_log_limited(&gw->log_foreign, ems_time_mono_ms(), EMS_LOG_WARN,
+                        "device %s (%s) sent a packet for device %s: refused", d->id, dc->peer,
+                        t->device_id);
         ems_verr_t e;
         ems_verr_set(&e, "device_id", "is \"%s\" but this connection is authenticated as \"%s\"",
                      t->device_id, d->id);
         send_nack(dc, t->has_seq, t->seq, &e);
+        return;
+    }
+    ems_verr_t te;
+    int rule = timestamp_check(gw, t->timestamp_ms, now_ms, &te);
+    if (rule >= 0) {
+        gw_metric_inc(gw->m.ts_refused[rule]);
+        ems_log_limited(&gw->log_ts, ems_time_mono_ms(), EMS_LOG_WARN,
+                        "device %s (%s): packet seq %" PRIu64 " refused: timestamp %s", d->id,
+                        dc->peer, t->has_seq ? t->seq : 0, te.reason);
+        send_nack(dc, t->has_seq, t->seq, &te);
         return;
     }
     gw_metric_inc(gw->m.telemetry_ok);
@@ -404,7 +447,8 @@ static void refuse(gw_t *gw, ems_server_req_t *req, int status, const char *id, 
                    const char *why)
 {
     gw_metric_inc(gw->m.refused[0]);
-    ems_log_warn("device %s from %s refused: %d %s", id, peer, status, why);
+    ems_log_limited(&gw->log_upgrade, ems_time_mono_ms(), EMS_LOG_WARN,
+                    "device %s from %s refused: %d %s", id, peer, status, why);
     const char *extra = status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL;
     if (status == 401)
         extra = "WWW-Authenticate: Bearer\r\n";
@@ -521,24 +565,36 @@ static gw_dev_t *apply_auth(gw_t *gw, const char *id, const char *json, size_t l
     return d;
 }
 
-typedef struct {
+typedef struct auth_ctx {
     gw_t *gw;
     ems_server_req_t *req;
-    char id[EMS_DEVICE_ID_MAX + 1];
+    char id[EMS_DEVICE_ID_MAX + 1]; /* key of gw_t.auth_pending while the lookup is out */
     char hash[65];
     char peer[64];
     int64_t t0;
+    bool stale;            /* the credential changed while the lookup was out */
+    struct auth_ctx *next; /* upgrades of the same id waiting for this lookup */
 } auth_ctx_t;
 
-static void auth_result(void *ud, int status, const char *json, size_t len)
+static void auth_result(void *ud, int status, const char *json, size_t len);
+
+/* Sends the device_auth lookup for `a` (the leader of its id's waiters). */
+static int auth_send(gw_t *gw, auth_ctx_t *a)
 {
-    auth_ctx_t *a = ud;
-    gw_t *gw = a->gw;
-    gw_metric_observe(gw->m.query_latency, (double)(ems_time_mono_ms() - a->t0) / 1000.0);
+    char q[160];
+    int n = snprintf(q, sizeof q, "{\"op\":\"device_auth\",\"device_id\":\"%s\"}", a->id);
+    int rc = gw_link_query(gw->link, q, (size_t)n, auth_result, a);
+    if (rc == 0)
+        gw_metric_inc(gw->m.device_lookups);
+    return rc;
+}
+
+/* Answers one upgrade that waited for the lookup of its id. */
+static void auth_decide(gw_t *gw, auth_ctx_t *a, int status, gw_dev_t *d)
+{
     if (ems_server_req_gone(a->req)) {
         ems_server_respond(a->req, 499, NULL, NULL, NULL, 0); /* finishes it */
     } else if (status < 0) {
-        gw_dev_t *d = gw_dev_get(gw, a->id, false);
         if (d && d->auth_ok && status != EMS_ECLOSED) {
             ems_log_warn("device %s: credential lookup failed (%s); using the cached one", a->id,
                          ems_strerror(status));
@@ -546,19 +602,60 @@ static void auth_result(void *ud, int status, const char *json, size_t len)
         } else {
             refuse(gw, a->req, 503, a->id, a->peer, "credential store unavailable");
         }
+    } else if (gw->stopping) {
+        refuse(gw, a->req, 503, a->id, a->peer, "gateway is shutting down");
     } else {
-        gw_dev_t *d = apply_auth(gw, a->id, json, len);
-        if (gw->stopping)
-            refuse(gw, a->req, 503, a->id, a->peer, "gateway is shutting down");
-        else
-            decide(gw, a->req, d, a->id, a->hash, a->peer);
+        decide(gw, a->req, d, a->id, a->hash, a->peer);
     }
-    free(a);
+}
+
+static void auth_result(void *ud, int status, const char *json, size_t len)
+{
+    auth_ctx_t *a = ud;
+    gw_t *gw = a->gw;
+    gw_metric_observe(gw->m.query_latency, (double)(ems_time_mono_ms() - a->t0) / 1000.0);
+    /* A revocation or rotation was announced while this lookup was out:
+     * its answer may predate the change, so ask once more before letting
+     * anyone in on it. */
+    if (a->stale && status >= 0) {
+        a->stale = false;
+        if (auth_send(gw, a) == 0)
+            return;
+    }
+    if (gw_map_get(&gw->auth_pending, a->id) == a)
+        gw_map_del(&gw->auth_pending, a->id);
+    gw_dev_t *d;
+    if (status < 0) {
+        d = gw_dev_get(gw, a->id, false);
+    } else {
+        d = apply_auth(gw, a->id, json, len);
+        json_error_t je;
+        json_t *o = json_loadb(json, len, 0, &je);
+        if (json_is_false(json_object_get(o, "found")))
+            gw_neg_add(&gw->dev_neg, a->id, ems_time_mono_ms());
+        json_decref(o);
+    }
+    /* One answer for every upgrade that asked for this id meanwhile. */
+    while (a) {
+        auth_ctx_t *next = a->next;
+        auth_decide(gw, a, status, d);
+        free(a);
+        a = next;
+    }
+}
+
+void gw_device_forget_unknown(gw_t *gw, const char *device_id)
+{
+    if (device_id)
+        gw_neg_del(&gw->dev_neg, device_id);
+    else
+        gw_neg_clear(&gw->dev_neg);
 }
 
 void gw_device_upgrade(gw_t *gw, ems_server_req_t *req, const char *id)
 {
     const ems_http_msg_t *m = ems_server_req_msg(req);
+    gw_api_abuse_init(gw);
     char peer[64] = "?";
     ems_conn_t *c = ems_server_req_conn(req);
     if (c)
@@ -594,6 +691,13 @@ void gw_device_upgrade(gw_t *gw, ems_server_req_t *req, const char *id)
         decide(gw, req, d, id, hash, peer);
         return;
     }
+    /* The DB writer said "no such device" a moment ago (auth_negative_s):
+     * the same answer without asking again. */
+    if (gw_neg_has(&gw->dev_neg, id, mono)) {
+        gw_metric_inc(gw->m.device_negative_hits);
+        refuse(gw, req, 401, id, peer, "unknown device or wrong token");
+        return;
+    }
     auth_ctx_t *a = calloc(1, sizeof *a);
     if (!a) {
         refuse(gw, req, 503, id, peer, "out of memory");
@@ -605,9 +709,15 @@ void gw_device_upgrade(gw_t *gw, ems_server_req_t *req, const char *id)
     snprintf(a->id, sizeof a->id, "%s", id);
     snprintf(a->hash, sizeof a->hash, "%s", hash);
     snprintf(a->peer, sizeof a->peer, "%s", peer);
-    char q[160];
-    int n = snprintf(q, sizeof q, "{\"op\":\"device_auth\",\"device_id\":\"%s\"}", id);
-    int rc = gw_link_query(gw->link, q, (size_t)n, auth_result, a);
+    /* A lookup of this id is out already: wait for its answer rather than
+     * sending the same question again (a burst before the first answer). */
+    auth_ctx_t *lead = gw_map_get(&gw->auth_pending, a->id);
+    if (lead) {
+        a->next = lead->next;
+        lead->next = a;
+        return;
+    }
+    int rc = auth_send(gw, a);
     if (rc < 0) {
         free(a);
         if (d && d->auth_ok) {
@@ -616,7 +726,10 @@ void gw_device_upgrade(gw_t *gw, ems_server_req_t *req, const char *id)
         } else {
             refuse(gw, req, 503, id, peer, "credential store unavailable");
         }
+        return;
     }
+    if (gw_map_put(&gw->auth_pending, a->id, a) != 0)
+        ems_log_debug("device %s: lookup not shared (out of memory)", id);
 }
 
 /* ------------------------------------------------------------ re-check */
@@ -627,6 +740,8 @@ typedef struct {
     char id[EMS_DEVICE_ID_MAX + 1];
 } recheck_ctx_t;
 
+static int recheck_start(gw_t *gw, gw_devconn_t *dc, int64_t now_mono);
+
 static void recheck_result(void *ud, int status, const char *json, size_t len)
 {
     recheck_ctx_t *r = ud;
@@ -634,8 +749,11 @@ static void recheck_result(void *ud, int status, const char *json, size_t len)
     gw_dev_t *d = gw_dev_get(gw, r->id, false);
     gw_devconn_t *dc = d ? d->conn : NULL;
     if (!dc || dc->gen != r->gen || status < 0) {
-        if (dc && dc->gen == r->gen)
+        if (dc && dc->gen == r->gen) {
             dc->rechecking = false; /* try again next round */
+            if (dc->recheck_again) /* a change is pending: soon, not in recheck_s */
+                dc->recheck_mono = ems_time_mono_ms() + 1000;
+        }
         free(r);
         return;
     }
@@ -652,8 +770,36 @@ static void recheck_result(void *ud, int status, const char *json, size_t len)
         ems_log_warn("device %s (%s): %s; closing 4003", r->id, dc->peer, why);
         dc->why_closed = why;
         ems_ws_close(dc->ws, 4003, "credential revoked");
+    } else if (dc->recheck_again) {
+        /* The credential changed while this lookup was out: its answer may
+         * predate the change, so ask once more. */
+        dc->recheck_again = false;
+        recheck_start(gw, dc, ems_time_mono_ms());
     }
     free(r);
+}
+
+/* Sends one device_auth lookup for a live connection. Returns 0 or the
+ * link's refusal (the caller retries later). */
+static int recheck_start(gw_t *gw, gw_devconn_t *dc, int64_t now_mono)
+{
+    recheck_ctx_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return EMS_ENOMEM;
+    r->gw = gw;
+    r->gen = dc->gen;
+    snprintf(r->id, sizeof r->id, "%s", dc->dev->id);
+    char q[160];
+    int n = snprintf(q, sizeof q, "{\"op\":\"device_auth\",\"device_id\":\"%s\"}", r->id);
+    int rc = gw_link_query(gw->link, q, (size_t)n, recheck_result, r);
+    if (rc < 0) {
+        free(r);
+        return rc;
+    }
+    dc->rechecking = true;
+    dc->recheck_again = false;
+    dc->recheck_mono = now_mono + gw->cfg.recheck_s * 1000;
+    return 0;
 }
 
 void gw_device_recheck(gw_t *gw, int64_t now_mono)
@@ -663,21 +809,61 @@ void gw_device_recheck(gw_t *gw, int64_t now_mono)
     for (gw_devconn_t *dc = gw->devconns; dc; dc = dc->next) {
         if (dc->rechecking || now_mono < dc->recheck_mono || dc->dev->conn != dc)
             continue;
-        recheck_ctx_t *r = calloc(1, sizeof *r);
-        if (!r)
+        if (recheck_start(gw, dc, now_mono) < 0)
             return;
-        r->gw = gw;
-        r->gen = dc->gen;
-        snprintf(r->id, sizeof r->id, "%s", dc->dev->id);
-        char q[160];
-        int n = snprintf(q, sizeof q, "{\"op\":\"device_auth\",\"device_id\":\"%s\"}", r->id);
-        if (gw_link_query(gw->link, q, (size_t)n, recheck_result, r) < 0) {
-            free(r);
-            return;
-        }
-        dc->rechecking = true;
-        dc->recheck_mono = now_mono + gw->cfg.recheck_s * 1000;
     }
+}
+
+/* Drops one device's cached credential and re-checks its live connection
+ * at once (or right after the lookup already out, whose answer may predate
+ * the change). */
+static void credentials_changed(gw_t *gw, gw_dev_t *d, int64_t now_mono)
+{
+    d->auth_ok = false; /* the next upgrade asks the database */
+    gw_devconn_t *dc = d->conn;
+    if (!dc || !ems_ws_is_open(dc->ws))
+        return;
+    if (dc->rechecking) {
+        dc->recheck_again = true;
+        return;
+    }
+    dc->recheck_mono = now_mono; /* if the link refuses now, the next tick retries */
+    if (gw_link_up(gw->link))
+        recheck_start(gw, dc, now_mono);
+}
+
+void gw_device_credentials_changed(gw_t *gw, const char *device_id)
+{
+    int64_t now = ems_time_mono_ms();
+    if (device_id) {
+        auth_ctx_t *a = gw_map_get(&gw->auth_pending, device_id);
+        if (a)
+            a->stale = true;
+        gw_dev_t *d = gw_dev_get(gw, device_id, false);
+        if (d) {
+            ems_log_info("device %s: credential changed in the database; re-checking%s",
+                         device_id, d->conn ? " its connection" : "");
+            credentials_changed(gw, d, now);
+        }
+        return;
+    }
+    /* Every device: drop the whole cache; live connections are re-checked
+     * now (the lookups queue in the link, lookups before REST queries). */
+    const char *k;
+    void *v;
+    size_t n = 0;
+    for (size_t i = 0; gw_map_next(&gw->auth_pending, &i, &k, &v);)
+        ((auth_ctx_t *)v)->stale = true;
+    for (size_t i = 0; gw_map_next(&gw->devs, &i, &k, &v);) {
+        gw_dev_t *d = v;
+        if (d->conn)
+            n++;
+        credentials_changed(gw, d, now);
+    }
+    if (n)
+        ems_log_info("credentials may have changed while nobody listened; re-checking %zu live "
+                     "device connection(s)",
+                     n);
 }
 
 void gw_device_close_all(gw_t *gw, uint16_t code, const char *reason)

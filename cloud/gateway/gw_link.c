@@ -4,11 +4,13 @@
 #include "backoff.h"
 #include "error.h"
 #include "gw_auth.h"
+#include "gw_map.h"
 #include "link.h"
 #include "log.h"
 #include "timefmt.h"
 
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,16 +32,42 @@ typedef struct frame {
     unsigned nrec;
 } frame_t;
 
+/* One user's share of the query bounds; freed when its last query ends. */
+typedef struct {
+    unsigned n; /* queries waiting or at the DB writer */
+    char name[];
+} quser_t;
+
+enum { Q_SYS, Q_USER }; /* the gateway's own lookups; queries for a user */
+
 typedef struct query {
-    struct query *prev, *next;
+    struct query *prev, *next;   /* every query, oldest first (timeouts) */
+    struct query *wprev, *wnext; /* waiting to be sent, per class */
     uint64_t id;
     int64_t deadline_ms;
     gw_link_result_fn fn;
     void *ud;
+    quser_t *user; /* NULL for the gateway's own */
     bool sent;
     size_t len;
     uint8_t frame[]; /* the QUERY frame, until it is sent */
 } query_t;
+
+typedef struct {
+    query_t *head, *tail;
+    size_t n;
+} qwait_t;
+
+/* The DB writer's last STATUS (docs/protocol.md 5.7). */
+typedef struct {
+    bool known;
+    bool commits_failing; /* connected, but batches do not commit */
+    char db[16];
+    char error[300];
+    bool migrated;
+    int64_t last_commit_ms;
+    char storage[16];
+} dbstate_t;
 
 struct gw_link {
     uv_loop_t *loop;
@@ -70,9 +98,11 @@ struct gw_link {
     frame_t *head, *tail, *unsent;
     size_t held; /* records + events in frames and in the open batch */
 
-    query_t *qhead, *qtail; /* sent ones first, then the waiting ones, in order */
-    query_t *qnext;         /* first one not sent yet */
-    size_t nqueries, inflight;
+    query_t *qhead, *qtail; /* every query, in the order they were made */
+    qwait_t wait[2];        /* not sent yet, per class */
+    size_t nqueries, inflight, user_inflight;
+    gw_map_t users;         /* name -> quser_t */
+    dbstate_t db;
     gw_link_stats_t st;
 };
 
@@ -307,15 +337,60 @@ static void query_unlink(gw_link_t *l, query_t *q)
     l->nqueries--;
 }
 
+static qwait_t *wait_of(gw_link_t *l, const query_t *q)
+{
+    return &l->wait[q->user ? Q_USER : Q_SYS];
+}
+
+static void wait_push(gw_link_t *l, query_t *q)
+{
+    qwait_t *w = wait_of(l, q);
+    q->wnext = NULL;
+    q->wprev = w->tail;
+    if (w->tail)
+        w->tail->wnext = q;
+    else
+        w->head = q;
+    w->tail = q;
+    w->n++;
+}
+
+static void wait_unlink(gw_link_t *l, query_t *q)
+{
+    qwait_t *w = wait_of(l, q);
+    if (q->wprev)
+        q->wprev->wnext = q->wnext;
+    else
+        w->head = q->wnext;
+    if (q->wnext)
+        q->wnext->wprev = q->wprev;
+    else
+        w->tail = q->wprev;
+    q->wprev = q->wnext = NULL;
+    w->n--;
+}
+
+static void user_release(gw_link_t *l, quser_t *u)
+{
+    if (u && --u->n == 0) {
+        gw_map_del(&l->users, u->name);
+        free(u);
+    }
+}
+
 static void pump_queries(gw_link_t *l);
 
 static void query_finish(gw_link_t *l, query_t *q, int status, const char *json, size_t len)
 {
-    if (l->qnext == q)
-        l->qnext = q->next;
-    if (q->sent)
+    if (q->sent) {
         l->inflight--;
+        if (q->user)
+            l->user_inflight--;
+    } else {
+        wait_unlink(l, q);
+    }
     query_unlink(l, q);
+    user_release(l, q->user);
     if (status < 0)
         l->st.query_errors++;
     q->fn(q->ud, status, json, len);
@@ -325,16 +400,25 @@ static void query_finish(gw_link_t *l, query_t *q, int status, const char *json,
 
 /* Sends waiting queries while fewer than max_inflight are at the DB
  * writer, which refuses more than it can run at once ("too many queries in
- * progress"); a reconnect storm of devices waits here instead. */
+ * progress"); a reconnect storm of devices waits here instead. The
+ * gateway's own lookups go first; user queries only while fewer than
+ * user_inflight of them are out, so that answers (history can be large)
+ * never pile up on the link. */
 static void pump_queries(gw_link_t *l)
 {
-    while (l->qnext && l->inflight < l->o.max_inflight && gw_link_up(l) && !l->freeing) {
-        query_t *q = l->qnext;
+    while (l->inflight < l->o.max_inflight && gw_link_up(l) && !l->freeing) {
+        query_t *q = l->wait[Q_SYS].head;
+        if (!q && l->user_inflight < l->o.user_inflight)
+            q = l->wait[Q_USER].head;
+        if (!q)
+            return;
         if (ems_link_conn_send_raw(l->conn, q->frame, q->len) < 0)
             return; /* full: the next result or drain retries */
+        wait_unlink(l, q);
         q->sent = true;
         l->inflight++;
-        l->qnext = q->next;
+        if (q->user)
+            l->user_inflight++;
     }
 }
 
@@ -353,6 +437,37 @@ static void fail_queries(gw_link_t *l, int status)
 {
     while (l->qhead)
         query_finish(l, l->qhead, status, "", 0);
+}
+
+/* Keeps the DB writer's database state for gw_link_health. */
+static void on_status(gw_link_t *l, const char *json, size_t len)
+{
+    json_t *o = json_loadb(json, len, 0, NULL);
+    const char *db = json_string_value(json_object_get(o, "db"));
+    const char *mig = json_string_value(json_object_get(o, "migrations"));
+    if (!db || !mig) {
+        ems_log_warn("dbwriter link: malformed status: %.*s", (int)(len > 200 ? 200 : len), json);
+        json_decref(o);
+        return;
+    }
+    const char *commits = json_string_value(json_object_get(o, "commits"));
+    dbstate_t n = {.known = true,
+                   .migrated = !strcmp(mig, "done"),
+                   .commits_failing = commits && !strcmp(commits, "failing")};
+    snprintf(n.db, sizeof n.db, "%s", db);
+    const char *err = json_string_value(json_object_get(o, "error"));
+    snprintf(n.error, sizeof n.error, "%s", err ? err : "");
+    const char *stg = json_string_value(json_object_get(o, "storage"));
+    snprintf(n.storage, sizeof n.storage, "%s", stg ? stg : "");
+    json_t *lc = json_object_get(o, "last_commit_ms");
+    n.last_commit_ms = json_is_integer(lc) ? (int64_t)json_integer_value(lc) : 0;
+    if (!l->db.known || strcmp(n.db, l->db.db) || strcmp(n.error, l->db.error) ||
+        n.migrated != l->db.migrated)
+        ems_log(strcmp(n.db, "ok") ? EMS_LOG_WARN : EMS_LOG_INFO,
+                "dbwriter reports: database %s%s%s, migrations %s", n.db, n.error[0] ? ": " : "",
+                n.error, mig);
+    l->db = n;
+    json_decref(o);
 }
 
 static void conn_on_frame(ems_link_conn_t *c, void *ud, const ems_link_frame_t *f)
@@ -377,6 +492,21 @@ static void conn_on_frame(ems_link_conn_t *c, void *ud, const ems_link_frame_t *
         if (ems_link_parse_result(f, &a, &st, &s, &n) == 0)
             on_result(l, a, st, s, n);
         break;
+    case EMS_LINK_STATUS:
+        if (ems_link_parse_status(f, &s, &n) == 0)
+            on_status(l, s, n);
+        break;
+    case EMS_LINK_CREDENTIALS: {
+        char id[EMS_DEVICE_ID_MAX + 1];
+        if (ems_link_parse_credentials(f, id) < 0) {
+            ems_log_warn("dbwriter link: malformed credentials frame");
+            break;
+        }
+        l->st.credential_changes++;
+        if (l->cb.credentials)
+            l->cb.credentials(l->ud, id[0] ? id : NULL);
+        break;
+    }
     default:
         ems_log_warn("dbwriter link: unexpected %s frame", ems_link_kind_name(f->kind));
         break;
@@ -394,8 +524,12 @@ static void conn_on_ready(ems_link_conn_t *c, void *ud, const char *info, size_t
     /* Everything not acknowledged goes again, oldest first. */
     l->unsent = l->head;
     pump(l);
+    pump_queries(l);
     if (l->cb.state)
         l->cb.state(l->ud, true);
+    /* Credential changes made while the link was down were not forwarded. */
+    if (l->cb.credentials)
+        l->cb.credentials(l->ud, NULL);
 }
 
 static void conn_on_drain(ems_link_conn_t *c, void *ud)
@@ -415,6 +549,7 @@ static void conn_on_close(ems_link_conn_t *c, void *ud, int status)
     l->conn = NULL;
     l->ready = false;
     l->unsent = l->head;
+    memset(&l->db, 0, sizeof l->db); /* unknown until the next STATUS */
     fail_queries(l, l->freeing ? EMS_ECLOSED : EMS_EAGAIN);
     if (l->freeing) {
         release(l);
@@ -454,10 +589,9 @@ static void connect_now(gw_link_t *l)
 
 /* ------------------------------------------------------------ queries */
 
-int gw_link_query(gw_link_t *l, const char *json, size_t len, gw_link_result_fn fn, void *ud)
+static int query_add(gw_link_t *l, quser_t *u, const char *json, size_t len,
+                     gw_link_result_fn fn, void *ud)
 {
-    if (!gw_link_up(l) || l->nqueries >= l->o.max_queries)
-        return EMS_EAGAIN;
     ems_link_buf_t b = {0};
     int rc = ems_link_put_id_json(&b, EMS_LINK_QUERY, l->next_query_id + 1, json, len);
     query_t *q = rc == 0 ? malloc(sizeof *q + b.len) : NULL;
@@ -472,6 +606,9 @@ int gw_link_query(gw_link_t *l, const char *json, size_t len, gw_link_result_fn 
     ems_link_buf_free(&b);
     q->fn = fn;
     q->ud = ud;
+    q->user = u;
+    if (u)
+        u->n++;
     q->deadline_ms = ems_time_mono_ms() + l->o.query_timeout_ms;
     q->prev = l->qtail;
     if (l->qtail)
@@ -479,12 +616,127 @@ int gw_link_query(gw_link_t *l, const char *json, size_t len, gw_link_result_fn 
     else
         l->qhead = q;
     l->qtail = q;
-    if (!l->qnext)
-        l->qnext = q;
+    wait_push(l, q);
     l->nqueries++;
     l->st.queries++;
     pump_queries(l);
     return 0;
+}
+
+int gw_link_query(gw_link_t *l, const char *json, size_t len, gw_link_result_fn fn, void *ud)
+{
+    if (!gw_link_up(l) || l->nqueries >= l->o.max_queries)
+        return EMS_EAGAIN;
+    return query_add(l, NULL, json, len, fn, ud);
+}
+
+int gw_link_query_user(gw_link_t *l, const char *user, const char *json, size_t len,
+                       gw_link_result_fn fn, void *ud)
+{
+    if (!gw_link_up(l) || l->nqueries >= l->o.max_queries)
+        return EMS_EAGAIN;
+    quser_t *u = gw_map_get(&l->users, user);
+    if (u && u->n >= l->o.per_user) {
+        l->st.queries_refused_user++;
+        return GW_LINK_EUSER;
+    }
+    if (l->wait[Q_USER].n >= l->o.user_queue) {
+        l->st.queries_refused_queue++;
+        return EMS_ENOSPC;
+    }
+    bool fresh = !u;
+    if (fresh) {
+        size_t n = strlen(user);
+        u = calloc(1, sizeof *u + n + 1);
+        if (!u)
+            return EMS_ENOMEM;
+        memcpy(u->name, user, n + 1);
+        if (gw_map_put(&l->users, u->name, u) < 0) {
+            free(u);
+            return EMS_ENOMEM;
+        }
+    }
+    int rc = query_add(l, u, json, len, fn, ud);
+    if (rc < 0 && fresh) {
+        gw_map_del(&l->users, u->name);
+        free(u);
+    }
+    return rc;
+}
+
+int gw_link_refusal(const gw_link_t *l, int rc, const char *user, char *msg, size_t cap,
+                    unsigned *retry_after_s)
+{
+    if (rc == GW_LINK_EUSER) {
+        snprintf(msg, cap,
+                 "too many requests in progress for user '%s': at most %u at once "
+                 "(query_per_user); retry when one has finished",
+                 user, l->o.per_user);
+        *retry_after_s = 1;
+        return 429;
+    }
+    if (rc == EMS_ENOSPC) {
+        snprintf(msg, cap,
+                 "the gateway is busy: %u queries are already waiting for the DB writer "
+                 "(query_queue); retry shortly",
+                 l->o.user_queue);
+        *retry_after_s = 2;
+        return 503;
+    }
+    snprintf(msg, cap, "DB writer unavailable");
+    *retry_after_s = 5;
+    return 503;
+}
+
+int gw_link_health(const gw_link_t *l, char *body, size_t cap)
+{
+    json_t *o = json_object();
+    int code = 503;
+    char reason[400] = "";
+    if (!gw_link_up(l)) {
+        json_object_set_new(o, "dbwriter", json_string("disconnected"));
+        snprintf(reason, sizeof reason, "dbwriter link down");
+    } else {
+        json_object_set_new(o, "dbwriter", json_string("connected"));
+        if (!l->db.known) {
+            json_object_set_new(o, "database", json_string("unknown"));
+            snprintf(reason, sizeof reason,
+                     "the DB writer has not reported its database state yet (an older "
+                     "ems-dbwriter does not)");
+        } else {
+            json_object_set_new(o, "database", json_string(l->db.db));
+            json_object_set_new(o, "migrations",
+                                json_string(l->db.migrated ? "done" : "pending"));
+            if (l->db.error[0])
+                json_object_set_new(o, "error", json_string(l->db.error));
+            if (!strcmp(l->db.db, "failing") && l->db.commits_failing)
+                snprintf(reason, sizeof reason, "database refuses commits: %s",
+                         l->db.error[0] ? l->db.error : "unknown error");
+            else if (!strcmp(l->db.db, "failing"))
+                snprintf(reason, sizeof reason, "database unreachable: %s",
+                         l->db.error[0] ? l->db.error : "unknown error");
+            else if (strcmp(l->db.db, "ok") != 0)
+                snprintf(reason, sizeof reason, "database not reached yet (%s)", l->db.db);
+            else if (!l->db.migrated)
+                snprintf(reason, sizeof reason, "migrations pending");
+            else
+                code = 200;
+            char t[EMS_TIME_STR_MAX];
+            json_object_set_new(o, "last_commit",
+                                l->db.last_commit_ms > 0 &&
+                                        ems_time_format(l->db.last_commit_ms, t, sizeof t) > 0
+                                    ? json_string(t)
+                                    : json_null());
+        }
+    }
+    json_object_set_new(o, "status", json_string(code == 200 ? "ok" : "degraded"));
+    if (code != 200)
+        json_object_set_new(o, "reason", json_string(reason));
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    snprintf(body, cap, "%s", s ? s : "{\"status\":\"degraded\",\"reason\":\"out of memory\"}");
+    free(s);
+    return code;
 }
 
 static void qtimer_cb(uv_timer_t *t)
@@ -500,6 +752,23 @@ static void qtimer_cb(uv_timer_t *t)
 }
 
 /* ------------------------------------------------------------ life */
+
+/* Our HELLO info with "accepts": the frame kinds this gateway understands
+ * beyond version 1's (an older DB writer ignores the member). */
+static char *hello_with_accepts(const char *info)
+{
+    json_t *o = info ? json_loads(info, 0, NULL) : NULL;
+    if (!json_is_object(o)) {
+        json_decref(o);
+        o = json_pack("{ss}", "name", "ems-gateway");
+    }
+    json_object_set_new(o, "accepts", json_pack("[ss]", "status", "credentials"));
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    char *out = s ? strdup(s) : NULL; /* freed with free(), like the rest */
+    free(s);
+    return out;
+}
 
 int gw_link_new(uv_loop_t *loop, const gw_link_opts_t *o, const gw_link_cb_t *cb, void *ud,
                 gw_link_t **out)
@@ -518,8 +787,14 @@ int gw_link_new(uv_loop_t *loop, const gw_link_opts_t *o, const gw_link_cb_t *cb
         l->o.max_inflight = 64;
     if (!l->o.max_queries)
         l->o.max_queries = 50000;
+    if (!l->o.user_inflight)
+        l->o.user_inflight = 8;
+    if (!l->o.user_queue)
+        l->o.user_queue = 256;
+    if (!l->o.per_user)
+        l->o.per_user = 4;
     l->path = strdup(o->path);
-    l->hello = strdup(o->hello_info ? o->hello_info : "{\"name\":\"ems-gateway\"}");
+    l->hello = hello_with_accepts(o->hello_info);
     if (!l->path || !l->hello) {
         free(l->path);
         free(l->hello);
@@ -560,6 +835,7 @@ static void release(gw_link_t *l)
     ems_link_buf_free(&l->open);
     free(l->path);
     free(l->hello);
+    gw_map_free(&l->users);
     free(l);
     if (done)
         done(arg);

@@ -20,7 +20,17 @@
  *     good), so the caller can ack or nack the device;
  *   - QUERY/RESULT with callbacks and a 10 s timeout; at most
  *     `max_inflight` queries are at the DB writer at once (it refuses more),
- *     the rest wait in order (at most `max_queries`).
+ *     the rest wait in order (at most `max_queries`). Queries made for a
+ *     user (REST, gw_link_query_user) are bounded apart, so a crowd of
+ *     dashboards asking for history can neither starve the lookups that
+ *     let devices in nor flood the link: at most `user_inflight` of them
+ *     are at the DB writer at once, at most `user_queue` wait, and one user
+ *     holds at most `per_user` (waiting or at the writer). Lookups of the
+ *     gateway itself (device_auth, stats) are sent first;
+ *   - the DB writer's database state (STATUS frames): gw_link_health says
+ *     whether it can commit, which is what /healthz answers;
+ *   - CREDENTIALS frames: a device's credential changed in the database;
+ *     the `credentials` callback tells the device endpoint.
  *
  * The owner of a record is an opaque pointer given with the record and
  * returned in `committed`; it must stay valid until then (or until
@@ -31,6 +41,7 @@
 
 #include "telemetry.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -47,6 +58,11 @@ typedef struct {
     /* Every ACK that released at least one frame was processed (the caller
      * flushes the acks it collected). May be NULL. */
     void (*acked)(void *ud);
+    /* A device's credential changed in the database: drop its cached
+     * credential and re-check its live connection now. `device_id` is NULL
+     * for "every device" (the DB writer may have missed changes: it just
+     * (re)started listening, or this link was down). May be NULL. */
+    void (*credentials)(void *ud, const char *device_id);
 } gw_link_cb_t;
 
 typedef struct {
@@ -57,7 +73,10 @@ typedef struct {
     unsigned query_timeout_ms; /* 0: 10000, from the call, waiting included */
     unsigned max_inflight;     /* queries at the DB writer at once; 0: 64 */
     unsigned max_queries;      /* queries waiting or in flight; 0: 50000 */
-    const char *hello_info;    /* JSON object for our HELLO */
+    unsigned user_inflight;    /* user queries at the DB writer at once; 0: 8 */
+    unsigned user_queue;       /* user queries waiting to be sent; 0: 256 */
+    unsigned per_user;         /* one user's queries, waiting or sent; 0: 4 */
+    const char *hello_info;    /* JSON object for our HELLO ("accepts" is added) */
 } gw_link_opts_t;
 
 /* Result of a query: status 0 and the JSON result, or a negative code
@@ -85,6 +104,30 @@ int gw_link_event(gw_link_t *l, const char *json, size_t len);
  * are waiting (no callback then), or EMS_ENOMEM. */
 int gw_link_query(gw_link_t *l, const char *json, size_t len, gw_link_result_fn fn, void *ud);
 
+/* Refusals of gw_link_query_user besides EMS_EAGAIN (link down):
+ * GW_LINK_EUSER: the user already has `per_user` queries; EMS_ENOSPC:
+ * `user_queue` queries already wait. */
+#define GW_LINK_EUSER (-EDQUOT)
+
+/* Queues a QUERY on behalf of `user` (the session's user name; "" counts
+ * as one anonymous user). Same contract as gw_link_query, plus the bounds
+ * above: returns 0, EMS_EAGAIN, GW_LINK_EUSER, EMS_ENOSPC or EMS_ENOMEM. */
+int gw_link_query_user(gw_link_t *l, const char *user, const char *json, size_t len,
+                       gw_link_result_fn fn, void *ud);
+
+/* How to answer a request whose query was refused with `rc`: returns the
+ * HTTP status (429 for GW_LINK_EUSER, else 503), writes a message naming
+ * the limit to `msg` and the seconds to put in Retry-After. */
+int gw_link_refusal(const gw_link_t *l, int rc, const char *user, char *msg, size_t cap,
+                    unsigned *retry_after_s);
+
+/* What /healthz answers: 200 when the DB writer reports that it can commit
+ * (its database is reachable, the migrations are applied, commits do not
+ * fail), else 503; the JSON body (at most `cap` bytes, NUL-terminated) says
+ * which part is missing: the DB writer link, the database (with its error)
+ * or the migrations. */
+int gw_link_health(const gw_link_t *l, char *body, size_t cap);
+
 /* Seals the batch being built so it is sent now. */
 void gw_link_flush(gw_link_t *l);
 
@@ -98,6 +141,8 @@ size_t gw_link_pending_queries(const gw_link_t *l);
 typedef struct {
     uint64_t frames_sent, records_sent, records_committed, records_rejected, events_committed;
     uint64_t refused_full, reconnects, queries, query_errors;
+    uint64_t queries_refused_user, queries_refused_queue; /* GW_LINK_EUSER, EMS_ENOSPC */
+    uint64_t credential_changes;                          /* CREDENTIALS frames */
 } gw_link_stats_t;
 void gw_link_stats(const gw_link_t *l, gw_link_stats_t *out);
 

@@ -88,3 +88,16 @@ int gw_ranges_take_ack(gw_ranges_t *s, char *buf, size_t cap)
     s->len -= n;
     return (int)o;
 }
+
+int gw_ranges_auto_bucket(int64_t span_ms)
+{
+    static const int widths[] = {60, 3600, 86400};
+    if (span_ms <= GW_HISTORY_RAW_MAX_MS)
+        return 0;
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
+        if (span_ms <= (int64_t)(GW_HISTORY_BUCKETS_MAX - 1) * widths[i] * 1000)
+            return widths[i];
+    /* Beyond the API's 400 days: whole days, as many as needed. */
+    int64_t per = (int64_t)(GW_HISTORY_BUCKETS_MAX - 1) * 86400 * 1000;
+    return 86400 * (int)((span_ms + per - 1) / per);
+}

@@ -37,4 +37,16 @@ int gw_ranges_take_ack(gw_ranges_t *s, char *buf, size_t cap);
 
 #define GW_ACK_JSON_MAX (GW_ACK_RANGES_MAX * 44 + 40)
 
+/* Time ranges of the history API (GET /api/devices/{id}/telemetry). */
+#define GW_HISTORY_RAW_MAX_MS (2LL * 3600 * 1000) /* auto gives raw up to 2 h */
+#define GW_HISTORY_BUCKETS_MAX 4000               /* the DB writer's limit */
+
+/* The default ("auto") bucket width in seconds for a range of `span_ms`:
+ * 0 (raw) up to 2 hours, else the first of 60, 3600 and 86400 whose buckets
+ * cover the range in at most GW_HISTORY_BUCKETS_MAX buckets whatever its
+ * alignment (the DB writer answers whole epoch-aligned buckets, so a range
+ * can touch one bucket more than span / width). Every span up to 400 days
+ * gets a width the DB writer accepts. */
+int gw_ranges_auto_bucket(int64_t span_ms);
+
 #endif

@@ -171,3 +171,90 @@ const char *gw_cookie_find(const char *header, size_t hlen, const char *name, si
     }
     return NULL;
 }
+
+/* ------------------------------------------------------------ revocation */
+
+typedef struct {
+    char mac[65]; /* key of the map */
+    int64_t expires_s;
+} revoked_t;
+
+/* The MAC part of a cookie value: its last 64 characters after a '|'. */
+static bool cookie_mac(const char *value, size_t len, char out[65])
+{
+    if (!value || len < 65 || value[len - 65] != '|')
+        return false;
+    memcpy(out, value + len - 64, 64);
+    out[64] = '\0';
+    return true;
+}
+
+void gw_session_revoked_sweep(gw_session_revoked_t *r, int64_t now_s)
+{
+    for (;;) {
+        revoked_t *drop[64];
+        size_t n = 0;
+        const char *k;
+        void *v;
+        for (size_t i = 0; n < 64 && gw_map_next(&r->map, &i, &k, &v);)
+            if (((revoked_t *)v)->expires_s <= now_s)
+                drop[n++] = v;
+        for (size_t i = 0; i < n; i++) {
+            gw_map_del(&r->map, drop[i]->mac);
+            free(drop[i]);
+        }
+        if (n < 64)
+            return;
+    }
+}
+
+int gw_session_revoke(gw_session_revoked_t *r, const char *value, size_t len, int64_t expires_s,
+                      int64_t now_s)
+{
+    char mac[65];
+    if (!cookie_mac(value, len, mac))
+        return EMS_EINVAL;
+    if (gw_map_get(&r->map, mac))
+        return 0;
+    int evicted = 0;
+    if (r->map.len >= GW_SESSION_REVOKED_MAX)
+        gw_session_revoked_sweep(r, now_s);
+    if (r->map.len >= GW_SESSION_REVOKED_MAX) {
+        /* Full of live entries: give up the one that expires first, the
+         * least harmful to forget. */
+        revoked_t *first = NULL;
+        const char *k;
+        void *v;
+        for (size_t i = 0; gw_map_next(&r->map, &i, &k, &v);)
+            if (!first || ((revoked_t *)v)->expires_s < first->expires_s)
+                first = v;
+        gw_map_del(&r->map, first->mac);
+        free(first);
+        evicted = 1;
+    }
+    revoked_t *e = calloc(1, sizeof *e);
+    if (!e)
+        return EMS_ENOMEM;
+    memcpy(e->mac, mac, sizeof mac);
+    e->expires_s = expires_s;
+    if (gw_map_put(&r->map, e->mac, e) != 0) {
+        free(e);
+        return EMS_ENOMEM;
+    }
+    return evicted;
+}
+
+bool gw_session_is_revoked(const gw_session_revoked_t *r, const char *value, size_t len)
+{
+    char mac[65];
+    return r->map.len > 0 && cookie_mac(value, len, mac) && gw_map_get(&r->map, mac) != NULL;
+}
+
+void gw_session_revoked_free(gw_session_revoked_t *r)
+{
+    const char *k;
+    void *v;
+    for (size_t i = 0; gw_map_next(&r->map, &i, &k, &v);)
+        free(v);
+    gw_map_free(&r->map);
+}

@@ -6,15 +6,20 @@
  * gateway can check a cookie without a shared store (docs/api.md). The
  * cookie is not encrypted: the user name and role are not secrets.
  *
- * Consequences of being stateless, on purpose: logout clears the cookie in
- * the browser only, and a changed role or a deleted user takes effect when
- * the cookie expires (12 h) or the key is rotated.
+ * Logout ends the session on the server too: the gateway keeps the MAC of
+ * every logged-out cookie until the cookie would have expired
+ * (gw_session_revoked_t, bounded), and refuses it meanwhile. That list is
+ * per gateway process (not shared, not kept over a restart). A changed role
+ * or a deleted user still takes effect when the cookie expires (12 h) or
+ * the key is rotated.
  *
  * User names are 1..64 of [A-Za-z0-9_.@-], which never need escaping in a
  * cookie or a log line.
  */
 #ifndef GW_SESSION_H
 #define GW_SESSION_H
+
+#include "gw_map.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -66,6 +71,27 @@ int gw_session_sign(const gw_session_key_t *k, const gw_session_t *s, char *out,
  * compared in constant time. */
 int gw_session_verify(const gw_session_key_t *k, const char *value, size_t len, int64_t now_s,
                       gw_session_t *out);
+
+/* Cookies ended by logout, each kept until its own expiry. The key is the
+ * cookie's MAC (64 hex), which names one signed session text. At most
+ * GW_SESSION_REVOKED_MAX entries: when full, expired entries go first, then
+ * the one closest to its expiry (logged by the caller via the return value). */
+#define GW_SESSION_REVOKED_MAX 100000
+
+typedef struct {
+    gw_map_t map; /* MAC hex -> entry */
+} gw_session_revoked_t;
+
+/* Revokes the cookie value `value` (already verified) that expires at
+ * `expires_s`. Returns 0, 1 if an unexpired entry had to be evicted to make
+ * room, EMS_EINVAL (no MAC in it) or EMS_ENOMEM. */
+int gw_session_revoke(gw_session_revoked_t *r, const char *value, size_t len, int64_t expires_s,
+                      int64_t now_s);
+/* True if the cookie value was revoked (and has not expired). */
+bool gw_session_is_revoked(const gw_session_revoked_t *r, const char *value, size_t len);
+/* Drops entries whose cookie has expired by now_s. */
+void gw_session_revoked_sweep(gw_session_revoked_t *r, int64_t now_s);
+void gw_session_revoked_free(gw_session_revoked_t *r);
 
 /* Finds cookie `name` in a Cookie header value ("a=1; ems_session=..").
  * Returns a pointer into `header` and sets *len, or NULL. */

@@ -65,6 +65,11 @@ struct ems_conn {
     ems_tls_config_t *tls_cfg; /* client: kept until the session exists */
     ems_buf_t out, inflight;
     size_t max_out;
+    size_t *out_acct;  /* shared total of queued output (server), or NULL */
+    size_t acct_held;  /* what this connection has added to *out_acct */
+    const ems_conn_gate_t *gate;
+    ems_buf_t hs_held; /* handshake bytes waiting at the gate */
+    int hs_wait;       /* deferred by the gate: not reading */
     struct sockaddr_storage bind_addr; /* client: bound before connect if has_bind */
     int has_bind;
     conn_state_t state;
@@ -98,9 +103,18 @@ static void conn_fail(ems_conn_t *c, int status, const char *detail)
     if (c->state == CONN_CLOSED)
         return;
     if (!c->err[0] && detail)
-        snprintf(c->err, sizeof c->err, "%s", detail);
+        snprintf(c->err, sizeof c->err, "%.*s", (int)sizeof c->err - 1, detail);
     /* A failure during a graceful close is still the close we asked for. */
     conn_finish(c, c->state == CONN_CLOSING ? 0 : status);
+}
+
+/* Brings the shared output total in line with this connection's queue. */
+static void conn_account(ems_conn_t *c)
+{
+    size_t now = ems_buf_len(&c->out) + ems_buf_len(&c->inflight);
+    if (c->out_acct)
+        *c->out_acct = *c->out_acct - c->acct_held + now;
+    c->acct_held = now;
 }
 
 static void conn_release(ems_conn_t *c)
@@ -113,6 +127,9 @@ static void conn_release(ems_conn_t *c)
     ems_tls_config_unref(c->tls_cfg);
     if (c->ai)
         uv_freeaddrinfo(c->ai);
+    if (c->out_acct)
+        *c->out_acct -= c->acct_held;
+    ems_buf_free(&c->hs_held);
     ems_buf_free(&c->out);
     ems_buf_free(&c->inflight);
     free(c);
@@ -136,6 +153,12 @@ static void conn_finish(ems_conn_t *c, int status)
         return;
     c->state = CONN_CLOSED;
     c->status = status;
+    /* The queue is dropped with the handles: stop counting it now, so an
+     * owner shedding load does not pick this connection again. */
+    if (c->out_acct)
+        *c->out_acct -= c->acct_held;
+    c->out_acct = NULL;
+    c->acct_held = 0;
     if (!c->tcp_closing) {
         c->tcp_closing = 1;
         uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
@@ -184,7 +207,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static void conn_update_reading(ems_conn_t *c)
 {
-    int want = c->state == CONN_HANDSHAKE || c->state == CONN_CLOSING ||
+    int want = (c->state == CONN_HANDSHAKE && !c->hs_wait) || c->state == CONN_CLOSING ||
                (c->state == CONN_OPEN && c->user_reading);
     if (want && !c->reading) {
         int rc = uv_read_start((uv_stream_t *)&c->tcp, conn_alloc_cb, conn_read_cb);
@@ -231,6 +254,7 @@ static void conn_write_cb(uv_write_t *req, int status)
         return;
     c->stats.bytes_out += ems_buf_len(&c->inflight);
     ems_buf_trim(&c->inflight, CONN_KEEP_BUF);
+    conn_account(c);
     if (status < 0) {
         conn_fail(c, status, uv_strerror(status));
         return;
@@ -247,6 +271,7 @@ static void conn_write_cb(uv_write_t *req, int status)
 
 static void conn_flush(ems_conn_t *c)
 {
+    conn_account(c); /* every change to `out` is followed by a flush */
     if (c->writing || ems_buf_len(&c->out) == 0 || c->state == CONN_CLOSED)
         return;
     ems_buf_swap(&c->out, &c->inflight);
@@ -295,12 +320,27 @@ static void conn_opened(ems_conn_t *c)
         c->cbs.on_open(c); /* client connections only (host is set) */
 }
 
-static void tls_on_data(ems_conn_t *c, const char *data, size_t len)
+/* Bytes for the TLS layer, the gate already passed. */
+static void tls_process(ems_conn_t *c, const char *data, size_t len)
 {
     char plain[CONN_READ_SIZE];
+    if (!c->tls) {
+        /* Accepted: the session is made on the first bytes, so an idle
+         * connection holds no mbedTLS buffers (tens of KiB each). */
+        int rc = ems_tls_new(c->tls_cfg, NULL, &c->out, &c->tls);
+        ems_tls_config_unref(c->tls_cfg);
+        c->tls_cfg = NULL;
+        if (rc < 0) {
+            conn_fail(c, rc, "cannot create TLS session");
+            return;
+        }
+    }
     ems_tls_feed(c->tls, data, len);
     if (c->state == CONN_HANDSHAKE) {
+        uint64_t t0 = uv_hrtime();
         int rc = ems_tls_handshake(c->tls);
+        if (c->gate && c->gate->spent)
+            c->gate->spent(c, uv_hrtime() - t0, c->gate->arg);
         conn_flush(c);
         if (rc == EMS_EAGAIN)
             return;
@@ -328,6 +368,23 @@ static void tls_on_data(ems_conn_t *c, const char *data, size_t len)
     }
     ems_tls_feed(c->tls, NULL, 0);
     conn_flush(c); /* alerts mbedTLS may have produced */
+}
+
+static void tls_on_data(ems_conn_t *c, const char *data, size_t len)
+{
+    if (c->state == CONN_HANDSHAKE && c->gate &&
+        (c->hs_wait || !c->gate->admit(c, c->gate->arg))) {
+        /* Keep the bytes (the read buffer is freed after this call) and
+         * read no more until the gate lets this step run. */
+        if (ems_buf_append(&c->hs_held, data, len) < 0) {
+            conn_fail(c, EMS_ENOSPC, "handshake bytes over the limit while waiting");
+            return;
+        }
+        c->hs_wait = 1;
+        conn_update_reading(c);
+        return;
+    }
+    tls_process(c, data, len);
 }
 
 static int tls_write(ems_conn_t *c, const void *data, size_t len)
@@ -372,6 +429,7 @@ static ems_conn_t *conn_alloc(uv_loop_t *loop, const ems_conn_options_t *opts,
     }
     ems_buf_init(&c->out, c->max_out);
     ems_buf_init(&c->inflight, c->max_out);
+    ems_buf_init(&c->hs_held, 4 * CONN_READ_SIZE);
     if (cbs)
         c->cbs = *cbs;
     c->user = user;
@@ -560,13 +618,25 @@ int ems_conn_accept(uv_stream_t *listener, ems_tls_config_t *tls, const ems_conn
         conn_discard(c);
         return rc;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
-    if (tls) {
-        conn_start_tls(c, tls, NULL);
-        if (c->state != CONN_HANDSHAKE) {
-            c->silent = 1;
-            return EMS_ETLS;
+    if (opts && opts->filter) {
+        struct sockaddr_storage ss;
+        int n = sizeof ss;
+        if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &n) < 0 ||
+            opts->filter((const struct sockaddr *)&ss, opts->filter_arg)) {
+            conn_discard(c);
+            return EMS_EPERM;
         }
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (opts) {
+        c->out_acct = opts->out_account;
+        c->gate = opts->gate;
+    }
+    if (tls) {
+        /* The session itself is made on the first bytes (tls_process). */
+        c->tls_cfg = ems_tls_config_ref(tls);
+        c->tp = &conn_tls;
+        c->state = CONN_HANDSHAKE;
     } else {
         c->state = CONN_OPEN;
     }
@@ -646,6 +716,28 @@ int ems_conn_read_start(ems_conn_t *c)
     c->user_reading = 1;
     conn_update_reading(c);
     return 0;
+}
+
+void ems_conn_gate_resume(ems_conn_t *c)
+{
+    if (!c->hs_wait)
+        return;
+    c->hs_wait = 0;
+    ems_buf_t held = c->hs_held;
+    ems_buf_init(&c->hs_held, 4 * CONN_READ_SIZE);
+    if (c->state == CONN_HANDSHAKE)
+        tls_process(c, ems_buf_data(&held), ems_buf_len(&held));
+    ems_buf_free(&held);
+    conn_update_reading(c);
+}
+
+void ems_conn_set_out_account(ems_conn_t *c, size_t *acct)
+{
+    if (c->out_acct)
+        *c->out_acct -= c->acct_held;
+    c->out_acct = acct;
+    c->acct_held = 0;
+    conn_account(c);
 }
 
 static void conn_timer_cb(uv_timer_t *t)

@@ -69,10 +69,36 @@ typedef struct ems_conn_callbacks {
     void (*on_close)(ems_conn_t *c, int status);
 } ems_conn_callbacks_t;
 
+/* A gate on the server side of TLS handshakes, so that a flood of new
+ * connections cannot take the whole loop (each step of a handshake costs
+ * milliseconds of CPU). Before each handshake step (bytes arrived during
+ * the handshake) `admit` is asked; if it returns 0 the bytes are kept, the
+ * connection stops reading and waits until the gate's owner calls
+ * ems_conn_gate_resume. After each step `spent` is told its CPU time. */
+typedef struct ems_conn_gate {
+    int (*admit)(ems_conn_t *c, void *arg);
+    void (*spent)(ems_conn_t *c, uint64_t ns, void *arg);
+    void *arg;
+} ems_conn_gate_t;
+
 typedef struct ems_conn_options {
     /* Cap on queued output bytes (ciphertext for TLS) that the kernel has
      * not accepted yet. 0 means the default, 1 MiB. */
     size_t max_out;
+    /* Accepted connections only: a counter shared by many connections to
+     * which each adds its queued output bytes (kept up to date until the
+     * connection is freed), so the owner can bound the process's total
+     * output memory. NULL for none. See ems_conn_set_out_account. */
+    size_t *out_account;
+    /* Accepted connections only: called with the peer's address right after
+     * accept(2), before any TLS state exists; non-zero refuses the
+     * connection (it is closed, no callback runs, ems_conn_accept returns
+     * EMS_EPERM). NULL admits everything. */
+    int (*filter)(const struct sockaddr *peer, void *arg);
+    void *filter_arg;
+    /* Accepted TLS connections only: see ems_conn_gate_t. NULL: no gate.
+     * The struct must outlive the connection's handshake. */
+    const ems_conn_gate_t *gate;
     /* Client connections only: the local address (port 0: any) to bind
      * before connecting, e.g. one of several 127.0.0.x so that a load
      * generator is not limited to one address's ephemeral ports. NULL: the
@@ -96,8 +122,9 @@ int ems_conn_connect(uv_loop_t *loop, const char *host, uint16_t port, ems_tls_c
  * listener's connection callback). With `tls` (a server configuration; a
  * reference is taken) the server handshake runs on the first bytes read.
  * The connection starts reading at once; on_open is not called for accepted
- * connections. Returns 0, or a libuv error from uv_accept / EMS_ENOMEM (the
- * pending connection is then closed by this call and no callback runs). */
+ * connections. Returns 0, or a libuv error from uv_accept / EMS_ENOMEM /
+ * EMS_EPERM (refused by opts->filter); the pending connection is then
+ * closed by this call and no callback runs. */
 int ems_conn_accept(uv_stream_t *listener, ems_tls_config_t *tls, const ems_conn_options_t *opts,
                     const ems_conn_callbacks_t *cbs, void *user, ems_conn_t **out);
 
@@ -129,6 +156,16 @@ size_t ems_conn_out_room(const ems_conn_t *c);
  * Reading is on by default. */
 void ems_conn_read_stop(ems_conn_t *c);
 int ems_conn_read_start(ems_conn_t *c);
+
+/* Runs the handshake step that `gate->admit` deferred and starts reading
+ * again. No-op if the connection is not waiting at the gate. May close the
+ * connection (a failed handshake); on_close then follows later. */
+void ems_conn_gate_resume(ems_conn_t *c);
+
+/* Moves the connection's queued-output bytes from its current account (see
+ * ems_conn_options_t.out_account) to `acct` (NULL: none), e.g. when a
+ * WebSocket layer with its own bounds takes the connection over. */
+void ems_conn_set_out_account(ems_conn_t *c, size_t *acct);
 
 /* Arms the connection's timer to fire once after `ms` milliseconds,
  * replacing any earlier setting; 0 disarms it. Ignored once closing (the

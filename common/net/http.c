@@ -57,6 +57,10 @@ struct ems_http_parser {
     int head_bol;   /* at the beginning of a line */
     int head_start; /* the request line has begun */
     int head_name;  /* inside a field name (before its colon) */
+    /* Chunked bodies: http_parser (non-strict) accepts any two bytes after a
+     * chunk's data; we insist on CRLF (RFC 9112 7.1). */
+    const char *feed_end;  /* end of the bytes given to the current feed */
+    const char *crlf_want; /* CRLF bytes still expected at the next feed */
     ems_http_msg_t msg;
 };
 
@@ -249,11 +253,27 @@ static int on_headers_complete(http_parser *hp)
     return 0;
 }
 
+/* Checks that the bytes from `end` on are `want` (the CRLF after a chunk's
+ * data, or what is left of it): as many as this feed holds now, the rest
+ * at the start of the next feed. */
+static int http_check_crlf(ems_http_parser_t *p, const char *end, const char *want)
+{
+    for (; *want && end < p->feed_end; want++, end++)
+        if (*end != *want)
+            return http_refuse(p, 400, "malformed HTTP: chunk data not followed by CRLF", 0);
+    p->crlf_want = *want ? want : NULL;
+    return 0;
+}
+
 static int on_body(http_parser *hp, const char *at, size_t len)
 {
     ems_http_parser_t *p = hp->data;
     if (len > p->lim.max_body - ems_buf_len(&p->body))
         return http_refuse(p, 413, "body over %zu bytes", p->lim.max_body);
+    /* The end of a chunk's data: the CRLF follows. */
+    if ((hp->flags & F_CHUNKED) && hp->content_length == 0 &&
+        http_check_crlf(p, at + len, "\r\n"))
+        return 1;
     int rc = ems_buf_append(&p->body, at, len);
     if (rc < 0)
         return http_refuse(p, 500, "out of memory", 0);
@@ -353,6 +373,7 @@ void ems_http_parser_reset(ems_http_parser_t *p)
     p->err[0] = '\0';
     p->head_done = p->head_cr = p->head_name = p->head_start = 0;
     p->head_bol = 1;
+    p->crlf_want = NULL;
     memset(&p->msg, 0, sizeof p->msg);
 }
 
@@ -439,6 +460,11 @@ int ems_http_parser_feed(ems_http_parser_t *p, const char *data, size_t len, siz
             *consumed = ok;
             return EMS_EPROTO;
         }
+    }
+    p->feed_end = data + len;
+    if (p->crlf_want && len > 0 && http_check_crlf(p, data, p->crlf_want)) {
+        p->dead = 1;
+        return EMS_EPROTO;
     }
     size_t n = http_parser_execute(&p->hp, &p->settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);

@@ -8,6 +8,11 @@
  * handler. So a handler may answer later, the client may vanish meanwhile,
  * and an upgrade may hand the connection away in the middle of parsing,
  * all without a dangling pointer.
+ *
+ * The list of HTTP connections is kept in accept order (oldest first), so
+ * the oldest idle unauthenticated connection is found at once when the
+ * unauthenticated share is full. Per-address counts live in a small
+ * open-addressing table keyed by the address (IPv6 by its /64).
  */
 #include "server.h"
 
@@ -24,6 +29,17 @@
 #define SERVER_DEFAULT_HANDSHAKE_MS 10000
 #define SERVER_DEFAULT_KEEPALIVE_MS 30000
 #define SERVER_CLOSE_MS 2000
+#define SERVER_DEFAULT_OUT_PAUSE (64u << 10)
+#define SERVER_DEFAULT_OUT_BUDGET ((size_t)256 << 20)
+#define SERVER_DEFAULT_HS_PCT 50
+#define SERVER_DEFAULT_HS_BURST_MS 20
+#define SERVER_LOG_EVERY_MS 10000
+#define SERVER_EVICT_SCAN 64 /* victims looked at before refusing the newcomer */
+
+typedef struct {
+    uint8_t key[16];
+    uint32_t count; /* 0: free slot */
+} server_addr_t;
 
 struct ems_server_req {
     ems_server_t *srv;
@@ -34,7 +50,13 @@ struct ems_server_req {
     int pending;    /* a request waits for respond/upgrade */
     int in_handler; /* hc_process is running */
     int kick;       /* the timer means "parse the stash", not a deadline */
+    int out_paused; /* not read or parsed until the output queue drains */
+    int hs_waiting; /* in the handshake budget's queue */
+    int hs_steps;   /* handshake steps run so far */
+    uint8_t addr[16];
+    int has_addr; /* counted in the per-address table */
     struct ems_server_req *prev, *next;
+    struct ems_server_req *hs_prev, *hs_next; /* handshake budget queue */
 };
 
 struct ems_server {
@@ -51,13 +73,32 @@ struct ems_server {
     size_t n_reqs;  /* allocated ems_server_req_t */
     ems_server_stats_t stats;
     char headers[EMS_SERVER_MAX_HEADERS + 1]; /* added to every response */
-    ems_server_req_t *reqs;                   /* those still speaking HTTP */
-    int stopping, listener_closed;
+    ems_server_req_t *reqs, *reqs_tail;       /* those still speaking HTTP, oldest first */
+    size_t n_unauth;                          /* length of that list */
+    unsigned max_unauth, max_per_addr;
+    server_addr_t *addrs; /* per-address counts of unauthenticated connections */
+    size_t addrs_cap, addrs_used;
+    size_t out_total, out_pause, out_budget;
+    /* Handshake budget: nanoseconds of handshake work allowed now. */
+    uv_timer_t hs_timer;
+    ems_conn_gate_t gate;
+    int64_t hs_tokens, hs_burst;
+    uint64_t hs_last;
+    unsigned hs_pct;
+    /* Waiting handshakes: first those already begun (oldest first), then
+     * new ones, newest first; hs_cont is the last of the begun ones. */
+    ems_server_req_t *hs_head, *hs_tail, *hs_cont;
+    size_t hs_count;
+    uint64_t log_due;
+    ems_server_stats_t logged; /* counters at the last limits log line */
+    int handles; /* listener and hs_timer not yet closed */
+    int stopping;
     void (*on_stopped)(void *);
     void *stop_arg;
 };
 
 static void hc_process(ems_server_req_t *hc);
+static void hs_dequeue(ems_server_req_t *hc);
 
 static void server_free_handle(uv_handle_t *h)
 {
@@ -79,15 +120,131 @@ static void server_drop_pending(uv_stream_t *listener)
 
 static void server_maybe_free(ems_server_t *s)
 {
-    if (!s->stopping || !s->listener_closed || s->n_conns || s->n_reqs)
+    if (!s->stopping || s->handles || s->n_conns || s->n_reqs)
         return;
     void (*cb)(void *) = s->on_stopped;
     void *arg = s->stop_arg;
     ems_tls_config_unref(s->tls);
+    free(s->addrs);
     free(s);
     if (cb)
         cb(arg);
 }
+
+/* ------------------------------------------------------------ addresses */
+
+/* The table key: IPv4 as v4-mapped IPv6; IPv6 by its /64, since one host
+ * usually owns a whole /64 and could otherwise pick a new address for
+ * every connection. */
+static int server_addr_key(const struct sockaddr *sa, uint8_t key[16])
+{
+    memset(key, 0, 16);
+    if (sa->sa_family == AF_INET) {
+        key[10] = key[11] = 0xff;
+        memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        return 0;
+    }
+    if (sa->sa_family != AF_INET6)
+        return EMS_EINVAL;
+    const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    memcpy(key, a, memcmp(a, v4mapped, 12) == 0 ? 16 : 8);
+    return 0;
+}
+
+static size_t server_addr_hash(const uint8_t key[16], size_t cap)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (int i = 0; i < 16; i++)
+        h = (h ^ key[i]) * 1099511628211ull;
+    return (size_t)(h & (cap - 1));
+}
+
+/* The slot holding `key`, or the free slot where it would go. */
+static server_addr_t *server_addr_slot(ems_server_t *s, const uint8_t key[16])
+{
+    size_t i = server_addr_hash(key, s->addrs_cap);
+    while (s->addrs[i].count && memcmp(s->addrs[i].key, key, 16) != 0)
+        i = (i + 1) & (s->addrs_cap - 1);
+    return &s->addrs[i];
+}
+
+static int server_addr_grow(ems_server_t *s)
+{
+    size_t cap = s->addrs_cap ? s->addrs_cap * 2 : 64;
+    server_addr_t *old = s->addrs, *n = calloc(cap, sizeof *n);
+    if (!n)
+        return EMS_ENOMEM;
+    size_t oldcap = s->addrs_cap;
+    s->addrs = n;
+    s->addrs_cap = cap;
+    for (size_t i = 0; i < oldcap; i++)
+        if (old[i].count)
+            *server_addr_slot(s, old[i].key) = old[i];
+    free(old);
+    return 0;
+}
+
+static uint32_t server_addr_count(ems_server_t *s, const uint8_t key[16])
+{
+    return s->addrs_cap ? server_addr_slot(s, key)->count : 0;
+}
+
+static int server_addr_add(ems_server_t *s, const uint8_t key[16])
+{
+    if ((s->addrs_used + 1) * 2 > s->addrs_cap && server_addr_grow(s) < 0)
+        return EMS_ENOMEM;
+    server_addr_t *e = server_addr_slot(s, key);
+    if (e->count++ == 0) {
+        memcpy(e->key, key, 16);
+        s->addrs_used++;
+    }
+    return 0;
+}
+
+/* Decrements; a slot reaching 0 is removed with backward-shift deletion,
+ * so lookups never need tombstones. */
+static void server_addr_del(ems_server_t *s, const uint8_t key[16])
+{
+    server_addr_t *e = server_addr_slot(s, key);
+    if (e->count == 0 || --e->count > 0)
+        return;
+    s->addrs_used--;
+    size_t mask = s->addrs_cap - 1, i = (size_t)(e - s->addrs), j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!s->addrs[j].count)
+            break;
+        size_t home = server_addr_hash(s->addrs[j].key, s->addrs_cap);
+        /* Move j into the hole at i unless its home lies cyclically in (i, j]. */
+        if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+            s->addrs[i] = s->addrs[j];
+            s->addrs[j].count = 0;
+            i = j;
+        }
+    }
+}
+
+/* One warning line per SERVER_LOG_EVERY_MS at most, with counts: a flood
+ * must not turn into a flood of log lines. */
+static void server_log_limits(ems_server_t *s)
+{
+    uint64_t now = uv_now(s->loop);
+    if (now < s->log_due)
+        return;
+    s->log_due = now + SERVER_LOG_EVERY_MS;
+    const ems_server_stats_t *a = &s->stats, *b = &s->logged;
+    ems_log_warn("server: connection limits (since the last such line): %llu refused over "
+                 "the per-address cap, %llu refused and %llu idle evicted with the "
+                 "unauthenticated share full, %llu closed over the output budget",
+                 (unsigned long long)(a->refused_addr - b->refused_addr),
+                 (unsigned long long)(a->refused_share - b->refused_share),
+                 (unsigned long long)(a->evicted - b->evicted),
+                 (unsigned long long)(a->out_shed - b->out_shed));
+    s->logged = s->stats;
+}
+
+/* ------------------------------------------------------------ lists */
 
 static void hc_unlink(ems_server_req_t *hc)
 {
@@ -98,7 +255,14 @@ static void hc_unlink(ems_server_req_t *hc)
         s->reqs = hc->next;
     if (hc->next)
         hc->next->prev = hc->prev;
+    else if (s->reqs_tail == hc)
+        s->reqs_tail = hc->prev;
     hc->prev = hc->next = NULL;
+    s->n_unauth--;
+    if (hc->has_addr)
+        server_addr_del(s, hc->addr);
+    hc->has_addr = 0;
+    hs_dequeue(hc);
 }
 
 static void hc_unref(ems_server_req_t *hc)
@@ -121,6 +285,108 @@ static void hc_detach(ems_server_req_t *hc)
     hc->conn = NULL;
     hc_unlink(hc);
     hc_unref(hc);
+}
+
+/* ------------------------------------------------------------ handshake budget */
+
+/* Tokens are nanoseconds of handshake work; they accrue at hs_pct of real
+ * time up to hs_burst, and each step's measured CPU time is taken off. A
+ * step may overdraw; the debt is paid back before the next one runs. */
+static void hs_refill(ems_server_t *s)
+{
+    uint64_t now = uv_hrtime();
+    s->hs_tokens += (int64_t)((now - s->hs_last) * s->hs_pct / 100);
+    if (s->hs_tokens > s->hs_burst)
+        s->hs_tokens = s->hs_burst;
+    s->hs_last = now;
+}
+
+static void hs_timer_cb(uv_timer_t *t);
+
+static void hs_arm(ems_server_t *s)
+{
+    if (!s->hs_head || uv_is_active((uv_handle_t *)&s->hs_timer) || s->stopping)
+        return;
+    int64_t debt = s->hs_tokens < 0 ? -s->hs_tokens : 0;
+    uint64_t ms = (uint64_t)debt * 100 / s->hs_pct / 1000000 + 1;
+    uv_update_time(s->loop);
+    uv_timer_start(&s->hs_timer, hs_timer_cb, ms, 0);
+}
+
+static void hs_dequeue(ems_server_req_t *hc)
+{
+    if (!hc->hs_waiting)
+        return;
+    ems_server_t *s = hc->srv;
+    if (s->hs_cont == hc)
+        s->hs_cont = hc->hs_prev;
+    if (hc->hs_prev)
+        hc->hs_prev->hs_next = hc->hs_next;
+    else
+        s->hs_head = hc->hs_next;
+    if (hc->hs_next)
+        hc->hs_next->hs_prev = hc->hs_prev;
+    else
+        s->hs_tail = hc->hs_prev;
+    hc->hs_prev = hc->hs_next = NULL;
+    hc->hs_waiting = 0;
+    s->hs_count--;
+}
+
+static int hs_admit(ems_conn_t *c, void *arg)
+{
+    ems_server_t *s = arg;
+    ems_server_req_t *hc = ems_conn_user(c);
+    hs_refill(s);
+    if (!s->hs_head && s->hs_tokens > 0)
+        return 1;
+    /* Handshakes already begun go first, in order: their earlier steps
+     * were paid for, and finishing them is what lets clients in. New ones
+     * go newest first: under a sustained flood, FIFO would serve only
+     * those about to reach their deadline, and none would finish; newest
+     * first serves some quickly and lets the rest time out. */
+    ems_server_req_t *after = s->hs_cont;
+    hc->hs_waiting = 1;
+    hc->hs_prev = after;
+    hc->hs_next = after ? after->hs_next : s->hs_head;
+    if (after)
+        after->hs_next = hc;
+    else
+        s->hs_head = hc;
+    if (hc->hs_next)
+        hc->hs_next->hs_prev = hc;
+    else
+        s->hs_tail = hc;
+    if (hc->hs_steps > 0)
+        s->hs_cont = hc;
+    s->hs_count++;
+    s->stats.hs_deferred++;
+    hs_arm(s);
+    return 0;
+}
+
+static void hs_spent(ems_conn_t *c, uint64_t ns, void *arg)
+{
+    ems_server_t *s = arg;
+    ems_server_req_t *hc = ems_conn_user(c);
+    hc->hs_steps++;
+    s->hs_tokens -= (int64_t)ns;
+}
+
+static void hs_timer_cb(uv_timer_t *t)
+{
+    ems_server_t *s = t->data;
+    hs_refill(s);
+    while (s->hs_head && s->hs_tokens > 0) {
+        ems_server_req_t *hc = s->hs_head;
+        ems_conn_t *c = hc->conn;
+        hs_dequeue(hc);
+        /* May finish the handshake and run the handler, which may free hc:
+         * it is not touched afterwards. */
+        if (c)
+            ems_conn_gate_resume(c);
+    }
+    hs_arm(s);
 }
 
 static void server_conn_freed(ems_conn_t *c, void *arg)
@@ -184,6 +450,49 @@ static void hc_on_read(ems_conn_t *c, const char *data, size_t len)
         hc_process(hc);
 }
 
+/* Whether to stop reading and parsing for now: this client has not read
+ * its earlier answers (it pipelines without reading). */
+static int hc_should_pause(ems_server_req_t *hc)
+{
+    return ems_conn_out_pending(hc->conn) > hc->srv->out_pause;
+}
+
+static void hc_on_drain(ems_conn_t *c)
+{
+    ems_server_req_t *hc = ems_conn_user(c);
+    if (!hc->out_paused)
+        return;
+    hc->out_paused = 0;
+    ems_conn_read_start(c);
+    if (!hc->pending && ems_buf_len(&hc->stash) > 0) {
+        /* Parse what waited on a later loop turn (hc_on_timer). */
+        hc->kick = 1;
+        ems_conn_set_timer(c, 1);
+    }
+}
+
+/* Over the output budget: close the HTTP connection with the most output
+ * queued (the scan runs only while over budget). */
+static void server_shed(ems_server_t *s)
+{
+    ems_server_req_t *worst = NULL;
+    size_t most = 0;
+    for (ems_server_req_t *hc = s->reqs; hc; hc = hc->next) {
+        if (!hc->conn || ems_conn_is_closing(hc->conn))
+            continue;
+        size_t q = ems_conn_out_pending(hc->conn);
+        if (q > most) {
+            most = q;
+            worst = hc;
+        }
+    }
+    if (!worst)
+        return;
+    s->stats.out_shed++;
+    server_log_limits(s);
+    ems_conn_abort(worst->conn, EMS_ENOSPC);
+}
+
 static void hc_on_timer(ems_conn_t *c)
 {
     ems_server_req_t *hc = ems_conn_user(c);
@@ -211,6 +520,7 @@ static void hc_on_close(ems_conn_t *c, int status)
 
 static const ems_conn_callbacks_t hc_cbs = {
     .on_read = hc_on_read,
+    .on_drain = hc_on_drain,
     .on_timer = hc_on_timer,
     .on_close = hc_on_close,
 };
@@ -223,6 +533,15 @@ static void hc_process(ems_server_req_t *hc)
         return;
     hc->refs++; /* keep hc alive across handlers that upgrade or close */
     while (hc->conn && !hc->pending && !ems_conn_is_closing(hc->conn)) {
+        if (ems_buf_len(&hc->stash) > 0 && hc_should_pause(hc)) {
+            /* Resumed by hc_on_drain; the keep-alive deadline still runs,
+             * so a client that never reads is closed in the end. */
+            if (!hc->out_paused)
+                hc->srv->stats.out_paused++;
+            hc->out_paused = 1;
+            ems_conn_read_stop(hc->conn);
+            break;
+        }
         size_t used = 0;
         int rc = ems_http_parser_feed(hc->parser, ems_buf_data(&hc->stash), ems_buf_len(&hc->stash),
                                       &used);
@@ -266,6 +585,51 @@ static void hc_finish(ems_server_req_t *hc, bool keep)
     hc_unref(hc);
 }
 
+/* The oldest unauthenticated connection with no request in progress. */
+static ems_server_req_t *server_idle_victim(ems_server_t *s)
+{
+    int n = 0;
+    for (ems_server_req_t *hc = s->reqs; hc && n < SERVER_EVICT_SCAN; hc = hc->next, n++)
+        if (hc->conn && !hc->pending && !ems_conn_is_closing(hc->conn))
+            return hc;
+    return NULL;
+}
+
+/* ems_conn_accept's filter: runs right after accept(2), before any TLS
+ * state is made, so a refusal costs little. */
+static int server_filter(const struct sockaddr *peer, void *arg)
+{
+    ems_server_req_t *hc = arg;
+    ems_server_t *s = hc->srv;
+    if (s->max_per_addr && server_addr_key(peer, hc->addr) == 0) {
+        if (server_addr_count(s, hc->addr) >= s->max_per_addr) {
+            s->stats.refused_addr++;
+            server_log_limits(s);
+            return 1;
+        }
+        if (server_addr_add(s, hc->addr) < 0)
+            return 1;
+        hc->has_addr = 1;
+    }
+    if (s->n_unauth >= s->max_unauth) {
+        /* The newcomer may be a device: make room by closing the oldest
+         * idle unauthenticated connection rather than refusing it. */
+        ems_server_req_t *v = server_idle_victim(s);
+        if (!v) {
+            if (hc->has_addr)
+                server_addr_del(s, hc->addr);
+            hc->has_addr = 0;
+            s->stats.refused_share++;
+            server_log_limits(s);
+            return 1;
+        }
+        s->stats.evicted++;
+        server_log_limits(s);
+        ems_conn_abort(v->conn, EMS_ECLOSED);
+    }
+    return 0;
+}
+
 static void server_on_connection(uv_stream_t *listener, int status)
 {
     ems_server_t *s = listener->data;
@@ -292,11 +656,19 @@ static void server_on_connection(uv_stream_t *listener, int status)
     hc->srv = s;
     ems_buf_init(&hc->stash, s->limits.max_header_bytes + s->limits.max_body + 4096);
     ems_conn_t *c = NULL;
-    int rc = ems_conn_accept(listener, s->tls, &s->conn_opts, &hc_cbs, hc, &c);
+    ems_conn_options_t co = s->conn_opts;
+    co.filter_arg = hc;
+    int rc = ems_conn_accept(listener, s->tls, &co, &hc_cbs, hc, &c);
     if (rc < 0) {
+        /* The filter counted nothing for a refused one; undo otherwise. */
+        if (hc->has_addr)
+            server_addr_del(s, hc->addr);
         ems_http_parser_free(hc->parser);
         free(hc);
-        ems_log_warn("server: cannot accept: %s", ems_strerror(rc));
+        if (rc == EMS_EPERM)
+            s->stats.refused++;
+        else
+            ems_log_warn("server: cannot accept: %s", ems_strerror(rc));
         return;
     }
     hc->conn = c;
@@ -305,20 +677,29 @@ static void server_on_connection(uv_stream_t *listener, int status)
     s->n_reqs++;
     s->n_conns++;
     ems_conn_set_free_hook(c, server_conn_freed, s);
-    hc->next = s->reqs;
-    if (s->reqs)
-        s->reqs->prev = hc;
-    s->reqs = hc;
+    hc->prev = s->reqs_tail;
+    if (s->reqs_tail)
+        s->reqs_tail->next = hc;
+    else
+        s->reqs = hc;
+    s->reqs_tail = hc;
+    s->n_unauth++;
     ems_conn_set_timer(c, s->handshake_ms);
 }
 
 /* ------------------------------------------------------------ listener */
 
-static void server_listener_closed(uv_handle_t *h)
+static void server_handle_closed(uv_handle_t *h)
 {
     ems_server_t *s = h->data;
-    s->listener_closed = 1;
+    s->handles--;
     server_maybe_free(s);
+}
+
+static void server_close_handles(ems_server_t *s)
+{
+    uv_close((uv_handle_t *)&s->listener, server_handle_closed);
+    uv_close((uv_handle_t *)&s->hs_timer, server_handle_closed);
 }
 
 static int server_bind(ems_server_t *s, const ems_server_options_t *o)
@@ -384,9 +765,28 @@ int ems_server_start(uv_loop_t *loop, const ems_server_options_t *o, ems_server_
     if (o->limits.max_url)
         s->limits.max_url = o->limits.max_url;
     s->conn_opts.max_out = o->max_out;
+    s->conn_opts.out_account = &s->out_total;
+    s->conn_opts.filter = server_filter;
+    s->out_pause = o->out_pause ? o->out_pause : SERVER_DEFAULT_OUT_PAUSE;
+    s->out_budget = o->out_budget ? o->out_budget : SERVER_DEFAULT_OUT_BUDGET;
+    s->max_per_addr = o->max_per_addr;
+    s->hs_pct = o->handshake_cpu_pct ? o->handshake_cpu_pct : SERVER_DEFAULT_HS_PCT;
+    if (s->hs_pct > 100)
+        s->hs_pct = 100;
+    s->hs_burst = (int64_t)(o->handshake_burst_ms ? o->handshake_burst_ms
+                                                  : SERVER_DEFAULT_HS_BURST_MS) *
+                  1000000;
+    s->hs_tokens = s->hs_burst;
+    s->hs_last = uv_hrtime();
+    s->gate.admit = hs_admit;
+    s->gate.spent = hs_spent;
+    s->gate.arg = s;
+    if (o->tls)
+        s->conn_opts.gate = &s->gate;
     if (o->headers)
         strcpy(s->headers, o->headers);
     s->max_conn = o->max_connections ? o->max_connections : SERVER_DEFAULT_MAX_CONN;
+    s->max_unauth = o->reserve < s->max_conn ? s->max_conn - o->reserve : 1;
     s->handshake_ms =
         o->handshake_timeout_ms ? o->handshake_timeout_ms : SERVER_DEFAULT_HANDSHAKE_MS;
     s->keepalive_ms =
@@ -394,13 +794,16 @@ int ems_server_start(uv_loop_t *loop, const ems_server_options_t *o, ems_server_
     if (o->tls)
         s->tls = ems_tls_config_ref(o->tls);
     uv_tcp_init(loop, &s->listener);
+    uv_timer_init(loop, &s->hs_timer);
     s->listener.data = s;
+    s->hs_timer.data = s;
+    s->handles = 2;
     int rc = server_bind(s, o);
     if (rc < 0) {
-        /* The handle is initialised: free the server from its close
-         * callback, as for any stop. */
+        /* The handles are initialised: free the server from their close
+         * callbacks, as for any stop. */
         s->stopping = 1;
-        uv_close((uv_handle_t *)&s->listener, server_listener_closed);
+        server_close_handles(s);
         return rc;
     }
     *out = s;
@@ -430,6 +833,9 @@ size_t ems_server_connections(const ems_server_t *s)
 void ems_server_stats(const ems_server_t *s, ems_server_stats_t *out)
 {
     *out = s->stats;
+    out->unauth = s->n_unauth;
+    out->out_bytes = s->out_total;
+    out->hs_waiting = s->hs_count;
 }
 
 void ems_server_stop(ems_server_t *s, void (*on_stopped)(void *arg), void *arg)
@@ -439,7 +845,7 @@ void ems_server_stop(ems_server_t *s, void (*on_stopped)(void *arg), void *arg)
     s->stopping = 1;
     s->on_stopped = on_stopped;
     s->stop_arg = arg;
-    uv_close((uv_handle_t *)&s->listener, server_listener_closed);
+    server_close_handles(s);
     for (ems_server_req_t *hc = s->reqs; hc; hc = hc->next)
         if (hc->conn)
             ems_conn_close(hc->conn, SERVER_CLOSE_MS);
@@ -479,7 +885,10 @@ int ems_server_respond(ems_server_req_t *req, int status, const char *content_ty
         hc_finish(req, false);
         return rc;
     }
+    ems_server_t *s = req->srv;
     hc_finish(req, keep);
+    if (s->out_total > s->out_budget)
+        server_shed(s);
     return 0;
 }
 
@@ -518,6 +927,9 @@ int ems_server_upgrade(ems_server_req_t *req, const ems_ws_options_t *opts,
      * counts this connection. */
     ems_conn_t *c = req->conn;
     req->srv->stats.upgrades++;
+    /* The WebSocket layer bounds its own queue; the HTTP budget no longer
+     * applies. */
+    ems_conn_set_out_account(c, NULL);
     hc_detach(req);
     rc =
         ems_ws_accept(c, opts, cbs, user, ems_buf_data(&req->stash), ems_buf_len(&req->stash), out);

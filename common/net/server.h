@@ -20,6 +20,27 @@
  * WebSocket connections made from it) exist at once; more are accepted and
  * closed at once.
  *
+ * Defences against clients that never authenticate (docs/deploy-cloud.md,
+ * "Connection limits"). A connection counts as unauthenticated until the
+ * handler upgrades it (the gateway upgrades only after authentication):
+ *   - at most max_per_addr of them per client address (IPv6: per /64);
+ *     more are closed right after accept, before any TLS state exists;
+ *   - together they may use max_connections - reserve slots; when those are
+ *     taken, the oldest idle one is closed to make room for the newcomer,
+ *     so an attacker holding the share open cannot lock devices out;
+ *   - TLS handshake steps get at most handshake_cpu_pct of the loop's time
+ *     with bursts of handshake_burst_ms; the rest wait unread (handshakes
+ *     already begun first, then the newest new ones; the handshake deadline
+ *     still runs), so connected clients keep their latency during a flood
+ *     of new connections.
+ * Output: a connection whose queued answers exceed out_pause bytes (a client
+ * that pipelines requests and does not read) is not read or parsed further
+ * until its queue drains. The queued output of all HTTP connections is
+ * bounded by out_budget: when an answer takes it over, the connection with
+ * the most output queued is closed. A single answer of any size (up to
+ * max_out) still goes out.
+ * Refusals are logged at most once per 10 s, with counts.
+ *
  * SO_REUSEPORT (option `reuseport`) lets several gateway processes share a
  * port; libuv 1.44 has no flag for it, so the socket is created here, the
  * option set before bind, and the socket given to uv_tcp_open.
@@ -56,6 +77,12 @@ typedef struct ems_server_options {
     unsigned keepalive_timeout_ms; /* idle between requests; 0 means 30000 */
     ems_http_limits_t limits;      /* zero fields mean the defaults of ems_http_limits_default */
     size_t max_out;                /* output cap per HTTP connection; 0 means 1 MiB */
+    size_t out_pause;              /* stop parsing above this queued output; 0 means 64 KiB */
+    size_t out_budget;             /* queued output of all HTTP connections; 0 means 256 MiB */
+    unsigned max_per_addr;         /* unauthenticated per address; 0 means no cap */
+    unsigned reserve;              /* slots unauthenticated ones cannot take; 0 none */
+    unsigned handshake_cpu_pct;    /* share of loop time for TLS handshakes; 0 means 50 */
+    unsigned handshake_burst_ms;   /* handshake time allowed in one burst; 0 means 20 */
     /* Header lines, each ending in "\r\n", added to every HTTP response the
      * server writes (the handler's answers and the server's own 4xx), e.g.
      * the policy layer's security headers. NULL for none; copied, at most
@@ -83,13 +110,23 @@ int ems_server_set_tls(ems_server_t *s, ems_tls_config_t *tls);
 /* Live connections (HTTP and WebSocket made from this server). */
 size_t ems_server_connections(const ems_server_t *s);
 
-/* Counters since start, for metrics. */
+/* Counters since start and current values, for metrics. */
 typedef struct ems_server_stats {
     uint64_t accepted;    /* connections accepted */
-    uint64_t refused;     /* closed at once: over max_connections or stopping */
+    uint64_t refused;     /* closed at once: any limit below, max_connections, stopping */
     uint64_t requests;    /* complete requests handed to the handler */
     uint64_t http_errors; /* requests refused by the server itself (400/413/414/431) */
     uint64_t upgrades;    /* successful WebSocket upgrades */
+    uint64_t refused_addr;   /* closed at accept: over max_per_addr */
+    uint64_t refused_share;  /* closed at accept: unauthenticated share full, none idle */
+    uint64_t evicted;        /* idle unauthenticated ones closed to make room */
+    uint64_t out_paused;     /* times a connection stopped being read for its unread answers */
+    uint64_t out_shed;       /* connections closed over out_budget */
+    uint64_t hs_deferred;    /* TLS handshake steps that waited for the CPU budget */
+    /* Current values: */
+    uint64_t unauth;         /* connections not upgraded (yet) */
+    uint64_t out_bytes;      /* queued output of all HTTP connections */
+    uint64_t hs_waiting;     /* connections waiting at the handshake budget */
 } ems_server_stats_t;
 void ems_server_stats(const ems_server_t *s, ems_server_stats_t *out);
 

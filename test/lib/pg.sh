@@ -14,6 +14,7 @@
 #
 # As a command (for Python or C test drivers):
 #     test/lib/pg.sh start        # prints "DIR PORT DSN" on one line
+#     test/lib/pg.sh emu-tsdb OUT # builds the TimescaleDB emulation (below), prints its bin dir
 #     test/lib/pg.sh kill DIR     # immediate stop
 #     test/lib/pg.sh restart DIR  # start again after kill/stop
 #     test/lib/pg.sh stop DIR     # stop and remove
@@ -27,6 +28,20 @@
 # another one is tried. fsync is off by default (tests only, the kernel
 # keeps the data when the server is killed); EMS_PG_FSYNC=on for benchmarks.
 # EMS_PG_PRELOAD=timescaledb sets shared_preload_libraries (TimescaleDB runs).
+# EMS_PG_BIN selects the PostgreSQL binaries (default Debian's).
+#
+# The TimescaleDB emulation (ems_pg_emu_tsdb OUT): PostgreSQL finds its
+# share/ and lib/ directories relative to its own executable, so a copy of
+# the installation under OUT (same layout: OUT/usr/lib/postgresql/15/bin,
+# .../lib, OUT/usr/share/postgresql/15) is a complete server whose
+# extension directory we may change. Into it go test/lib/tsdb-emu: a
+# `timescaledb` extension that is an EMULATION, not TimescaleDB: its
+# library raises FATAL "extension "timescaledb" must be preloaded" when it
+# is loaded without shared_preload_libraries (the real condition of a
+# machine with the package installed but not preloaded), and when
+# preloaded it provides stand-ins of timescaledb_information.jobs and
+# job_stats. Building it needs postgresql-server-dev-15 (scripts/deps.sh).
+# Start a cluster from it with EMS_PG_BIN=<the printed bin dir>.
 
 EMS_PG_BIN=${EMS_PG_BIN:-/usr/lib/postgresql/15/bin}
 
@@ -110,6 +125,34 @@ ems_pg_stop() {
     rm -rf "$dir"
 }
 
+ems_pg_emu_tsdb() {
+    local out=$1 here src_bin src_lib src_share inc
+    here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+    src_bin=$EMS_PG_BIN
+    src_lib=$("$src_bin/pg_config" --pkglibdir) || return 1
+    src_share=$("$src_bin/pg_config" --sharedir) || return 1
+    inc=$("$src_bin/pg_config" --includedir-server) || return 1
+    if [ ! -f "$inc/postgres.h" ]; then
+        echo "# emu-tsdb: no server headers in $inc (install postgresql-server-dev-15: scripts/deps.sh)" >&2
+        return 1
+    fi
+    mkdir -p "$out$(dirname "$src_bin")" "$out$(dirname "$src_lib")" "$out$(dirname "$src_share")" || return 1
+    cp -a "$src_bin" "$out$src_bin" && cp -a "$src_lib" "$out$src_lib" &&
+        cp -a "$src_share" "$out$src_share" || return 1
+    cc -std=gnu11 -O1 -fPIC -shared -Wall -Werror -I"$inc" -o "$out$src_lib/timescaledb.so" \
+        "$here/tsdb-emu/timescaledb_emu.c" || return 1
+    cp "$here/tsdb-emu/timescaledb.control" "$here/tsdb-emu/timescaledb--0.0.0.emu.sql" \
+        "$out$src_share/extension/" || return 1
+    chmod -R a+rX "$out"
+    # The copy must resolve its own directories, not the originals.
+    if [ "$("$out$src_bin/pg_config" --sharedir)" != "$out$src_share" ] ||
+        [ "$("$out$src_bin/pg_config" --pkglibdir)" != "$out$src_lib" ]; then
+        echo "# emu-tsdb: the copied PostgreSQL does not resolve its directories relative to itself" >&2
+        return 1
+    fi
+    echo "$out$src_bin"
+}
+
 # Run as a command rather than sourced.
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -u
@@ -121,8 +164,9 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     kill) ems_pg_kill "$2" ;;
     restart) ems_pg_start_again "$2" ;;
     stop) ems_pg_stop "$2" ;;
+    emu-tsdb) ems_pg_emu_tsdb "$2" || exit 1 ;;
     *)
-        echo "usage: $0 start | kill DIR | restart DIR | stop DIR" >&2
+        echo "usage: $0 start | kill DIR | restart DIR | stop DIR | emu-tsdb OUT" >&2
         exit 2
         ;;
     esac

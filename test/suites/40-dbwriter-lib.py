@@ -243,15 +243,23 @@ class Postgres:
             raise RuntimeError("psql: " + out.stderr)
         return out.stdout.strip()
 
+    def sql_db(self, db, text):
+        """sql() in another database of the cluster."""
+        out = subprocess.run(["psql", self.dsn.replace("dbname=postgres", "dbname=" + db), "-XAtq",
+                              "-v", "ON_ERROR_STOP=1", "-c", text], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError("psql: " + out.stderr)
+        return out.stdout.strip()
+
     def count(self, where="true"):
         return int(self.sql("SELECT count(*) FROM telemetry WHERE " + where))
 
 
 class DBWriter:
-    def __init__(self, pg, workdir, *args, storage="auto"):
+    def __init__(self, pg, workdir, *args, storage="auto", dsn=None):
         self.sock = os.path.join(workdir, "dbw.sock")
         self.log = open(os.path.join(workdir, "dbwriter.log"), "ab")
-        self.args = ["--socket", self.sock, "--dsn", pg.dsn, "--storage", storage,
+        self.args = ["--socket", self.sock, "--dsn", dsn or pg.dsn, "--storage", storage,
                      "--migrations", os.path.join(ROOT, "cloud", "db")] + list(args)
         self.proc = None
         self.start()

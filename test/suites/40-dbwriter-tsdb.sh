@@ -3,7 +3,13 @@
 # (hypertable, compression and retention policies, continuous aggregates),
 # when the extension is installed on this machine. Debian 12's archive has
 # no TimescaleDB package, so on the usual test machine this reports a TAP
-# skip that says why; the docker compose setup runs TimescaleDB.
+# skip that says why; the docker compose setup runs TimescaleDB. In that
+# mode 40-dbwriter.py also checks that the hypertable, its compression
+# settings, the compression and retention policies and both continuous
+# aggregates with their refresh policies exist, and that the writer's
+# stats list the background jobs (tsdb_jobs). What can be checked without
+# TimescaleDB (its preload FATAL, the job-failure reporting) runs in
+# 40-dbwriter-tsdb-emu.py against an emulation.
 set -u
 ROOT=${EMS_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$ROOT/test/lib/pg.sh"

@@ -40,12 +40,17 @@ def test_migrations(pg, wd):
     r = run_migrate(pg, os.path.join(L.ROOT, "cloud", "db"))
     ok("migrations apply to an empty database", r.returncode == 0, r.stderr[-800:])
     versions = pg.sql("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations")
-    ok("schema_migrations records each file once", versions == "1,2", versions)
     mode = pg.sql("SELECT value FROM ems_meta WHERE key = 'storage'")
+    # The versions of cloud/db that apply to this mode (NNNN_name[.pg|.tsdb].sql).
+    skip = ".tsdb.sql" if mode == "postgres" else ".pg.sql"
+    want = sorted({int(f[:4]) for f in os.listdir(os.path.join(L.ROOT, "cloud", "db"))
+                   if f[:4].isdigit() and f.endswith(".sql") and not f.endswith(skip)})
+    ok("schema_migrations records each file once", versions == ",".join(map(str, want)),
+       (versions, want))
     ok("the storage mode is recorded", mode in ("postgres", "timescaledb"), mode)
     r = run_migrate(pg, os.path.join(L.ROOT, "cloud", "db"))
     again = pg.sql("SELECT count(*) FROM schema_migrations")
-    ok("re-running the migrations changes nothing", r.returncode == 0 and again == "2"
+    ok("re-running the migrations changes nothing", r.returncode == 0 and again == str(len(want))
        and "0 migration(s) applied" in r.stderr, r.stderr[-400:])
     if mode == "postgres":
         ok("plain PostgreSQL mode says so in the log",
@@ -53,13 +58,13 @@ def test_migrations(pg, wd):
     # A failing migration runs in one transaction: nothing of it stays.
     bad = os.path.join(wd, "db-bad")
     shutil.copytree(os.path.join(L.ROOT, "cloud", "db"), bad)
-    with open(os.path.join(bad, "0003_bad.sql"), "w") as f:
+    with open(os.path.join(bad, "0999_bad.sql"), "w") as f:
         f.write("CREATE TABLE half_done (x int);\nSELECT 1 / 0;\n")
     r = run_migrate(pg, bad)
     left = pg.sql("SELECT to_regclass('half_done') IS NULL AND NOT EXISTS "
-                  "(SELECT 1 FROM schema_migrations WHERE version = 3)")
+                  "(SELECT 1 FROM schema_migrations WHERE version = 999)")
     ok("a failing migration exits non-zero and leaves nothing behind",
-       r.returncode != 0 and left == "t" and "0003_bad.sql failed" in r.stderr, r.stderr[-400:])
+       r.returncode != 0 and left == "t" and "0999_bad.sql failed" in r.stderr, r.stderr[-400:])
     # Asking for TimescaleDB on a database that is in the other mode is refused.
     other = "timescaledb" if mode == "postgres" else "postgres"
     r = subprocess.run([L.DBW, "--dsn", pg.dsn, "--migrate-only", "--storage", other,
@@ -374,6 +379,61 @@ def test_events(pg, d):
     c.close()
 
 
+def tsdb_try(pg, *queries):
+    """The first query that runs (view names differ between TimescaleDB versions)."""
+    for q in queries:
+        try:
+            return pg.sql(q)
+        except RuntimeError:
+            continue
+    return None
+
+
+def test_tsdb_objects(pg, d):
+    """TimescaleDB mode: the storage that 0002_telemetry.tsdb.sql promises
+    exists (not only that rows arrive), and the writer watches its jobs."""
+    ht = pg.sql("SELECT count(*) FROM timescaledb_information.hypertables"
+                " WHERE hypertable_name = 'telemetry' AND compression_enabled")
+    ok("tsdb: telemetry is a hypertable with compression enabled", ht == "1", ht)
+    iv = pg.sql("SELECT time_interval FROM timescaledb_information.dimensions"
+                " WHERE hypertable_name = 'telemetry' AND column_name = 'ts'")
+    ok("tsdb: chunks of 1 hour", iv == "01:00:00", iv)
+    seg = tsdb_try(pg, "SELECT segmentby || ' / ' || orderby FROM timescaledb_information.hypertable_compression_settings"
+                       " WHERE hypertable = 'telemetry'::regclass",
+                   "SELECT string_agg(attname, ',' ORDER BY segmentby_column_index) FILTER (WHERE segmentby_column_index"
+                   " IS NOT NULL) || ' / ' || string_agg(attname, ',' ORDER BY orderby_column_index) FILTER"
+                   " (WHERE orderby_column_index IS NOT NULL) FROM timescaledb_information.compression_settings"
+                   " WHERE hypertable_name = 'telemetry'")
+    ok("tsdb: compression segments by device_id, orders by ts, seq",
+       seg is not None and seg.startswith("device_id / ") and "ts" in seg and "seq" in seg, str(seg))
+    pol = pg.sql("SELECT string_agg(proc_name || '=' || coalesce(config->>'compress_after', config->>'drop_after', ''),"
+                 " ',' ORDER BY proc_name) FROM timescaledb_information.jobs WHERE hypertable_name = 'telemetry'")
+    ok("tsdb: compression (after 1 day) and retention (90 days) policies on telemetry",
+       pol == "policy_compression=1 day,policy_retention=90 days", pol)
+    ca = pg.sql("SELECT string_agg(view_name || ':' || materialized_only, ',' ORDER BY view_name)"
+                " FROM timescaledb_information.continuous_aggregates")
+    ok("tsdb: continuous aggregates telemetry_1h and telemetry_1m, real-time", ca == "telemetry_1h:f,telemetry_1m:f", ca)
+    caj = pg.sql("SELECT string_agg(c.view_name || ':' || j.proc_name, ',' ORDER BY c.view_name, j.proc_name)"
+                 " FROM timescaledb_information.jobs j JOIN timescaledb_information.continuous_aggregates c"
+                 " ON j.hypertable_name = c.materialization_hypertable_name")
+    ok("tsdb: refresh policies on both aggregates, retention on telemetry_1m",
+       caj == "telemetry_1h:policy_refresh_continuous_aggregate,telemetry_1m:policy_refresh_continuous_aggregate,"
+              "telemetry_1m:policy_retention", caj)
+    # The writer reads the jobs' state (first read about 1 s after start).
+    c = L.Link(d.sock)
+    end = time.time() + 10
+    stats = None
+    while time.time() < end:
+        st, stats = c.query({"op": "stats"})
+        if st == 0 and isinstance(stats.get("tsdb_jobs"), list) and len(stats["tsdb_jobs"]) >= 5:
+            break
+        time.sleep(0.2)
+    ok("tsdb: the writer's stats list the background jobs and their failures",
+       isinstance((stats or {}).get("tsdb_jobs"), list) and len(stats["tsdb_jobs"]) >= 5
+       and "tsdb_job_failures" in stats, str(stats)[:500])
+    c.close()
+
+
 def test_sigterm(pg, d):
     c = L.Link(d.sock)
     # SIGHUP first: it must not end the writer (its default action would).
@@ -416,6 +476,8 @@ def main():
         test_history(pg, d)
         test_latest(pg, d)
         test_events(pg, d)
+        if pg.sql("SELECT value FROM ems_meta WHERE key = 'storage'") == "timescaledb":
+            test_tsdb_objects(pg, d)
         test_sigterm(pg, d)
     except Exception as e:  # a crash of the test itself is a failure, with context
         import traceback

@@ -55,6 +55,13 @@ def login_tests(env):
     tap.eq("a cookie with a changed role: 401", st, 401)
     st, h, b = env.http("POST", "/api/logout", cookie=cookie)
     tap.ok("logout clears the cookie", st == 204 and "Max-Age=0" in h.get("set-cookie", ""), h)
+    # Logout ends the session on the server too (54-gateway-abuse has more).
+    st, h, b = env.http("GET", "/api/me", cookie=cookie)
+    tap.eq("the logged-out cookie no longer works", st, 401)
+    st, h, b = env.http("POST", "/api/login", {"username": "ada", "password": "ada-password-1"})
+    cookie = h.get("set-cookie", "").split(";", 1)[0]
+    st, h, b = env.http("GET", "/api/me", cookie=cookie)
+    tap.eq("a new login right after the logout works", st, 200)
     return cookie
 
 

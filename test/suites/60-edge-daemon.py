@@ -355,6 +355,126 @@ async def latch_checks(tap, env):
     await cloud.stop()
 
 
+ENERGY_KEYS = ("battery_charged_wh", "battery_discharged_wh", "grid_import_wh", "grid_export_wh")
+
+
+def energy_of(p):
+    e = p.get("energy") or {}
+    return tuple(e.get(k) for k in ENERGY_KEYS)
+
+
+def energy_plausible(ps):
+    """Between consecutive packets each counter grows by what the reported
+    power gives over the packet interval (docs/edge-daemon.md, "Energy
+    counters"): power x dt of the later packet, to the counter of its sign,
+    within the mWh rounding."""
+    bad = []
+    for a, b in zip(ps, ps[1:]):
+        if b["seq"] != a["seq"] + 1:
+            continue
+        dt = (lib_ts(b["timestamp"]) - lib_ts(a["timestamp"])) / 3.6e6  # ms -> h
+        bw, gw = b["battery"]["power"], b["grid"]["power"]
+        want = (max(bw, 0) * dt, max(-bw, 0) * dt, max(gw, 0) * dt, max(-gw, 0) * dt)
+        got = tuple(y - x for x, y in zip(energy_of(a), energy_of(b)))
+        for k, w, g in zip(ENERGY_KEYS, want, got):
+            if abs(w - g) > 0.002 + 0.02 * w:  # rounding; 20 ms of timer jitter
+                bad.append(f"seq {b['seq']} {k}: grew {g:.4f} Wh, power gives {w:.4f} Wh")
+    return bad
+
+
+async def energy_checks(tap, env):
+    """The energy counters (edge/energy.h): in every packet, growing with the
+    reported power, in /status and /metrics, never backwards across kill -9
+    (the restart begins at the saved ceiling), exact across a clean restart,
+    and a new series (a new `since`) from a damaged state file."""
+    cloud = await env.cloud(tls=False).start()
+    buf = os.path.join(env.tmp, "buffer-energy")
+    edge = await env.edge("edge-energy").start(cloud.url(), env.token_file, buffer=buf)
+    await lib.next_packets(cloud, 1, 6)
+    await cloud.send(lib.cmd("c_en", "SET_MODE", target_mode="MANUAL_DISCHARGE", target_power=3000))
+    await lib.wait_result(cloud, "c_en", "completed", 4)
+    ps = await lib.next_packets(cloud, 8, 12)
+    tap.ok("energy: every packet carries the four counters and since, valid by the schema",
+           len(ps) == 8 and all(all(isinstance(v, (int, float)) for v in energy_of(p))
+                                and p["energy"].get("since") and not lib.schema_errors(p) for p in ps),
+           ps[-1].get("energy") if ps else "none")
+    tap.ok("energy: discharging at 3 kW, battery_discharged grows by power x dt, nothing goes back",
+           ps and ps[-1]["battery"]["power"] < -2000
+           and energy_of(ps[-1])[1] > energy_of(ps[0])[1]
+           and not energy_plausible(ps)
+           and all(y >= x for a, b in zip(ps, ps[1:]) for x, y in zip(energy_of(a), energy_of(b))),
+           energy_plausible(ps)[:5] or [energy_of(p) for p in ps])
+    s = await edge.status()
+    st, body = await edge.http("GET", "/metrics")
+    tap.ok("energy: /status and /metrics show the counters",
+           s and s.get("energy", {}).get("since") == ps[-1]["energy"]["since"]
+           and s["energy"]["battery_discharged_wh"] >= energy_of(ps[-1])[1]
+           and "# TYPE ems_edge_energy_battery_discharged_wh_total counter" in body
+           and "ems_edge_energy_grid_export_wh_total " in body,
+           (s or {}).get("energy"))
+    try:
+        with open(buf + ".state") as f:
+            state = f.read()
+    except OSError as e:
+        state = str(e)
+    tap.ok("energy: the state file holds the ceilings, at or above what was sent",
+           "energy_battery_discharged_mwh = " in state
+           and int(state.split("energy_battery_discharged_mwh = ")[1].split()[0])
+           >= round(energy_of(ps[-1])[1] * 1000), state)
+
+    # kill -9: the restart begins at the saved ceiling, never below a sent value.
+    await lib.next_packets(cloud, 2, 4)
+    edge.send_signal(signal.SIGKILL)
+    await edge.wait_exit(5)
+    before = [p for _, p in cloud.telemetry()]
+    top = max(p["seq"] for p in before)
+    sent_max = tuple(max(energy_of(p)[i] for p in before) for i in range(4))
+    since = before[-1]["energy"]["since"]
+    edge = await env.edge("edge-energy2").start(cloud.url(), env.token_file, buffer=buf)
+    await cloud.wait(lambda: len([p for _, p in cloud.telemetry() if p["seq"] > top]) >= 3, 10)
+    new = sorted((p for _, p in cloud.telemetry() if p["seq"] > top), key=lambda p: p["seq"])
+    first = new[0] if new else {}
+    # 60 s at the largest power the sim reaches (< 10 kW) at most, per counter.
+    tap.note(f"energy across kill -9: max sent {sent_max}, first new {energy_of(first)}")
+    tap.ok("energy: after kill -9 the first new packet's counters are >= the last sent, "
+           "ahead by at most the margin (60 s of flow), same series",
+           new and first["energy"]["since"] == since
+           and all(f >= m and f - m <= 10000 * 60 / 3600 + 1 for f, m in zip(energy_of(first), sent_max)),
+           (sent_max, energy_of(first)))
+    tap.ok("energy: ... and they grow plausibly after the restart",
+           len(new) >= 3 and not energy_plausible(new)
+           and all(y >= x for a, b in zip(new, new[1:]) for x, y in zip(energy_of(a), energy_of(b))),
+           energy_plausible(new)[:5])
+
+    # A clean stop saves the counts themselves: the restart continues exactly.
+    await lib.next_packets(cloud, 2, 4)
+    rc = await edge.stop()
+    last = max((p for _, p in cloud.telemetry()), key=lambda p: p["seq"])
+    edge = await env.edge("edge-energy3").start(cloud.url(), env.token_file, buffer=buf)
+    await cloud.wait(lambda: any(p["seq"] > last["seq"] for _, p in cloud.telemetry()), 10)
+    nxt = min((p for _, p in cloud.telemetry() if p["seq"] > last["seq"]), key=lambda p: p["seq"],
+              default={})
+    tap.ok("energy: after SIGTERM and a restart the first packet continues exactly where the "
+           "last one ended",
+           rc == 0 and nxt and energy_of(nxt) == energy_of(last)
+           and nxt["energy"]["since"] == since, (energy_of(last), energy_of(nxt)))
+    await edge.stop()
+
+    # A damaged state file: nothing in it is trusted; a new series begins.
+    with open(buf + ".state", "a") as f:
+        f.write("garbage\n")
+    t0 = time.monotonic()
+    edge = await env.edge("edge-energy4").start(cloud.url(), env.token_file, buffer=buf)
+    ps = await lib.next_packets(cloud, 1, 8)
+    tap.ok("energy: a damaged state file starts a new series (new since, from 0) and says so",
+           ps and ps[0]["energy"]["since"] != since and max(energy_of(ps[0])) < 1
+           and edge.log(r"energy: the state file is not trusted", t0), (ps[0] if ps else None, edge.tail(6)))
+    await edge.stop()
+    tap.ok("energy: no sanitizer report", not any(
+        e.log(r"ERROR: (Address|Leak)Sanitizer|runtime error") for e in env.edges), "see the logs")
+    await cloud.stop()
+
+
 async def main(tap):
     env = lib.Env(tap, "60-edge-daemon")
     cloud = await env.cloud().start()
@@ -384,6 +504,7 @@ async def main(tap):
         await cloud.stop()
         await clock_checks(tap, env)
         await latch_checks(tap, env)
+        await energy_checks(tap, env)
     finally:
         if tap.failed:
             tap.note(edge.tail(30))

@@ -176,6 +176,9 @@ hc = " ".join(svcs.get("db", {}).get("healthcheck", {}).get("test", []))
 check("compose: the database health check is pg_isready", "pg_isready" in hc, hc)
 hc = " ".join(svcs.get("gateway", {}).get("healthcheck", {}).get("test", []))
 check("compose: the gateway health check asks GET /healthz", "/healthz" in hc, hc)
+hc = " ".join(svcs.get("dbwriter", {}).get("healthcheck", {}).get("test", []))
+check("compose: the DB writer health check asks the writer (ems-dbwriter --health), not the socket file",
+      "--health" in hc and "test -S" not in hc, hc)
 
 dep = svcs.get("dbwriter", {}).get("depends_on", {})
 check("compose: the DB writer waits for a healthy database",
@@ -560,8 +563,9 @@ else
         done
         port=$(cat "$run/port" 2>/dev/null)
         # The compose health checks, with the container's port replaced.
-        dbw_health() { test -S "$run/dbwriter.sock"; }
+        dbw_health() { EMS_DBWRITER_SOCKET=$run/dbwriter.sock "$BUILD/ems-dbwriter" --health >/dev/null 2>&1; }
         gw_health() { curl -fsSk --max-time 4 "https://127.0.0.1:$port/healthz" >/dev/null 2>&1; }
+        for _ in $(seq 1 50); do dbw_health && break; sleep 0.2; done
         if dbw_health; then
             ok "wiring: the DB writer logs in as ems through ems-entrypoint.sh and its health check passes"
         else

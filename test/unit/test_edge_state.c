@@ -3,6 +3,7 @@
  * latched, no flags). */
 #include "ems_test.h"
 
+#include "crc32c.h"
 #include "error.h"
 #include "state.h"
 #include "status.h"
@@ -36,9 +37,12 @@ static void write_file(const char *path, const char *text)
 static void test_round_trip(void)
 {
     const char *p = tmp_path("rt.state");
-    ems_edge_state_t a = {true,          EMS_FAULT_OVERHEAT | EMS_FAULT_SENSOR_FAULT,
-                          1765123456789, true,
-                          53.21,         1765123450000};
+    ems_edge_state_t a = {.error_latched = true,
+                          .error_flags = EMS_FAULT_OVERHEAT | EMS_FAULT_SENSOR_FAULT,
+                          .error_since_ms = 1765123456789,
+                          .has_soc = true,
+                          .soc = 53.21,
+                          .soc_saved_ms = 1765123450000};
     char err[256];
     EMS_CHECK_INT(ems_edge_state_save(p, &a, true, err, sizeof err), ==, 0);
     ems_edge_state_t b;
@@ -84,7 +88,7 @@ static void check_damaged(const char *text, const char *needle)
 static void test_damaged_files_are_not_trusted(void)
 {
     const char *p = tmp_path("good.state");
-    ems_edge_state_t a = {false, 0, 0, true, 40, 1};
+    ems_edge_state_t a = {.has_soc = true, .soc = 40, .soc_saved_ms = 1};
     char err[256];
     EMS_CHECK_INT(ems_edge_state_save(p, &a, false, err, sizeof err), ==, 0);
     FILE *f = fopen(p, "r");
@@ -110,10 +114,56 @@ static void test_damaged_files_are_not_trusted(void)
     check_damaged(cut, "no checksum line");
 }
 
+/* The energy ceilings (edge/energy.h): exact integers, all five lines or
+ * none; a file from before energy counting loads without them. */
+static void test_energy_lines(void)
+{
+    const char *p = tmp_path("energy.state");
+    ems_edge_state_t a = {.has_energy = true,
+                          .energy_since_ms = 1767225600000,
+                          .energy_mwh = {1234567, 0, 999999999999999999ULL, 42}};
+    char err[256];
+    EMS_CHECK_INT(ems_edge_state_save(p, &a, false, err, sizeof err), ==, 0);
+    ems_edge_state_t b;
+    EMS_CHECK_INT(ems_edge_state_load(p, &b, err, sizeof err), ==, 0);
+    EMS_CHECK(b.has_energy);
+    EMS_CHECK_INT(b.energy_since_ms, ==, 1767225600000);
+    EMS_CHECK(b.energy_mwh[0] == 1234567 && b.energy_mwh[1] == 0 &&
+              b.energy_mwh[2] == 999999999999999999ULL && b.energy_mwh[3] == 42);
+    EMS_CHECK(!b.error_latched);
+
+    /* Written before energy counting: loads, no energy. */
+    ems_edge_state_t old = {.error_latched = false};
+    EMS_CHECK_INT(ems_edge_state_save(p, &old, false, err, sizeof err), ==, 0);
+    EMS_CHECK_INT(ems_edge_state_load(p, &b, err, sizeof err), ==, 0);
+    EMS_CHECK(!b.has_energy);
+
+    /* Checksummed but wrong: a missing line, a sign, a fraction, too long. */
+    static const char *const bodies[][2] = {
+        {"energy_since_ms = 1\nenergy_battery_charged_mwh = 1\n", "energy lines are missing"},
+        {"energy_since_ms = 1\nenergy_battery_charged_mwh = -1\n", "bad value"},
+        {"energy_grid_export_mwh = 1.5\n", "bad value"},
+        {"energy_grid_import_mwh = 1234567890123456789\n", "bad value"},
+        {"energy_grid_import_mwh = \n", "bad value"},
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        char text[512];
+        int n = snprintf(text, sizeof text, "error_latched = 0\n%s", bodies[i][0]);
+        snprintf(text + n, sizeof text - (size_t)n, "crc32c = %08x\n",
+                 (unsigned)ems_crc32c(0, text, (size_t)n));
+        check_damaged(text, bodies[i][1]);
+        ems_edge_state_t s;
+        EMS_CHECK_INT(ems_edge_state_load(tmp_path("bad.state"), &s, err, sizeof err), ==,
+                      EMS_EINVAL);
+        EMS_CHECK(!s.has_energy); /* a damaged file gives no counters to trust */
+    }
+}
+
 int main(void)
 {
     EMS_RUN(test_round_trip);
     EMS_RUN(test_missing_is_first_start);
     EMS_RUN(test_damaged_files_are_not_trusted);
+    EMS_RUN(test_energy_lines);
     EMS_TEST_END();
 }

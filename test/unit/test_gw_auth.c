@@ -50,6 +50,20 @@ static void test_password_malformed(void)
     EMS_CHECK_INT(gw_auth_password_hash("x", 1000, h, 20), ==, EMS_ENOSPC);
 }
 
+/* New hashes use the current count (600,000, OWASP's guidance for
+ * PBKDF2-HMAC-SHA256); the count of a stored hash can be read back, which
+ * is how the gateway knows to rehash at login. */
+static void test_password_iterations(void)
+{
+    EMS_CHECK_INT(GW_AUTH_PBKDF2_ITER, >=, 600000);
+    char h[GW_AUTH_HASH_MAX];
+    EMS_CHECK_INT(gw_auth_password_hash("pw-12345678", 1000, h, sizeof h), ==, 0);
+    EMS_CHECK_INT(gw_auth_password_iterations(h), ==, 1000);
+    EMS_CHECK_INT(gw_auth_password_iterations("pbkdf2-sha256$600000$00$00"), ==, 600000);
+    EMS_CHECK_INT(gw_auth_password_iterations("pbkdf2-sha256$12$00$00"), ==, EMS_EINVAL);
+    EMS_CHECK_INT(gw_auth_password_iterations("md5$x"), ==, EMS_EINVAL);
+}
+
 static void test_token(void)
 {
     char t[65], t2[65], h[65];
@@ -187,6 +201,7 @@ int main(void)
     EMS_RUN(test_password_salted);
     EMS_RUN(test_password_known_vector);
     EMS_RUN(test_password_malformed);
+    EMS_RUN(test_password_iterations);
     EMS_RUN(test_token);
     EMS_RUN(test_equal);
     EMS_RUN(test_session_roundtrip);

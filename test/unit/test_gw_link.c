@@ -38,6 +38,10 @@ typedef struct {
     int qcalls;
     int ups;
     bool freed;
+    /* credentials callbacks: how many, the last id ("*" for every device) */
+    int creds;
+    char cred_id[80];
+    char peer_info[256]; /* the gateway's HELLO info as the peer saw it */
 } T;
 
 static void peer_frame(ems_link_conn_t *c, void *ud, const ems_link_frame_t *f)
@@ -101,7 +105,14 @@ static void peer_close(ems_link_conn_t *c, void *ud, int status)
         t->peer = NULL;
 }
 
-static const ems_link_conn_cb_t peer_cbs = {NULL, peer_frame, NULL, peer_close};
+static void peer_ready(ems_link_conn_t *c, void *ud, const char *info, size_t n)
+{
+    (void)c;
+    T *t = ud;
+    snprintf(t->peer_info, sizeof t->peer_info, "%.*s", (int)n, info);
+}
+
+static const ems_link_conn_cb_t peer_cbs = {peer_ready, peer_frame, NULL, peer_close};
 
 static void on_conn(uv_stream_t *s, int status)
 {
@@ -132,7 +143,14 @@ static void g_state(void *ud, bool up)
 
 static void g_acked(void *ud) { ((T *)ud)->acked_calls++; }
 
-static const gw_link_cb_t gcbs = {g_committed, g_state, g_acked};
+static void g_credentials(void *ud, const char *id)
+{
+    T *t = ud;
+    t->creds++;
+    snprintf(t->cred_id, sizeof t->cred_id, "%s", id ? id : "*");
+}
+
+static const gw_link_cb_t gcbs = {g_committed, g_state, g_acked, g_credentials};
 
 static void q_done(void *ud, int status, const char *json, size_t len)
 {
@@ -177,12 +195,14 @@ static ems_telemetry_t pkt(uint64_t seq)
     return p;
 }
 
-static unsigned inflight_cap;
+static unsigned inflight_cap, user_inflight, user_queue, per_user;
 
 static gw_link_t *mk(uv_loop_t *loop, T *t, size_t ring, unsigned batch, unsigned qto)
 {
     gw_link_opts_t o = {.path = sock_path, .ring = ring, .batch = batch, .flush_ms = 5,
-                        .query_timeout_ms = qto, .max_inflight = inflight_cap};
+                        .query_timeout_ms = qto, .max_inflight = inflight_cap,
+                        .user_inflight = user_inflight, .user_queue = user_queue,
+                        .per_user = per_user};
     gw_link_t *l;
     EMS_CHECK_INT(gw_link_new(loop, &o, &gcbs, t, &l), ==, 0);
     return l;
@@ -386,6 +406,157 @@ static void test_query_inflight_cap(void)
     finish(&loop, &t, l);
 }
 
+/* Answers the held query `id` with status 0 and "{}". */
+static void answer(T *t, uint64_t id)
+{
+    uint8_t buf[32];
+    memcpy(buf, &id, 8);
+    int32_t st = 0;
+    memcpy(buf + 8, &st, 4);
+    memcpy(buf + 12, "{}", 2);
+    ems_link_conn_send(t->peer, EMS_LINK_RESULT, buf, 14);
+}
+
+static void peer_status(T *t, const char *json)
+{
+    EMS_CHECK_INT(ems_link_conn_send(t->peer, EMS_LINK_STATUS, json, strlen(json)), ==, 0);
+}
+
+/* /healthz is 200 only while the DB writer reports that it can commit;
+ * otherwise the body names the missing part. */
+static void test_health_follows_status(void)
+{
+    uv_loop_t loop;
+    T t;
+    setup(&loop, &t);
+    start_peer(&loop, &t);
+    gw_link_t *l = mk(&loop, &t, 8, 4, 5000);
+    char body[768];
+    EMS_CHECK_INT(gw_link_health(l, body, sizeof body), ==, 503);
+    EMS_CHECK(strstr(body, "\"reason\":\"dbwriter link down\"") != NULL);
+    EMS_CHECK(strstr(body, "\"dbwriter\":\"disconnected\"") != NULL);
+    RUN_UNTIL(&loop, gw_link_up(l) && t.peer_info[0], 3000);
+    /* The gateway asks for the new frames in its HELLO. */
+    EMS_CHECK(strstr(t.peer_info, "\"accepts\":[\"status\",\"credentials\"]") != NULL);
+    /* Up, but no STATUS yet: the link alone does not make it healthy. */
+    EMS_CHECK_INT(gw_link_health(l, body, sizeof body), ==, 503);
+    EMS_CHECK(strstr(body, "has not reported") != NULL);
+    peer_status(&t, "{\"db\":\"failing\",\"error\":\"password authentication failed for user "
+                    "\\\"ems\\\"\",\"migrations\":\"pending\",\"last_commit_ms\":null}");
+    RUN_UNTIL(&loop, gw_link_health(l, body, sizeof body) == 503 && strstr(body, "failing"), 3000);
+    EMS_CHECK(strstr(body, "database unreachable: password authentication failed") != NULL);
+    peer_status(&t, "{\"db\":\"ok\",\"error\":null,\"migrations\":\"pending\"}");
+    RUN_UNTIL(&loop, strstr((gw_link_health(l, body, sizeof body), body), "migrations pending"),
+              3000);
+    EMS_CHECK_INT(gw_link_health(l, body, sizeof body), ==, 503);
+    peer_status(&t, "{\"db\":\"ok\",\"error\":null,\"migrations\":\"done\","
+                    "\"last_commit_ms\":1769860800000}");
+    RUN_UNTIL(&loop, gw_link_health(l, body, sizeof body) == 200, 3000);
+    EMS_CHECK(strstr(body, "\"last_commit\":\"2026-01-31T12:00:00.000Z\"") != NULL);
+    EMS_CHECK(strstr(body, "\"status\":\"ok\"") != NULL);
+    /* The link drops: 503 at once, and the old STATUS is forgotten. */
+    ems_link_conn_close(t.peer, 0);
+    RUN_UNTIL(&loop, !gw_link_up(l), 3000);
+    EMS_CHECK_INT(gw_link_health(l, body, sizeof body), ==, 503);
+    RUN_UNTIL(&loop, gw_link_up(l), 3000);
+    EMS_CHECK_INT(gw_link_health(l, body, sizeof body), ==, 503);
+    EMS_CHECK(strstr(body, "has not reported") != NULL);
+    finish(&loop, &t, l);
+}
+
+/* CREDENTIALS frames reach the callback; every (re)connect also says
+ * "every device", since changes may have been missed meanwhile. */
+static void test_credentials_frames(void)
+{
+    uv_loop_t loop;
+    T t;
+    setup(&loop, &t);
+    start_peer(&loop, &t);
+    gw_link_t *l = mk(&loop, &t, 8, 4, 5000);
+    RUN_UNTIL(&loop, gw_link_up(l) && t.creds == 1, 3000);
+    EMS_CHECK_STR(t.cred_id, "*");
+    EMS_CHECK_INT(ems_link_conn_send(t.peer, EMS_LINK_CREDENTIALS, "ems_001", 7), ==, 0);
+    RUN_UNTIL(&loop, t.creds == 2, 3000);
+    EMS_CHECK_STR(t.cred_id, "ems_001");
+    EMS_CHECK_INT(ems_link_conn_send(t.peer, EMS_LINK_CREDENTIALS, "", 0), ==, 0);
+    RUN_UNTIL(&loop, t.creds == 3, 3000);
+    EMS_CHECK_STR(t.cred_id, "*");
+    /* A bad id is ignored, the link stays up. */
+    EMS_CHECK_INT(ems_link_conn_send(t.peer, EMS_LINK_CREDENTIALS, "no/slash", 8), ==, 0);
+    EMS_CHECK_INT(ems_link_conn_send(t.peer, EMS_LINK_CREDENTIALS, "dev2", 4), ==, 0);
+    RUN_UNTIL(&loop, t.creds == 4, 3000);
+    EMS_CHECK_STR(t.cred_id, "dev2");
+    EMS_CHECK(gw_link_up(l));
+    ems_link_conn_close(t.peer, 0);
+    RUN_UNTIL(&loop, !gw_link_up(l), 3000);
+    RUN_UNTIL(&loop, gw_link_up(l) && t.creds == 5, 3000);
+    EMS_CHECK_STR(t.cred_id, "*");
+    finish(&loop, &t, l);
+}
+
+/* One user holds at most per_user queries (429 beyond), at most
+ * user_queue wait (503 beyond), at most user_inflight are at the DB writer,
+ * and the gateway's own lookups overtake waiting user queries. */
+static void test_user_query_bounds(void)
+{
+    uv_loop_t loop;
+    T t;
+    setup(&loop, &t);
+    start_peer(&loop, &t);
+    inflight_cap = 8;
+    user_inflight = 2;
+    user_queue = 5;
+    per_user = 3;
+    gw_link_t *l = mk(&loop, &t, 8, 4, 5000);
+    RUN_UNTIL(&loop, gw_link_up(l), 3000);
+    t.answer_queries = 2; /* hold them */
+    const char *q = "{\"op\":\"history\"}";
+    for (int i = 0; i < 3; i++)
+        EMS_CHECK_INT(gw_link_query_user(l, "ann", q, strlen(q), q_done, &t), ==, 0);
+    EMS_CHECK_INT(gw_link_query_user(l, "ann", q, strlen(q), q_done, &t), ==, GW_LINK_EUSER);
+    char msg[300];
+    unsigned retry = 0;
+    EMS_CHECK_INT(gw_link_refusal(l, GW_LINK_EUSER, "ann", msg, sizeof msg, &retry), ==, 429);
+    EMS_CHECK(strstr(msg, "'ann'") && strstr(msg, "at most 3") && retry > 0);
+    /* Another user still gets in. */
+    for (int i = 0; i < 3; i++)
+        EMS_CHECK_INT(gw_link_query_user(l, "bob", q, strlen(q), q_done, &t), ==, 0);
+    /* 6 made, 2 sent, 4 wait: one more fits the queue of 5, then it is full. */
+    EMS_CHECK_INT(gw_link_query_user(l, "cy", q, strlen(q), q_done, &t), ==, 0);
+    EMS_CHECK_INT(gw_link_query_user(l, "dee", q, strlen(q), q_done, &t), ==, EMS_ENOSPC);
+    EMS_CHECK_INT(gw_link_refusal(l, EMS_ENOSPC, "dee", msg, sizeof msg, &retry), ==, 503);
+    EMS_CHECK(strstr(msg, "query_queue") && retry > 0);
+    RUN_UNTIL(&loop, t.nheld == 2, 3000);
+    for (int i = 0; i < 20; i++)
+        uv_run(&loop, UV_RUN_NOWAIT), usleep(2000);
+    EMS_CHECK_INT(t.nheld, ==, 2); /* user_inflight */
+    /* A lookup of the gateway's own goes out at once, past the waiting ones. */
+    EMS_CHECK_INT(gw_link_query(l, "{\"op\":\"device_auth\"}", 21, q_done, &t), ==, 0);
+    RUN_UNTIL(&loop, t.nheld == 3, 3000);
+    EMS_CHECK_INT(t.held_ids[2], ==, 8); /* the 8th query made */
+    /* Answers let the waiting ones go, two at a time. */
+    int answered = 0;
+    while (answered < 8) {
+        RUN_UNTIL(&loop, t.nheld > answered, 3000);
+        for (; answered < t.nheld; answered++)
+            answer(&t, t.held_ids[answered]);
+        RUN_UNTIL(&loop, t.qcalls == answered, 3000);
+    }
+    EMS_CHECK_INT(t.qcalls, ==, 8);
+    EMS_CHECK_INT(gw_link_pending_queries(l), ==, 0);
+    /* Shares are given back: ann may ask again. */
+    EMS_CHECK_INT(gw_link_query_user(l, "ann", q, strlen(q), q_done, &t), ==, 0);
+    RUN_UNTIL(&loop, t.nheld == 9, 3000);
+    answer(&t, t.held_ids[8]);
+    RUN_UNTIL(&loop, t.qcalls == 9, 3000);
+    gw_link_stats_t st;
+    gw_link_stats(l, &st);
+    EMS_CHECK_INT(st.queries_refused_user, ==, 1);
+    EMS_CHECK_INT(st.queries_refused_queue, ==, 1);
+    inflight_cap = user_inflight = user_queue = per_user = 0;
+    finish(&loop, &t, l);
+}
+
 int main(void)
 {
     ems_log_init("test_gw_link", EMS_LOG_ERROR);
@@ -395,5 +566,8 @@ int main(void)
     EMS_RUN(test_bounded_hold);
     EMS_RUN(test_queries);
     EMS_RUN(test_query_inflight_cap);
+    EMS_RUN(test_health_follows_status);
+    EMS_RUN(test_credentials_frames);
+    EMS_RUN(test_user_query_bounds);
     EMS_TEST_END();
 }

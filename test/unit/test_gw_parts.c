@@ -88,6 +88,45 @@ static void test_ranges(void)
     gw_ranges_free(&s);
 }
 
+/* Mirrors the DB writer's check (cloud/dbwriter/query.c parse_history):
+ * every epoch-aligned bucket the range touches counts. */
+static int64_t buckets_touched(int64_t from, int64_t to, int64_t w_s)
+{
+    int64_t w = w_s * 1000;
+    int64_t from_a = (from / w) * w, to_a = ((to + w - 1) / w) * w;
+    return (to_a - from_a) / w;
+}
+
+/* Every range from an hour to 400 days, at the worst alignment and an
+ * aligned one, gets a default resolution the DB writer accepts. Before the
+ * fix, 2.8..3 days (1m: over 4000 buckets) and over 166 days (1h) failed. */
+static void test_history_auto_bucket(void)
+{
+    EMS_CHECK_INT(gw_ranges_auto_bucket(3600 * 1000LL), ==, 0);
+    EMS_CHECK_INT(gw_ranges_auto_bucket(2 * 3600 * 1000LL), ==, 0);
+    EMS_CHECK_INT(gw_ranges_auto_bucket(2 * 3600 * 1000LL + 1), ==, 60);
+    EMS_CHECK_INT(gw_ranges_auto_bucket(2 * 86400 * 1000LL), ==, 60);
+    EMS_CHECK_INT(gw_ranges_auto_bucket(3 * 86400 * 1000LL), ==, 3600);
+    EMS_CHECK_INT(gw_ranges_auto_bucket(100 * 86400 * 1000LL), ==, 3600);
+    EMS_CHECK_INT(gw_ranges_auto_bucket(200 * 86400 * 1000LL), ==, 86400);
+    EMS_CHECK_INT(gw_ranges_auto_bucket(400 * 86400 * 1000LL), ==, 86400);
+    EMS_CHECK_INT(gw_ranges_auto_bucket(5000 * 86400 * 1000LL), ==, 2 * 86400);
+    const int64_t h = 3600 * 1000LL, base = 1769860800000LL; /* a whole day */
+    for (int64_t span = h; span <= 400 * 24 * h; span += h) {
+        for (int k = 0; k < 3; k++) {
+            int64_t from = base + (k == 0 ? 0 : k == 1 ? 1 : 59999);
+            int64_t to = from + span + (k == 2 ? 59998 : 0);
+            int w = gw_ranges_auto_bucket(to - from);
+            if (w == 0)
+                continue; /* raw: no bucket limit */
+            int64_t n = buckets_touched(from, to, w);
+            if (n > GW_HISTORY_BUCKETS_MAX)
+                EMS_FAIL("span %lld ms from %lld: width %d s gives %lld buckets",
+                         (long long)(to - from), (long long)from, w, (long long)n);
+        }
+    }
+}
+
 static void test_rate(void)
 {
     gw_rate_t r = {0};
@@ -368,6 +407,7 @@ int main(void)
 {
     EMS_RUN(test_map_many);
     EMS_RUN(test_ranges);
+    EMS_RUN(test_history_auto_bucket);
     EMS_RUN(test_rate);
     EMS_RUN(test_metrics);
     EMS_RUN(test_hub);

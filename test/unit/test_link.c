@@ -722,6 +722,158 @@ static void test_connect_to_nothing(void)
     EMS_CHECK_INT(ems_link_conn_connect(&t.loop, longpath, &o, &CLI_CB, &t, &c), ==, EMS_EINVAL);
 }
 
+/* ------------------------------------------------------------------ two lanes */
+
+/* The server queues 16 RESULT frames of 512 KiB (8 MiB) in the bulk lane,
+ * then one ACK in the urgent lane: the ACK must overtake all but the bulk
+ * slice already being written, which is what keeps device acks flowing
+ * while history answers are large. */
+typedef struct {
+    uv_loop_t loop;
+    uv_pipe_t server;
+    char path[108];
+    ems_link_conn_t *srv, *cli;
+    int results_before_ack; /* RESULT frames the client saw before the ACK */
+    int results;
+    bool got_ack;
+    int closes;
+    int bulk_full_rc;
+} lanes_t;
+
+#define LANES_BIG (512u * 1024u)
+#define LANES_N 16
+
+static void lanes_srv_ready(ems_link_conn_t *c, void *ud, const char *info, size_t n)
+{
+    (void)info, (void)n;
+    lanes_t *t = ud;
+    ems_link_buf_t b = {0};
+    char *big = malloc(LANES_BIG);
+    memset(big, 'x', LANES_BIG);
+    for (int i = 0; i < LANES_N; i++) {
+        ems_link_buf_reset(&b);
+        EMS_CHECK_INT(ems_link_put_result(&b, (uint64_t)i, 0, big, LANES_BIG), ==, 0);
+        EMS_CHECK_INT(ems_link_conn_send_bulk(c, b.data, b.len), ==, 0);
+    }
+    /* Over the bulk bound (one frame is already being written): refused. */
+    t->bulk_full_rc = ems_link_conn_send_bulk(c, b.data, b.len);
+    /* Not whole frames: refused. */
+    EMS_CHECK_INT(ems_link_conn_send_bulk(c, b.data, b.len - 1), ==, EMS_EINVAL);
+    ems_link_buf_reset(&b);
+    ems_link_put_ack(&b, 42);
+    EMS_CHECK_INT(ems_link_conn_send_raw(c, b.data, b.len), ==, 0);
+    EMS_CHECK(ems_link_conn_bulk_queued(c) > 0);
+    free(big);
+    ems_link_buf_free(&b);
+}
+
+static void lanes_cli_frame(ems_link_conn_t *c, void *ud, const ems_link_frame_t *f)
+{
+    lanes_t *t = ud;
+    if (f->kind == EMS_LINK_ACK) {
+        uint64_t s;
+        EMS_CHECK_INT(ems_link_parse_ack(f, &s), ==, 0);
+        EMS_CHECK_INT(s, ==, 42);
+        t->got_ack = true;
+        t->results_before_ack = t->results;
+    } else if (f->kind == EMS_LINK_RESULT) {
+        uint64_t id;
+        int32_t st;
+        const char *j;
+        size_t n;
+        EMS_CHECK_INT(ems_link_parse_result(f, &id, &st, &j, &n), ==, 0);
+        EMS_CHECK_INT(id, ==, (uint64_t)t->results); /* bulk frames keep their order */
+        EMS_CHECK_INT(n, ==, LANES_BIG);
+        if (++t->results == LANES_N)
+            ems_link_conn_close(c, 0);
+    }
+}
+
+static void lanes_close(ems_link_conn_t *c, void *ud, int st)
+{
+    (void)st;
+    lanes_t *t = ud;
+    if (c == t->srv)
+        t->srv = NULL;
+    if (c == t->cli) {
+        t->cli = NULL;
+        if (t->srv)
+            ems_link_conn_close(t->srv, 0);
+    }
+    if (++t->closes == 2)
+        uv_close((uv_handle_t *)&t->server, NULL);
+}
+
+static const ems_link_conn_cb_t LANES_SRV = {lanes_srv_ready, NULL, NULL, lanes_close};
+static const ems_link_conn_cb_t LANES_CLI = {NULL, lanes_cli_frame, NULL, lanes_close};
+
+static void lanes_on_conn(uv_stream_t *server, int status)
+{
+    lanes_t *t = server->data;
+    EMS_CHECK_INT(status, ==, 0);
+    ems_link_conn_opts_t o = {.name = "lanes server",
+                              .max_bulk = (LANES_N - 1) * (LANES_BIG + 64)};
+    EMS_CHECK_INT(ems_link_conn_accept(server, &o, &LANES_SRV, t, &t->srv), ==, 0);
+}
+
+static void test_conn_urgent_lane_overtakes_bulk(void)
+{
+    lanes_t t;
+    memset(&t, 0, sizeof t);
+    EMS_CHECK_INT(uv_loop_init(&t.loop), ==, 0);
+    snprintf(t.path, sizeof t.path, "/tmp/ems-test-lanes-%d.sock", (int)getpid());
+    uv_pipe_init(&t.loop, &t.server, 0);
+    t.server.data = &t;
+    EMS_CHECK_INT(ems_link_listen(&t.server, t.path, lanes_on_conn), ==, 0);
+    ems_link_conn_opts_t o = {.name = "lanes client"};
+    EMS_CHECK_INT(ems_link_conn_connect(&t.loop, t.path, &o, &LANES_CLI, &t, &t.cli), ==, 0);
+    uv_run(&t.loop, UV_RUN_DEFAULT);
+    EMS_CHECK_INT(t.bulk_full_rc, ==, EMS_ENOSPC);
+    EMS_CHECK(t.got_ack);
+    EMS_CHECK_INT(t.results, ==, LANES_N);
+    /* At most the slice in flight when the ACK was queued went first. */
+    EMS_CHECK_INT(t.results_before_ack, <=, 1);
+    unlink(t.path);
+    EMS_CHECK_INT(uv_loop_close(&t.loop), ==, 0);
+}
+
+/* STATUS and CREDENTIALS frames: encoders, parsers, the decoder knows them. */
+static void test_status_and_credentials_frames(void)
+{
+    ems_link_buf_t b = {0};
+    EMS_CHECK_INT(ems_link_put_status(&b, "{\"db\":\"ok\"}", 11), ==, 0);
+    EMS_CHECK_INT(ems_link_put_credentials(&b, "ems_001", 7), ==, 0);
+    EMS_CHECK_INT(ems_link_put_credentials(&b, "", 0), ==, 0);
+    EMS_CHECK_INT(ems_link_put_credentials(&b, "bad id", 6), ==, EMS_EINVAL);
+    ems_link_decoder_t d;
+    ems_link_decoder_init(&d, 0);
+    EMS_CHECK_INT(ems_link_decoder_feed(&d, b.data, b.len), ==, 0);
+    ems_link_frame_t f;
+    const char *j;
+    size_t n;
+    char id[EMS_DEVICE_ID_MAX + 1];
+    EMS_CHECK_INT(ems_link_decoder_next(&d, &f), ==, 1);
+    EMS_CHECK_STR(ems_link_kind_name(f.kind), "status");
+    EMS_CHECK_INT(ems_link_parse_status(&f, &j, &n), ==, 0);
+    EMS_CHECK_INT(n, ==, 11);
+    EMS_CHECK_INT(ems_link_parse_credentials(&f, id), ==, EMS_EPROTO);
+    EMS_CHECK_INT(ems_link_decoder_next(&d, &f), ==, 1);
+    EMS_CHECK_STR(ems_link_kind_name(f.kind), "credentials");
+    EMS_CHECK_INT(ems_link_parse_credentials(&f, id), ==, 0);
+    EMS_CHECK_STR(id, "ems_001");
+    EMS_CHECK_INT(ems_link_decoder_next(&d, &f), ==, 1);
+    EMS_CHECK_INT(ems_link_parse_credentials(&f, id), ==, 0);
+    EMS_CHECK_STR(id, "");
+    EMS_CHECK_INT(ems_link_decoder_next(&d, &f), ==, 0);
+    /* A forged id on the wire is refused by the parser. */
+    uint8_t bad[] = {0, 0, 0, 4, EMS_LINK_CREDENTIALS, 'a', '/', 'b'};
+    EMS_CHECK_INT(ems_link_decoder_feed(&d, bad, sizeof bad), ==, 0);
+    EMS_CHECK_INT(ems_link_decoder_next(&d, &f), ==, 1);
+    EMS_CHECK_INT(ems_link_parse_credentials(&f, id), ==, EMS_EPROTO);
+    ems_link_decoder_free(&d);
+    ems_link_buf_free(&b);
+}
+
 int main(void)
 {
     ems_log_init("test_link", EMS_LOG_ERROR);
@@ -741,5 +893,7 @@ int main(void)
     EMS_RUN(test_conn_refuses_frame_before_hello);
     EMS_RUN(test_conn_peer_eof_midframe);
     EMS_RUN(test_connect_to_nothing);
+    EMS_RUN(test_conn_urgent_lane_overtakes_bulk);
+    EMS_RUN(test_status_and_credentials_frames);
     EMS_TEST_END();
 }

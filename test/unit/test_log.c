@@ -61,6 +61,39 @@ static void test_inherited_journal_stream_for_another_file_keeps_the_time(void)
     EMS_CHECK(line[3] != 'e');
 }
 
+/* 2,000 repeated warnings in one interval are two lines: the first, and
+ * a summary with the count once the interval is over. */
+static void test_limited_summarises(void)
+{
+    int fds[2];
+    EMS_CHECK(pipe(fds) == 0);
+    EMS_CHECK(dup2(fds[1], STDERR_FILENO) == STDERR_FILENO);
+    unsetenv("JOURNAL_STREAM");
+    ems_log_init("ems-test", EMS_LOG_INFO);
+    ems_log_limit_t l = {.what = "device refused", .interval_ms = 10000};
+    int written = 0;
+    for (int i = 0; i < 2000; i++)
+        written += ems_log_limited(&l, 1000 + i, EMS_LOG_WARN, "device d%d refused", i);
+    EMS_CHECK_INT(written, ==, 1);
+    ems_log_limit_flush(&l, 5000); /* interval not over: nothing */
+    ems_log_limit_flush(&l, 11000);
+    ems_log_limit_flush(&l, 30000); /* nothing more to say */
+    close(STDERR_FILENO);
+    close(fds[1]);
+    char buf[4096];
+    size_t n = 0;
+    ssize_t r;
+    while ((r = read(fds[0], buf + n, sizeof buf - 1 - n)) > 0)
+        n += (size_t)r;
+    buf[n] = '\0';
+    int lines = 0;
+    for (size_t i = 0; i < n; i++)
+        lines += buf[i] == '\n';
+    EMS_CHECK_INT(lines, ==, 2);
+    EMS_CHECK(strstr(buf, "device d0 refused") != NULL);
+    EMS_CHECK(strstr(buf, "device refused: and 1999 more in the last 10 s") != NULL);
+}
+
 static void test_level_names(void)
 {
     ems_log_level_t l;
@@ -75,5 +108,6 @@ int main(void)
     EMS_RUN(test_journal_stream_drops_the_time);
     EMS_RUN(test_inherited_journal_stream_for_another_file_keeps_the_time);
     EMS_RUN(test_level_names);
+    EMS_RUN(test_limited_summarises);
     EMS_TEST_END();
 }

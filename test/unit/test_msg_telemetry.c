@@ -253,6 +253,84 @@ static void test_to_json(void)
     EMS_CHECK(ems_telemetry_to_json(&t) == NULL);
 }
 
+/* The optional energy object: absent in the seed (an older edge), decoded
+ * and re-encoded exactly when present, all-or-nothing, and the worst-case
+ * packet with it still fits EMS_TELEMETRY_JSON_MAX. */
+static void test_energy(void)
+{
+    ems_telemetry_t t = sample(), back;
+    EMS_CHECK(!t.has_energy); /* the seed has none: still a valid packet */
+    t.has_energy = true;
+    t.energy_battery_charged_wh = 1234.567;
+    t.energy_battery_discharged_wh = 0;
+    t.energy_grid_import_wh = 0.1 + 0.2; /* needs 17 digits */
+    t.energy_grid_export_wh = EMS_ENERGY_WH_MAX;
+    t.energy_since_ms = 1767225600000; /* 2026-01-01T00:00:00Z */
+    char buf[EMS_TELEMETRY_JSON_MAX];
+    int n = ems_telemetry_encode(&t, buf, sizeof buf);
+    EMS_CHECK_INT(n, >, 0);
+    EMS_CHECK(strstr(buf, "\"energy\":{\"battery_charged_wh\":1234.567,"
+                          "\"battery_discharged_wh\":0,"
+                          "\"grid_import_wh\":0.30000000000000004,"
+                          "\"grid_export_wh\":1000000000000,"
+                          "\"since\":\"2026-01-01T00:00:00.000Z\"}") != NULL);
+    ems_verr_t err;
+    EMS_CHECK_INT(ems_telemetry_decode(buf, (size_t)n, &back, &err), ==, 0);
+    EMS_CHECK(back.has_energy);
+    EMS_CHECK(ems_telemetry_equal(&t, &back));
+    back.energy_grid_export_wh = 1;
+    EMS_CHECK(!ems_telemetry_equal(&t, &back));
+    back = t;
+    back.has_energy = false;
+    EMS_CHECK(!ems_telemetry_equal(&t, &back));
+
+    /* Refused by check (so never encoded): negative, too large, not finite. */
+    ems_telemetry_t bad = t;
+    bad.energy_battery_discharged_wh = -0.001;
+    EMS_CHECK_INT(ems_telemetry_encode(&bad, buf, sizeof buf), ==, EMS_EINVAL);
+    EMS_CHECK_INT(ems_telemetry_check(&bad, &err), ==, EMS_EINVAL);
+    EMS_CHECK_STR(err.path, "energy.battery_discharged_wh");
+    bad = t;
+    bad.energy_grid_import_wh = NAN;
+    EMS_CHECK_INT(ems_telemetry_check(&bad, &err), ==, EMS_EINVAL);
+    EMS_CHECK_STR(err.path, "energy.grid_import_wh");
+    bad = t;
+    bad.energy_battery_charged_wh = INFINITY;
+    EMS_CHECK_INT(ems_telemetry_check(&bad, &err), ==, EMS_EINVAL);
+    bad = t;
+    bad.energy_since_ms = INT64_MAX;
+    EMS_CHECK_INT(ems_telemetry_check(&bad, &err), ==, EMS_EINVAL);
+    EMS_CHECK_STR(err.path, "energy.since");
+
+    /* Refused by the decoder at the member's path. */
+    const char *tail = "\"grid\":{\"voltage\":230.1,\"power\":-200,\"frequency\":50.0}}";
+    EMS_CHECK_STR(refuse(tail, "\"grid\":{\"voltage\":230.1,\"power\":-200,\"frequency\":50.0},"
+                               "\"energy\":{\"battery_charged_wh\":1,\"battery_discharged_wh\":1,"
+                               "\"grid_import_wh\":1,\"since\":\"2026-01-01T00:00:00Z\"}}"),
+                  "energy.grid_export_wh: required member is missing");
+    EMS_CHECK_STR(refuse(tail, "\"grid\":{\"voltage\":230.1,\"power\":-200,\"frequency\":50.0},"
+                               "\"energy\":7}"),
+                  "energy: expected an object, got number");
+
+    /* The largest packet the edge can make still fits, with energy. */
+    t.has_seq = t.has_backlog = t.has_target_mode = t.has_target_power = true;
+    t.has_clock_synced = t.has_backfill = t.has_battery_temperature = true;
+    t.seq = t.backlog = EMS_SEQ_MAX;
+    t.error_flags = EMS_FAULT_ALL;
+    t.target_power = t.battery_voltage = t.battery_current = t.battery_power = 0.1 + 0.2;
+    t.battery_soc = t.battery_temperature = t.grid_voltage = t.grid_frequency = 0.1 + 0.2;
+    t.grid_power = -(0.1 + 0.2) * 1e6;
+    t.energy_battery_charged_wh = t.energy_battery_discharged_wh = 1e11 + 0.1 + 0.2;
+    t.energy_grid_import_wh = t.energy_grid_export_wh = 0.1 + 0.2;
+    t.has_wifi_strength = true;
+    t.wifi_strength = -127;
+    memset(t.device_id, 'x', EMS_DEVICE_ID_MAX);
+    t.device_id[EMS_DEVICE_ID_MAX] = '\0';
+    n = ems_telemetry_encode(&t, buf, sizeof buf);
+    EMS_CHECK_INT(n, >, 0);
+    EMS_CHECK_INT(n, <, EMS_TELEMETRY_JSON_MAX - 100); /* and some room to spare */
+}
+
 static void test_device_id(void)
 {
     char id[70];
@@ -278,5 +356,6 @@ int main(void)
     EMS_RUN(test_encode_refuses);
     EMS_RUN(test_to_json);
     EMS_RUN(test_device_id);
+    EMS_RUN(test_energy);
     EMS_TEST_END();
 }

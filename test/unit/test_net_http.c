@@ -139,6 +139,36 @@ static void expect_refused(const char *text, const ems_http_limits_t *lim, int s
     }
 }
 
+/* http_parser (built non-strict) takes any two bytes after a chunk's data
+ * for its CRLF; a proxy that does not may frame the body differently. */
+static void test_chunk_data_needs_crlf(void)
+{
+    const char *bad[] = {
+        "5\r\nhelloXY0\r\n\r\n",
+        "5\r\nhello\rX0\r\n\r\n",
+        "5\r\nhelloX\n0\r\n\r\n",
+        "5\r\nhello\n\n0\r\n\r\n",
+        "5\r\nhello\r\n6\r\n world!!0\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char req[256];
+        snprintf(req, sizeof req,
+                 "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n%s", bad[i]);
+        expect_refused(req, NULL, 400, "CRLF");
+    }
+    /* the good one, in every chunking, so the check never misfires at a
+     * feed boundary */
+    const char good[] = "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    for (size_t n = 0; n <= 13; n++) {
+        ems_http_parser_t *p = ems_http_parser_new(EMS_HTTP_REQUEST, NULL);
+        size_t used;
+        EMS_CHECK_INT(feed_chunks(p, good, sizeof good - 1, n, &used), ==, 1);
+        EMS_CHECK_STR(ems_http_parser_msg(p)->body, "hello world");
+        ems_http_parser_free(p);
+    }
+}
+
 static void test_malformed_is_400(void)
 {
     expect_refused("GET / HTTP/1.1\r\nHost h\r\n\r\n", NULL, 400, "malformed");
@@ -492,6 +522,7 @@ int main(void)
     EMS_RUN(test_request_in_any_chunking);
     EMS_RUN(test_pipelined_and_keepalive);
     EMS_RUN(test_chunked_body);
+    EMS_RUN(test_chunk_data_needs_crlf);
     EMS_RUN(test_malformed_is_400);
     EMS_RUN(test_ambiguous_requests_are_400);
     EMS_RUN(test_ambiguous_pipelined_request_is_400);

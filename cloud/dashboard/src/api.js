@@ -16,6 +16,8 @@ export function setUnauthorizedHandler(fn) {
     onUnauthorized = fn;
 }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 async function request(method, path, body, { quiet401 = false } = {}) {
     const init = { method, headers: { Accept: 'application/json' }, credentials: 'same-origin' };
     if (body !== undefined) {
@@ -23,10 +25,20 @@ async function request(method, path, body, { quiet401 = false } = {}) {
         init.body = JSON.stringify(body);
     }
     let res;
-    try {
-        res = await fetch(path, init);
-    } catch (e) {
-        throw new ApiError(0, { error: 'the gateway cannot be reached' });
+    // A GET refused for the user's share of the DB writer (429) or because
+    // the gateway's query queue is full (503, Retry-After 2) is tried again
+    // after the time it names, twice at most (docs/api.md, "Limits"). A DB
+    // writer that is down (503, Retry-After 5) is reported at once.
+    for (let attempt = 0; ; attempt++) {
+        try {
+            res = await fetch(path, init);
+        } catch (e) {
+            throw new ApiError(0, { error: 'the gateway cannot be reached' });
+        }
+        const retry = Number(res.headers.get('Retry-After'));
+        const busy = res.status === 429 || (res.status === 503 && retry <= 2);
+        if (method !== 'GET' || attempt >= 2 || !busy || !(retry > 0)) break;
+        await sleep(retry * 1000);
     }
     if (res.status === 204) return null;
     let data = null;
