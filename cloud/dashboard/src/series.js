@@ -125,7 +125,10 @@ export class LiveBuffer {
 
 /** Resolution the API picks for `auto` (docs/api.md), for labels before an answer. */
 export function autoResolution(rangeSeconds) {
+    // raw up to 2 h, then the finest width that covers the range in at most
+    // 4000 buckets (gw_ranges_auto_bucket in the gateway).
     if (rangeSeconds <= 2 * 3600) return 'raw';
-    if (rangeSeconds <= 3 * 86400) return '1m';
-    return '1h';
+    if (rangeSeconds <= 3999 * 60) return '1m';
+    if (rangeSeconds <= 3999 * 3600) return '1h';
+    return '1d';
 }

@@ -20,6 +20,7 @@ const RESOLUTIONS = [
     { key: 'raw', label: 'Every packet' },
     { key: '1m', label: '1-minute averages' },
     { key: '1h', label: '1-hour averages' },
+    { key: '1d', label: '1-day averages' },
 ];
 
 const KEYS = ['battery_power', 'grid_power', 'soc'];
@@ -126,7 +127,7 @@ export function mountHistory(root, { id }) {
     }
 
     function show(res, r) {
-        const bucket = res.bucket_seconds ?? (res.resolution === '1m' ? 60 : res.resolution === '1h' ? 3600 : 1);
+        const bucket = res.bucket_seconds ?? ({ '1m': 60, '1h': 3600, '1d': 86400 }[res.resolution] ?? 1);
         const points = res.points || [];
         const c = toColumns(points, res.resolution === 'raw' ? 1 : bucket, KEYS);
         const marks = c.x.map((_, i) => (c.backfilled[i] ? c.cols.battery_power[i] ?? 0 : null));

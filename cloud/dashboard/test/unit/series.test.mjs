@@ -85,4 +85,9 @@ test('auto resolution follows docs/api.md', () => {
     assert.equal(autoResolution(7200), 'raw');
     assert.equal(autoResolution(86400), '1m');
     assert.equal(autoResolution(7 * 86400), '1h');
+    assert.equal(autoResolution(3999 * 60), '1m');
+    assert.equal(autoResolution(2.9 * 86400), '1h');
+    assert.equal(autoResolution(3999 * 3600), '1h');
+    assert.equal(autoResolution(170 * 86400), '1d');
+    assert.equal(autoResolution(400 * 86400), '1d');
 });
