@@ -108,6 +108,50 @@ void ems_jw_strn(ems_jw_t *w, const char *s, size_t len)
     escaped(w, s, len);
 }
 
+void ems_jw_json(ems_jw_t *w, const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        const char *k;
+        json_t *m;
+        ems_jw_obj_open(w);
+        json_object_foreach((json_t *)v, k, m)
+        {
+            ems_jw_key(w, k);
+            ems_jw_json(w, m);
+        }
+        ems_jw_obj_close(w);
+        break;
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        json_t *m;
+        ems_jw_arr_open(w);
+        json_array_foreach(v, i, m) ems_jw_json(w, m);
+        ems_jw_arr_close(w);
+        break;
+    }
+    case JSON_STRING:
+        ems_jw_strn(w, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER:
+        ems_jw_int(w, (int64_t)json_integer_value(v));
+        break;
+    case JSON_REAL:
+        ems_jw_num(w, json_real_value(v));
+        break;
+    case JSON_TRUE:
+        ems_jw_bool(w, true);
+        break;
+    case JSON_FALSE:
+        ems_jw_bool(w, false);
+        break;
+    default:
+        ems_jw_null(w);
+        break;
+    }
+}
+
 int ems_jw_fmt_double(double v, char *buf)
 {
     int n = 0;

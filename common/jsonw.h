@@ -18,6 +18,7 @@
 #ifndef EMS_JSONW_H
 #define EMS_JSONW_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -58,6 +59,11 @@ void ems_jw_null(ems_jw_t *w);
 
 /* Appends text as is (already valid JSON, e.g. an encoded packet). */
 void ems_jw_raw(ems_jw_t *w, const char *s, size_t len);
+
+/* A jansson value, written with this writer's rules: numbers in the
+ * shortest text that reads back exactly (jansson's own dump writes 17
+ * digits: 52.899999999999999 for 52.9), members in the object's order. */
+void ems_jw_json(ems_jw_t *w, const json_t *v);
 
 /* NUL-terminates and returns the length, or the first error (EMS_ENOSPC if
  * the buffer was too small, EMS_EINVAL for a non-finite number). */

@@ -33,15 +33,33 @@
 
 /* ------------------------------------------------------------ small helpers */
 
+/* Answers with `o` (consumed). Numbers are written in the shortest text
+ * that reads back exactly, as the device sent them (ems_jw_json); jansson's
+ * dump sizes the buffer: the writer's text is at most three times as long
+ * (it escapes a newline as \u000a where jansson writes \n). */
 static void reply_jansson(ems_server_req_t *req, int status, json_t *o, const char *extra)
 {
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    size_t cap = s ? 3 * strlen(s) + 64 : 0;
+    char *out = s ? malloc(cap) : NULL;
+    int n = EMS_ENOMEM;
+    if (out) {
+        ems_jw_t w;
+        ems_jw_init(&w, out, cap);
+        ems_jw_json(&w, o);
+        n = ems_jw_finish(&w);
+    }
     json_decref(o);
     if (!s) {
+        free(out);
         gw_reply_error(req, 500, "out of memory", NULL);
         return;
     }
-    gw_reply_json(req, status, s, strlen(s), extra);
+    if (n >= 0)
+        gw_reply_json(req, status, out, (size_t)n, extra);
+    else
+        gw_reply_json(req, status, s, strlen(s), extra); /* not expected; jansson's text is valid */
+    free(out);
     free(s);
 }
 

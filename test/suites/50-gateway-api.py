@@ -15,6 +15,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -149,6 +150,10 @@ async def device_state_tests(env, cookie, tok):
            d2.get("online") is False and d2.get("telemetry") is None, d2)
     st, h, b = env.http("GET", "/api/devices/h_1", cookie=cookie)
     tap.ok("GET /api/devices/{id}", st == 200 and json.loads(b).get("device_id") == "h_1", b[:200])
+    body = b.decode() if isinstance(b, bytes) else b
+    tap.ok("... numbers read as the device sent them (53.2, not 53.200000000000003)",
+           '"voltage":53.2,' in body and '"power":558.6,' in body
+           and not re.search(r"\d\.\d{14,}", body), body[:400])
     st, h, b = env.http("GET", "/api/devices/ghost", cookie=cookie)
     tap.eq("GET /api/devices/ghost: 404", st, 404)
 

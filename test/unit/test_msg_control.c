@@ -322,6 +322,13 @@ static void test_jsonw(void)
     ems_jw_init(&w, buf, sizeof buf);
     ems_jw_num(&w, NAN);
     EMS_CHECK_INT(ems_jw_finish(&w), ==, EMS_EINVAL);
+    /* a jansson tree: members in order, numbers in their shortest text */
+    json_t *o = json_pack("{sfs[ifsb]sn}", "v", 52.9, "a", 7, 558.6, "x\n", 1, "z");
+    ems_jw_init(&w, buf, sizeof buf);
+    ems_jw_json(&w, o);
+    json_decref(o);
+    EMS_CHECK_INT(ems_jw_finish(&w), >, 0);
+    EMS_CHECK_STR(buf, "{\"v\":52.9,\"a\":[7,558.6,\"x\\u000a\",true],\"z\":null}");
     char num[EMS_JW_NUM_MAX];
     ems_jw_fmt_double(0.1, num);
     EMS_CHECK_STR(num, "0.1");
