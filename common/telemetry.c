@@ -25,6 +25,7 @@
 #define TEMP_MAX 150.0
 #define GRID_POWER_MAX 1e7
 #define FREQ_MAX 100.0
+#define ENERGY_MAX EMS_ENERGY_WH_MAX
 
 static const char *state_name(unsigned i) { return ems_state_name((ems_state_t)i); }
 static const char *mode_name(unsigned i) { return ems_mode_name((ems_mode_t)i); }
@@ -155,6 +156,29 @@ static int decode_delivery(const json_t *root, ems_telemetry_t *t, ems_verr_t *e
     return 0;
 }
 
+/* energy: optional, but when present all four counters and `since`. An
+ * older edge sends no energy member at all; that is still a valid packet. */
+static int decode_energy(const json_t *root, ems_telemetry_t *t, ems_verr_t *err)
+{
+    const char *p = "energy";
+    const json_t *e;
+    int rc = ems_jr_object(root, "", p, false, &e, err);
+    if (rc <= 0)
+        return rc < 0 ? EMS_EINVAL : 0;
+    if (ems_jr_number(e, p, "battery_charged_wh", true, 0, ENERGY_MAX,
+                      &t->energy_battery_charged_wh, err) < 0 ||
+        ems_jr_number(e, p, "battery_discharged_wh", true, 0, ENERGY_MAX,
+                      &t->energy_battery_discharged_wh, err) < 0 ||
+        ems_jr_number(e, p, "grid_import_wh", true, 0, ENERGY_MAX, &t->energy_grid_import_wh, err) <
+            0 ||
+        ems_jr_number(e, p, "grid_export_wh", true, 0, ENERGY_MAX, &t->energy_grid_export_wh, err) <
+            0 ||
+        ems_jr_timestamp(e, p, "since", true, &t->energy_since_ms, err) < 0)
+        return EMS_EINVAL;
+    t->has_energy = true;
+    return 0;
+}
+
 int ems_telemetry_from_json(const json_t *obj, ems_telemetry_t *out, ems_verr_t *err)
 {
     memset(out, 0, sizeof *out);
@@ -163,7 +187,8 @@ int ems_telemetry_from_json(const json_t *obj, ems_telemetry_t *out, ems_verr_t 
                      sizeof out->device_id, err) < 0 ||
         ems_jr_timestamp(obj, "", "timestamp", true, &out->timestamp_ms, err) < 0 ||
         decode_status(obj, out, err) < 0 || decode_battery(obj, out, err) < 0 ||
-        decode_grid(obj, out, err) < 0 || decode_delivery(obj, out, err) < 0)
+        decode_grid(obj, out, err) < 0 || decode_delivery(obj, out, err) < 0 ||
+        decode_energy(obj, out, err) < 0)
         return EMS_EINVAL;
     return 0;
 }
@@ -231,6 +256,18 @@ static int check_numbers(const ems_telemetry_t *t, ems_verr_t *err)
         check_num("grid.power", t->grid_power, -GRID_POWER_MAX, GRID_POWER_MAX, err) ||
         check_num("grid.frequency", t->grid_frequency, 0, FREQ_MAX, err))
         return EMS_EINVAL;
+    if (t->has_energy &&
+        (check_num("energy.battery_charged_wh", t->energy_battery_charged_wh, 0, ENERGY_MAX, err) ||
+         check_num("energy.battery_discharged_wh", t->energy_battery_discharged_wh, 0, ENERGY_MAX,
+                   err) ||
+         check_num("energy.grid_import_wh", t->energy_grid_import_wh, 0, ENERGY_MAX, err) ||
+         check_num("energy.grid_export_wh", t->energy_grid_export_wh, 0, ENERGY_MAX, err)))
+        return EMS_EINVAL;
+    if (t->has_energy && !ems_time_ms_valid(t->energy_since_ms)) {
+        ems_verr_set(err, "energy.since", "%lld ms is outside the years 0000..9999",
+                     (long long)t->energy_since_ms);
+        return EMS_EINVAL;
+    }
     return 0;
 }
 
@@ -333,6 +370,23 @@ static void encode_delivery(const ems_telemetry_t *t, ems_jw_t *w)
     }
 }
 
+static void encode_energy(const ems_telemetry_t *t, ems_jw_t *w)
+{
+    if (!t->has_energy)
+        return;
+    char since[EMS_TIME_STR_MAX];
+    ems_time_format(t->energy_since_ms, since, sizeof since);
+    ems_jw_key(w, "energy");
+    ems_jw_obj_open(w);
+    encode_num(w, "battery_charged_wh", t->energy_battery_charged_wh);
+    encode_num(w, "battery_discharged_wh", t->energy_battery_discharged_wh);
+    encode_num(w, "grid_import_wh", t->energy_grid_import_wh);
+    encode_num(w, "grid_export_wh", t->energy_grid_export_wh);
+    ems_jw_key(w, "since");
+    ems_jw_str(w, since);
+    ems_jw_obj_close(w);
+}
+
 int ems_telemetry_encode(const ems_telemetry_t *t, char *buf, size_t cap)
 {
     if (ems_telemetry_check(t, NULL) < 0)
@@ -349,6 +403,7 @@ int ems_telemetry_encode(const ems_telemetry_t *t, char *buf, size_t cap)
     encode_status(t, &w);
     encode_power(t, &w);
     encode_delivery(t, &w);
+    encode_energy(t, &w);
     ems_jw_obj_close(&w);
     return ems_jw_finish(&w);
 }
@@ -392,5 +447,12 @@ bool ems_telemetry_equal(const ems_telemetry_t *a, const ems_telemetry_t *b)
            OPT_EQ(has_seq, a->seq == b->seq) &&
            OPT_EQ(has_clock_synced, a->clock_synced == b->clock_synced) &&
            OPT_EQ(has_backfill, a->backfill == b->backfill) &&
-           OPT_EQ(has_backlog, a->backlog == b->backlog);
+           OPT_EQ(has_backlog, a->backlog == b->backlog) &&
+           OPT_EQ(
+               has_energy,
+               same_double(a->energy_battery_charged_wh, b->energy_battery_charged_wh) &&
+                   same_double(a->energy_battery_discharged_wh, b->energy_battery_discharged_wh) &&
+                   same_double(a->energy_grid_import_wh, b->energy_grid_import_wh) &&
+                   same_double(a->energy_grid_export_wh, b->energy_grid_export_wh) &&
+                   a->energy_since_ms == b->energy_since_ms);
 }

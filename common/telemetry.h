@@ -9,6 +9,8 @@
  *   system_status.target_mode AUTO | MANUAL_CHARGE | MANUAL_DISCHARGE | MANUAL_IDLE
  *   system_status.target_power watts asked for by the active manual mode
  *   battery.temperature       degrees Celsius
+ *   energy                    the edge's energy counters in Wh and the start
+ *                             of their series (all five members or none)
  * system_status.wifi_strength is an integer dBm, or null when the device has
  * no wireless interface.
  *
@@ -30,6 +32,7 @@
 #define EMS_DEVICE_ID_MAX 64       /* [A-Za-z0-9_.-]{1,64} */
 #define EMS_SEQ_MAX 9007199254740991ULL /* 2^53-1: exact in every JSON reader */
 #define EMS_TELEMETRY_JSON_MAX 1024 /* an encoded packet always fits */
+#define EMS_ENERGY_WH_MAX 1e12      /* an energy counter, Wh (1 TWh) */
 
 typedef struct {
     char device_id[EMS_DEVICE_ID_MAX + 1];
@@ -68,6 +71,15 @@ typedef struct {
     bool backfill;
     bool has_backlog;
     uint64_t backlog;
+
+    /* energy (optional, docs/protocol.md 2.1): monotonic counters in Wh,
+     * 0..EMS_ENERGY_WH_MAX, within the series that began at since_ms */
+    bool has_energy;
+    double energy_battery_charged_wh;    /* battery.power > 0 */
+    double energy_battery_discharged_wh; /* battery.power < 0 */
+    double energy_grid_import_wh;        /* grid.power > 0 */
+    double energy_grid_export_wh;        /* grid.power < 0 */
+    int64_t energy_since_ms;             /* UTC ms */
 } ems_telemetry_t;
 
 /* Decodes and validates one packet from a JSON text of `len` bytes (need not

@@ -10,6 +10,7 @@
 #include "command_result.h"
 #include "device_info.h"
 #include "edge_telemetry.h"
+#include "energy.h"
 #include "error.h"
 #include "fsm.h"
 #include "hwio.h"
@@ -39,6 +40,9 @@
 #define DMN__LOG_WINDOW_MS 10000
 #define DMN__LOG_LINES 5
 
+/* The state file's energy lines are the counters of edge/energy.h, in order. */
+_Static_assert(EMS_EDGE_STATE_ENERGY == EMS_ENERGY_COUNT, "state.h and energy.h disagree");
+
 typedef struct {
     int64_t window_ms;
     unsigned lines;
@@ -64,6 +68,9 @@ struct ems_edge_daemon {
     char state_path[EMS_EDGE_PATH_MAX + 8]; /* edge/state.h: the latch survives restarts */
     ems_edge_state_t saved;                 /* what the file holds now */
     bool state_write_failed;
+    ems_edge_energy_t energy; /* edge/energy.h; its ceilings are saved.energy_mwh */
+    bool energy_ready, energy_write_failed;
+    uint64_t energy_persists;
     ems_backfill_t bf;
     bool bf_inited, bf_was_busy;
     uint64_t bf_start_batches, bf_start_packets;
@@ -104,7 +111,7 @@ struct ems_edge_daemon {
     uint64_t packets, live_sent, live_failed, store_errors;
     uint64_t acks, acked_packets, nacks, commands, commands_invalid;
     uint64_t results_sent, results_dropped, ignored_msgs;
-    dmn__ratelog_t msg_log, store_log, send_log;
+    dmn__ratelog_t msg_log, store_log, send_log, nack_log;
 };
 
 static int64_t dmn__mono_ms(void)
@@ -289,6 +296,69 @@ static void dmn__persist_soc(ems_edge_daemon_t *d, bool force)
     d->saved = st;
 }
 
+/* Writes new energy ceilings (edge/energy.h): the counts plus a margin
+ * when a count passed its ceiling, the counts themselves at shutdown
+ * (`exact`). Until a write succeeds the counters are reported only up to
+ * the old ceilings, so the wire never shows more than a restart begins
+ * with; a failure is said once and retried at the next tick. */
+static void dmn__persist_energy(ems_edge_daemon_t *d, bool exact)
+{
+    if (!d->energy_ready)
+        return;
+    ems_edge_state_t st = d->saved;
+    ems_edge_energy_propose(&d->energy, exact, st.energy_mwh);
+    st.has_energy = true;
+    st.energy_since_ms = d->energy.since_ms;
+    char err[1200];
+    if (ems_edge_state_save(d->state_path, &st, d->cfg.buffer_sync != EMS_STORE_SYNC_OFF, err,
+                            sizeof err) < 0) {
+        if (!d->energy_write_failed)
+            ems_log_error("energy: the counters cannot be saved (%s); they are reported no "
+                          "higher than the last saved values until a save works",
+                          err);
+        d->energy_write_failed = true;
+        return;
+    }
+    if (d->energy_write_failed)
+        ems_log_info("energy: counters saved again to %s", d->state_path);
+    d->energy_write_failed = false;
+    d->saved = st;
+    ems_edge_energy_persisted(&d->energy, st.energy_mwh);
+    d->energy_persists++;
+}
+
+/* Starts the energy counters from the state file's ceilings, or a new
+ * series at 0 (first start, a file from before energy counting, a damaged
+ * file: a number that fails its checksum is not trusted, and a new
+ * `energy.since` tells the cloud that the old series ended). */
+static void dmn__restore_energy(ems_edge_daemon_t *d, int load_rc)
+{
+    int64_t period_ms = d->cfg.tick_ms;
+    if (load_rc == 0 && d->saved.has_energy) {
+        ems_edge_energy_init(&d->energy, period_ms, d->saved.energy_since_ms, d->saved.energy_mwh);
+        char since[EMS_TIME_STR_MAX] = "?";
+        ems_time_format(d->saved.energy_since_ms, since, sizeof since);
+        ems_log_info("energy: counters restored (battery +%.3f/-%.3f Wh, grid +%.3f/-%.3f Wh, "
+                     "series since %s)",
+                     (double)d->saved.energy_mwh[0] / 1000.0,
+                     (double)d->saved.energy_mwh[1] / 1000.0,
+                     (double)d->saved.energy_mwh[2] / 1000.0,
+                     (double)d->saved.energy_mwh[3] / 1000.0, since);
+    } else {
+        int64_t now = ems_time_now_ms();
+        ems_edge_energy_init(&d->energy, period_ms, now, NULL);
+        if (load_rc == EMS_ENOENT || load_rc == 0)
+            ems_log_info("energy: no saved counters; a new series starts at 0");
+        else
+            ems_log_warn("energy: the state file is not trusted; a new series of counters "
+                         "starts at 0 (packets carry a new energy.since)");
+        d->saved.has_energy = true;
+        d->saved.energy_since_ms = now;
+        memset(d->saved.energy_mwh, 0, sizeof d->saved.energy_mwh);
+    }
+    d->energy_ready = true;
+}
+
 /* Reads the state file at start: a latched ERROR comes back as it was. */
 static int dmn__load_state(ems_edge_daemon_t *d)
 {
@@ -298,6 +368,7 @@ static int dmn__load_state(ems_edge_daemon_t *d)
     }
     char err[1200];
     int rc = ems_edge_state_load(d->state_path, &d->saved, err, sizeof err);
+    dmn__restore_energy(d, rc);
     if (rc == EMS_ENOENT)
         return 0;
     if (rc < 0) {
@@ -330,6 +401,32 @@ static void dmn__expire(ems_edge_daemon_t *d, int64_t utc, int64_t mono)
         if (ems_store_expire(d->store, utc, &n) < 0 || n < 10000)
             break;
     }
+}
+
+/* Integrates the powers this packet reports (edge/energy.h), writes new
+ * ceilings first when a counter passed its own, and puts the counters into
+ * the packet. */
+static void dmn__energy_tick(ems_edge_daemon_t *d, ems_telemetry_t *t, const ems_io_sample_t *s)
+{
+    if (!d->energy_ready)
+        return;
+    ems_edge_energy_add(&d->energy, EMS_ENERGY_BATTERY, t->battery_power, s->battery_ms);
+    ems_edge_energy_add(&d->energy, EMS_ENERGY_GRID, t->grid_power, s->grid_ms);
+    if (ems_edge_energy_needs_persist(&d->energy))
+        dmn__persist_energy(d, false);
+    uint64_t mwh[EMS_ENERGY_COUNT];
+    ems_edge_energy_report(&d->energy, mwh);
+    for (int i = 0; i < EMS_ENERGY_COUNT; i++)
+        if ((double)mwh[i] / 1000.0 > EMS_ENERGY_WH_MAX)
+            return; /* beyond the protocol's range (a TWh): left out, never wrong */
+    t->has_energy = true;
+    t->energy_since_ms = d->energy.since_ms;
+    t->energy_battery_charged_wh = (double)mwh[EMS_ENERGY_BATTERY_CHARGED] / 1000.0;
+    t->energy_battery_discharged_wh = (double)mwh[EMS_ENERGY_BATTERY_DISCHARGED] / 1000.0;
+    t->energy_grid_import_wh = (double)mwh[EMS_ENERGY_GRID_IMPORT] / 1000.0;
+    t->energy_grid_export_wh = (double)mwh[EMS_ENERGY_GRID_EXPORT] / 1000.0;
+    if (!ems_time_ms_valid(t->energy_since_ms))
+        t->has_energy = false;
 }
 
 static void dmn__tick(ems_edge_daemon_t *d, int64_t now_ms)
@@ -392,6 +489,7 @@ static void dmn__tick(ems_edge_daemon_t *d, int64_t now_ms)
     ems_edge_telemetry_build(&t, &ctx, &out, &in.sample);
     t.has_backlog = true;
     t.backlog = ems_store_pending(d->store);
+    dmn__energy_tick(d, &t, &in.sample);
     char buf[EMS_TELEMETRY_JSON_MAX];
     int n = ems_telemetry_encode(&t, buf, sizeof buf);
     d->last_out = out;
@@ -611,16 +709,20 @@ static void dmn__on_nack(ems_edge_daemon_t *d, const json_t *root)
         return;
     }
     d->nacks++;
+    /* A wrong clock makes every packet a nack (docs/protocol.md, timestamp
+     * rule): one line per packet would be one a second. */
     if (!nk.has_seq) {
-        ems_log_warn("uplink: the gateway refused a message: %s%s%s", nk.path,
-                     nk.path[0] ? ": " : "", nk.reason);
+        if (dmn__may_log(&d->nack_log))
+            ems_log_warn("uplink: the gateway refused a message: %s%s%s", nk.path,
+                         nk.path[0] ? ": " : "", nk.reason);
         return;
     }
     int rc = ems_store_nack(d->store, nk.seq);
     ems_backfill_nacked(&d->bf, nk.seq);
-    ems_log_warn("uplink: the gateway refused packet seq %llu for good (%s%s%s); %s",
-                 (unsigned long long)nk.seq, nk.path, nk.path[0] ? ": " : "", nk.reason,
-                 rc == 1 ? "dropped from the buffer" : "it was not buffered");
+    if (dmn__may_log(&d->nack_log))
+        ems_log_warn("uplink: the gateway refused packet seq %llu for good (%s%s%s); %s",
+                     (unsigned long long)nk.seq, nk.path, nk.path[0] ? ": " : "", nk.reason,
+                     rc == 1 ? "dropped from the buffer" : "it was not buffered");
 }
 
 static void dmn__on_command(ems_edge_daemon_t *d, const json_t *root)
@@ -773,6 +875,30 @@ static int dmn__status_json(void *ud, ems_buf_t *out)
     json_object_set_new(bf, "restarts", json_integer((json_int_t)bs.restarts));
     json_object_set_new(j, "backfill", bf);
 
+    if (d->energy_ready) {
+        uint64_t mwh[EMS_ENERGY_COUNT];
+        ems_edge_energy_report(&d->energy, mwh);
+        char since[EMS_TIME_STR_MAX] = "";
+        ems_time_format(d->energy.since_ms, since, sizeof since);
+        json_t *en = json_object();
+        for (int i = 0; i < EMS_ENERGY_COUNT; i++) {
+            char key[48];
+            snprintf(key, sizeof key, "%s_wh", ems_edge_energy_name((ems_energy_counter_t)i));
+            json_object_set_new(en, key, json_real((double)mwh[i] / 1000.0));
+        }
+        json_object_set_new(en, "since", json_string(since));
+        json_t *ceil = json_object();
+        for (int i = 0; i < EMS_ENERGY_COUNT; i++) {
+            char key[48];
+            snprintf(key, sizeof key, "%s_wh", ems_edge_energy_name((ems_energy_counter_t)i));
+            json_object_set_new(ceil, key, json_real((double)d->energy.ceiling_mwh[i] / 1000.0));
+        }
+        json_object_set_new(en, "saved_ceiling", ceil);
+        json_object_set_new(en, "saves", json_integer((json_int_t)d->energy_persists));
+        json_object_set_new(en, "save_failing", json_boolean(d->energy_write_failed));
+        json_object_set_new(en, "dt_capped", json_integer((json_int_t)d->energy.dt_capped));
+        json_object_set_new(j, "energy", en);
+    }
     json_object_set_new(j, "ticks", json_integer((json_int_t)d->ticks));
     json_object_set_new(j, "ticks_skipped", json_integer((json_int_t)d->ticks_skipped));
     json_object_set_new(j, "results_waiting", json_integer(d->res_count));
@@ -842,6 +968,24 @@ static int dmn__metrics(void *ud, ems_buf_t *out)
         P(M_GAUGE("ems_edge_grid_frequency_hertz",
                   "Grid frequency") "ems_edge_grid_frequency_hertz %g\n",
           t.grid_frequency);
+    }
+    if (d->energy_ready) {
+        uint64_t mwh[EMS_ENERGY_COUNT];
+        ems_edge_energy_report(&d->energy, mwh);
+        static const char *const help[EMS_ENERGY_COUNT] = {
+            "Energy into the battery", "Energy out of the battery", "Energy bought from the grid",
+            "Energy sold to the grid"};
+        for (int i = 0; i < EMS_ENERGY_COUNT; i++) {
+            const char *nm = ems_edge_energy_name((ems_energy_counter_t)i);
+            P("# HELP ems_edge_energy_%s_wh_total %s, Wh (as in the packets)\n"
+              "# TYPE ems_edge_energy_%s_wh_total counter\n"
+              "ems_edge_energy_%s_wh_total %.3f\n",
+              nm, help[i], nm, nm, (double)mwh[i] / 1000.0);
+        }
+        P(M_COUNTER("ems_edge_energy_saves_total",
+                    "Energy ceilings written to the state file") "ems_edge_energy_saves_total "
+                                                                 "%llu\n",
+          (unsigned long long)d->energy_persists);
     }
     P(M_GAUGE("ems_edge_clock_synced",
               "1 when packets carry clock_synced=true") "ems_edge_clock_synced %d\n",
@@ -1147,6 +1291,9 @@ void ems_edge_daemon_shutdown(ems_edge_daemon_t *d, const char *why)
         uv_timer_stop(&d->tick);
         uv_timer_stop(&d->bf_timer);
     }
+    /* No tick runs any more: the counts are final, so the ceilings become
+     * the counts and a clean restart continues without any error. */
+    dmn__persist_energy(d, true);
     d->parts_stopping = 1; /* held until both are asked, so neither finishes early */
     if (d->up) {
         d->parts_stopping++;

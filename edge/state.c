@@ -17,6 +17,12 @@
 
 #define STATE__MAX 4096 /* the file is a few lines; anything larger is not ours */
 
+/* The energy keys, in the order of energy_mwh[] (edge/energy.h). */
+static const char *const state__energy_keys[EMS_EDGE_STATE_ENERGY] = {
+    "energy_battery_charged_mwh", "energy_battery_discharged_mwh", "energy_grid_import_mwh",
+    "energy_grid_export_mwh"};
+#define STATE__ENERGY_ALL 0x1f /* the four counters and energy_since_ms */
+
 int ems_edge_state_path(const char *buffer_path, char *out, size_t cap)
 {
     int n = snprintf(out, cap, "%s.state", buffer_path);
@@ -45,8 +51,32 @@ static int state__flags(char *v, uint32_t *out)
     return 0;
 }
 
+/* One energy line; *seen collects which of the five were read. Returns 1
+ * when `key` is an energy key, 0 when it is not, EMS_EINVAL for a bad value. */
+static int state__energy(const char *key, const char *v, ems_edge_state_t *st, unsigned *seen)
+{
+    int bit = -1;
+    for (int i = 0; i < EMS_EDGE_STATE_ENERGY; i++)
+        if (strcmp(key, state__energy_keys[i]) == 0)
+            bit = i;
+    if (bit < 0 && strcmp(key, "energy_since_ms") == 0)
+        bit = EMS_EDGE_STATE_ENERGY;
+    if (bit < 0)
+        return 0;
+    /* Digits only: strtoull would take "-1" as 2^64-1. */
+    if (!v[0] || strspn(v, "0123456789") != strlen(v) || strlen(v) > 18)
+        return EMS_EINVAL;
+    unsigned long long n = strtoull(v, NULL, 10);
+    if (bit == EMS_EDGE_STATE_ENERGY)
+        st->energy_since_ms = (int64_t)n;
+    else
+        st->energy_mwh[bit] = n;
+    *seen |= 1u << bit;
+    return 1;
+}
+
 static int state__line(char *line, ems_edge_state_t *st, char *err, size_t cap, int lineno,
-                       const char *path)
+                       const char *path, unsigned *energy_seen)
 {
     char *eq = strstr(line, " = ");
     if (!eq) {
@@ -56,7 +86,12 @@ static int state__line(char *line, ems_edge_state_t *st, char *err, size_t cap, 
     *eq = '\0';
     char *key = line, *v = eq + 3, *end = NULL;
     errno = 0;
-    if (strcmp(key, "error_latched") == 0) {
+    int erc = state__energy(key, v, st, energy_seen);
+    if (erc < 0)
+        goto bad;
+    if (erc > 0) {
+        return 0;
+    } else if (strcmp(key, "error_latched") == 0) {
         if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
             goto bad;
         st->error_latched = v[0] == '1';
@@ -129,14 +164,20 @@ int ems_edge_state_load(const char *path, ems_edge_state_t *out, char *err, size
     }
     *crc_line = '\0';
     int lineno = 0;
+    unsigned energy_seen = 0;
     for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
         lineno++;
         if (l[0] == '#' || l[0] == '\0')
             continue;
-        int rc = state__line(l, out, err, cap, lineno, path);
+        int rc = state__line(l, out, err, cap, lineno, path, &energy_seen);
         if (rc < 0)
             return state__damaged(out, rc);
     }
+    if (energy_seen != 0 && energy_seen != STATE__ENERGY_ALL) {
+        snprintf(err, cap, "%s: some energy lines are missing (all five or none)", path);
+        return state__damaged(out, EMS_EINVAL);
+    }
+    out->has_energy = energy_seen == STATE__ENERGY_ALL;
     return 0;
 }
 
@@ -172,6 +213,13 @@ int ems_edge_state_save(const char *path, const ems_edge_state_t *st, bool sync,
                       : st->soc > 100 ? 100
                                       : st->soc,
                       st->soc_saved_ms);
+    if (st->has_energy) {
+        n += snprintf(text + n, sizeof text - (size_t)n, "energy_since_ms = %" PRId64 "\n",
+                      st->energy_since_ms < 0 ? 0 : st->energy_since_ms);
+        for (int i = 0; i < EMS_EDGE_STATE_ENERGY; i++)
+            n += snprintf(text + n, sizeof text - (size_t)n, "%s = %" PRIu64 "\n",
+                          state__energy_keys[i], st->energy_mwh[i]);
+    }
     n += snprintf(text + n, sizeof text - (size_t)n, "crc32c = %08" PRIx32 "\n",
                   ems_crc32c(0, text, (size_t)n));
 

@@ -17,6 +17,11 @@
  *   error_since_ms = 1765123456789
  *   soc = 53.210
  *   soc_saved_ms = 1765123456789
+ *   energy_since_ms = 1765000000000
+ *   energy_battery_charged_mwh = 1234567
+ *   energy_battery_discharged_mwh = 1200000
+ *   energy_grid_import_mwh = 5230001
+ *   energy_grid_export_mwh = 0
  *   crc32c = 1a2b3c4d
  *
  * It is replaced atomically (write PATH.state.tmp, fsync, rename, fsync the
@@ -25,6 +30,13 @@
  * cannot be parsed, is not trusted, and the daemon starts latched in ERROR
  * (fail-safe: an unknown state needs a human RESET_ERROR) and says why. A
  * missing file is a first start: nothing latched, SoC unknown.
+ *
+ * The energy lines are the ceilings of edge/energy.h, in whole mWh: values
+ * the counters may be reported up to, and restart from. They come as a
+ * group of five (all or none; a file written before energy counting has
+ * none). A damaged file gives no energy (has_energy false): the daemon then
+ * starts a new series (a new energy_since_ms) rather than trust a number
+ * it cannot check (docs/edge-daemon.md, "Energy counters").
  */
 #ifndef EMS_EDGE_STATE_H
 #define EMS_EDGE_STATE_H
@@ -33,6 +45,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define EMS_EDGE_STATE_ENERGY 4 /* counters, in the order of ems_energy_counter_t */
+
 typedef struct {
     bool error_latched;
     uint32_t error_flags;   /* EMS_FAULT_* bits latched when the file was written */
@@ -40,6 +54,9 @@ typedef struct {
     bool has_soc;
     double soc;           /* percent, the hardware back end's coulomb counter */
     int64_t soc_saved_ms; /* UTC ms of that value */
+    bool has_energy;
+    int64_t energy_since_ms;                    /* UTC ms the series began at 0 */
+    uint64_t energy_mwh[EMS_EDGE_STATE_ENERGY]; /* ceilings, mWh (edge/energy.h) */
 } ems_edge_state_t;
 
 /* The state file's path for a buffer path: PATH.state into out (capacity

@@ -42,9 +42,9 @@ static void test_sign_split(void)
     for (int i = 0; i < EMS_ENERGY_COUNT; i++)
         EMS_CHECK_INT(e.count_mwh[i], ==, 0);
     /* 3600 W for 1 s is exactly 1 Wh = 1000 mWh. */
-    tick(&e, 2000, 3600, 7200);    /* charging, importing */
-    tick(&e, 3000, -3600, -1800);  /* discharging, exporting */
-    tick(&e, 4000, -7200, 0);      /* zero adds nothing anywhere */
+    tick(&e, 2000, 3600, 7200);   /* charging, importing */
+    tick(&e, 3000, -3600, -1800); /* discharging, exporting */
+    tick(&e, 4000, -7200, 0);     /* zero adds nothing anywhere */
     EMS_CHECK_INT(e.count_mwh[EMS_ENERGY_BATTERY_CHARGED], ==, 1000);
     EMS_CHECK_INT(e.count_mwh[EMS_ENERGY_BATTERY_DISCHARGED], ==, 3000);
     EMS_CHECK_INT(e.count_mwh[EMS_ENERGY_GRID_IMPORT], ==, 2000);
@@ -213,8 +213,8 @@ static void test_never_backwards_across_crashes(void)
     int64_t ms = 1000;
     int crashes = 0, failed = 0;
     for (int step = 0; step < 20000; step++) {
-        double bw = (double)(rand() % 20001 - 10000); /* -10..10 kW */
-        double gw = (double)(rand() % 40001 - 20000); /* -20..20 kW */
+        double bw = (double)(rand() % 20001 - 10000);         /* -10..10 kW */
+        double gw = (double)(rand() % 40001 - 20000);         /* -20..20 kW */
         ms += rand() % 50 == 0 ? 1000 + rand() % 5000 : 1000; /* stalls too */
         tick(&e, ms, bw, gw);
         if (ems_edge_energy_needs_persist(&e)) {
