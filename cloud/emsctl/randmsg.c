@@ -138,6 +138,14 @@ void emsctl_rand_telemetry(emsctl_rand_t *r, ems_telemetry_t *t)
         t->backfill = chance(r, 50);
     if ((t->has_backlog = chance(r, 30)))
         t->backlog = emsctl_rand_below(r, chance(r, 10) ? EMS_SEQ_MAX + 1 : 100000);
+    if ((t->has_energy = chance(r, 50))) {
+        /* whole mWh, as the edge sends them */
+        t->energy_battery_charged_wh = (double)emsctl_rand_below(r, 1000000000) / 1000;
+        t->energy_battery_discharged_wh = (double)emsctl_rand_below(r, 1000000000) / 1000;
+        t->energy_grid_import_wh = chance(r, 10) ? EMS_ENERGY_WH_MAX : emsctl_rand_double(r, 0, 1e9);
+        t->energy_grid_export_wh = (double)emsctl_rand_below(r, 1000000000) / 1000;
+        t->energy_since_ms = rand_time(r);
+    }
 }
 
 void emsctl_rand_command(emsctl_rand_t *r, ems_command_t *c)
