@@ -38,8 +38,12 @@ PKG_CONFIG ?= pkg-config
 LIBS_COMMON  = $(shell $(PKG_CONFIG) --libs libuv jansson 2>/dev/null || echo -luv -ljansson) \
                -lmbedtls -lmbedx509 -lmbedcrypto -lwslay -lhttp_parser -lm
 LIBS_EDGE    = $(LIBS_COMMON) -lsqlite3 $(shell $(PKG_CONFIG) --libs libgpiod 2>/dev/null || echo -lgpiod)
+# libnats (Debian's libnats-dev): the gateways' message bus (docs/scaling.md).
+# Only ems-gateway (and the unit tests, which link everything) need it, so
+# the DB writer, emsctl and their image build without it.
+LIBS_NATS    = $(shell $(PKG_CONFIG) --libs libnats 2>/dev/null || echo -lnats)
 LIBS_CLOUD   = $(LIBS_COMMON) $(shell $(PKG_CONFIG) --libs libpq 2>/dev/null || echo -lpq)
-LIBS_ALL     = $(LIBS_COMMON) -lsqlite3 $(shell $(PKG_CONFIG) --libs libgpiod libpq 2>/dev/null || echo -lgpiod -lpq)
+LIBS_ALL     = $(LIBS_COMMON) -lsqlite3 $(shell $(PKG_CONFIG) --libs libgpiod libpq 2>/dev/null || echo -lgpiod -lpq) $(LIBS_NATS)
 CFLAGS += $(shell $(PKG_CONFIG) --cflags libpq 2>/dev/null)
 
 COMMON_SRC   = $(wildcard common/*.c common/net/*.c)
@@ -90,7 +94,7 @@ $(LIB_EMSCTL):   $(call obj,$(EMSCTL_SRC))   ; $(archive)
 $(BUILD)/ems-edge: $(call obj,edge/main.c) $(LIB_EDGE) $(LIB_COMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_EDGE)
 $(BUILD)/ems-gateway: $(call obj,cloud/gateway/main.c) $(LIB_GATEWAY) $(LIB_COMMON)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CLOUD)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CLOUD) $(LIBS_NATS)
 $(BUILD)/ems-dbwriter: $(call obj,cloud/dbwriter/main.c) $(LIB_DBWRITER) $(LIB_COMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CLOUD)
 $(BUILD)/emsctl: $(call obj,cloud/emsctl/main.c) $(LIB_EMSCTL) $(LIB_GATEWAY) $(LIB_DBWRITER) $(LIB_COMMON)

@@ -14,6 +14,9 @@ PACKAGES=(
     build-essential pkg-config clang libclang-rt-14-dev
     libuv1-dev libwslay-dev libmbedtls-dev libjansson-dev libpq-dev
     libgpiod-dev libhttp-parser-dev libsqlite3-dev
+    # The gateways' message bus (docs/scaling.md): the C client with its
+    # libuv adapter, and the server test/suites/57-gateway-bus.py starts.
+    libnats-dev nats-server
     postgresql-15 postgresql-client-15
     # test/suites/40-dbwriter-tsdb-emu.py builds an emulated timescaledb
     # extension (test/lib/tsdb-emu) against the server's headers.

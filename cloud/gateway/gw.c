@@ -477,6 +477,7 @@ static void close_handles(gw_t *gw)
     if (gw->closing_handles)
         return;
     gw->closing_handles = true;
+    gw_bus_close(gw);
     uv_close((uv_handle_t *)&gw->tick, handle_closed);
     uv_close((uv_handle_t *)&gw->sig_term, handle_closed);
     uv_close((uv_handle_t *)&gw->sig_int, handle_closed);
@@ -571,6 +572,8 @@ static void tick_cb(uv_timer_t *t)
     int64_t mono = ems_time_mono_ms();
     if (gw->cmds)
         gw_cmds_tick(gw->cmds, ems_time_now_ms());
+    if (gw->bus)
+        gw_bus_tick(gw, mono);
     if (gw->stopping) {
         shutdown_step(gw, mono);
         return;
@@ -779,6 +782,12 @@ int gw_start(gw_t *gw, uv_loop_t *loop, const gw_config_t *cfg)
     uv_signal_start(&gw->sig_int, signal_cb, SIGINT);
     uv_signal_start(&gw->sig_hup, signal_cb, SIGHUP);
 
+    /* Last: the bus's handlers may ask for anything set up above. A bad
+     * URL was refused by gw_config_check; a server not there yet is tried
+     * again in the background. */
+    if (gw_bus_start(gw) < 0)
+        ems_log_error("message bus not started; this gateway runs alone");
+
     ems_log_info("listening on %s port %u (%s); dbwriter at %s; dashboard files from %s", host,
                  ems_server_port(gw->server), cfg->tls ? "TLS" : "plain, behind a TLS proxy",
                  cfg->dbwriter_socket, cfg->static_dir);
@@ -805,6 +814,7 @@ void gw_free(gw_t *gw)
         free(d);
     }
     gw_map_free(&gw->devs);
+    gw_bus_free(gw);
     gw_api_free(gw);
     gw_hub_free(&gw->hub);
     gw_cmds_free(gw->cmds);

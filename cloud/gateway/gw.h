@@ -15,15 +15,17 @@
  * (gw_devconn_t, freed in their WebSocket close callback) and of dashboards
  * (gw_dash_t, likewise).
  *
- * What a second gateway would need: nothing here is shared state except the
- * session key (a file) and PostgreSQL. Commands for a device connected to
- * another gateway, and fan-out of telemetry arriving at another gateway,
- * would go through NATS (subject per device); see docs/architecture.md.
+ * Several gateways: nothing here is shared state except the session key
+ * (a file) and PostgreSQL. With nats_url set, gw_bus.c tells the others
+ * which devices are here and routes commands for devices connected to
+ * another gateway, and carries live telemetry to other gateways'
+ * dashboards by interest (docs/scaling.md).
  */
 #ifndef GW_H
 #define GW_H
 
 #include "command.h"
+#include "gw_bus.h"
 #include "gw_cmd.h"
 #include "gw_config.h"
 #include "gw_hub.h"
@@ -124,6 +126,7 @@ struct gw {
     gw_session_key_t skey;
     gw_link_t *link;
     gw_cmds_t *cmds;
+    gw_bus_t *bus; /* NULL unless nats_url is set (gw_bus.h) */
     gw_hub_t hub;
     gw_map_t devs; /* id -> gw_dev_t */
     gw_dev_t *ack_dirty;

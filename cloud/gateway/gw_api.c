@@ -171,7 +171,15 @@ static json_t *result_or_reply(ctx_t *c, int status, const char *json, size_t le
 
 /* ------------------------------------------------------------ commands: tracker callbacks */
 
-int gw_api_cmd_deliver(void *ud, const gw_cmd_t *c) { return gw_device_send_command(ud, c); }
+int gw_api_cmd_deliver(void *ud, const gw_cmd_t *c)
+{
+    gw_t *gw = ud;
+    int rc = gw_device_send_command(gw, c);
+    /* Not connected here: maybe to another gateway (gw_bus.h). */
+    if (rc == EMS_ENOENT && gw->bus)
+        rc = gw_bus_forward_command(gw, c);
+    return rc;
+}
 
 static json_t *cmd_record(const gw_cmd_t *c)
 {
@@ -215,7 +223,8 @@ void gw_api_cmd_changed(void *ud, const gw_cmd_t *c)
     json_object_set_new(ev, "actor",
                         json_string(c->status == GW_CMD_ACCEPTED || c->status == GW_CMD_REJECTED ||
                                             c->status == GW_CMD_COMPLETED ||
-                                            (c->status == GW_CMD_FAILED && c->reason[0])
+                                            (c->status == GW_CMD_FAILED && c->reason[0] &&
+                                             strncmp(c->reason, "GATEWAY_", 8) != 0)
                                         ? c->device_id
                                     : c->nhist <= 1 ? c->created_by
                                                     : "gateway"));
@@ -659,8 +668,20 @@ static void handle_logout(gw_t *gw, ems_server_req_t *req)
 static void add_live(gw_t *gw, json_t *o, const char *id)
 {
     gw_dev_t *d = gw_dev_get(gw, id, false);
-    json_object_set_new(o, "online", json_boolean(d && d->conn));
-    json_object_set_new(o, "connected_since", d && d->conn ? time_json(d->connected_ms) : json_null());
+    const gw_bus_presence_t *rp = d && d->conn ? NULL : gw_bus_remote(gw->bus, id);
+    if (rp && rp->online) {
+        /* Connected to another gateway (gw_bus.h). */
+        json_object_set_new(o, "online", json_true());
+        json_object_set_new(o, "connected_since", time_json(rp->since_ms));
+        json_object_set_new(o, "gateway", json_string(rp->gateway));
+    } else {
+        json_object_set_new(o, "online", json_boolean(d && d->conn));
+        json_object_set_new(o, "connected_since",
+                            d && d->conn ? time_json(d->connected_ms) : json_null());
+        if (gw->bus)
+            json_object_set_new(o, "gateway", d && d->conn ? json_string(gw_bus_id(gw->bus))
+                                              : rp ? json_string(rp->gateway) : json_null());
+    }
     json_object_set_new(o, "last_seen", d ? time_json(d->last_seen_ms) : json_null());
     if (d && d->info_json) {
         json_error_t je;
@@ -1180,6 +1201,29 @@ static void command_submit(ctx_t *c)
     q.created_by = c->sess.user;
     q.ttl_s = ttl;
     q.online = d && d->conn && ems_ws_is_open(d->conn->ws);
+    char busmsg[300];
+    if (!q.online && gw->bus) {
+        /* Maybe connected to another gateway: then the bus delivers it, and
+         * a bus that is down fails it now, saying so. */
+        const gw_bus_presence_t *rp = gw_bus_remote(gw->bus, q.device_id);
+        if (!gw_bus_up(gw->bus)) {
+            snprintf(busmsg, sizeof busmsg,
+                     "message bus unavailable: device %s is not connected to this gateway and "
+                     "the other gateways cannot be reached%s%s",
+                     q.device_id, rp ? " (last seen on gateway " : "",
+                     rp ? rp->gateway : "");
+            if (rp)
+                strncat(busmsg, ")", sizeof busmsg - strlen(busmsg) - 1);
+            q.offline_msg = busmsg;
+        } else if (rp && rp->online) {
+            q.online = true;
+            snprintf(busmsg, sizeof busmsg,
+                     "device %s is on gateway %s, and the command could not be sent there "
+                     "(message bus)",
+                     q.device_id, rp->gateway);
+            q.offline_msg = busmsg;
+        }
+    }
     gw_cmd_t *cmd;
     int rc = gw_cmds_submit(gw->cmds, &q, ems_time_now_ms(), &cmd);
     char msg[200];

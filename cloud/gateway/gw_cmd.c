@@ -214,10 +214,13 @@ int gw_cmds_submit(gw_cmds_t *t, const gw_cmd_req_t *req, int64_t now_ms, gw_cmd
             t->ops->changed(t->ud, c);
         return 0;
     }
-    char msg[128];
-    snprintf(msg, sizeof msg, req->online ? "device %s is not reading (send queue full)"
-                                          : "device %s is offline",
-             c->device_id);
+    char msg[256];
+    if (req->offline_msg)
+        snprintf(msg, sizeof msg, "%s", req->offline_msg);
+    else
+        snprintf(msg, sizeof msg, req->online ? "device %s is not reading (send queue full)"
+                                              : "device %s is offline",
+                 c->device_id);
     fail(t, c, GW_CMD_FAILED, msg, now_ms);
     return 0;
 }
@@ -283,6 +286,19 @@ int gw_cmds_result(gw_cmds_t *t, const char *device_id, const ems_command_result
     if (s == GW_CMD_ACCEPTED)
         c->deadline_ms = now_ms + t->cfg.complete_ms;
     set_status(t, c, (gw_cmd_status_t)s, now_ms);
+    return 0;
+}
+
+int gw_cmds_fail(gw_cmds_t *t, const char *command_id, const char *reason, const char *message,
+                 int64_t now_ms)
+{
+    gw_cmd_t *c = gw_map_get(&t->by_id, command_id);
+    if (!c)
+        return EMS_ENOENT;
+    if (gw_cmd_status_final(c->status))
+        return EMS_EINVAL;
+    snprintf(c->reason, sizeof c->reason, "%s", reason ? reason : "");
+    fail(t, c, GW_CMD_FAILED, message ? message : "", now_ms);
     return 0;
 }
 

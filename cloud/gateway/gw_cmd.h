@@ -67,7 +67,7 @@ typedef struct gw_cmd {
     char device_id[EMS_DEVICE_ID_MAX + 1];
     char created_by[65];
     gw_cmd_status_t status;
-    char reason[24];              /* edge's reason or ours ("OFFLINE", "TIMEOUT"); "" none */
+    char reason[24];              /* edge's reason, or ours ("GATEWAY_..."); "" none */
     char message[GW_CMD_MSG_MAX]; /* "" none */
     int64_t created_ms, updated_ms;
     int64_t expires_ms;  /* TTL end for queued commands; 0 = no TTL */
@@ -104,6 +104,7 @@ typedef struct {
     ems_command_t cmd; /* validated; command_id "" means "make one" */
     int64_t ttl_s;     /* 0: fail at once if offline; else queue this long */
     bool online;       /* is the device connected now */
+    const char *offline_msg; /* NULL, or the message if it cannot go out now and has no TTL */
 } gw_cmd_req_t;
 
 /* Creates (or finds) a command. Returns
@@ -128,6 +129,13 @@ void gw_cmds_online(gw_cmds_t *t, const char *device_id, int64_t now_ms);
  * the record is left as it was). A repeat of the current status is 0. */
 int gw_cmds_result(gw_cmds_t *t, const char *device_id, const ems_command_result_t *r,
                    int64_t now_ms);
+
+/* Ends an active (queued, sent or accepted) command as `failed` with our
+ * `reason` and `message` (e.g. the gateway that has the device did not
+ * acknowledge it). Returns 0, EMS_ENOENT (unknown) or EMS_EINVAL (already
+ * final: nothing changed). */
+int gw_cmds_fail(gw_cmds_t *t, const char *command_id, const char *reason, const char *message,
+                 int64_t now_ms);
 
 /* Applies deadlines: queued past its TTL -> expired; sent or accepted past
  * its deadline -> timed_out. */

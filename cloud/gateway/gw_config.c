@@ -35,6 +35,8 @@ static const opt_t opts[] = {
     S(port_file, "write the bound port to this file (tests)"),
     S(log_level, "error, warn, info or debug"),
     B(reuseport, "SO_REUSEPORT so several gateways share the port"),
+    S(nats_url, "NATS server (nats://HOST:PORT) joining several gateways; empty: none"),
+    S(gateway_id, "this gateway's id on the bus (default host:pid)"),
     I(max_connections, 1, 1000000, "open connections at most"),
     I(device_max_message, 1024, 16 << 20, "largest device message, bytes"),
     I(dashboard_max_message, 256, 16 << 20, "largest dashboard message, bytes"),
@@ -329,6 +331,17 @@ int gw_config_check(const gw_config_t *c, char *err, size_t errcap)
     if (c->link_batch > c->link_ring) {
         snprintf(err, errcap, "link_batch must not exceed link_ring");
         return EMS_ECONFIG;
+    }
+    if (c->nats_url[0] && strncmp(c->nats_url, "nats://", 7) != 0) {
+        snprintf(err, errcap, "nats_url: '%s' is not nats://HOST:PORT", c->nats_url);
+        return EMS_ECONFIG;
+    }
+    for (const char *p = c->gateway_id; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-' || *p == ':')) {
+            snprintf(err, errcap, "gateway_id: only letters, digits, '_', '-' and ':'");
+            return EMS_ECONFIG;
+        }
     }
     if (!c->listen[0]) {
         snprintf(err, errcap, "listen is empty");

@@ -29,6 +29,8 @@ typedef struct {
     char port_file[GW_PATH_MAX]; /* if set, the bound port is written there */
     char log_level[16];
     bool reuseport;
+    char nats_url[GW_PATH_MAX];  /* empty: no message bus (one gateway alone) */
+    char gateway_id[96];         /* id on the bus; empty: host:pid */
 
     int64_t max_connections;
     int64_t device_max_message;    /* bytes */

@@ -235,7 +235,9 @@ static void handle_packet(gw_devconn_t *dc, const ems_telemetry_t *t, const char
         d->last = *t;
         d->has_last = true;
     }
-    if (live && (gw->hub.nall || gw_hub_count(&gw->hub, d->id))) {
+    bool here = gw->hub.nall || gw_hub_count(&gw->hub, d->id);
+    bool there = live && gw_bus_wants_telemetry(gw->bus, d->id); /* other gateways' dashboards */
+    if (live && (here || there)) {
         char pkt[EMS_TELEMETRY_JSON_MAX], msg[EMS_TELEMETRY_JSON_MAX + 64];
         int n = -1;
         if (raw && raw_len <= EMS_TELEMETRY_JSON_MAX)
@@ -245,8 +247,10 @@ static void handle_packet(gw_devconn_t *dc, const ems_telemetry_t *t, const char
             if (n > 0)
                 n = ems_dash_telemetry_encode(pkt, (size_t)n, msg, sizeof msg);
         }
-        if (n > 0)
+        if (n > 0 && here)
             gw_dash_publish(gw, d->id, msg, (size_t)n);
+        if (n > 0 && there)
+            gw_bus_telemetry(gw, d->id, msg, (size_t)n);
     }
     if (gw->stopping)
         return; /* not stored, not acked: the edge sends it to the next gateway */
@@ -314,6 +318,12 @@ static void handle_result(gw_devconn_t *dc, const json_t *root)
         return;
     }
     int rc = gw_cmds_result(dc->gw->cmds, dc->dev->id, &r, ems_time_now_ms());
+    /* A command another gateway forwarded here: its answers go back there
+     * (that gateway keeps the record). */
+    if (rc == EMS_ENOENT &&
+        gw_bus_relay_result(dc->gw, dc->dev->id, r.command_id, root,
+                            r.status != EMS_RESULT_ACCEPTED))
+        return;
     if (rc == EMS_EPERM)
         ems_log_warn("device %s answered command %s of another device: ignored", dc->dev->id,
                      r.command_id);
@@ -435,6 +445,7 @@ static void dev_on_close(ems_ws_t *ws, const ems_ws_close_info_t *info)
         d->conn = NULL;
         d->offline_ms = ems_time_now_ms();
         gw_dash_device_event(gw, d);
+        gw_bus_device_presence(gw, d, false);
     }
     free(dc);
 }
@@ -516,6 +527,7 @@ static void accept_device(gw_t *gw, ems_server_req_t *req, gw_dev_t *d, const ch
         dev_send(dc, buf, (size_t)n);
     session_event(gw, dc, true, NULL);
     gw_dash_device_event(gw, d);
+    gw_bus_device_presence(gw, d, true);
     send_acks(dc, d);
     gw_cmds_online(gw->cmds, d->id, ems_time_now_ms());
 }

@@ -294,6 +294,49 @@ static void test_undeliverable_online(void)
     gw_cmds_free(t);
 }
 
+/* gw_bus.c's hooks: a failure message of the caller's for an undeliverable
+ * command (the message bus is down), and failing a command from outside
+ * (the gateway that has the device did not acknowledge it). */
+static void test_bus_hooks(void)
+{
+    rec_t r;
+    gw_cmds_t *t = mk(&r, 100);
+    gw_cmd_req_t q = req_set_mode("d1", "b1", 500, false, 0);
+    q.offline_msg = "message bus unavailable";
+    gw_cmd_t *c;
+    EMS_CHECK_INT(gw_cmds_submit(t, &q, 0, &c), ==, 0);
+    EMS_CHECK_INT(c->status, ==, GW_CMD_FAILED);
+    EMS_CHECK_STR(c->message, "message bus unavailable");
+    /* delivered: offline_msg is not used */
+    q = req_set_mode("d1", "b2", 500, true, 0);
+    q.offline_msg = "unused";
+    EMS_CHECK_INT(gw_cmds_submit(t, &q, 0, &c), ==, 0);
+    EMS_CHECK_INT(c->status, ==, GW_CMD_SENT);
+    int changes = r.changed;
+    EMS_CHECK_INT(gw_cmds_fail(t, "b2", "UNREACHABLE", "no ack", 500), ==, 0);
+    EMS_CHECK_INT(c->status, ==, GW_CMD_FAILED);
+    EMS_CHECK_STR(c->reason, "UNREACHABLE");
+    EMS_CHECK_STR(c->message, "no ack");
+    EMS_CHECK_INT(r.changed, ==, changes + 1);
+    /* final: nothing changes; unknown: ENOENT */
+    EMS_CHECK_INT(gw_cmds_fail(t, "b2", "X", "again", 600), ==, EMS_EINVAL);
+    EMS_CHECK_STR(c->message, "no ack");
+    EMS_CHECK_INT(gw_cmds_fail(t, "nope", "X", "y", 600), ==, EMS_ENOENT);
+    /* online but not deliverable: the caller's message too */
+    r.deliver_ok = 0;
+    q = req_set_mode("d1", "b3", 500, true, 0);
+    q.offline_msg = "could not be forwarded";
+    EMS_CHECK_INT(gw_cmds_submit(t, &q, 0, &c), ==, 0);
+    EMS_CHECK_INT(c->status, ==, GW_CMD_FAILED);
+    EMS_CHECK_STR(c->message, "could not be forwarded");
+    r.deliver_ok = 1;
+    c = gw_cmds_find(t, "b2");
+    /* a late answer after the failure is refused */
+    ems_command_result_t a = result("b2", EMS_RESULT_ACCEPTED);
+    EMS_CHECK_INT(gw_cmds_result(t, "d1", &a, 700), ==, EMS_EINVAL);
+    gw_cmds_free(t);
+}
+
 static void test_retention(void)
 {
     rec_t r;
@@ -349,6 +392,7 @@ int main(void)
     EMS_RUN(test_device_speaks_for_itself);
     EMS_RUN(test_resend_sent_on_reconnect);
     EMS_RUN(test_undeliverable_online);
+    EMS_RUN(test_bus_hooks);
     EMS_RUN(test_retention);
     EMS_RUN(test_reset_error_json);
     EMS_TEST_END();
