@@ -904,6 +904,12 @@ static void pg_ingest_up(ems_pg_t *pg, void *ud)
     a->db_error[0] = '\0';
     a->commits_failing = false; /* a new connection; the next failed batch says otherwise */
     status_broadcast(a);
+    /* The server is back: the other connections need not wait out their
+     * backoff (device logins would get 503 from the query connection for
+     * up to its delay while /healthz already says ok). */
+    ems_pg_retry_now(a->pg_query);
+    ems_pg_retry_now(a->pg_listen);
+    ems_pg_retry_now(a->pg_maint);
     if (a->stopping && !a->migrated)
         return;
     if (!a->migrated) {

@@ -564,6 +564,12 @@ int ems_pg_submit(ems_pg_t *pg, ems_pg_req_t *r)
     return 0;
 }
 
+void ems_pg_retry_now(ems_pg_t *pg)
+{
+    if (pg && pg->state == PG_DOWN && uv_is_active((uv_handle_t *)&pg->timer))
+        uv_timer_start(&pg->timer, pg_timer_cb, 0, 0);
+}
+
 bool ems_pg_is_up(const ems_pg_t *pg)
 {
     return pg->state == PG_UP;

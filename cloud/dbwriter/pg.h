@@ -95,6 +95,10 @@ int ems_pg_new(uv_loop_t *loop, const ems_pg_opts_t *o, ems_pg_t **out);
 int ems_pg_submit(ems_pg_t *pg, ems_pg_req_t *r);
 
 bool ems_pg_is_up(const ems_pg_t *pg);
+
+/* While down and waiting out its backoff: try to connect now (another
+ * connection to the same server just succeeded, so the server is back). */
+void ems_pg_retry_now(ems_pg_t *pg);
 /* True when a request is running or queued. */
 bool ems_pg_busy(const ems_pg_t *pg);
 /* Successful connects after the first one. */
