@@ -2,7 +2,8 @@
 #
 #   make            build every binary into build/
 #   make test       install what is missing, build with ASan+UBSan, run every test
-#   make demo       run the whole system locally (see README.md)
+#   make demo       run the whole system locally (see README.md);
+#                   make demo GATEWAYS=2: two gateways joined by NATS
 #   make fuzz       build the libFuzzer targets into build/fuzz/
 #   make bench      run the benchmarks (results go to docs/benchmarks.md by hand)
 #   make deps       install the Debian packages the build and the tests need
@@ -185,10 +186,12 @@ test-faults:
 	$(MAKE) all
 	/usr/bin/python3 test/faults/faults.py --full --build $(BUILD) $(FAULTS_ARGS)
 
+# GATEWAYS=N: N gateways sharing the port, joined by nats-server (docs/scaling.md).
+GATEWAYS ?= 1
 demo:
 	@scripts/deps.sh --check || scripts/deps.sh
 	$(MAKE) all dashboard hwemu
-	@scripts/demo.sh
+	@GATEWAYS=$(GATEWAYS) scripts/demo.sh
 
 bench:
 	$(MAKE) all $(BENCHES)

@@ -22,7 +22,7 @@
 #
 # usage: scripts/bench-fleet.sh [--devices N] [--gateways G] [--per-proc M]
 #            [--rate R] [--warmup S] [--window S] [--drain S] [--tls]
-#            [--reuseport] [--no-dashboards] [--perf] [--nice N]
+#            [--reuseport] [--bus] [--no-dashboards] [--perf] [--nice N]
 #            [--dbwriter-args "ARGS"] [--gateway-args "ARGS"] [--attack "ARGS"]
 #            [--build DIR] [--results FILE] [--keep]
 #   --devices N      simulated devices (default 2000)
@@ -38,6 +38,12 @@
 #                    spreads connections); default: one port per gateway and
 #                    devices spread round-robin, so each dashboard knows which
 #                    gateway's devices it sees
+#   --bus            join the gateways over NATS (docs/scaling.md): starts
+#                    nats-server on loopback and gives every gateway
+#                    --nats_url and --gateway_id=gwN; its CPU and memory
+#                    are sampled as the group "nats". With --reuseport the
+#                    one "*" dashboard (on whichever gateway the kernel
+#                    picks) then sees the devices of every gateway
 #   --no-dashboards  no dashboard subscribers
 #   --nice N         run every process of the benchmark (PostgreSQL, writer,
 #                    gateways, generators, dashboards) at nice N (e.g. -10):
@@ -65,7 +71,7 @@ ROOT=$PWD
 PY=/usr/bin/python3
 
 DEVICES=2000 GATEWAYS=0 PER_PROC=10000 RATE=1000 WARMUP=5 WINDOW=60 DRAIN=30
-TLS=0 REUSEPORT=0 DASH=1 PERF=0 BUILD=build RESULTS="" KEEP=0 NICE="" DBW_ARGS="" GW_ARGS=""
+TLS=0 REUSEPORT=0 BUS=0 DASH=1 PERF=0 BUILD=build RESULTS="" KEEP=0 NICE="" DBW_ARGS="" GW_ARGS=""
 ATTACK=0 ATTACK_ARGS=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -78,6 +84,7 @@ while [ $# -gt 0 ]; do
     --drain) DRAIN=$2; shift ;;
     --tls) TLS=1 ;;
     --reuseport) REUSEPORT=1 ;;
+    --bus) BUS=1 ;;
     --no-dashboards) DASH=0 ;;
     --perf) PERF=1 ;;
     --nice) NICE=$2; shift ;;
@@ -102,7 +109,7 @@ BUILD=$(cd "$BUILD" && pwd)
 FLEET=$BUILD/bench/bench_fleet
 
 T=$(mktemp -d /tmp/ems-bench.XXXXXX)
-PIDS_GW=() PIDS_GEN=() PIDS_DASH=() PID_DBW="" PID_PERF="" PID_ATTACK=""
+PIDS_GW=() PIDS_GEN=() PIDS_DASH=() PID_DBW="" PID_PERF="" PID_ATTACK="" PID_NATS=""
 log() { echo "bench-fleet: $*" >&2; }
 
 cleanup() {
@@ -113,6 +120,12 @@ cleanup() {
         for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$p" 2>/dev/null
     done
+    # nats-server after the gateways, so none of them logs a lost bus.
+    if [ -n "$PID_NATS" ]; then
+        kill -TERM "$PID_NATS" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$PID_NATS" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$PID_NATS" 2>/dev/null
+    fi
     if [ -n "$PID_DBW" ]; then
         kill -TERM "$PID_DBW" 2>/dev/null
         for _ in $(seq 150); do kill -0 "$PID_DBW" 2>/dev/null || break; sleep 0.1; done
@@ -197,11 +210,23 @@ if [ "$REUSEPORT" = 1 ]; then
 else
     for g in $(seq 0 $((GATEWAYS - 1))); do PORTS+=("$(free_port)"); done
 fi
+BUS_ARGS=()
+if [ "$BUS" = 1 ]; then
+    command -v nats-server >/dev/null || { log "--bus needs nats-server (apt-get install nats-server)"; exit 2; }
+    NATS_PORT=$(free_port)
+    nats-server -a 127.0.0.1 -p "$NATS_PORT" >"$T/nats.log" 2>&1 &
+    PID_NATS=$!
+    renice_all $PID_NATS
+    wait_until "(exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT) 2>/dev/null" 10 ||
+        { log "nats-server did not start:"; tail "$T/nats.log" >&2; exit 1; }
+    log "nats-server on 127.0.0.1:$NATS_PORT, pid $PID_NATS"
+fi
 for g in $(seq 0 $((GATEWAYS - 1))); do
+    [ "$BUS" = 1 ] && BUS_ARGS=(--nats_url="nats://127.0.0.1:$NATS_PORT" --gateway_id="gw$g")
     "$BUILD/ems-gateway" --listen="127.0.0.1:${PORTS[$g]}" "${GW_TLS[@]}" \
         --reuseport=$([ "$REUSEPORT" = 1 ] && echo on || echo off) \
         --dbwriter_socket="$T/dbw.sock" --session_key_file="$T/session.key" \
-        --static_dir="$T/www" --port_file="$T/gw$g.port" --log_level=info $GW_ARGS \
+        --static_dir="$T/www" --port_file="$T/gw$g.port" --log_level=info "${BUS_ARGS[@]}" $GW_ARGS \
         >"$T/gateway$g.log" 2>&1 &
     PIDS_GW+=($!)
     renice_all $!
@@ -215,6 +240,23 @@ for p in $UNIQ_PORTS; do
         { log "gateway on port $p not healthy"; exit 1; }
 done
 log "$GATEWAYS gateway(s) on port(s) $(echo $UNIQ_PORTS) ($WSCHEME), pids ${PIDS_GW[*]}"
+# bus_joined: every gateway reports the others as peers on the bus
+# (ems_gateway_bus_peers in /metrics). With --reuseport one port reaches a
+# gateway the kernel picks, so it is asked several times.
+bus_joined() {
+    local p
+    for p in $UNIQ_PORTS; do
+        for _ in $(seq $((GATEWAYS * 3))); do
+            curl -s "${CURL_TLS[@]}" "$SCHEME://localhost:$p/metrics" 2>/dev/null |
+                grep -qE "^ems_gateway_bus_peers $((GATEWAYS - 1))(\.0)?\$" || return 1
+        done
+    done
+}
+if [ "$BUS" = 1 ] && [ "$GATEWAYS" -gt 1 ]; then
+    # Each gateway must hear the others before the dashboards subscribe, or
+    # a "*" dashboard would start without the other gateways' telemetry.
+    wait_until bus_joined 20 || log "warning: the gateways did not all see each other on the bus within 20 s"
+fi
 
 # ------------------------------------------------------------ dashboards
 NDASH=0 DASH_LOGS=()
@@ -249,7 +291,7 @@ pg_pids() { echo "$PG_PM"; ps -o pid= --ppid "$PG_PM"; }
 # sample FILE: CPU ticks of each group and the machine's /proc/stat line.
 sample() {
     $PY - "$1" "gw:${PIDS_GW[*]}" "dbw:$PID_DBW" "pg:$(pg_pids | tr '\n' ' ')" \
-        "gen:${PIDS_GEN[*]}" "dash:${PIDS_DASH[*]}" <<'EOF'
+        "gen:${PIDS_GEN[*]}" "dash:${PIDS_DASH[*]}" "nats:$PID_NATS" <<'EOF'
 import json, sys, time
 out = {"t": time.time(), "groups": {}}
 def ticks(pid):
@@ -393,7 +435,7 @@ if [ "$PERF" = 1 ] && [ -s "$T/perf.data" ]; then
 fi
 
 # ------------------------------------------------------------ report
-CMD="scripts/bench-fleet.sh --devices $DEVICES --gateways $GATEWAYS --per-proc $PER_PROC --rate $RATE --warmup $WARMUP --window $WINDOW --drain $DRAIN$([ "$TLS" = 1 ] && echo ' --tls')$([ "$REUSEPORT" = 1 ] && echo ' --reuseport')$([ "$DASH" = 0 ] && echo ' --no-dashboards')$([ -n "$NICE" ] && echo " --nice $NICE")$([ -n "$DBW_ARGS" ] && echo " --dbwriter-args \"$DBW_ARGS\"")$([ -n "$GW_ARGS" ] && echo " --gateway-args \"$GW_ARGS\"")$([ "$ATTACK" = 1 ] && echo " --attack \"$ATTACK_ARGS\"")"
+CMD="scripts/bench-fleet.sh --devices $DEVICES --gateways $GATEWAYS --per-proc $PER_PROC --rate $RATE --warmup $WARMUP --window $WINDOW --drain $DRAIN$([ "$TLS" = 1 ] && echo ' --tls')$([ "$REUSEPORT" = 1 ] && echo ' --reuseport')$([ "$BUS" = 1 ] && echo ' --bus')$([ "$DASH" = 0 ] && echo ' --no-dashboards')$([ -n "$NICE" ] && echo " --nice $NICE")$([ -n "$DBW_ARGS" ] && echo " --dbwriter-args \"$DBW_ARGS\"")$([ -n "$GW_ARGS" ] && echo " --gateway-args \"$GW_ARGS\"")$([ "$ATTACK" = 1 ] && echo " --attack \"$ATTACK_ARGS\"")"
 $PY - "$T" "$DEVICES" "$GATEWAYS" "$NPROC" "$WINDOW" "$RAMP_S" "$PROV_S" "$TLS" "$CMD" "$RESULTS" "$LOAD0" <<'EOF'
 import glob, json, os, sys
 T, N, G, K, W, ramp, prov, tls, cmd, results, load0 = sys.argv[1:12]
@@ -484,6 +526,11 @@ print(f"| {N} | {G} | {'yes' if r['tls'] else 'no'} | {r['rate_window_per_s']} |
       f"{fmt(a['p50_ms'])} / {fmt(a['p99_ms'])} | {fmt(fa['p50_ms'])} / {fmt(fa['p99_ms'])} | {fmt(fs['p50_ms'])} / {fmt(fs['p99_ms'])} | "
       f"{cpu['gw']} / {cpu['dbw']} / {cpu['pg']} / {round(cpu['gen'] + cpu['dash'], 1)} / {others} | "
       f"{mem['gw']['rss_mb']} / {mem['dbw']['rss_mb']}, {mem['pg']['pss_mb']} |")
+if cpu.get("nats") or mem.get("nats", {}).get("rss_mb"):
+    per_k = round(1000.0 * cpu["nats"] / 100.0 / r["rate_window_per_s"], 3) if r["rate_window_per_s"] else None
+    print(f"nats-server: CPU {cpu['nats']} % of a core ({per_k} CPU-s per 1,000 packets), RSS {mem['nats']['rss_mb']} MB")
+sent_w = r["sent_window"]
+print(f"\"*\" dashboards received {r['dash_received_all']} telemetry messages (devices sent {r['sent']} packets, {sent_w} in the window)")
 print()
 if "attack" in r:
     print()

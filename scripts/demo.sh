@@ -8,12 +8,22 @@
 # certificates, the device tokens and the passwords. Ctrl-C stops everything
 # in order (devices, gateway, DB writer, PostgreSQL). Each process logs to
 # var/demo/log/NAME.log.
+#
+# GATEWAYS=N (make demo GATEWAYS=2; default 1) runs N gateways joined over
+# NATS (docs/scaling.md): a nats-server on 127.0.0.1:EMS_DEMO_NATS_PORT
+# (14222), and N gateways sharing the public port with SO_REUSEPORT (the
+# kernel spreads the devices' connections over them), each with its own
+# gateway_id (demo-gw1, demo-gw2, ...) and its own link to the one DB
+# writer. Ctrl-C stops the devices, the gateways, nats-server, the DB writer
+# and PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DEMO=${EMS_DEMO_DIR:-$ROOT/var/demo}
 PORT=${EMS_DEMO_PORT:-8443}
 PG_PORT=${EMS_DEMO_PG_PORT:-55432}
+NATS_PORT=${EMS_DEMO_NATS_PORT:-14222}
+GATEWAYS=${GATEWAYS:-1}
 PG_BIN=/usr/lib/postgresql/15/bin
 BIN=$ROOT/build
 
@@ -24,6 +34,14 @@ for b in ems-gateway ems-dbwriter ems-edge emsctl; do
     [ -x "$BIN/$b" ] || die "build/$b is missing: run 'make all' (make demo does it)"
 done
 [ -f "$BIN/dashboard/index.html" ] || die "build/dashboard is missing: run 'make dashboard'"
+case "$GATEWAYS" in
+[1-9] | [1-9][0-9]) ;;
+*) die "GATEWAYS=$GATEWAYS: a number of gateways from 1 to 99" ;;
+esac
+if [ "$GATEWAYS" -gt 1 ]; then
+    command -v nats-server >/dev/null ||
+        die "GATEWAYS=$GATEWAYS needs nats-server (apt-get install nats-server)"
+fi
 
 mkdir -p "$DEMO"/{log,run,certs,edge,secrets}
 chmod 755 "$DEMO" "$DEMO/run"
@@ -127,17 +145,57 @@ PIDS+=($!)
 for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
 [ -S "$SOCK" ] || die "the DB writer did not open $SOCK, see $LOG/dbwriter.log"
 
-"$BIN/ems-gateway" --listen "127.0.0.1:$PORT" --tls true \
-    --tls_cert "$CERTS/chain.crt" --tls_key "$CERTS/server.key" \
-    --dbwriter_socket "$SOCK" --session_key_file "$DEMO/secrets/session.key" \
-    --static_dir "$BIN/dashboard" >"$LOG/gateway.log" 2>&1 &
-PIDS+=($!)
+# One gateway: exactly as always. Several: a NATS server first (it is
+# stopped after the gateways), then the gateways on the same port; reuseport
+# is on by default, so each binds its own socket and the kernel spreads new
+# connections over them.
+GW_BUS=() GW_NAMES=() GW_LOGS=()
+if [ "$GATEWAYS" -gt 1 ]; then
+    nats-server -a 127.0.0.1 -p "$NATS_PORT" >"$LOG/nats.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break
+        sleep 0.1
+    done
+    (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null ||
+        die "nats-server does not answer on port $NATS_PORT, see $LOG/nats.log"
+    say "nats-server on 127.0.0.1:$NATS_PORT (log $LOG/nats.log)"
+    GW_BUS=(--nats_url "nats://127.0.0.1:$NATS_PORT")
+fi
+for ((g = 1; g <= GATEWAYS; g++)); do
+    if [ "$GATEWAYS" -gt 1 ]; then
+        name=demo-gw$g glog=$LOG/gateway-$name.log
+        bus=("${GW_BUS[@]}" --gateway_id "$name")
+    else
+        name=gateway glog=$LOG/gateway.log bus=()
+    fi
+    rm -f "$DEMO/run/$name.port"
+    "$BIN/ems-gateway" --listen "127.0.0.1:$PORT" --tls true \
+        --tls_cert "$CERTS/chain.crt" --tls_key "$CERTS/server.key" \
+        --dbwriter_socket "$SOCK" --session_key_file "$DEMO/secrets/session.key" \
+        --static_dir "$BIN/dashboard" --port_file "$DEMO/run/$name.port" "${bus[@]}" \
+        >"$glog" 2>&1 &
+    PIDS+=($!)
+    GW_NAMES+=("$name (pid $!, log $glog)") GW_LOGS+=("$glog")
+    # The port file is written once this gateway listens: the next one then
+    # binds the same port beside it (a second bind fails without reuseport).
+    for _ in $(seq 50); do
+        [ -s "$DEMO/run/$name.port" ] && break
+        kill -0 "$!" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -s "$DEMO/run/$name.port" ] || die "$name did not listen on port $PORT, see $glog"
+done
 for _ in $(seq 50); do
     curl -fsk "https://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
     sleep 0.2
 done
 curl -fsk "https://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 ||
-    die "the gateway does not answer on port $PORT, see $LOG/gateway.log"
+    die "the gateway does not answer on port $PORT, see ${GW_LOGS[*]}"
+if [ "$GATEWAYS" -gt 1 ]; then
+    say "$GATEWAYS gateways on port $PORT, joined by NATS:"
+    for n in "${GW_NAMES[@]}"; do say "  $n"; done
+fi
 
 # ------------------------------------------------------------ simulated devices
 sp=18080
@@ -216,6 +274,12 @@ cat <<EOF
   Edge status: http://127.0.0.1:18080/status (one port per device, 18080..)
   Logs:        $LOG/
   Data:        $DEMO (kept between runs)
+$(if [ "$GATEWAYS" -gt 1 ]; then
+    echo "  Gateways:    $GATEWAYS on port $PORT (SO_REUSEPORT), joined by nats-server on 127.0.0.1:$NATS_PORT:"
+    for n in "${GW_NAMES[@]}"; do echo "               $n"; done
+    echo "               GET /api/devices on any of them shows every device, with"
+    echo "               \"gateway\" naming the one it is connected to."
+fi)
 
   Press Ctrl-C to stop everything.
 

@@ -134,14 +134,19 @@ if out=$(docker-compose -f "$COMPOSE_FILE" config -q 2>&1); then
 else
     notok "docker-compose config validates $COMPOSE_FILE" "$(echo "$out" | head -n 5 | tr '\n' ' ')"
 fi
-if out=$(docker-compose -f "$COMPOSE_FILE" --profile sim --profile monitoring config -q 2>&1); then
-    ok "docker-compose config validates with the profiles sim and monitoring"
+if out=$(docker-compose -f "$COMPOSE_FILE" --profile sim --profile monitoring --profile scale config -q 2>&1); then
+    ok "docker-compose config validates with the profiles sim, monitoring and scale"
 else
-    notok "docker-compose config validates with the profiles sim and monitoring" "$(echo "$out" | head -n 5 | tr '\n' ' ')"
+    notok "docker-compose config validates with the profiles sim, monitoring and scale" "$(echo "$out" | head -n 5 | tr '\n' ' ')"
 fi
-# The environment must not leak into what is checked next.
-env -u EMS_HTTPS_PORT docker-compose -f "$COMPOSE_FILE" --profile sim --profile monitoring config \
+# The environment must not leak into what is checked next. The profile
+# "scale" is resolved as docs/deploy-cloud.md sets it up (EMS_NATS_URL in
+# docker/.env); without it the first gateway has no bus.
+env -u EMS_HTTPS_PORT EMS_NATS_URL=nats://nats:4222 docker-compose -f "$COMPOSE_FILE" \
+    --profile sim --profile monitoring --profile scale config \
     >"$TMP/resolved.yml" 2>"$TMP/resolved.err"
+env -u EMS_HTTPS_PORT -u EMS_NATS_URL docker-compose -f "$COMPOSE_FILE" config \
+    >"$TMP/resolved-base.yml" 2>>"$TMP/resolved.err"
 
 # ---------------------------------------------------------------- compose promises
 "$PY" - "$TMP/resolved.yml" "$S" <<'PY'
@@ -224,8 +229,9 @@ check("compose: the database keeps its data in a named volume",
       mounts(svcs.get("db", {})).get("/var/lib/postgresql/data") in (doc.get("volumes") or {}),
       str(mounts(svcs.get("db", {}))))
 
-pub = [n for n, s in svcs.items() if s.get("ports") and n not in ("gateway", "grafana")]
-check("compose: only the gateway (and Grafana) publish ports", not pub, f"also published: {pub}")
+pub = [n for n, s in svcs.items() if s.get("ports") and n not in ("gateway", "grafana", "proxy")]
+check("compose: only the gateway (and Grafana, and the scale profile's proxy) publish ports", not pub,
+      f"also published: {pub}")
 gp = svcs.get("grafana", {}).get("ports", [])
 gp_ok = all((p.get("host_ip") if isinstance(p, dict) else str(p).split(":")[0]) == "127.0.0.1" for p in gp)
 check("compose: Grafana is published on loopback only by default", gp and gp_ok, str(gp))
@@ -256,9 +262,89 @@ for n, want in need.items():
         break
 else:
     check("compose: gateway, DB writer and database get their secrets", True, "")
+
+# Profile "scale" (docs/scaling.md): nats-server, a second gateway, HAProxy.
+scale = {"nats", "gateway2", "proxy"}
+check("compose: profile scale has nats, gateway2 and proxy", scale <= set(svcs), f"services: {sorted(svcs)}")
+check("compose: nats, gateway2 and proxy are only in the profile scale",
+      all(svcs.get(n, {}).get("profiles") == ["scale"] for n in scale),
+      str({n: svcs.get(n, {}).get("profiles") for n in scale}))
+def flag(svc, name):
+    cmd = svcs.get(svc, {}).get("command") or []
+    for i, a in enumerate(cmd):
+        if a == f"--{name}" and i + 1 < len(cmd):
+            return cmd[i + 1]
+        if a.startswith(f"--{name}="):
+            return a.split("=", 1)[1]
+    return None
+gws = ["gateway", "gateway2"]
+urls = {g: flag(g, "nats_url") for g in gws}
+check("compose: with EMS_NATS_URL set, both gateways use nats_url nats://nats:4222",
+      all(u == "nats://nats:4222" for u in urls.values()), str(urls))
+ids = {g: flag(g, "gateway_id") for g in gws}
+check("compose: each gateway has its own gateway_id", all(ids.values()) and len(set(ids.values())) == 2, str(ids))
+nats_cmd = " ".join(svcs.get("nats", {}).get("command") or [])
+nats_ok = "-p 4222" in nats_cmd or "4222" in " ".join(svcs.get("nats", {}).get("expose") or []) or not nats_cmd
+check("compose: the NATS server listens where the gateways look (4222)", nats_ok, nats_cmd)
+bad = [n for n in scale if "test" not in (svcs.get(n, {}).get("healthcheck") or {})]
+check("compose: nats, gateway2 and proxy have health checks", not bad, f"missing: {bad}")
+hc = {n: " ".join(svcs.get(n, {}).get("healthcheck", {}).get("test", [])) for n in ("gateway2", "proxy")}
+check("compose: the health checks of gateway2 and the proxy ask GET /healthz",
+      all("/healthz" in v for v in hc.values()), str(hc))
+dep = svcs.get("gateway2", {}).get("depends_on", {})
+check("compose: gateway2 waits for a healthy NATS server",
+      isinstance(dep, dict) and dep.get("nats", {}).get("condition") == "service_healthy", str(dep))
+nats = svcs.get("nats", {})
+check("compose: the NATS server is not published and only on the internal network",
+      not nats.get("ports") and list(nats.get("networks") or {}) == ["backend"],
+      f"ports {nats.get('ports')}, networks {nats.get('networks')}")
+g2 = mounts(svcs.get("gateway2", {}))
+g2sec = {x if isinstance(x, str) else x.get("source") for x in svcs.get("gateway2", {}).get("secrets", [])}
+check("compose: gateway2 shares the DB writer socket volume and gets the same secrets as gateway",
+      g2.get("/run/ems") == gw.get("/run/ems") and {"tls_cert", "tls_key", "session_key"} <= g2sec,
+      f"/run/ems {g2.get('/run/ems')}, secrets {g2sec}")
+check("compose: gateway2 publishes no port (the proxy does)", not svcs.get("gateway2", {}).get("ports"),
+      str(svcs.get("gateway2", {}).get("ports")))
 sys.exit(1 if fails else 0)
 PY
 [ $? -eq 0 ] || fails=$((fails + 1))
+
+# Without EMS_NATS_URL the first gateway has an empty nats_url: no bus, the
+# gateway behaves as a single gateway always did.
+u=$("$PY" - "$TMP/resolved-base.yml" <<'PY'
+import sys, yaml
+cmd = yaml.safe_load(open(sys.argv[1]))["services"]["gateway"]["command"]
+print(repr(cmd[cmd.index("--nats_url") + 1]) if "--nats_url" in cmd else "absent")
+PY
+)
+if [ "$u" = "''" ] || [ "$u" = absent ]; then
+    ok "compose: without EMS_NATS_URL the gateway has no bus (nats_url empty)"
+else
+    notok "compose: without EMS_NATS_URL the gateway has no bus (nats_url empty)" "nats_url is $u"
+fi
+# docker/haproxy.cfg: TCP mode (TLS passes through), both gateways behind
+# it with a health check on /healthz, and HAProxy 2.6 (Debian 12) accepts it.
+hbad=""
+grep -qE '^\s*mode tcp' docker/haproxy.cfg || hbad="$hbad no 'mode tcp';"
+grep -qE '^\s*http-check send meth GET uri /healthz' docker/haproxy.cfg || hbad="$hbad no GET /healthz check;"
+for g in gateway gateway2; do
+    grep -qE "^\s*server $g $g:8443" docker/haproxy.cfg || hbad="$hbad no server $g;"
+done
+grep -qE '^\s*default-server .*\bcheck\b.*check-ssl' docker/haproxy.cfg || hbad="$hbad servers not checked over TLS;"
+if [ -z "$hbad" ]; then
+    ok "haproxy.cfg: TCP mode, gateway and gateway2 checked with GET /healthz over TLS"
+else
+    notok "haproxy.cfg: TCP mode, gateway and gateway2 checked with GET /healthz over TLS" "$hbad"
+fi
+if command -v haproxy >/dev/null 2>&1; then
+    if out=$(haproxy -c -f docker/haproxy.cfg 2>&1); then
+        ok "haproxy.cfg: haproxy -c accepts it"
+    else
+        notok "haproxy.cfg: haproxy -c accepts it" "$(echo "$out" | grep -m 3 ALERT | tr '\n' ' ')"
+    fi
+else
+    skip "haproxy.cfg: haproxy -c accepts it" "haproxy not installed"
+fi
 
 # The simulated edges' command lines, as the compose file gives them, are
 # accepted by the real ems-edge (paths moved into the scratch directory).
@@ -322,7 +408,8 @@ PY
 all_pkgs=$(for df in docker/Dockerfile.*; do stage_packages "$df" build; stage_packages "$df" final; done | tr ' ' '\n' | sort -u)
 # shellcheck disable=SC2086
 known=" $(apt-cache policy $all_pkgs 2>/dev/null | awk '/^[^ ]/ { p = $1; sub(/:$/, "", p) } /Candidate:/ && $2 != "(none)" { print p }' | tr '\n' ' ') "
-for df in docker/Dockerfile.gateway docker/Dockerfile.dbwriter docker/Dockerfile.edge; do
+for df in docker/Dockerfile.gateway docker/Dockerfile.dbwriter docker/Dockerfile.edge \
+    docker/Dockerfile.nats docker/Dockerfile.proxy; do
     name=$(basename "$df")
     pkgs="$(stage_packages "$df" build) $(stage_packages "$df" final)"
     bad=""
@@ -552,7 +639,10 @@ else
             EMS_DBWRITER_SOCKET=$run/dbwriter.sock EMS_DB_DIR=$ROOT/cloud/db \
             docker/ems-entrypoint.sh "$BUILD/ems-dbwriter" >"$TMP/dbwriter.log" 2>&1 &
         dbw_pid=$!
-        "$BUILD/ems-gateway" --config docker/gateway.conf --listen 127.0.0.1:0 \
+        # --gateway_id and an empty --nats_url as the compose file gives
+        # them without EMS_NATS_URL: no bus.
+        "$BUILD/ems-gateway" --config docker/gateway.conf --gateway_id gw1 --nats_url "" \
+            --listen 127.0.0.1:0 \
             --port_file "$run/port" --tls_cert "$S/tls.crt" --tls_key "$S/tls.key" \
             --session_key_file "$S/session_key" --dbwriter_socket "$run/dbwriter.sock" \
             --static_dir "$TMP/static" >"$TMP/gateway.log" 2>&1 &
