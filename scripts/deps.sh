@@ -17,6 +17,8 @@ PACKAGES=(
     # The gateways' message bus (docs/scaling.md): the C client with its
     # libuv adapter, and the server test/suites/57-gateway-bus.py starts.
     libnats-dev nats-server
+    # 80-compose.sh checks docker/haproxy.cfg with `haproxy -c`.
+    haproxy
     postgresql-15 postgresql-client-15
     # test/suites/40-dbwriter-tsdb-emu.py builds an emulated timescaledb
     # extension (test/lib/tsdb-emu) against the server's headers.
