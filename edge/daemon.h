@@ -29,10 +29,11 @@
 #define EMS_EDGE_DAEMON_H
 
 #include "config.h"
+#include "version.h"
 
 #include <uv.h>
 
-#define EMS_EDGE_VERSION "0.1.0"
+#define EMS_EDGE_VERSION EMS_VERSION
 #define EMS_EDGE_FIRMWARE "ems-edge " EMS_EDGE_VERSION
 
 typedef struct ems_edge_daemon ems_edge_daemon_t;

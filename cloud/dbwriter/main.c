@@ -18,6 +18,7 @@
 #include "pg.h"
 #include "query.h"
 #include "timefmt.h"
+#include "version.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -1035,7 +1036,7 @@ static void on_sighup(uv_signal_t *s, int signum)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: ems-dbwriter [options]\n"
+            "usage: ems-dbwriter [options]      (ems-dbwriter --version: the release)\n"
             "  --socket PATH            Unix socket for the gateway (EMS_DBWRITER_SOCKET,\n"
             "                           default /run/ems/dbwriter.sock)\n"
             "  --dsn DSN                PostgreSQL connection string (EMS_PG_DSN; else the\n"
@@ -1156,6 +1157,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--bench"))
             return ems_bench_main(argc, argv);
+    if (argc == 2 && !strcmp(argv[1], "--version")) {
+        printf("ems-dbwriter %s\n", EMS_VERSION);
+        return 0;
+    }
 
     app_t app;
     memset(&app, 0, sizeof app);

@@ -229,7 +229,7 @@ int gw_config_load(gw_config_t *c, const char *path, char *err, size_t errcap)
 
 void gw_config_usage(FILE *out)
 {
-    fprintf(out, "usage: ems-gateway [-c FILE] [--KEY=VALUE ...]\n\n"
+    fprintf(out, "usage: ems-gateway [-c FILE] [--KEY=VALUE ...]   (ems-gateway --version: the release)\n\n"
                  "Every setting can be given in FILE as 'key = value' or as a flag:\n");
     gw_config_t d;
     gw_config_defaults(&d);

@@ -6,6 +6,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "version.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +15,10 @@
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        printf("ems-gateway %s\n", EMS_VERSION);
+        return 0;
+    }
     gw_config_t cfg;
     char err[512] = "";
     int rc = gw_config_from_args(&cfg, argc, argv, err, sizeof err);
@@ -28,6 +33,7 @@ int main(int argc, char **argv)
     ems_log_level_t level = EMS_LOG_INFO;
     ems_log_level_parse(cfg.log_level, &level);
     ems_log_init("ems-gateway", level);
+    ems_log_info("ems-gateway %s starting", EMS_VERSION);
     /* A peer that closes while we write must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
 

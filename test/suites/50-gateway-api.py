@@ -318,7 +318,17 @@ def metrics_test(env):
            and "ems_dbwriter_pg_up 1" in body, [l for l in body.splitlines() if "dbwriter_" in l])
 
 
+def version_tests():
+    for prog in ("ems-gateway", "ems-dbwriter"):
+        r = subprocess.run([os.path.join(gw.BUILD, prog), "--version"], capture_output=True,
+                           text=True, timeout=10)
+        tap.ok(f"{prog} --version prints its release",
+               r.returncode == 0 and re.fullmatch(prog + r" \d+\.\d+\.\d+\n", r.stdout),
+               (r.returncode, r.stdout, r.stderr))
+
+
 async def main():
+    version_tests()
     env = gw.Env(tap, tls=True)
     try:
         env.start_pg()
