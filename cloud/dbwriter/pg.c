@@ -116,8 +116,15 @@ static void poll_cb(uv_poll_t *h, int status, int events)
     ems_pg_t *pg = p->pg;
     if (pg->poll != p)
         return; /* a handle being replaced */
-    if (status < 0)
+    if (status < 0) {
+        /* EPOLLERR (e.g. ECONNRESET from a backend that died with our
+         * pipeline unread): libuv has stopped this handle and says so only
+         * once. libpq may still read the server's last message without
+         * error, so forget the armed events: the next pg_poll_set starts
+         * polling again and the error or EOF shows up then. */
+        pg->events = 0;
         events = UV_READABLE | UV_WRITABLE; /* let libpq find out what is wrong */
+    }
     pg_io(pg, events);
 }
 
