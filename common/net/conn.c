@@ -52,12 +52,24 @@ typedef struct conn_transport {
     void (*start_close)(ems_conn_t *c);
 } conn_transport_t;
 
+/* What only an outgoing connection needs (~700 bytes): allocated behind
+ * the ems_conn_t of a client only, so that each of the tens of thousands
+ * of accepted connections of a gateway does without it. */
+typedef struct conn_client {
+    uv_getaddrinfo_t gai;
+    uv_connect_t connect_req;
+    struct sockaddr_storage bind_addr; /* bound before connect if has_bind */
+    int has_bind;
+    int gai_pending;
+    struct addrinfo *ai, *ai_next;
+    char host[256]; /* names the peer in errors; the TLS server name */
+} conn_client_t;
+
 struct ems_conn {
     uv_loop_t *loop;
     uv_tcp_t tcp;
     uv_timer_t timer;
-    uv_getaddrinfo_t gai;
-    uv_connect_t connect_req;
+    conn_client_t *cl; /* clients only (right behind this struct), else NULL */
     uv_write_t write_req;
     uv_shutdown_t shutdown_req;
     const conn_transport_t *tp;
@@ -70,8 +82,6 @@ struct ems_conn {
     const ems_conn_gate_t *gate;
     ems_buf_t hs_held; /* handshake bytes waiting at the gate */
     int hs_wait;       /* deferred by the gate: not reading */
-    struct sockaddr_storage bind_addr; /* client: bound before connect if has_bind */
-    int has_bind;
     conn_state_t state;
     int refs;
     int status;       /* passed to on_close */
@@ -81,10 +91,7 @@ struct ems_conn {
     int shutting;     /* uv_shutdown issued */
     int tcp_closing;  /* uv_close(tcp) issued */
     int silent;       /* never handed out: no on_close */
-    int gai_pending;
     unsigned close_ms;
-    struct addrinfo *ai, *ai_next;
-    char host[256];
     ems_conn_callbacks_t cbs;
     void *user;
     void (*free_hook)(ems_conn_t *, void *);
@@ -125,8 +132,8 @@ static void conn_release(ems_conn_t *c)
         c->free_hook(c, c->free_arg);
     ems_tls_free(c->tls);
     ems_tls_config_unref(c->tls_cfg);
-    if (c->ai)
-        uv_freeaddrinfo(c->ai);
+    if (c->cl && c->cl->ai)
+        uv_freeaddrinfo(c->cl->ai);
     if (c->out_acct)
         *c->out_acct -= c->acct_held;
     ems_buf_free(&c->hs_held);
@@ -164,8 +171,8 @@ static void conn_finish(ems_conn_t *c, int status)
         uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
     }
     uv_close((uv_handle_t *)&c->timer, conn_close_cb);
-    if (c->gai_pending)
-        uv_cancel((uv_req_t *)&c->gai); /* its callback drops the reference */
+    if (c->cl && c->cl->gai_pending)
+        uv_cancel((uv_req_t *)&c->cl->gai); /* its callback drops the reference */
 }
 
 /* ------------------------------------------------------------ reading */
@@ -253,7 +260,10 @@ static void conn_write_cb(uv_write_t *req, int status)
     if (status == UV_ECANCELED || c->state == CONN_CLOSED)
         return;
     c->stats.bytes_out += ems_buf_len(&c->inflight);
-    ems_buf_trim(&c->inflight, CONN_KEEP_BUF);
+    /* With nothing else queued the connection goes idle: it keeps no
+     * buffer (a few hundred bytes, times every idle device). A busy one
+     * keeps up to CONN_KEEP_BUF for the next swap. */
+    ems_buf_trim(&c->inflight, ems_buf_len(&c->out) ? CONN_KEEP_BUF : 0);
     conn_account(c);
     if (status < 0) {
         conn_fail(c, status, uv_strerror(status));
@@ -316,7 +326,7 @@ static void conn_opened(ems_conn_t *c)
 {
     c->state = CONN_OPEN;
     conn_update_reading(c);
-    if (c->state == CONN_OPEN && c->host[0] && c->cbs.on_open)
+    if (c->state == CONN_OPEN && c->cl && c->cbs.on_open)
         c->cbs.on_open(c); /* client connections only (host is set) */
 }
 
@@ -413,19 +423,24 @@ static const conn_transport_t conn_tls = {"tls", tls_on_data, tls_write, tls_ove
 
 /* ------------------------------------------------------------ creation */
 
-static ems_conn_t *conn_alloc(uv_loop_t *loop, const ems_conn_options_t *opts,
+static ems_conn_t *conn_alloc(uv_loop_t *loop, int client, const ems_conn_options_t *opts,
                               const ems_conn_callbacks_t *cbs, void *user)
 {
-    ems_conn_t *c = calloc(1, sizeof *c);
+    /* sizeof(ems_conn_t) is a multiple of its (pointer) alignment, which
+     * is also conn_client_t's: the client part may follow it directly. */
+    ems_conn_t *c = calloc(1, sizeof *c + (client ? sizeof(conn_client_t) : 0));
     if (!c)
         return NULL;
     c->loop = loop;
     c->max_out = opts && opts->max_out ? opts->max_out : CONN_DEFAULT_MAX_OUT;
-    if (opts && opts->bind_addr) {
-        int v6 = opts->bind_addr->sa_family == AF_INET6;
-        memcpy(&c->bind_addr, opts->bind_addr,
-               v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
-        c->has_bind = 1;
+    if (client) {
+        c->cl = (conn_client_t *)(void *)(c + 1);
+        if (opts && opts->bind_addr) {
+            int v6 = opts->bind_addr->sa_family == AF_INET6;
+            memcpy(&c->cl->bind_addr, opts->bind_addr,
+                   v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+            c->cl->has_bind = 1;
+        }
     }
     ems_buf_init(&c->out, c->max_out);
     ems_buf_init(&c->inflight, c->max_out);
@@ -462,7 +477,7 @@ static void conn_connect_cb(uv_connect_t *req, int status)
     if (status == UV_ECANCELED || c->state != CONN_CONNECTING)
         return;
     if (status < 0) {
-        if (c->ai_next) {
+        if (c->cl->ai_next) {
             /* The socket of a failed connect cannot be reused: close the
              * handle and try the next address from its close callback. */
             c->tcp_closing = 1;
@@ -470,13 +485,13 @@ static void conn_connect_cb(uv_connect_t *req, int status)
             return;
         }
         char msg[300];
-        snprintf(msg, sizeof msg, "connect to %s failed: %s", c->host, uv_strerror(status));
+        snprintf(msg, sizeof msg, "connect to %s failed: %s", c->cl->host, uv_strerror(status));
         conn_fail(c, status, msg);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
     if (c->tls_cfg) {
-        conn_start_tls(c, c->tls_cfg, c->host);
+        conn_start_tls(c, c->tls_cfg, c->cl->host);
         ems_tls_config_unref(c->tls_cfg);
         c->tls_cfg = NULL;
         if (c->state != CONN_HANDSHAKE)
@@ -495,17 +510,18 @@ static void conn_connect_cb(uv_connect_t *req, int status)
 
 static void conn_try(ems_conn_t *c)
 {
-    struct addrinfo *ai = c->ai_next;
-    c->ai_next = ai->ai_next;
-    c->connect_req.data = c;
+    conn_client_t *cl = c->cl;
+    struct addrinfo *ai = cl->ai_next;
+    cl->ai_next = ai->ai_next;
+    cl->connect_req.data = c;
     int rc = 0;
-    if (c->has_bind && c->bind_addr.ss_family == ai->ai_family)
-        rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&c->bind_addr, 0);
+    if (cl->has_bind && cl->bind_addr.ss_family == ai->ai_family)
+        rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&cl->bind_addr, 0);
     if (rc == 0)
-        rc = uv_tcp_connect(&c->connect_req, &c->tcp, ai->ai_addr, conn_connect_cb);
+        rc = uv_tcp_connect(&cl->connect_req, &c->tcp, ai->ai_addr, conn_connect_cb);
     if (rc < 0) {
         char msg[300];
-        snprintf(msg, sizeof msg, "connect to %s failed: %s", c->host, uv_strerror(rc));
+        snprintf(msg, sizeof msg, "connect to %s failed: %s", cl->host, uv_strerror(rc));
         conn_fail(c, rc, msg);
     }
 }
@@ -527,21 +543,21 @@ static void conn_connect_next(uv_handle_t *h)
 static void conn_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     ems_conn_t *c = req->data;
-    c->gai_pending = 0;
-    c->ai = res;
+    c->cl->gai_pending = 0;
+    c->cl->ai = res;
     if (c->state == CONN_CLOSED) {
         conn_unref(c);
         return;
     }
     if (status < 0 || !res) {
         char msg[300];
-        snprintf(msg, sizeof msg, "cannot resolve %s: %s", c->host, uv_strerror(status));
+        snprintf(msg, sizeof msg, "cannot resolve %s: %s", c->cl->host, uv_strerror(status));
         conn_fail(c, status < 0 ? status : UV_EAI_NONAME, msg);
         conn_unref(c);
         return;
     }
     c->state = CONN_CONNECTING;
-    c->ai_next = res;
+    c->cl->ai_next = res;
     conn_try(c);
     conn_unref(c);
 }
@@ -566,13 +582,12 @@ int ems_conn_connect(uv_loop_t *loop, const char *host, uint16_t port, ems_tls_c
     if (!loop || !host || !*host || port == 0 || (tls && ems_tls_config_is_server(tls)))
         return EMS_EINVAL;
     const char *name = hostname ? hostname : host;
-    if (strlen(name) >= sizeof(((ems_conn_t *)0)->host))
+    if (strlen(name) >= sizeof(((conn_client_t *)0)->host))
         return EMS_EINVAL;
-    ems_conn_t *c = conn_alloc(loop, opts, cbs, user);
+    ems_conn_t *c = conn_alloc(loop, 1, opts, cbs, user);
     if (!c)
         return EMS_ENOMEM;
-    /* `host` doubles as "this is a client" and names the peer in errors. */
-    snprintf(c->host, sizeof c->host, "%s", name);
+    snprintf(c->cl->host, sizeof c->cl->host, "%s", name);
     if (tls)
         c->tls_cfg = ems_tls_config_ref(tls);
     c->state = CONN_RESOLVING;
@@ -583,13 +598,13 @@ int ems_conn_connect(uv_loop_t *loop, const char *host, uint16_t port, ems_tls_c
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
-    c->gai.data = c;
-    int rc = uv_getaddrinfo(loop, &c->gai, conn_gai_cb, host, service, &hints);
+    c->cl->gai.data = c;
+    int rc = uv_getaddrinfo(loop, &c->cl->gai, conn_gai_cb, host, service, &hints);
     if (rc < 0) {
         conn_discard(c);
         return rc;
     }
-    c->gai_pending = 1;
+    c->cl->gai_pending = 1;
     c->refs++;
     *out = c;
     return 0;
@@ -601,7 +616,7 @@ int ems_conn_accept(uv_stream_t *listener, ems_tls_config_t *tls, const ems_conn
     *out = NULL;
     if (tls && !ems_tls_config_is_server(tls))
         return EMS_EINVAL;
-    ems_conn_t *c = conn_alloc(listener->loop, opts, cbs, user);
+    ems_conn_t *c = conn_alloc(listener->loop, 0, opts, cbs, user);
     if (!c) {
         /* Still take the connection off the backlog, or libuv would report
          * it again and again. */

@@ -17,6 +17,16 @@
  * A client must mask every frame with a fresh key, so a client hands its
  * messages to wslay one at a time instead.
  *
+ * A server holds its wslay context only while it needs one: a wslay
+ * context is ~8.8 KB (its frame reader has a 4 KiB buffer), two thirds of
+ * what an idle device connection used to cost. It is made when bytes
+ * arrive (or a ping or close frame must go out) and freed again as soon as
+ * the input stands at a frame boundary outside a fragmented message with
+ * nothing left for wslay to send. A few lines below (ws_track) follow the
+ * frame headers of the input to know where that boundary is; wslay still
+ * parses and checks every frame. A client keeps its context: it has one
+ * connection and sends through wslay.
+ *
  * Lifetime: the ws is freed in the connection's on_close, right after our
  * on_close; the connection frees itself after that returns.
  */
@@ -80,6 +90,11 @@ struct ems_ws {
     char *early;
     size_t early_len;
     ems_ws_stats_t stats;
+    /* server: where the input stands in the frame stream (ws_track) */
+    uint64_t trk_left;   /* payload bytes of the current frame still to come */
+    uint8_t trk_hdr[14]; /* header bytes of the next frame seen so far */
+    uint8_t trk_have;
+    bool trk_fragment; /* a data message without FIN is under way */
     char detail[200];
 };
 
@@ -256,9 +271,99 @@ static void ws_fail_close(ems_ws_t *ws, uint16_t code, const char *reason)
 {
     ws_set_detail(ws, reason);
     ws_q_clear(ws);
+    /* Only called from wslay's message callback: the context exists. */
     wslay_event_shutdown_read(ws->wslay);
     wslay_event_queue_close(ws->wslay, code, (const uint8_t *)reason, strlen(reason));
     ws_enter_closing(ws);
+}
+
+/* ------------------------------------------------------------ frame boundaries */
+
+/* Follows the frame headers of the bytes handed to wslay (RFC 6455 5.2):
+ * just enough to know when the input stands between frames and outside a
+ * fragmented message, i.e. when wslay holds no state worth keeping. */
+static void ws_track(ems_ws_t *ws, const uint8_t *p, size_t n)
+{
+    while (n) {
+        if (ws->trk_left) {
+            size_t k = n < ws->trk_left ? n : (size_t)ws->trk_left;
+            ws->trk_left -= k;
+            p += k;
+            n -= k;
+            continue;
+        }
+        ws->trk_hdr[ws->trk_have++] = *p++;
+        n--;
+        if (ws->trk_have < 2)
+            continue;
+        uint8_t len7 = ws->trk_hdr[1] & 0x7f;
+        unsigned need = 2u + (len7 == 126 ? 2u : len7 == 127 ? 8u : 0u) +
+                        ((ws->trk_hdr[1] & 0x80) ? 4u : 0u);
+        if (ws->trk_have < need)
+            continue;
+        uint64_t plen = len7;
+        if (len7 == 126)
+            plen = (uint64_t)ws->trk_hdr[2] << 8 | ws->trk_hdr[3];
+        else if (len7 == 127)
+            for (int i = 0; i < 8; i++)
+                plen = plen << 8 | ws->trk_hdr[2 + i];
+        unsigned opcode = ws->trk_hdr[0] & 0x0f;
+        if (opcode < 8) /* continuation, text or binary; control frames interleave */
+            ws->trk_fragment = !(ws->trk_hdr[0] & 0x80);
+        ws->trk_left = plen;
+        ws->trk_have = 0;
+    }
+}
+
+static const struct wslay_event_callbacks ws_server_cbs;
+
+/* The server's context, made when needed. 0 or EMS_ENOMEM. */
+static int ws_need_wslay(ems_ws_t *ws)
+{
+    if (ws->wslay)
+        return 0;
+    if (wslay_event_context_server_init(&ws->wslay, &ws_server_cbs, ws) != 0) {
+        ws->wslay = NULL;
+        return EMS_ENOMEM;
+    }
+    wslay_event_config_set_max_recv_msg_length(ws->wslay, ws->opts.max_message);
+    ws->stats.readers_made++;
+    return 0;
+}
+
+/* Frees a server's context when nothing in it is worth keeping: open, no
+ * close under way, input at a frame boundary, nothing for wslay to send. */
+static void ws_drop_wslay_if_idle(ems_ws_t *ws)
+{
+    if (!ws->server || !ws->wslay || ws->state != WS_OPEN || ws->close_pending || ws->in_len ||
+        ws->trk_left || ws->trk_have || ws->trk_fragment || wslay_event_want_write(ws->wslay) ||
+        !wslay_event_get_read_enabled(ws->wslay) || wslay_event_get_close_received(ws->wslay) ||
+        wslay_event_get_close_sent(ws->wslay))
+        return;
+    wslay_event_context_free(ws->wslay);
+    ws->wslay = NULL;
+}
+
+/* The state questions, answered for a server without a context too (it
+ * then has neither sent nor received a close). */
+static bool ws_close_received(const ems_ws_t *ws)
+{
+    return ws->wslay && wslay_event_get_close_received(ws->wslay);
+}
+
+static bool ws_close_sent(const ems_ws_t *ws)
+{
+    return ws->wslay && wslay_event_get_close_sent(ws->wslay);
+}
+
+static bool ws_write_enabled(const ems_ws_t *ws)
+{
+    return !ws->wslay || wslay_event_get_write_enabled(ws->wslay);
+}
+
+static bool ws_read_enabled(const ems_ws_t *ws)
+{
+    return !ws->wslay || wslay_event_get_read_enabled(ws->wslay);
 }
 
 /* ------------------------------------------------------------ wslay glue */
@@ -274,6 +379,8 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
     }
     size_t n = len < ws->in_len ? len : ws->in_len;
     memcpy(buf, ws->in, n);
+    if (ws->server)
+        ws_track(ws, (const uint8_t *)ws->in, n);
     ws->in += n;
     ws->in_len -= n;
     return (ssize_t)n;
@@ -335,13 +442,16 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     }
 }
 
+static const struct wslay_event_callbacks ws_server_cbs = {ws_recv_cb, ws_send_cb, NULL, NULL,
+                                                           NULL,       NULL,       ws_msg_cb};
+
 /* ------------------------------------------------------------ proceed */
 
 /* Moves queued messages to the connection while its buffer is low. */
 static void ws_flush_queue(ems_ws_t *ws)
 {
     while (ws->q_len && ws->state != WS_CLOSED && ems_conn_out_pending(ws->conn) < WS_LOW_WATER &&
-           wslay_event_get_write_enabled(ws->wslay) && !wslay_event_get_close_received(ws->wslay)) {
+           ws_write_enabled(ws) && !ws_close_received(ws)) {
         ems_ws_msg_t *m = ws->q[ws->q_head];
         size_t cost = ws_msg_cost(ws, m);
         if (ems_conn_out_room(ws->conn) < cost) {
@@ -375,6 +485,10 @@ static void ws_proceed_once(ems_ws_t *ws)
 {
     if (ws->state == WS_CLOSED || ws->state == WS_UPGRADING)
         return;
+    if (ws->in_len && ws_need_wslay(ws) < 0) {
+        ws_abort(ws, EMS_ENOMEM, "no memory for the WebSocket reader");
+        return;
+    }
     if (ws->in_len && wslay_event_want_read(ws->wslay)) {
         int r = wslay_event_recv(ws->wslay);
         if (r < 0) {
@@ -385,9 +499,9 @@ static void ws_proceed_once(ems_ws_t *ws)
             return;
     }
     ws->in_len = 0; /* bytes wslay no longer wants (after a close) */
-    if (wslay_event_get_close_received(ws->wslay) || !wslay_event_get_read_enabled(ws->wslay))
+    if (ws_close_received(ws) || !ws_read_enabled(ws))
         ws_enter_closing(ws);
-    if (wslay_event_send(ws->wslay) < 0) {
+    if (ws->wslay && wslay_event_send(ws->wslay) < 0) {
         ws_abort(ws, EMS_EIO, "sending failed");
         return;
     }
@@ -396,6 +510,10 @@ static void ws_proceed_once(ems_ws_t *ws)
         return;
     /* Our close frame goes after the messages queued before it. */
     if (ws->close_pending && ws->q_len == 0) {
+        if (ws_need_wslay(ws) < 0) {
+            ws_abort(ws, EMS_ENOMEM, "no memory for the close frame");
+            return;
+        }
         ws->close_pending = 0;
         wslay_event_queue_close(ws->wslay, ws->close_code, (const uint8_t *)ws->close_reason,
                                 ws->close_reason_len);
@@ -406,9 +524,11 @@ static void ws_proceed_once(ems_ws_t *ws)
     }
     /* Done when the close frames have crossed, or when we sent ours and
      * wslay stopped reading (a protocol error: no answer to wait for). */
-    if (wslay_event_get_close_sent(ws->wslay) &&
-        (wslay_event_get_close_received(ws->wslay) || !wslay_event_get_read_enabled(ws->wslay)))
+    if (ws_close_sent(ws) && (ws_close_received(ws) || !ws_read_enabled(ws))) {
         ws_conn_close(ws);
+        return;
+    }
+    ws_drop_wslay_if_idle(ws);
 }
 
 static void ws_proceed(ems_ws_t *ws)
@@ -462,7 +582,7 @@ static void ws_keepalive(ems_ws_t *ws)
         now - ws->last_ping >= ws->opts.ping_interval_ms) {
         struct wslay_event_msg ping = {WSLAY_PING, NULL, 0};
         ws->last_ping = now;
-        if (wslay_event_queue_msg(ws->wslay, &ping) == 0)
+        if (ws_need_wslay(ws) == 0 && wslay_event_queue_msg(ws->wslay, &ping) == 0)
             ws_proceed(ws);
     }
     ws_arm_keepalive(ws);
@@ -575,8 +695,8 @@ static void ws_on_conn_close(ems_conn_t *c, int status)
     ems_ws_t *ws = ems_conn_user(c);
     ems_ws_close_info_t info;
     memset(&info, 0, sizeof info);
-    int received = ws->wslay && wslay_event_get_close_received(ws->wslay);
-    int sent = ws->wslay && wslay_event_get_close_sent(ws->wslay);
+    int received = ws_close_received(ws);
+    int sent = ws_close_sent(ws);
     if (received)
         info.code_received = wslay_event_get_status_code_received(ws->wslay);
     if (sent)
@@ -639,11 +759,11 @@ static ems_ws_t *ws_new(ems_conn_t *conn, int server, const ems_ws_options_t *op
         ws->cbs = *cbs;
     ws->user = user;
     ems_buf_init(&ws->req, 16384);
-    struct wslay_event_callbacks wcb = {
-        ws_recv_cb, ws_send_cb, server ? NULL : ws_genmask_cb, NULL, NULL, NULL, ws_msg_cb};
-    int r = server ? wslay_event_context_server_init(&ws->wslay, &wcb, ws)
-                   : wslay_event_context_client_init(&ws->wslay, &wcb, ws);
-    if (r != 0) {
+    if (server)
+        return ws; /* its wslay context is made when needed (ws_need_wslay) */
+    static const struct wslay_event_callbacks client_cbs = {
+        ws_recv_cb, ws_send_cb, ws_genmask_cb, NULL, NULL, NULL, ws_msg_cb};
+    if (wslay_event_context_client_init(&ws->wslay, &client_cbs, ws) != 0) {
         free(ws);
         return NULL;
     }
@@ -824,4 +944,5 @@ void ems_ws_stats(const ems_ws_t *ws, ems_ws_stats_t *out)
     *out = ws->stats;
     out->bytes_in = cs.bytes_in;
     out->bytes_out = cs.bytes_out;
+    out->reader_held = ws->wslay != NULL;
 }

@@ -172,6 +172,11 @@ ems_conn_t *ems_ws_conn(const ems_ws_t *ws);
 typedef struct ems_ws_stats {
     uint64_t msgs_in, msgs_out;   /* data messages */
     uint64_t bytes_in, bytes_out; /* on the wire (from the connection) */
+    /* server: times its wslay context was made, and whether it holds one
+     * now (only between the bytes of an unfinished frame or message, or
+     * while closing; see ws.c) */
+    uint64_t readers_made;
+    bool reader_held;
 } ems_ws_stats_t;
 void ems_ws_stats(const ems_ws_t *ws, ems_ws_stats_t *out);
 

@@ -611,6 +611,132 @@ static void test_fragments_reassembled_and_early_frames(void)
     fx_end();
 }
 
+/* Runs the loop until the server side has received `bytes` bytes. */
+static void run_until_server_bytes(uint64_t bytes)
+{
+    ems_ws_stats_t st = {0};
+    for (int i = 0; i < 2000; i++) {
+        ems_ws_stats(F.s[0].ws, &st);
+        if (st.bytes_in >= bytes)
+            return;
+        uv_run(&F.loop, UV_RUN_ONCE);
+    }
+    EMS_FAIL("server saw %llu bytes, waited for %llu", (unsigned long long)st.bytes_in,
+             (unsigned long long)bytes);
+}
+
+static void raw_send(raw_t *r, const void *p, size_t n)
+{
+    EMS_CHECK_INT(ems_conn_write(r->c, p, n), ==, 0);
+}
+
+/* An idle server connection holds no wslay context (8.8 KB): it is made
+ * for bytes that arrive and freed at the next frame boundary, kept only
+ * while a frame or a fragmented message is unfinished. */
+static void test_reader_released_between_messages(void)
+{
+    fx_start(0);
+    raw_t r;
+    raw_init(&r);
+    raw_upgrade_request(&r.greeting);
+    raw_connect(&r, F.port);
+    for (int i = 0; i < 500 && !(F.ns == 1 && memmem(ems_buf_data(&r.in), ems_buf_len(&r.in),
+                                                      "\r\n\r\n", 4));
+         i++)
+        uv_run(&F.loop, UV_RUN_ONCE);
+    EMS_CHECK_INT(F.ns, ==, 1);
+    ems_ws_t *ws = F.s[0].ws;
+    ems_ws_stats_t st;
+    ems_ws_stats(ws, &st);
+    EMS_CHECK(!st.reader_held); /* upgraded, nothing received yet */
+    uint64_t sent = st.bytes_in;
+
+    ems_buf_t b;
+    ems_buf_init(&b, 4096);
+    raw_frame(&b, 1, 0x1, "one", 3);
+    raw_send(&r, ems_buf_data(&b), ems_buf_len(&b));
+    sent += ems_buf_len(&b);
+    run_until(&F.s[0].msgs, 5000, "first message");
+    ems_ws_stats(ws, &st);
+    EMS_CHECK(!st.reader_held);
+    EMS_CHECK_INT(st.readers_made, ==, 1);
+
+    /* a frame cut in the middle of its header, then of its payload */
+    ems_buf_clear(&b);
+    raw_frame(&b, 1, 0x1, "second message", 14);
+    const char *d = ems_buf_data(&b);
+    size_t cuts[] = {1, 9, ems_buf_len(&b)};
+    size_t at = 0;
+    for (int k = 0; k < 3; k++) {
+        raw_send(&r, d + at, cuts[k] - at);
+        sent += cuts[k] - at;
+        at = cuts[k];
+        run_until_server_bytes(sent);
+        ems_ws_stats(ws, &st);
+        EMS_CHECK_INT(st.reader_held, ==, k < 2);
+    }
+    EMS_CHECK_INT(F.s[0].msgs, ==, 2);
+    EMS_CHECK_STR(F.s[0].last, "second message");
+
+    /* a fragmented message: held until its last fragment */
+    ems_buf_clear(&b);
+    raw_frame(&b, 0, 0x1, "frag", 4);
+    raw_send(&r, ems_buf_data(&b), ems_buf_len(&b));
+    sent += ems_buf_len(&b);
+    run_until_server_bytes(sent);
+    ems_ws_stats(ws, &st);
+    EMS_CHECK(st.reader_held);
+    ems_buf_clear(&b);
+    raw_frame(&b, 1, 0x9, "pp", 2); /* a ping in between changes nothing */
+    raw_frame(&b, 1, 0x0, "ment", 4);
+    raw_send(&r, ems_buf_data(&b), ems_buf_len(&b));
+    sent += ems_buf_len(&b);
+    run_until_server_bytes(sent);
+    for (int i = 0; i < 50 && F.s[0].msgs < 3; i++)
+        uv_run(&F.loop, UV_RUN_ONCE);
+    EMS_CHECK_INT(F.s[0].msgs, ==, 3);
+    EMS_CHECK_STR(F.s[0].last, "fragment");
+    ems_ws_stats(ws, &st);
+    EMS_CHECK(!st.reader_held);
+
+    /* a 300-byte message (16-bit length) across two reads */
+    char big[300];
+    memset(big, 'x', sizeof big);
+    ems_buf_clear(&b);
+    raw_frame(&b, 1, 0x1, big, sizeof big);
+    raw_send(&r, ems_buf_data(&b), 3);
+    sent += 3;
+    run_until_server_bytes(sent);
+    ems_ws_stats(ws, &st);
+    EMS_CHECK(st.reader_held);
+    raw_send(&r, ems_buf_data(&b) + 3, ems_buf_len(&b) - 3);
+    sent += ems_buf_len(&b) - 3;
+    run_until_server_bytes(sent);
+    for (int i = 0; i < 50 && F.s[0].msgs < 4; i++)
+        uv_run(&F.loop, UV_RUN_ONCE);
+    EMS_CHECK_INT(F.s[0].msgs, ==, 4);
+    EMS_CHECK_INT(F.s[0].last_len, ==, 255); /* the fixture keeps 255 bytes */
+    ems_ws_stats(ws, &st);
+    EMS_CHECK(!st.reader_held);
+
+    /* the pong went out; a close from the client is answered as usual */
+    rframe_t f[8];
+    int nf = raw_frames(&r, f, 8), pongs = 0;
+    for (int i = 0; i < nf; i++)
+        pongs += f[i].opcode == 0xA && !strcmp(f[i].payload, "pp");
+    EMS_CHECK_INT(pongs, ==, 1);
+    ems_buf_clear(&b);
+    raw_frame(&b, 1, 0x8, "\x03\xe8", 2);
+    raw_send(&r, ems_buf_data(&b), ems_buf_len(&b));
+    ems_buf_free(&b);
+    run_until(&F.s[0].closed, 5000, "server close");
+    EMS_CHECK_INT(F.s[0].info.status, ==, 0);
+    EMS_CHECK_INT(F.s[0].info.code_received, ==, 1000);
+    run_until(&r.closed, 5000, "raw close");
+    raw_free(&r);
+    fx_end();
+}
+
 static void test_server_drop_noticed(void)
 {
     fx_start(1);
@@ -1324,6 +1450,7 @@ int main(void)
     EMS_RUN(test_invalid_utf8_is_1007);
     EMS_RUN(test_binary_is_1008_unless_allowed);
     EMS_RUN(test_fragments_reassembled_and_early_frames);
+    EMS_RUN(test_reader_released_between_messages);
     EMS_RUN(test_server_drop_noticed);
     EMS_RUN(test_connection_refused);
     EMS_RUN(test_idle_timeout_detects_silent_server);
