@@ -584,12 +584,35 @@ static void tick_cb(uv_timer_t *t)
     gw_api_tick(gw, mono);
 }
 
+/* How long a TLS session may be resumed with its ticket (and the period
+ * of the ticket keys). A device that reconnects within a day, e.g. after
+ * this gateway restarts or moves it to another gateway, skips the
+ * certificate signature and key exchange of a full handshake. */
+#define GW_TLS_TICKET_LIFETIME_S 86400u
+
+/* The server TLS configuration from the certificate files, with session
+ * tickets sealed under keys derived from the session key: every gateway
+ * sharing session_key_file takes the others' tickets, and a restarted one
+ * its own. */
+static int tls_config_load(gw_t *gw, ems_tls_config_t **out)
+{
+    int rc = ems_tls_server_config_new(gw->cfg.tls_cert, gw->cfg.tls_key, out);
+    if (rc < 0)
+        return rc;
+    rc = ems_tls_config_set_tickets(*out, gw->skey.key, gw->skey.key_len, GW_TLS_TICKET_LIFETIME_S);
+    if (rc < 0) {
+        ems_tls_config_unref(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 static void reload_tls(gw_t *gw)
 {
     if (!gw->cfg.tls || !gw->server)
         return;
     ems_tls_config_t *n = NULL;
-    int rc = ems_tls_server_config_new(gw->cfg.tls_cert, gw->cfg.tls_key, &n);
+    int rc = tls_config_load(gw, &n);
     if (rc < 0) {
         ems_log_error("SIGHUP: TLS reload failed (%s); keeping the old certificate",
                       ems_strerror(rc));
@@ -688,7 +711,7 @@ int gw_start(gw_t *gw, uv_loop_t *loop, const gw_config_t *cfg)
     }
 
     if (cfg->tls) {
-        rc = ems_tls_server_config_new(cfg->tls_cert, cfg->tls_key, &gw->tls);
+        rc = tls_config_load(gw, &gw->tls);
         if (rc < 0) {
             ems_log_error("TLS: cannot load %s / %s: %s", cfg->tls_cert, cfg->tls_key,
                           ems_strerror(rc));

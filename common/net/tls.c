@@ -11,10 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
+#include <mbedtls/gcm.h>
+#include <mbedtls/md.h>
 #include <mbedtls/pk.h>
+#include <mbedtls/platform_util.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
 
@@ -22,6 +27,16 @@
 #include "log.h"
 
 #define TLS_DEFAULT_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
+
+/* Server: session tickets (ems_tls_config_set_tickets). */
+#define TICKET_HEAD 16 /* 4-byte key period, 12-byte GCM nonce */
+#define TICKET_TAG 16
+typedef struct {
+    unsigned char secret[32];
+    uint32_t lifetime_s;
+    uint32_t period[2]; /* the key periods cached in key[], 0: none */
+    unsigned char key[2][32];
+} tls_tickets_t;
 
 struct ems_tls_config {
     int refs;
@@ -31,6 +46,13 @@ struct ems_tls_config {
     mbedtls_ssl_config conf;
     mbedtls_x509_crt crt;  /* server: own chain; client: trusted CAs */
     mbedtls_pk_context pk; /* server: own key */
+    tls_tickets_t *tickets; /* server, when resumption is on */
+    /* client: the last session established, offered again on the next
+     * connection to the same host name (resumption with its ticket) */
+    mbedtls_ssl_session saved;
+    int has_saved;
+    char saved_host[256];
+    ems_tls_stats_t st;
 };
 
 struct ems_tls {
@@ -40,6 +62,8 @@ struct ems_tls {
     const unsigned char *in; /* the fed chunk */
     size_t in_len;
     int established;
+    int offered; /* client: a saved session was offered */
+    int resumed; /* the handshake resumed a session (client: known; server: ticket taken) */
     int nospc; /* the output buffer refused bytes */
     char err[256];
 };
@@ -81,6 +105,7 @@ static int tls_config_alloc(int server, ems_tls_config_t **out)
     mbedtls_ssl_config_init(&c->conf);
     mbedtls_x509_crt_init(&c->crt);
     mbedtls_pk_init(&c->pk);
+    mbedtls_ssl_session_init(&c->saved);
     *out = c;
 
     static const char pers[] = "ems-tls";
@@ -199,6 +224,11 @@ void ems_tls_config_unref(ems_tls_config_t *c)
     mbedtls_ssl_config_free(&c->conf);
     mbedtls_x509_crt_free(&c->crt);
     mbedtls_pk_free(&c->pk);
+    mbedtls_ssl_session_free(&c->saved);
+    if (c->tickets) {
+        mbedtls_platform_zeroize(c->tickets, sizeof *c->tickets);
+        free(c->tickets);
+    }
     mbedtls_ctr_drbg_free(&c->drbg);
     mbedtls_entropy_free(&c->entropy);
     free(c);
@@ -207,6 +237,155 @@ void ems_tls_config_unref(ems_tls_config_t *c)
 int ems_tls_config_is_server(const ems_tls_config_t *cfg)
 {
     return cfg->server;
+}
+
+void ems_tls_config_stats(const ems_tls_config_t *cfg, ems_tls_stats_t *out)
+{
+    *out = cfg->st;
+}
+
+/* ------------------------------------------------------------ tickets */
+
+/* The ticket key of a period: HMAC-SHA256(secret, label || period). Every
+ * process holding the same secret derives the same keys and rotates them
+ * at the same moments, so a ticket from one gateway opens on another, and
+ * after a restart. */
+static int ticket_key(tls_tickets_t *t, uint32_t period, const unsigned char **key)
+{
+    for (int i = 0; i < 2; i++)
+        if (t->period[i] == period) {
+            *key = t->key[i];
+            return 0;
+        }
+    int slot = t->period[0] < t->period[1] ? 0 : 1; /* replace the older */
+    unsigned char msg[32] = "ems tls session ticket key v1";
+    size_t n = strlen((char *)msg);
+    unsigned char be[4] = {(unsigned char)(period >> 24), (unsigned char)(period >> 16),
+                           (unsigned char)(period >> 8), (unsigned char)period};
+    unsigned char in[sizeof msg + 4];
+    memcpy(in, msg, n);
+    memcpy(in + n, be, 4);
+    int ret = mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), t->secret,
+                              sizeof t->secret, in, n + 4, t->key[slot]);
+    if (ret != 0)
+        return ret;
+    t->period[slot] = period;
+    *key = t->key[slot];
+    return 0;
+}
+
+static uint32_t ticket_period_now(const tls_tickets_t *t)
+{
+    return (uint32_t)((uint64_t)time(NULL) / t->lifetime_s) + 1; /* never 0 */
+}
+
+/* mbedtls_ssl_ticket_write_t: period (4) | nonce (12) | AES-256-GCM of the
+ * serialised session | tag (16); the period is authenticated too. */
+static int ticket_write(void *p, const mbedtls_ssl_session *session, unsigned char *start,
+                        const unsigned char *end, size_t *tlen, uint32_t *lifetime)
+{
+    ems_tls_config_t *cfg = p;
+    tls_tickets_t *t = cfg->tickets;
+    *tlen = 0;
+    if (end - start < TICKET_HEAD + TICKET_TAG)
+        return MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL;
+    uint32_t period = ticket_period_now(t);
+    const unsigned char *key;
+    int ret = ticket_key(t, period, &key);
+    if (ret != 0)
+        return ret;
+    start[0] = (unsigned char)(period >> 24);
+    start[1] = (unsigned char)(period >> 16);
+    start[2] = (unsigned char)(period >> 8);
+    start[3] = (unsigned char)period;
+    ret = mbedtls_ctr_drbg_random(&cfg->drbg, start + 4, 12);
+    if (ret != 0)
+        return ret;
+    unsigned char *body = start + TICKET_HEAD;
+    size_t room = (size_t)(end - body) - TICKET_TAG, clen = 0;
+    ret = mbedtls_ssl_session_save(session, body, room, &clen);
+    if (ret != 0)
+        return ret;
+    mbedtls_gcm_context gcm;
+    mbedtls_gcm_init(&gcm);
+    ret = mbedtls_gcm_setkey(&gcm, MBEDTLS_CIPHER_ID_AES, key, 256);
+    if (ret == 0)
+        ret = mbedtls_gcm_crypt_and_tag(&gcm, MBEDTLS_GCM_ENCRYPT, clen, start + 4, 12, start, 4,
+                                        body, body, TICKET_TAG, body + clen);
+    mbedtls_gcm_free(&gcm);
+    if (ret != 0)
+        return ret;
+    *tlen = TICKET_HEAD + clen + TICKET_TAG;
+    *lifetime = t->lifetime_s;
+    cfg->st.tickets_issued++;
+    return 0;
+}
+
+/* mbedtls_ssl_ticket_parse_t: a ticket of this period or the one before,
+ * authentic, and its session not older than the lifetime. Anything else:
+ * an ordinary full handshake follows. */
+static int ticket_parse(void *p, mbedtls_ssl_session *session, unsigned char *buf, size_t len)
+{
+    ems_tls_config_t *cfg = p;
+    tls_tickets_t *t = cfg->tickets;
+    cfg->st.tickets_refused++; /* until proven otherwise */
+    if (len < TICKET_HEAD + TICKET_TAG)
+        return MBEDTLS_ERR_SSL_BAD_INPUT_DATA;
+    uint32_t period = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | buf[3];
+    uint32_t now = ticket_period_now(t);
+    if (period != now && period + 1 != now)
+        return MBEDTLS_ERR_SSL_SESSION_TICKET_EXPIRED;
+    const unsigned char *key;
+    int ret = ticket_key(t, period, &key);
+    if (ret != 0)
+        return ret;
+    size_t clen = len - TICKET_HEAD - TICKET_TAG;
+    unsigned char *body = buf + TICKET_HEAD;
+    mbedtls_gcm_context gcm;
+    mbedtls_gcm_init(&gcm);
+    ret = mbedtls_gcm_setkey(&gcm, MBEDTLS_CIPHER_ID_AES, key, 256);
+    if (ret == 0)
+        ret = mbedtls_gcm_auth_decrypt(&gcm, clen, buf + 4, 12, buf, 4, body + clen, TICKET_TAG,
+                                       body, body);
+    mbedtls_gcm_free(&gcm);
+    if (ret != 0)
+        return MBEDTLS_ERR_SSL_INVALID_MAC;
+    ret = mbedtls_ssl_session_load(session, body, clen);
+    if (ret != 0)
+        return ret;
+    time_t now_s = time(NULL);
+    if (session->start > now_s || (uint64_t)(now_s - session->start) > t->lifetime_s)
+        return MBEDTLS_ERR_SSL_SESSION_TICKET_EXPIRED;
+    cfg->st.tickets_refused--;
+    cfg->st.resumed++;
+    return 0;
+}
+
+int ems_tls_config_set_tickets(ems_tls_config_t *cfg, const void *secret, size_t len,
+                               unsigned lifetime_s)
+{
+    if (!cfg->server || !secret || len < 16 || lifetime_s == 0)
+        return EMS_EINVAL;
+    tls_tickets_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return EMS_ENOMEM;
+    /* The secret is condensed to 32 bytes with a label of its own, so the
+     * caller may pass a key that also serves elsewhere (the gateway's
+     * session-cookie key) without the two uses meeting. */
+    int ret = mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), secret, len,
+                              (const unsigned char *)"ems tls tickets", 15, t->secret);
+    if (ret != 0) {
+        free(t);
+        return EMS_ETLS;
+    }
+    t->lifetime_s = lifetime_s;
+    if (cfg->tickets) {
+        mbedtls_platform_zeroize(cfg->tickets, sizeof *cfg->tickets);
+        free(cfg->tickets);
+    }
+    cfg->tickets = t;
+    mbedtls_ssl_conf_session_tickets_cb(&cfg->conf, ticket_write, ticket_parse, cfg);
+    return 0;
 }
 
 /* ------------------------------------------------------------ sessions */
@@ -246,6 +425,14 @@ int ems_tls_new(ems_tls_config_t *cfg, const char *hostname, ems_buf_t *out, ems
     int ret = mbedtls_ssl_setup(&s->ssl, &cfg->conf);
     if (ret == 0 && !cfg->server)
         ret = mbedtls_ssl_set_hostname(&s->ssl, hostname);
+    if (ret == 0 && !cfg->server && cfg->has_saved && !strcmp(cfg->saved_host, hostname)) {
+        /* Offer the last session (its ticket): the server may resume it
+         * without the certificate and key exchange work of a full
+         * handshake, or answer with a full handshake. */
+        ret = mbedtls_ssl_set_session(&s->ssl, &cfg->saved);
+        if (ret == 0)
+            s->offered = 1;
+    }
     if (ret != 0) {
         char msg[200];
         tls_errtext(ret, msg, sizeof msg);
@@ -309,17 +496,63 @@ static int tls_fail(ems_tls_t *s, const char *what, int ret)
     return s->nospc ? EMS_ENOSPC : EMS_ETLS;
 }
 
+/* Bookkeeping after a completed handshake: counts it, and on a client
+ * keeps the session for the next connection. A resumed session has the
+ * master secret of the one offered. */
+static void tls_handshake_done(ems_tls_t *s)
+{
+    ems_tls_config_t *cfg = s->cfg;
+    if (cfg->server) {
+        if (!s->resumed)
+            cfg->st.full++;
+        return;
+    }
+    mbedtls_ssl_session now;
+    mbedtls_ssl_session_init(&now);
+    if (mbedtls_ssl_get_session(&s->ssl, &now) != 0) {
+        mbedtls_ssl_session_free(&now);
+        cfg->st.full++;
+        return;
+    }
+    s->resumed = s->offered && cfg->has_saved &&
+                 !memcmp(now.master, cfg->saved.master, sizeof now.master);
+    if (s->resumed)
+        cfg->st.resumed++;
+    else
+        cfg->st.full++;
+    mbedtls_ssl_session_free(&cfg->saved);
+    cfg->saved = now; /* moves its allocations (peer certificate, ticket) */
+    cfg->has_saved = 1;
+    snprintf(cfg->saved_host, sizeof cfg->saved_host, "%s",
+             s->ssl.hostname ? s->ssl.hostname : "");
+}
+
+int ems_tls_resumed(const ems_tls_t *s)
+{
+    return s->resumed;
+}
+
 int ems_tls_handshake(ems_tls_t *s)
 {
     if (s->established)
         return 0;
+    uint64_t resumed_before = s->cfg->st.resumed;
     int ret = mbedtls_ssl_handshake(&s->ssl);
+    if (s->cfg->server && s->cfg->st.resumed != resumed_before)
+        s->resumed = 1; /* its ticket was taken during this step */
     if (ret == 0) {
         s->established = 1;
+        tls_handshake_done(s);
         return 0;
     }
     if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
         return EMS_EAGAIN;
+    if (!s->cfg->server && s->cfg->has_saved) {
+        /* Whatever went wrong, start the next attempt from scratch. */
+        mbedtls_ssl_session_free(&s->cfg->saved);
+        mbedtls_ssl_session_init(&s->cfg->saved);
+        s->cfg->has_saved = 0;
+    }
     int rc = tls_fail(s, "handshake failed", ret);
     return rc == EMS_ENOSPC ? EMS_ETLS : rc;
 }

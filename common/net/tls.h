@@ -25,6 +25,7 @@
 #define EMS_TLS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "buf.h"
 
@@ -53,6 +54,30 @@ void ems_tls_config_unref(ems_tls_config_t *cfg);
 
 /* 1 if the configuration is for the server side. */
 int ems_tls_config_is_server(const ems_tls_config_t *cfg);
+
+/* Session resumption (RFC 5077 tickets), server side. The server seals
+ * each session in a ticket only it can open (AES-256-GCM) and gives it to
+ * the client; a client that comes back with it skips the certificate
+ * signature and the key exchange (the bulk of a full handshake's CPU).
+ * The ticket keys are derived from `secret` (>= 16 bytes) and the current
+ * period of `lifetime_s`: processes with the same secret take each other's
+ * tickets, also after a restart, and rotate their keys in step; a ticket
+ * is taken in its period and the next one, and only while its session is
+ * younger than lifetime_s. Returns 0, EMS_EINVAL (a client configuration,
+ * secret too short, lifetime 0), EMS_ENOMEM or EMS_ETLS.
+ *
+ * Clients offer their last session (per configuration, for the same host
+ * name) on their next connection by themselves; nothing to set up. */
+int ems_tls_config_set_tickets(ems_tls_config_t *cfg, const void *secret, size_t len,
+                               unsigned lifetime_s);
+
+typedef struct {
+    uint64_t full;            /* handshakes completed in full */
+    uint64_t resumed;         /* handshakes that resumed a session */
+    uint64_t tickets_issued;  /* server */
+    uint64_t tickets_refused; /* server: expired, foreign or forged (a full handshake followed) */
+} ems_tls_stats_t;
+void ems_tls_config_stats(const ems_tls_config_t *cfg, ems_tls_stats_t *out);
 
 /* Creates a session on `cfg` (takes a reference to it). Ciphertext to send
  * is appended to `out`, which the caller owns and must keep alive for the
@@ -85,6 +110,9 @@ int ems_tls_handshake(ems_tls_t *s);
 
 /* 1 once the handshake has completed. */
 int ems_tls_is_established(const ems_tls_t *s);
+
+/* 1 if the handshake resumed an earlier session instead of a full one. */
+int ems_tls_resumed(const ems_tls_t *s);
 
 /* Decrypts into buf. Returns the number of plaintext bytes (> 0), 0 when the
  * peer sent close_notify (end of stream), EMS_EAGAIN when the fed ciphertext

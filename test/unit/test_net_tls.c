@@ -391,6 +391,106 @@ static void test_config_errors(void)
     ems_buf_free(&out);
 }
 
+/* One connection of client configuration `c` to server configuration `s`:
+ * handshake, a message each way. Returns 1 if the client resumed. */
+static int connect_once(ems_tls_config_t *c, ems_tls_config_t *s, const char *host)
+{
+    pair_t p;
+    pair_new(&p, c, s, host);
+    int src;
+    EMS_CHECK_INT(pair_handshake(&p, 100000, &src), ==, 0);
+    EMS_CHECK_INT(src, ==, 0);
+    EMS_CHECK_INT(ems_tls_resumed(p.cli), ==, ems_tls_resumed(p.srv)); /* both sides agree */
+    char got[16];
+    EMS_CHECK_INT(ems_tls_write(p.cli, "ping", 4), ==, 0);
+    EMS_CHECK_INT(pass(&p.cout, p.srv, got, sizeof got), ==, 4);
+    EMS_CHECK_INT(ems_tls_write(p.srv, "pong", 4), ==, 0);
+    EMS_CHECK_INT(pass(&p.sout, p.cli, got, sizeof got), ==, 4);
+    EMS_CHECK(memcmp(got, "pong", 4) == 0);
+    int resumed = ems_tls_resumed(p.cli);
+    pair_free(&p);
+    return resumed;
+}
+
+static ems_tls_config_t *server_with_tickets(const char *secret, unsigned lifetime_s)
+{
+    ems_tls_config_t *s;
+    EMS_CHECK_INT(ems_tls_server_config_new(net_path(certs, "chain.crt"),
+                                            net_path(certs, "server.key"), &s),
+                  ==, 0);
+    if (secret)
+        EMS_CHECK_INT(ems_tls_config_set_tickets(s, secret, strlen(secret), lifetime_s), ==, 0);
+    return s;
+}
+
+/* Session tickets: the second connection resumes, also on another server
+ * with the same secret (another gateway, or this one after a restart);
+ * a ticket from a foreign secret, an expired one, or one offered to a
+ * server without tickets ends in an ordinary full handshake. */
+static void test_tickets_resume(void)
+{
+    const char *secret = "0123456789abcdef0123456789abcdef";
+    ems_tls_config_t *s1 = server_with_tickets(secret, 3600);
+    ems_tls_config_t *c;
+    EMS_CHECK_INT(ems_tls_client_config_new(net_path(certs, "ca.crt"), &c), ==, 0);
+    EMS_CHECK_INT(ems_tls_config_set_tickets(c, secret, strlen(secret), 60), ==, EMS_EINVAL);
+    EMS_CHECK_INT(ems_tls_config_set_tickets(s1, "short", 5, 60), ==, EMS_EINVAL);
+    EMS_CHECK_INT(ems_tls_config_set_tickets(s1, secret, strlen(secret), 0), ==, EMS_EINVAL);
+
+    EMS_CHECK_INT(connect_once(c, s1, "localhost"), ==, 0); /* first: full */
+    EMS_CHECK_INT(connect_once(c, s1, "localhost"), ==, 1);
+    EMS_CHECK_INT(connect_once(c, s1, "localhost"), ==, 1);
+    ems_tls_stats_t st;
+    ems_tls_config_stats(s1, &st);
+    EMS_CHECK_INT(st.full, ==, 1);
+    EMS_CHECK_INT(st.resumed, ==, 2);
+    EMS_CHECK_INT(st.tickets_issued, ==, 1);
+    ems_tls_config_stats(c, &st);
+    EMS_CHECK_INT(st.full, ==, 1);
+    EMS_CHECK_INT(st.resumed, ==, 2);
+
+    /* another process with the same secret takes the ticket */
+    ems_tls_config_t *s2 = server_with_tickets(secret, 3600);
+    EMS_CHECK_INT(connect_once(c, s2, "localhost"), ==, 1);
+
+    /* a foreign secret: refused, full handshake, then a ticket of its own */
+    ems_tls_config_t *s3 = server_with_tickets("another secret, another fleet", 3600);
+    EMS_CHECK_INT(connect_once(c, s3, "localhost"), ==, 0);
+    ems_tls_config_stats(s3, &st);
+    EMS_CHECK_INT(st.tickets_refused, ==, 1);
+    EMS_CHECK_INT(st.full, ==, 1);
+    EMS_CHECK_INT(connect_once(c, s3, "localhost"), ==, 1);
+    /* ... which the first server in turn does not take */
+    EMS_CHECK_INT(connect_once(c, s1, "localhost"), ==, 0);
+
+    /* no tickets on the server: the offer is ignored */
+    ems_tls_config_t *s4 = server_with_tickets(NULL, 0);
+    EMS_CHECK_INT(connect_once(c, s4, "localhost"), ==, 0);
+    EMS_CHECK_INT(connect_once(c, s4, "localhost"), ==, 0);
+    ems_tls_config_unref(s4);
+    ems_tls_config_unref(s3);
+    ems_tls_config_unref(s2);
+    ems_tls_config_unref(s1);
+    ems_tls_config_unref(c);
+}
+
+static void test_tickets_expire(void)
+{
+    const char *secret = "0123456789abcdef0123456789abcdef";
+    ems_tls_config_t *s = server_with_tickets(secret, 1);
+    ems_tls_config_t *c;
+    EMS_CHECK_INT(ems_tls_client_config_new(net_path(certs, "ca.crt"), &c), ==, 0);
+    EMS_CHECK_INT(connect_once(c, s, "localhost"), ==, 0);
+    sleep(3); /* two key periods and the session's lifetime have passed */
+    EMS_CHECK_INT(connect_once(c, s, "localhost"), ==, 0);
+    ems_tls_stats_t st;
+    ems_tls_config_stats(s, &st);
+    EMS_CHECK_INT(st.tickets_refused, ==, 1);
+    EMS_CHECK_INT(st.resumed, ==, 0);
+    ems_tls_config_unref(s);
+    ems_tls_config_unref(c);
+}
+
 int main(void)
 {
     certs = net_mkcerts();
@@ -400,6 +500,8 @@ int main(void)
     EMS_RUN(test_server_suites);
     EMS_RUN(test_client_suites);
     EMS_RUN(test_config_errors);
+    EMS_RUN(test_tickets_resume);
+    EMS_RUN(test_tickets_expire);
     net_rmdir(certs);
     EMS_TEST_END();
 }
