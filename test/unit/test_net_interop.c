@@ -123,8 +123,8 @@ static void test_python_websockets_client(void)
 {
     if (access("/usr/bin/python3", X_OK) != 0 ||
         system("/usr/bin/python3 -c 'import websockets' 2>/dev/null") != 0) {
-        printf("# SKIP: /usr/bin/python3 has no websockets module\n");
-        return;
+        EMS_SKIP("/usr/bin/python3 has no websockets module (scripts/deps.sh installs "
+                 "python3-websockets)");
     }
     memset(&I, 0, sizeof I);
     uv_loop_init(&I.loop);
