@@ -88,6 +88,16 @@ typedef struct {
  * Unknown members are ignored (forward compatibility, docs/protocol.md). */
 int ems_telemetry_decode(const char *json, size_t len, ems_telemetry_t *out, ems_verr_t *err);
 
+/* The fast path for the common packet (telemetry_scan.c): decodes `len`
+ * bytes in one pass, without a jansson tree or any allocation. It only ever
+ * accepts what ems_telemetry_decode accepts, with an identical struct.
+ * Returns 0, or EMS_EAGAIN for "not handled here": any error, an unknown or
+ * repeated member, an escape or non-ASCII byte in a string, a number strtod
+ * would over- or underflow, another message. Then `out` is unspecified and
+ * the caller decodes with the full decoder, which gives the verdict and the
+ * error. Never returns EMS_EINVAL. */
+int ems_telemetry_scan(const char *json, size_t len, ems_telemetry_t *out);
+
 /* The same from an already parsed object (borrowed, not modified). */
 int ems_telemetry_from_json(const json_t *obj, ems_telemetry_t *out, ems_verr_t *err);
 

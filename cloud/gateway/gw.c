@@ -204,6 +204,10 @@ static void srv_metrics_register(gw_t *gw)
                                       "Connections closed over http_output_budget.", NULL);
     gw->m.srv[6] = gw_metrics_counter(m, "ems_gateway_tls_handshakes_deferred_total",
                                       "TLS handshake steps that waited for the CPU budget.", NULL);
+    gw->m.tls_hs[0] = gw_metrics_counter(m, "ems_gateway_tls_handshakes_total",
+                                         "TLS handshakes completed.", "kind=\"full\"");
+    gw->m.tls_hs[1] = gw_metrics_counter(m, "ems_gateway_tls_handshakes_total",
+                                         "TLS handshakes completed.", "kind=\"resumed\"");
     gw_metrics_gauge_fn(m, "ems_gateway_unauth_connections",
                         "Connections not upgraded to WebSocket (yet).", NULL, g_unauth, gw);
     gw_metrics_gauge_fn(m, "ems_gateway_http_output_bytes",
@@ -230,6 +234,12 @@ static void srv_metrics_update(gw_t *gw)
                            st.evicted, st.out_paused, st.out_shed, st.hs_deferred};
     for (int i = 0; i < 7; i++)
         gw_metric_set(gw->m.srv[i], (double)v[i]);
+    if (gw->tls) {
+        ems_tls_stats_t ts;
+        ems_tls_config_stats(gw->tls, &ts);
+        gw_metric_set(gw->m.tls_hs[0], (double)(gw->tls_before.full + ts.full));
+        gw_metric_set(gw->m.tls_hs[1], (double)(gw->tls_before.resumed + ts.resumed));
+    }
 }
 
 typedef struct {
@@ -275,6 +285,10 @@ static void metrics_init(gw_t *gw)
                                     "Packets naming another device than the connection's.", NULL);
     s->rate_limited = gw_metrics_counter(m, "ems_gateway_rate_limited_total",
                                          "Device connections closed for their message rate.", NULL);
+    s->decodes[0] = gw_metrics_counter(m, "ems_gateway_device_decodes_total",
+                                       "Device messages decoded, by path.", "path=\"fast\"");
+    s->decodes[1] = gw_metrics_counter(m, "ems_gateway_device_decodes_total",
+                                       "Device messages decoded, by path.", "path=\"full\"");
     s->not_stored = gw_metrics_counter(m, "ems_gateway_telemetry_not_stored_total",
                                        "Packets not forwarded (DB writer queue full).", NULL);
     s->acks_sent = gw_metrics_counter(m, "ems_gateway_acks_sent_total", "Ack messages sent.", NULL);
@@ -620,6 +634,12 @@ static void reload_tls(gw_t *gw)
     }
     rc = ems_server_set_tls(gw->server, n);
     if (rc == 0) {
+        /* Handshakes under the old configuration still count (open
+         * connections keep it, but their handshakes are done). */
+        ems_tls_stats_t ts;
+        ems_tls_config_stats(gw->tls, &ts);
+        gw->tls_before.full += ts.full;
+        gw->tls_before.resumed += ts.resumed;
         ems_tls_config_unref(gw->tls);
         gw->tls = n;
         ems_log_info("SIGHUP: TLS certificate and key reloaded from %s; open connections keep "

@@ -18,13 +18,15 @@
  * Several gateways: nothing here is shared state except the session key
  * (a file) and PostgreSQL. With nats_url set, gw_bus.c tells the others
  * which devices are here and routes commands for devices connected to
- * another gateway, and carries live telemetry to other gateways'
- * dashboards by interest (docs/scaling.md).
+ * another gateway, and carries live telemetry and command changes to other
+ * gateways' dashboards by interest; their device messages follow presence
+ * (docs/scaling.md).
  */
 #ifndef GW_H
 #define GW_H
 
 #include "command.h"
+#include "dashboard.h"
 #include "gw_bus.h"
 #include "gw_cmd.h"
 #include "gw_config.h"
@@ -114,6 +116,8 @@ typedef struct {
     gw_metric_t *dbw[24]; /* the DB writer's counters, gw.c dbw_stats[] */
     gw_metric_t *srv[8];  /* the HTTP server's limit counters, gw.c srv_stats_update */
     gw_metric_t *lnk[3];  /* the DB writer link's refusals and credential notices */
+    gw_metric_t *decodes[2]; /* device messages decoded: [0] one-pass scan, [1] jansson */
+    gw_metric_t *tls_hs[2];  /* TLS handshakes completed: [0] full, [1] resumed */
 } gw_metric_set_t;
 
 struct gw {
@@ -123,6 +127,7 @@ struct gw {
 
     ems_server_t *server;
     ems_tls_config_t *tls;
+    ems_tls_stats_t tls_before; /* handshakes counted by configurations replaced on SIGHUP */
     gw_session_key_t skey;
     gw_link_t *link;
     gw_cmds_t *cmds;
@@ -218,8 +223,21 @@ void gw_dash_upgrade(gw_t *gw, ems_server_req_t *req);
 /* Fans a message out to the dashboards watching `device_id`. `text` is
  * encoded once into one shared buffer. */
 void gw_dash_publish(gw_t *gw, const char *device_id, const char *text, size_t len);
-/* {"type":"device",...} for a device that came online or went offline. */
+/* {"type":"device",...} for a local device that came online or went
+ * offline: its current view (gw_dash_device_view) to its dashboards. */
 void gw_dash_device_event(gw_t *gw, const gw_dev_t *d);
+/* The dashboards' view of a device: online here when connected here, else
+ * what the bus's presence says (online on another gateway, or offline since
+ * the later of its local and remote disconnects). False when neither this
+ * gateway nor the bus has seen it connected. */
+bool gw_dash_device_view(gw_t *gw, const char *device_id, ems_dash_device_t *out);
+/* A change the bus learnt of (presence): pushes the device's view to its
+ * dashboards when it differs from `before` (NULL: the device was unknown). */
+void gw_dash_device_refresh(gw_t *gw, const char *device_id, const ems_dash_device_t *before);
+/* A dashboard message about one device created here (a command's status
+ * change): to this gateway's dashboards watching it, and over the bus to
+ * the other gateways whose dashboards watch it (gw_bus_dash_message). */
+void gw_dash_publish_shared(gw_t *gw, const char *device_id, const char *text, size_t len);
 void gw_dash_close_all(gw_t *gw, uint16_t code, const char *reason);
 
 /* ---- gw_api.c ---- */

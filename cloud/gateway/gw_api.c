@@ -240,7 +240,7 @@ void gw_api_cmd_changed(void *ud, const gw_cmd_t *c)
     json_decref(msg);
     json_decref(rec);
     if (s) {
-        gw_dash_publish(gw, c->device_id, s, strlen(s));
+        gw_dash_publish_shared(gw, c->device_id, s, strlen(s));
         free(s);
     }
 }

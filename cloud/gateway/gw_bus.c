@@ -21,6 +21,11 @@
 #define INTEREST_MS 6000   /* an interest announcement holds this long (refreshed every 2 s) */
 #define INTEREST_CHUNK 500 /* device ids per ems.interest message */
 #define RELAY_MAX 20000    /* forwarded commands remembered by the delivering gateway */
+#define ROSTER_CHUNK 1000  /* device ids per roster message */
+/* A gateway's complete list of devices, after its presence messages. On the
+ * presence subscription, so each receiver gets it in order with them ('~'
+ * is never in a device id). */
+#define ROSTER_SUBJECT "ems.presence.~roster"
 
 /* What a libnats thread hands to the loop. */
 typedef struct bus_item {
@@ -31,6 +36,7 @@ typedef struct bus_item {
 
 typedef struct {
     int64_t last_mono;
+    int64_t boot_ms; /* its "boot" (wall clock of its bus start), 0 unknown */
     bool alive;
 } peer_t;
 
@@ -47,6 +53,7 @@ typedef struct {
 struct gw_bus {
     gw_t *gw;
     char id[GW_BUS_ID_MAX + 1];
+    int64_t boot_ms; /* wall clock at start: tells the others this is a new run */
     natsOptions *opts;
     natsConnection *nc;
     natsSubscription *subs[6]; /* destroyed after the connection closed */
@@ -265,13 +272,37 @@ static void presence_publish(gw_bus_t *b, const char *device_id, bool online, in
                            "at", (json_int_t)at_ms));
 }
 
+static json_t *roster_new(gw_bus_t *b, int64_t at)
+{
+    return json_pack("{sssIsbs[]}", "gateway", b->id, "at", (json_int_t)at, "last", 0, "devices");
+}
+
 /* Every local device's presence again (after a (re)connect, or when another
- * gateway asks). */
+ * gateway asks), then the roster: the complete list, in chunks, the last
+ * one marked. A device that left while the bus was down (its "offline"
+ * could not be sent) is missing from it, and the others drop it; without
+ * the roster they would show it online here until this gateway's next
+ * restart, since a blip shorter than GW_DEAD_MS misses no heartbeat. */
 static void presence_all(gw_bus_t *b)
 {
-    for (gw_devconn_t *dc = b->gw->devconns; dc; dc = dc->next)
-        if (dc->dev && dc->dev->conn == dc)
-            presence_publish(b, dc->dev->id, true, dc->connected_ms);
+    int64_t at = ems_time_now_ms();
+    json_t *r = NULL;
+    for (gw_devconn_t *dc = b->gw->devconns; dc; dc = dc->next) {
+        if (!dc->dev || dc->dev->conn != dc)
+            continue;
+        presence_publish(b, dc->dev->id, true, dc->connected_ms);
+        if (!r && !(r = roster_new(b, at)))
+            return;
+        json_array_append_new(json_object_get(r, "devices"), json_string(dc->dev->id));
+        if (json_array_size(json_object_get(r, "devices")) >= ROSTER_CHUNK) {
+            publish_json(b, ROSTER_SUBJECT, r);
+            r = NULL;
+        }
+    }
+    if (!r && !(r = roster_new(b, at)))
+        return;
+    json_object_set_new(r, "last", json_true());
+    publish_json(b, ROSTER_SUBJECT, r);
 }
 
 static void sync_request(gw_bus_t *b, const char *to)
@@ -285,13 +316,64 @@ static void sync_request(gw_bus_t *b, const char *to)
 void gw_bus_device_presence(gw_t *gw, const gw_dev_t *d, bool online)
 {
     gw_bus_t *b = gw->bus;
-    if (b)
-        presence_publish(b, d->id, online, online ? d->connected_ms : ems_time_now_ms());
+    if (!b)
+        return;
+    if (online) {
+        /* The device's connection here is its newest: whatever another
+         * gateway announced before is over, even if that gateway died
+         * before saying so. Else, once the device leaves here, it would be
+         * shown online there until that gateway's heartbeat is missed. */
+        gw_bus_presence_t *p = named_get(&b->remote, d->id);
+        if (p && p->online) {
+            p->online = false;
+            p->since_ms = d->connected_ms;
+        }
+    }
+    presence_publish(b, d->id, online, online ? d->connected_ms : ems_time_now_ms());
 }
 
 const gw_bus_presence_t *gw_bus_remote(const gw_bus_t *b, const char *device_id)
 {
     return b ? named_get(&b->remote, device_id) : NULL;
+}
+
+bool gw_bus_remote_next(const gw_bus_t *b, size_t *i, const char **device_id,
+                        const gw_bus_presence_t **p)
+{
+    void *v;
+    if (!b || !gw_map_next(&b->remote, i, device_id, &v))
+        return false;
+    *p = &((named_t *)v)->u.pr;
+    return true;
+}
+
+/* Applies one presence message to the map; true when it says the device is
+ * now online on `gwid`. */
+static bool presence_apply(gw_bus_t *b, const char *dev, const char *gwid, bool online, int64_t at)
+{
+    gw_bus_presence_t *p = named_get(&b->remote, dev);
+    if (online) {
+        /* A newer connection elsewhere wins; an older one announced late
+         * (a gateway that has not yet noticed that the device left it)
+         * does not, whether the newer one is on a third gateway or here. */
+        if (p && p->online && strcmp(p->gateway, gwid) != 0 && at < p->since_ms)
+            return false;
+        const gw_dev_t *d = gw_dev_get(b->gw, dev, false);
+        if (d && d->conn && at < d->connected_ms)
+            return false;
+        if (!p && !(p = named_put(&b->remote, dev)))
+            return false;
+        snprintf(p->gateway, sizeof p->gateway, "%s", gwid);
+        p->online = true;
+        p->since_ms = at;
+        return true;
+    }
+    if (p && strcmp(p->gateway, gwid) == 0) {
+        /* Only the gateway that had the device can say it went away. */
+        p->online = false;
+        p->since_ms = at;
+    }
+    return false;
 }
 
 static void on_presence(gw_bus_t *b, json_t *o)
@@ -303,27 +385,91 @@ static void on_presence(gw_bus_t *b, json_t *o)
     if (!gwid || !dev || !json_is_boolean(on) || strcmp(gwid, b->id) == 0 ||
         !ems_device_id_valid(dev, strlen(dev)) || strlen(gwid) > GW_BUS_ID_MAX)
         return;
-    gw_bus_presence_t *p = named_get(&b->remote, dev);
-    if (json_is_true(on)) {
-        /* A newer connection elsewhere wins; an older one announced late
-         * does not. */
-        if (p && p->online && strcmp(p->gateway, gwid) != 0 && at < p->since_ms)
-            return;
-        if (!p && !(p = named_put(&b->remote, dev)))
-            return;
-        snprintf(p->gateway, sizeof p->gateway, "%s", gwid);
-        p->online = true;
-        p->since_ms = at;
-        /* Commands queued here with a TTL go out now (forwarded). */
+    /* Dashboards here watching the device see the change (when it changes
+     * their view: a device connected here stays online here). */
+    ems_dash_device_t before;
+    bool known = gw_dash_device_view(b->gw, dev, &before);
+    bool arrived = presence_apply(b, dev, gwid, json_is_true(on), at);
+    gw_dash_device_refresh(b->gw, dev, known ? &before : NULL);
+    /* Commands queued here with a TTL go out now (forwarded), those still
+     * `sent` go again, and the device is asked again for its answer to
+     * those it accepted: an answer relayed while the bus was down, or
+     * while the device moved, is lost otherwise. This runs on every
+     * re-announcement (after a NATS outage: the sync), and the edge answers
+     * a repeated command_id without executing it again. */
+    if (arrived) {
         gw_cmds_online(b->gw->cmds, dev, ems_time_now_ms());
-    } else if (p && strcmp(p->gateway, gwid) == 0) {
-        /* Only the gateway that had the device can say it went away. */
-        p->online = false;
-        p->since_ms = at;
+        gw_cmds_reask(b->gw->cmds, dev);
     }
 }
 
+/* ems.presence.~roster: another gateway's complete list of devices. Its
+ * entries here that no chunk listed are over (their "offline" was lost). */
+static void on_roster(gw_bus_t *b, json_t *o)
+{
+    const char *gwid = json_string_value(json_object_get(o, "gateway"));
+    json_int_t at = json_integer_value(json_object_get(o, "at"));
+    if (!gwid || strcmp(gwid, b->id) == 0 || strlen(gwid) > GW_BUS_ID_MAX || at <= 0)
+        return;
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(o, "devices"), i, v)
+    {
+        const char *id = json_string_value(v);
+        gw_bus_presence_t *p = id ? named_get(&b->remote, id) : NULL;
+        if (p && p->online && strcmp(p->gateway, gwid) == 0)
+            p->roster_ms = at;
+    }
+    if (!json_is_true(json_object_get(o, "last")))
+        return;
+    size_t n = 0;
+    const char *k;
+    void *pv;
+    for (size_t j = 0; gw_map_next(&b->remote, &j, &k, &pv);) {
+        gw_bus_presence_t *p = &((named_t *)pv)->u.pr;
+        if (!p->online || strcmp(p->gateway, gwid) != 0 || p->roster_ms == at || p->since_ms > at)
+            continue;
+        ems_dash_device_t before;
+        bool known = gw_dash_device_view(b->gw, k, &before);
+        p->online = false;
+        p->since_ms = at;
+        gw_dash_device_refresh(b->gw, k, known ? &before : NULL);
+        n++;
+    }
+    if (n)
+        ems_log_info("bus: gateway %s no longer has %zu device(s) it had announced (they left "
+                     "while their departure could not be sent)",
+                     gwid, n);
+}
+
 /* ------------------------------------------------------------ peers */
+
+/* A gateway started again (same id, new run; e.g. killed and restarted
+ * by systemd faster than GW_DEAD_MS, so its heartbeat was never missed):
+ * what its previous run announced is over. Every connection of the new run
+ * began after its boot, so only older entries are dropped, whatever the
+ * order in which its heartbeat and its new presence messages arrive. */
+static void peer_restarted(gw_bus_t *b, const char *gwid, int64_t boot_ms)
+{
+    size_t n = 0;
+    const char *k;
+    void *v;
+    for (size_t i = 0; gw_map_next(&b->remote, &i, &k, &v);) {
+        gw_bus_presence_t *pr = &((named_t *)v)->u.pr;
+        if (!pr->online || strcmp(pr->gateway, gwid) != 0 || pr->since_ms >= boot_ms)
+            continue;
+        ems_dash_device_t before;
+        bool known = gw_dash_device_view(b->gw, k, &before);
+        pr->online = false;
+        pr->since_ms = boot_ms;
+        gw_dash_device_refresh(b->gw, k, known ? &before : NULL);
+        n++;
+    }
+    if (n)
+        ems_log_warn("bus: gateway %s started again; %zu device(s) of its previous run marked "
+                     "offline",
+                     gwid, n);
+}
 
 static void on_alive(gw_bus_t *b, json_t *o)
 {
@@ -336,6 +482,11 @@ static void on_alive(gw_bus_t *b, json_t *o)
         return;
     p->last_mono = ems_time_mono_ms();
     p->alive = true;
+    json_int_t boot = json_integer_value(json_object_get(o, "boot"));
+    if (boot > 0 && boot != p->boot_ms) {
+        p->boot_ms = boot;
+        peer_restarted(b, gwid, boot);
+    }
     if (!was_alive) {
         ems_log_info("bus: gateway %s is here", gwid);
         /* It may have devices we marked offline while it was silent. */
@@ -358,8 +509,11 @@ static void peers_check(gw_bus_t *b, int64_t mono)
         for (size_t j = 0; gw_map_next(&b->remote, &j, &dk, &dv);) {
             gw_bus_presence_t *pr = &((named_t *)dv)->u.pr;
             if (pr->online && strcmp(pr->gateway, k) == 0) {
+                ems_dash_device_t before;
+                bool known = gw_dash_device_view(b->gw, dk, &before);
                 pr->online = false;
                 pr->since_ms = ems_time_now_ms();
+                gw_dash_device_refresh(b->gw, dk, known ? &before : NULL);
                 n++;
             }
         }
@@ -497,7 +651,10 @@ static void on_cmdstatus(gw_bus_t *b, json_t *o)
         if (!id || !keyed_get(&b->pending, id))
             return;
         keyed_del(&b->pending, id);
-        if (!json_is_true(json_object_get(o, "ok"))) {
+        const gw_cmd_t *c = gw_cmds_find(gw->cmds, id);
+        /* A refused re-ask (gw_cmds_reask) leaves an accepted command to
+         * its own deadline: the device is executing it. */
+        if (!json_is_true(json_object_get(o, "ok")) && !(c && c->status == GW_CMD_ACCEPTED)) {
             const char *m = json_string_value(json_object_get(o, "message"));
             gw_cmds_fail(gw->cmds, id, "GATEWAY_LOST_DEVICE",
                          m ? m : "the device's gateway refused it", ems_time_now_ms());
@@ -530,6 +687,14 @@ static void pending_check(gw_bus_t *b, int64_t mono)
             continue;
         char id[EMS_COMMAND_ID_MAX + 1], msg[240];
         snprintf(id, sizeof id, "%s", e->key);
+        const gw_cmd_t *c = gw_cmds_find(b->gw->cmds, id);
+        if (c && c->status == GW_CMD_ACCEPTED) {
+            /* A re-ask (gw_cmds_reask) nobody acknowledged: the device is
+             * executing the command; its own deadline applies. */
+            keyed_del(&b->pending, id);
+            i = 0;
+            continue;
+        }
         snprintf(msg, sizeof msg,
                  "gateway %s, which has the device, did not acknowledge the command within "
                  "%d s (message bus)",
@@ -572,6 +737,16 @@ bool gw_bus_wants_telemetry(const gw_bus_t *b, const char *device_id)
         return true;
     const int64_t *until = named_get(&b->interest, device_id);
     return until && mono < *until;
+}
+
+void gw_bus_dash_message(gw_t *gw, const char *device_id, const char *msg, size_t len)
+{
+    gw_bus_t *b = gw->bus;
+    if (!b)
+        return;
+    char subj[160];
+    snprintf(subj, sizeof subj, "ems.tel.%s", device_id);
+    publish(b, subj, msg, len);
 }
 
 void gw_bus_telemetry(gw_t *gw, const char *device_id, const char *msg, size_t len)
@@ -697,13 +872,15 @@ static void tel_sync(gw_bus_t *b)
     }
 }
 
-/* A live dashboard message of a device on another gateway: to our
+/* A dashboard message of a device from another gateway (live telemetry of
+ * a device there, or a status change of a command created there): to our
  * dashboards that watch it, as if it had arrived here. */
 static void on_telemetry(gw_bus_t *b, const char *device_id, const char *data, int len)
 {
+    static const char tel[] = "{\"type\":\"telemetry\"";
     gw_dev_t *d = gw_dev_get(b->gw, device_id, false);
-    if (d && d->conn)
-        return; /* ours: our dashboards had it already */
+    if (d && d->conn && len >= (int)sizeof tel - 1 && memcmp(data, tel, sizeof tel - 1) == 0)
+        return; /* telemetry of our own device (its old gateway is late to notice): had it */
     if (len > 0 && ems_device_id_valid(device_id, strlen(device_id))) {
         gw_metric_inc(b->m_tel_in);
         gw_dash_publish(b->gw, device_id, data, (size_t)len);
@@ -740,7 +917,9 @@ static void on_message(gw_bus_t *b, natsMsg *m)
         json_decref(o);
         return;
     }
-    if (strncmp(subj, "ems.presence.", 13) == 0)
+    if (strcmp(subj, ROSTER_SUBJECT) == 0)
+        on_roster(b, o);
+    else if (strncmp(subj, "ems.presence.", 13) == 0)
         on_presence(b, o);
     else if (strncmp(subj, "ems.gw.", 7) == 0)
         on_alive(b, o);
@@ -996,7 +1175,8 @@ void gw_bus_tick(gw_t *gw, int64_t mono)
     if (b->up && mono >= b->next_hb_mono) {
         char subj[160];
         snprintf(subj, sizeof subj, "ems.gw.%s.alive", b->id);
-        publish_json(b, subj, json_pack("{ss}", "gateway", b->id));
+        publish_json(b, subj,
+                     json_pack("{sssI}", "gateway", b->id, "boot", (json_int_t)b->boot_ms));
         b->next_hb_mono = mono + HEARTBEAT_MS;
     }
     peers_check(b, mono);
@@ -1052,6 +1232,7 @@ int gw_bus_start(gw_t *gw)
     if (!b)
         return EMS_ENOMEM;
     b->gw = gw;
+    b->boot_ms = ems_time_now_ms();
     make_token(cfg->gateway_id[0] ? cfg->gateway_id : gw->instance, b->id, sizeof b->id);
     if (parse_url(cfg->nats_url, b->host, sizeof b->host, b->port, sizeof b->port) < 0) {
         ems_log_error("nats_url: '%s' is not nats://HOST:PORT", cfg->nats_url);

@@ -245,6 +245,15 @@ void gw_cmds_online(gw_cmds_t *t, const char *device_id, int64_t now_ms)
     }
 }
 
+void gw_cmds_reask(gw_cmds_t *t, const char *device_id)
+{
+    if (!t->ops->deliver)
+        return;
+    for (gw_cmd_t *c = t->active.head; c; c = c->next)
+        if (c->status == GW_CMD_ACCEPTED && strcmp(c->device_id, device_id) == 0)
+            t->ops->deliver(t->ud, c);
+}
+
 static int status_of_result(ems_result_status_t s)
 {
     switch (s) {

@@ -122,6 +122,14 @@ int gw_cmds_submit(gw_cmds_t *t, const gw_cmd_req_t *req, int64_t now_ms, gw_cmd
  * order, and commands still `sent` are delivered again. */
 void gw_cmds_online(gw_cmds_t *t, const char *device_id, int64_t now_ms);
 
+/* Sends the device's `accepted` commands again (through `deliver`; records
+ * are not changed). The edge answers a command_id it has seen with its
+ * latest result and never executes it twice, so this asks again for an
+ * answer that may have been lost on the way: relayed by another gateway
+ * while the message bus was down, or sent while the device moved between
+ * gateways. */
+void gw_cmds_reask(gw_cmds_t *t, const char *device_id);
+
 /* An answer from the edge, already validated. Returns 0 (applied),
  * EMS_ENOENT (unknown command), EMS_EPERM (the command belongs to another
  * device: a device speaks only for itself), or EMS_EINVAL (not a valid

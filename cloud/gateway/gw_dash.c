@@ -8,7 +8,11 @@
  * A dashboard only subscribes and unsubscribes; commands go through the
  * REST API. On subscribe it gets the current online/offline state of each
  * device it asked for, then live telemetry, device events and command
- * changes. Fan-out encodes each message once into a shared buffer; a
+ * changes. With the message bus on (gw_bus.h), a device's state is what
+ * this gateway or the bus's presence knows (gw_dash_device_view), presence
+ * changes reach the dashboards through gw_dash_device_refresh, and command
+ * changes go to other gateways' watchers too (gw_dash_publish_shared).
+ * Fan-out encodes each message once into a shared buffer; a
  * dashboard whose send queue would pass dashboard_send_queue is closed with
  * 4009 and never slows anyone else down.
  */
@@ -84,24 +88,62 @@ void gw_dash_publish(gw_t *gw, const char *device_id, const char *text, size_t l
     ems_ws_msg_unref(p.msg);
 }
 
-static int device_event_text(const gw_dev_t *d, char *buf, size_t cap)
+void gw_dash_publish_shared(gw_t *gw, const char *device_id, const char *text, size_t len)
 {
-    ems_dash_device_t e;
-    memset(&e, 0, sizeof e);
-    snprintf(e.device_id, sizeof e.device_id, "%s", d->id);
-    e.online = d->conn != NULL;
-    e.since_ms = e.online ? d->connected_ms : (d->offline_ms ? d->offline_ms : d->connected_ms);
-    if (!e.since_ms)
-        e.since_ms = ems_time_now_ms();
-    return ems_dash_device_encode(&e, buf, cap);
+    gw_dash_publish(gw, device_id, text, len);
+    if (gw_bus_wants_telemetry(gw->bus, device_id))
+        gw_bus_dash_message(gw, device_id, text, len);
+}
+
+bool gw_dash_device_view(gw_t *gw, const char *device_id, ems_dash_device_t *e)
+{
+    memset(e, 0, sizeof *e);
+    snprintf(e->device_id, sizeof e->device_id, "%s", device_id);
+    const gw_dev_t *d = gw_dev_get(gw, device_id, false);
+    const gw_bus_presence_t *rp = gw_bus_remote(gw->bus, device_id);
+    if (d && d->conn) {
+        e->online = true;
+        e->since_ms = d->connected_ms;
+    } else if (rp && rp->online) {
+        e->online = true;
+        e->since_ms = rp->since_ms;
+    } else {
+        /* An entry that never connected (a refused upgrade) is not news. */
+        bool local = d && d->offline_ms;
+        if (!local && !rp)
+            return false;
+        e->since_ms = local ? d->offline_ms : 0;
+        if (rp && rp->since_ms > e->since_ms)
+            e->since_ms = rp->since_ms;
+    }
+    if (!e->since_ms)
+        e->since_ms = ems_time_now_ms();
+    return true;
+}
+
+static void device_publish(gw_t *gw, const ems_dash_device_t *e)
+{
+    char buf[256];
+    int n = ems_dash_device_encode(e, buf, sizeof buf);
+    if (n > 0)
+        gw_dash_publish(gw, e->device_id, buf, (size_t)n);
 }
 
 void gw_dash_device_event(gw_t *gw, const gw_dev_t *d)
 {
-    char buf[256];
-    int n = device_event_text(d, buf, sizeof buf);
-    if (n > 0)
-        gw_dash_publish(gw, d->id, buf, (size_t)n);
+    ems_dash_device_t e;
+    if (gw_dash_device_view(gw, d->id, &e))
+        device_publish(gw, &e);
+}
+
+void gw_dash_device_refresh(gw_t *gw, const char *device_id, const ems_dash_device_t *before)
+{
+    ems_dash_device_t e;
+    if (!gw_dash_device_view(gw, device_id, &e))
+        return;
+    if (before && before->online == e.online && before->since_ms == e.since_ms)
+        return;
+    device_publish(gw, &e);
 }
 
 static void send_error(gw_dash_t *ds, const ems_verr_t *err)
@@ -116,11 +158,11 @@ static void send_error(gw_dash_t *ds, const ems_verr_t *err)
  * wait for the next event to draw it. */
 static void send_state(gw_dash_t *ds, const char *id)
 {
-    gw_dev_t *d = gw_dev_get(ds->gw, id, false);
-    if (!d || (!d->conn && !d->offline_ms))
+    ems_dash_device_t e;
+    if (!gw_dash_device_view(ds->gw, id, &e))
         return;
     char buf[256];
-    int n = device_event_text(d, buf, sizeof buf);
+    int n = ems_dash_device_encode(&e, buf, sizeof buf);
     if (n > 0)
         dash_send_text(ds, buf, (size_t)n);
 }
@@ -149,6 +191,13 @@ static void handle_sub(gw_dash_t *ds, const json_t *root)
         void *v;
         for (size_t i = 0; gw_map_next(&gw->devs, &i, &k, &v) && !ds->dropping;)
             send_state(ds, k);
+        /* Then the devices only other gateways have had (presence). */
+        const gw_bus_presence_t *p;
+        for (size_t i = 0; gw_bus_remote_next(gw->bus, &i, &k, &p) && !ds->dropping;) {
+            const gw_dev_t *d = gw_dev_get(gw, k, false);
+            if (!d || !(d->conn || d->offline_ms))
+                send_state(ds, k);
+        }
         return;
     }
     size_t n = ems_dash_sub_count(&s);

@@ -356,6 +356,16 @@ static void dev_on_message(ems_ws_t *ws, const char *data, size_t len, bool bina
         ems_ws_close(ws, 4008, "rate limit exceeded");
         return;
     }
+    /* The common case, one valid packet, is decoded in one pass without a
+     * jansson tree. Anything else, errors included, takes the full path
+     * below, which gives the verdict and the error (telemetry.h). */
+    ems_telemetry_t t;
+    if (ems_telemetry_scan(data, len, &t) == 0) {
+        gw_metric_inc(gw->m.decodes[0]);
+        handle_packet(dc, &t, data, len, !(t.has_backfill && t.backfill), now_ms);
+        return;
+    }
+    gw_metric_inc(gw->m.decodes[1]);
     ems_verr_t err;
     json_t *root = ems_jr_parse(data, len, &err);
     if (!root) {
@@ -365,7 +375,6 @@ static void dev_on_message(ems_ws_t *ws, const char *data, size_t len, bool bina
     }
     const char *type = json_string_value(json_object_get(root, "type"));
     ems_msg_kind_t kind = ems_message_identify(root, &err);
-    ems_telemetry_t t;
     switch (kind) {
     case EMS_MSG_TELEMETRY:
         if (ems_telemetry_from_json(root, &t, &err) == 0) {

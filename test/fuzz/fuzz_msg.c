@@ -5,10 +5,13 @@
  * Beyond "no crash, no leak, no undefined behaviour", it checks properties:
  * a packet or command the decoder accepts must encode, and decode again to
  * the same value; a timestamp that parses must format and parse back to the
- * same instant. Seed corpus: test/vectors (test/suites/15-fuzz.sh).
+ * same instant. The one-pass telemetry decoder (ems_telemetry_scan) must
+ * never accept what the full one refuses, and must decode the same struct.
+ * Seed corpus: test/vectors (test/suites/15-fuzz.sh).
  */
 #include "batch.h"
 #include "command.h"
+#include "error.h"
 #include "jread.h"
 #include "message.h"
 #include "telemetry.h"
@@ -16,6 +19,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 static void on_item(void *ctx, const ems_batch_item_t *item)
 {
@@ -35,6 +39,22 @@ static void check_telemetry(const json_t *root)
     int n = ems_telemetry_encode(&t, buf, sizeof buf);
     if (n <= 0 || ems_telemetry_decode(buf, (size_t)n, &back, &err) != 0 ||
         !ems_telemetry_equal(&t, &back))
+        abort();
+}
+
+/* The fast path either leaves the text to the full decoder or agrees with
+ * it: the gateway's full path is parse, classify as telemetry, decode. */
+static void check_scan(const uint8_t *data, size_t size, const json_t *root)
+{
+    ems_telemetry_t fast, full;
+    ems_verr_t err;
+    int rc = ems_telemetry_scan((const char *)data, size, &fast);
+    if (rc == EMS_EAGAIN)
+        return;
+    memset(&full, 0, sizeof full);
+    if (rc != 0 || !root || ems_message_identify(root, &err) != EMS_MSG_TELEMETRY ||
+        ems_telemetry_from_json(root, &full, &err) != 0 || !ems_telemetry_equal(&fast, &full) ||
+        memcmp(&fast, &full, sizeof fast) != 0)
         abort();
 }
 
@@ -67,6 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ems_verr_t err;
     check_time(data, size);
     json_t *root = ems_jr_parse((const char *)data, size, &err);
+    check_scan(data, size, root);
     if (!root)
         return 0;
     ems_message_identify(root, &err);

@@ -490,3 +490,141 @@ def raw_upgrade(env, path, headers=None):
         s.close()
         return st, h, None
     return st, h, RawWs(s, rest)
+
+
+# ---------------------------------------------------------- several gateways (NATS)
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class BusGateway:
+    """One of several gateways sharing an Env's PostgreSQL, DB writer and
+    session key (docs/scaling.md): the Env's clients pointed at its port."""
+
+    def __init__(self, env, name):
+        self.env, self.name = env, name
+        self.proc = None
+        self.port = None
+
+    def start(self, **over):
+        e = self.env
+        portfile = os.path.join(e.dir, f"port-{self.name}")
+        if os.path.exists(portfile):
+            os.unlink(portfile)
+        args = {"listen": "127.0.0.1:0", "tls": "off", "dbwriter_socket": e.sock,
+                "session_key_file": e.keyfile, "static_dir": e.static, "port_file": portfile,
+                "log_level": "info", "auth_cache_s": "0", "gateway_id": self.name}
+        args.update({k: str(v) for k, v in over.items()})
+        argv = [os.path.join(BUILD, "ems-gateway")] + [f"--{k}={v}" for k, v in args.items()]
+        self.proc = Proc(f"ems-gateway {self.name}", argv,
+                         os.path.join(e.dir, f"gateway-{self.name}.log"))
+        if not wait_for(lambda: os.path.exists(portfile) or not self.proc.alive(), 30):
+            raise RuntimeError(f"gateway {self.name} did not start")
+        if not self.proc.alive():
+            raise RuntimeError(f"gateway {self.name} exited:\n" + self.proc.text()[-3000:])
+        with open(portfile) as f:
+            self.port = int(f.read())
+        wait_for(lambda: self.http("GET", "/healthz")[0] == 200, 20)
+
+    def _view(self):
+        v = Env.__new__(Env)
+        v.__dict__.update(self.env.__dict__)
+        v.port = self.port
+        return v
+
+    def http(self, *a, **kw):
+        return self._view().http(*a, **kw)
+
+    async def device(self, dev, token):
+        return await self._view().device(dev, token)
+
+    async def dashboard(self, cookie):
+        return await self._view().dashboard(cookie)
+
+
+class BusDevice:
+    """A device client that answers each command accepted, then completed
+    `complete_after` seconds later, and records the commands it got. Like
+    the edge, it answers a command_id it has seen with its latest answer and
+    never executes it again."""
+
+    def __init__(self, side, dev, token, complete_after=0.05):
+        self.side, self.dev, self.token = side, dev, token
+        self.complete_after = complete_after
+        self.received = []
+        self.last = {}  # command_id -> the latest status it answered
+        self.ws = self.task = None
+
+    async def start(self):
+        self.ws = await self.side.device(self.dev, self.token)
+        json.loads(await asyncio.wait_for(self.ws.recv(), 5))  # welcome
+        self.task = asyncio.ensure_future(self.run())
+
+    async def answer(self, cid, status):
+        self.last[cid] = status
+        await self.ws.send(json.dumps({
+            "type": "command_result", "command_id": cid, "status": status,
+            "timestamp": iso(int(time.time() * 1000))}))
+
+    async def execute(self, cid):
+        try:
+            await self.answer(cid, "accepted")
+            await asyncio.sleep(self.complete_after)
+            await self.answer(cid, "completed")
+        except Exception:
+            pass
+
+    async def run(self):
+        try:
+            async for raw in self.ws:
+                m = json.loads(raw)
+                if "action" not in m:
+                    continue
+                self.received.append(m)
+                cid = m["command_id"]
+                if cid in self.last:
+                    await self.answer(cid, self.last[cid])
+                else:
+                    self.last[cid] = "accepted"
+                    asyncio.ensure_future(self.execute(cid))
+        except Exception:
+            pass
+
+    async def send_packets(self, first_seq, n, every=0.2):
+        for i in range(n):
+            await self.ws.send(json.dumps(packet(self.dev, first_seq + i)))
+            await asyncio.sleep(every)
+
+    def count(self, cid):
+        return sum(1 for m in self.received if m["command_id"] == cid)
+
+
+class Nats:
+    """A private nats-server on loopback (start/stop/start keeps the port)."""
+
+    def __init__(self, env):
+        self.env = env
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        self.proc = Proc("nats-server", [shutil.which("nats-server") or "nats-server", "-a",
+                                            "127.0.0.1", "-p", str(self.port)],
+                            os.path.join(self.env.dir, "nats.log"))
+        ok = wait_for(lambda: socket.create_connection(("127.0.0.1", self.port), 1).close()
+                         is None, 10)
+        if not ok:
+            raise RuntimeError("nats-server did not start:\n" + self.proc.text()[-2000:])
+
+    def stop(self):
+        if self.proc:
+            self.proc.stop()
+            self.proc = None
+
+    def url(self):
+        return f"nats://127.0.0.1:{self.port}"

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import time
 
 spec = importlib.util.spec_from_file_location(
@@ -31,117 +30,10 @@ tap = gw.Tap()
 SET = {"action": "SET_MODE", "payload": {"target_mode": "MANUAL_DISCHARGE", "target_power": 500}}
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Side:
-    """One gateway of the pair: the Env's clients pointed at its port."""
-
-    def __init__(self, env, name):
-        self.env, self.name = env, name
-        self.proc = None
-        self.port = None
-
-    def start(self, **over):
-        e = self.env
-        portfile = os.path.join(e.dir, f"port-{self.name}")
-        if os.path.exists(portfile):
-            os.unlink(portfile)
-        args = {"listen": "127.0.0.1:0", "tls": "off", "dbwriter_socket": e.sock,
-                "session_key_file": e.keyfile, "static_dir": e.static, "port_file": portfile,
-                "log_level": "info", "auth_cache_s": "0", "gateway_id": self.name}
-        args.update({k: str(v) for k, v in over.items()})
-        argv = [os.path.join(gw.BUILD, "ems-gateway")] + [f"--{k}={v}" for k, v in args.items()]
-        self.proc = gw.Proc(f"ems-gateway {self.name}", argv,
-                            os.path.join(e.dir, f"gateway-{self.name}.log"))
-        if not gw.wait_for(lambda: os.path.exists(portfile) or not self.proc.alive(), 30):
-            raise RuntimeError(f"gateway {self.name} did not start")
-        if not self.proc.alive():
-            raise RuntimeError(f"gateway {self.name} exited:\n" + self.proc.text()[-3000:])
-        with open(portfile) as f:
-            self.port = int(f.read())
-        gw.wait_for(lambda: self.http("GET", "/healthz")[0] == 200, 20)
-
-    def _view(self):
-        v = gw.Env.__new__(gw.Env)
-        v.__dict__.update(self.env.__dict__)
-        v.port = self.port
-        return v
-
-    def http(self, *a, **kw):
-        return self._view().http(*a, **kw)
-
-    async def device(self, dev, token):
-        return await self._view().device(dev, token)
-
-    async def dashboard(self, cookie):
-        return await self._view().dashboard(cookie)
-
-
-class Edge:
-    """A device that answers accepted then completed, and counts commands."""
-
-    def __init__(self, side, dev, token):
-        self.side, self.dev, self.token = side, dev, token
-        self.received = []
-        self.ws = self.task = None
-
-    async def start(self):
-        self.ws = await self.side.device(self.dev, self.token)
-        json.loads(await asyncio.wait_for(self.ws.recv(), 5))  # welcome
-        self.task = asyncio.ensure_future(self.run())
-
-    async def run(self):
-        try:
-            async for raw in self.ws:
-                m = json.loads(raw)
-                if "action" not in m:
-                    continue
-                self.received.append(m)
-                for status in ("accepted", "completed"):
-                    await self.ws.send(json.dumps({
-                        "type": "command_result", "command_id": m["command_id"],
-                        "status": status, "timestamp": gw.iso(int(time.time() * 1000))}))
-                    await asyncio.sleep(0.05)
-        except Exception:
-            pass
-
-    async def send_packets(self, first_seq, n, every=0.2):
-        for i in range(n):
-            await self.ws.send(json.dumps(gw.packet(self.dev, first_seq + i)))
-            await asyncio.sleep(every)
-
-    def count(self, cid):
-        return sum(1 for m in self.received if m["command_id"] == cid)
-
-
-class Nats:
-    def __init__(self, env):
-        self.env = env
-        self.port = free_port()
-        self.proc = None
-
-    def start(self):
-        self.proc = gw.Proc("nats-server", [shutil.which("nats-server") or "nats-server", "-a",
-                                            "127.0.0.1", "-p", str(self.port)],
-                            os.path.join(self.env.dir, "nats.log"))
-        ok = gw.wait_for(lambda: socket.create_connection(("127.0.0.1", self.port), 1).close()
-                         is None, 10)
-        if not ok:
-            raise RuntimeError("nats-server did not start:\n" + self.proc.text()[-2000:])
-
-    def stop(self):
-        if self.proc:
-            self.proc.stop()
-            self.proc = None
-
-    def url(self):
-        return f"nats://127.0.0.1:{self.port}"
+free_port = gw.free_port
+Side = gw.BusGateway
+Edge = gw.BusDevice
+Nats = gw.Nats
 
 
 async def arun(fn, *a):
