@@ -284,6 +284,7 @@ int ems_link_put_credentials(ems_link_buf_t *b, const char *device_id, size_t le
 
 /* TELEMETRY payload header: u64 link_seq, u16 version, u16 count. */
 #define TEL_HEAD 12u
+#define TEL_VERSION_OFF (EMS_LINK_HEADER + 8u)
 #define TEL_COUNT_OFF (EMS_LINK_HEADER + 10u)
 
 int ems_link_telemetry_begin(ems_link_buf_t *b, uint64_t link_seq, size_t *mark)
@@ -294,7 +295,7 @@ int ems_link_telemetry_begin(ems_link_buf_t *b, uint64_t link_seq, size_t *mark)
     ems_link_frame_begin(b, EMS_LINK_TELEMETRY, mark);
     uint8_t h[TEL_HEAD];
     le64(h, link_seq);
-    le16(h + 8, EMS_LINK_RECORD_VERSION);
+    le16(h + 8, 1); /* raised to 2 by the first record with energy */
     le16(h + 10, 0);
     ems_link_put_bytes(b, h, sizeof h);
     return 0;
@@ -318,11 +319,13 @@ int ems_link_telemetry_add(ems_link_buf_t *b, size_t mark, const ems_telemetry_t
         (t->has_target_mode && (unsigned)t->target_mode >= EMS_TARGET_COUNT) ||
         (t->has_wifi_strength && (t->wifi_strength < -128 || t->wifi_strength > 127)))
         return EMS_EINVAL;
-    int rc = ems_link_buf_reserve(b, EMS_LINK_RECORD_FIXED + idlen);
+    int rc = ems_link_buf_reserve(b, EMS_LINK_RECORD_FIXED + idlen +
+                                         (t->has_energy ? EMS_LINK_RECORD_ENERGY : 0));
     if (rc < 0)
         return rc;
 
     uint16_t flags = 0;
+    if (t->has_energy) flags |= EMS_LINK_F_HAS_ENERGY;
     if (t->has_seq) flags |= EMS_LINK_F_HAS_SEQ;
     if (t->has_backlog) flags |= EMS_LINK_F_HAS_BACKLOG;
     if (t->has_wifi_strength) flags |= EMS_LINK_F_HAS_WIFI;
@@ -361,6 +364,14 @@ int ems_link_telemetry_add(ems_link_buf_t *b, size_t mark, const ems_telemetry_t
     };
     for (int i = 0; i < 9; i++)
         le64(p, dbits(d[i])), p += 8;
+    if (t->has_energy) {
+        const double e[4] = {t->energy_battery_charged_wh, t->energy_battery_discharged_wh,
+                             t->energy_grid_import_wh, t->energy_grid_export_wh};
+        for (int i = 0; i < 4; i++)
+            le64(p, dbits(e[i])), p += 8;
+        le64(p, (uint64_t)t->energy_since_ms), p += 8;
+        le16(b->data + mark + TEL_VERSION_OFF, 2);
+    }
     b->len = (size_t)(p - b->data);
     le16(b->data + mark + TEL_COUNT_OFF, (uint16_t)(count + 1));
     return 0;
@@ -379,9 +390,10 @@ int ems_link_telemetry_open(ems_link_telemetry_reader_t *r, const ems_link_frame
         return EMS_EPROTO;
     const uint8_t *p = f->payload;
     r->link_seq = rd64(p);
-    unsigned version = rd16(p + 8);
+    r->version = rd16(p + 8);
     r->count = rd16(p + 10);
-    if (version != EMS_LINK_RECORD_VERSION || r->count == 0 || r->count > EMS_LINK_RECORDS_MAX)
+    if (r->version < 1 || r->version > EMS_LINK_RECORD_VERSION || r->count == 0 ||
+        r->count > EMS_LINK_RECORDS_MAX)
         return EMS_EPROTO;
     r->p = p + TEL_HEAD;
     r->end = p + f->len;
@@ -425,6 +437,17 @@ int ems_link_telemetry_next(ems_link_telemetry_reader_t *r, ems_telemetry_t *t,
     if (state >= EMS_STATE_COUNT || mode >= EMS_MODE_COUNT ||
         ((flags & EMS_LINK_F_HAS_TARGET_MODE) && target >= EMS_TARGET_COUNT))
         return EMS_EPROTO;
+    if (flags & EMS_LINK_F_HAS_ENERGY) {
+        if (r->version < 2 || (size_t)(r->end - p) < EMS_LINK_RECORD_ENERGY)
+            return EMS_EPROTO;
+        t->has_energy = true;
+        t->energy_battery_charged_wh = bitsd(rd64(p));
+        t->energy_battery_discharged_wh = bitsd(rd64(p + 8));
+        t->energy_grid_import_wh = bitsd(rd64(p + 16));
+        t->energy_grid_export_wh = bitsd(rd64(p + 24));
+        t->energy_since_ms = (int64_t)rd64(p + 32);
+        p += EMS_LINK_RECORD_ENERGY;
+    }
     t->state = (ems_state_t)state;
     t->mode = (ems_mode_t)mode;
     t->has_seq = flags & EMS_LINK_F_HAS_SEQ;

@@ -66,9 +66,10 @@
 /* Telemetry records per TELEMETRY frame. The largest record is
  * EMS_LINK_RECORD_MAX bytes, so a full frame stays far below the frame limit. */
 #define EMS_LINK_RECORDS_MAX 4096u
-#define EMS_LINK_RECORD_VERSION 1u   /* layout of one telemetry record */
+#define EMS_LINK_RECORD_VERSION 2u   /* newest layout of one telemetry record */
 #define EMS_LINK_RECORD_FIXED 115u   /* record bytes besides the device id */
-#define EMS_LINK_RECORD_MAX (EMS_LINK_RECORD_FIXED + EMS_DEVICE_ID_MAX)
+#define EMS_LINK_RECORD_ENERGY 40u   /* version 2: the energy block, if present */
+#define EMS_LINK_RECORD_MAX (EMS_LINK_RECORD_FIXED + EMS_LINK_RECORD_ENERGY + EMS_DEVICE_ID_MAX)
 #define EMS_LINK_REASON_MAX 512u     /* longest reason text in REJECT / ERROR */
 
 /* Frame kinds. Direction: G = gateway -> DB writer, D = DB writer -> gateway. */
@@ -82,7 +83,7 @@ typedef enum {
      *   UTF-8 reason text (at most EMS_LINK_REASON_MAX bytes). */
     EMS_LINK_ERROR = 2,
     /* G, durable: a batch of telemetry records.
-     *   u64 link_seq, u16 record version (EMS_LINK_RECORD_VERSION),
+     *   u64 link_seq, u16 record version (1 or 2, see below),
      *   u16 record count (1..EMS_LINK_RECORDS_MAX), then the records
      *   (see ems_link_telemetry_add for the layout). */
     EMS_LINK_TELEMETRY = 3,
@@ -204,6 +205,19 @@ int ems_link_put_credentials(ems_link_buf_t *b, const char *device_id, size_t le
  *                           soc, temperature, grid voltage, power, frequency
  *                           (IEEE-754 binary64 bit patterns)
  *
+ * Version 2 is version 1 plus the energy counters: when flags has
+ * EMS_LINK_F_HAS_ENERGY, 40 more bytes follow the nine f64:
+ *
+ *     f64 x 4               battery charged, battery discharged, grid
+ *                           import, grid export (Wh)
+ *     i64 energy_since_ms   start of the counters' series (UTC ms)
+ *
+ * A version 1 record is therefore a valid version 2 record without energy.
+ * The frame header says the version: begin writes 1, and the first record
+ * with energy raises the frame to 2, so a frame without energy (an older
+ * edge) is still readable by a DB writer that knows only version 1. The
+ * reader takes both; HAS_ENERGY in a version 1 frame is malformed.
+ *
  * The record carries every field of ems_telemetry_t, so decode(encode(t))
  * is ems_telemetry_equal to t. add returns 0, EMS_ENOMEM, EMS_EINVAL (bad
  * device id, enum out of range) or EMS_ENOSPC (EMS_LINK_RECORDS_MAX reached);
@@ -218,6 +232,7 @@ int ems_link_put_credentials(ems_link_buf_t *b, const char *device_id, size_t le
 #define EMS_LINK_F_CLOCK_SYNCED 0x0080u
 #define EMS_LINK_F_HAS_BACKFILL 0x0100u
 #define EMS_LINK_F_BACKFILL 0x0200u
+#define EMS_LINK_F_HAS_ENERGY 0x0400u /* version 2 only */
 
 int ems_link_telemetry_begin(ems_link_buf_t *b, uint64_t link_seq, size_t *mark);
 int ems_link_telemetry_add(ems_link_buf_t *b, size_t mark, const ems_telemetry_t *t,
@@ -298,12 +313,13 @@ int ems_link_parse_credentials(const ems_link_frame_t *f, char *id);
  *     if (ems_link_telemetry_open(&r, &frame) < 0) ...;   // r.link_seq, r.count
  *     while ((rc = ems_link_telemetry_next(&r, &t, &received_ms)) == 1) ...;
  *
- * open checks the header (version, count 1..EMS_LINK_RECORDS_MAX); next
+ * open checks the header (version 1 or 2, count 1..EMS_LINK_RECORDS_MAX); next
  * returns 1 per record, 0 after the last, EMS_EPROTO on a truncated or
  * malformed record (bad id, enum out of range, bytes left over at the end). */
 typedef struct {
     const uint8_t *p, *end;
     uint64_t link_seq;
+    unsigned version; /* record layout of the frame: 1 or 2 */
     unsigned count; /* records in the frame */
     unsigned index; /* records read so far */
 } ems_link_telemetry_reader_t;

@@ -158,11 +158,11 @@ static bool m_unnest_text(bench_t *b)
     PGresult *r = PQprepare(b->conn, "b_txt", ems_ingest_insert_sql(b->rollup), 0, NULL);
     if (!res_ok(b->conn, r, "prepare"))
         return false;
-    ems_link_buf_t arr[20] = {{0}};
+    ems_link_buf_t arr[EMS_INGEST_NCOLS] = {{0}};
     bool ok = true;
     for (unsigned off = 0; ok && off < b->nrows; off += b->batch) {
         unsigned n = b->nrows - off < b->batch ? b->nrows - off : b->batch;
-        for (int c = 0; c < 20; c++) {
+        for (int c = 0; c < EMS_INGEST_NCOLS; c++) {
             ems_link_buf_reset(&arr[c]);
             ems_link_put_u8(&arr[c], '{');
         }
@@ -170,22 +170,22 @@ static bool m_unnest_text(bench_t *b)
             char buf[20][72];
             const char *v[20];
             row_text(b, &b->rows[off + i], buf, v);
-            for (int c = 0; c < 20; c++) {
+            for (int c = 0; c < EMS_INGEST_NCOLS; c++) {
                 if (i)
                     ems_link_put_u8(&arr[c], ',');
-                const char *s = v[c] ? v[c] : "NULL";
+                const char *s = c < 20 && v[c] ? v[c] : "NULL"; /* no energy counters */
                 ems_link_put_bytes(&arr[c], s, strlen(s));
             }
         }
-        const char *vals[20];
-        for (int c = 0; c < 20; c++) {
+        const char *vals[EMS_INGEST_NCOLS];
+        for (int c = 0; c < EMS_INGEST_NCOLS; c++) {
             ems_link_put_bytes(&arr[c], "}", 2);
             vals[c] = (const char *)arr[c].data;
         }
-        r = PQexecPrepared(b->conn, "b_txt", 20, vals, NULL, NULL, 0);
+        r = PQexecPrepared(b->conn, "b_txt", EMS_INGEST_NCOLS, vals, NULL, NULL, 0);
         ok = res_ok(b->conn, r, "insert");
     }
-    for (int c = 0; c < 20; c++)
+    for (int c = 0; c < EMS_INGEST_NCOLS; c++)
         ems_link_buf_free(&arr[c]);
     exec_ok(b->conn, "DEALLOCATE b_txt");
     return ok;

@@ -5,6 +5,7 @@
 #include "log.h"
 #include "status.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,16 +17,20 @@
     "INSERT INTO telemetry (device_id, ts, seq, received_at, state, mode, target_mode,"  \
     " target_power, error_flags, wifi_strength, battery_voltage, battery_current,"       \
     " battery_power, battery_soc, battery_temperature, grid_voltage, grid_power,"        \
-    " grid_frequency, clock_synced, backfill)"                                           \
+    " grid_frequency, clock_synced, backfill, energy_since, energy_charged_mwh,"         \
+    " energy_discharged_mwh, energy_import_mwh, energy_export_mwh)"                      \
     " SELECT r.device_id, r.ts, r.seq, r.received_at, r.state::ems_state,"               \
     " r.mode::ems_mode, r.target_mode::ems_target_mode, r.target_power, r.error_flags,"  \
-    " r.wifi_strength, r.bv, r.bi, r.bp, r.soc, r.temp, r.gv, r.gp, r.gf, r.cs, r.bf"    \
+    " r.wifi_strength, r.bv, r.bi, r.bp, r.soc, r.temp, r.gv, r.gp, r.gf, r.cs, r.bf,"   \
+    " r.es, r.ec, r.ed, r.ei, r.ee"                                                      \
     " FROM unnest($1::text[], $2::timestamptz[], $3::int8[], $4::timestamptz[],"         \
     " $5::text[], $6::text[], $7::text[], $8::float4[], $9::int4[], $10::int2[],"        \
     " $11::float4[], $12::float4[], $13::float4[], $14::float4[], $15::float4[],"        \
-    " $16::float4[], $17::float4[], $18::float4[], $19::bool[], $20::bool[])"            \
+    " $16::float4[], $17::float4[], $18::float4[], $19::bool[], $20::bool[],"            \
+    " $21::timestamptz[], $22::int8[], $23::int8[], $24::int8[], $25::int8[])"           \
     " AS r(device_id, ts, seq, received_at, state, mode, target_mode, target_power,"     \
-    " error_flags, wifi_strength, bv, bi, bp, soc, temp, gv, gp, gf, cs, bf)"            \
+    " error_flags, wifi_strength, bv, bi, bp, soc, temp, gv, gp, gf, cs, bf,"            \
+    " es, ec, ed, ei, ee)"                                                               \
     " ON CONFLICT DO NOTHING"
 
 /* TimescaleDB: continuous aggregates follow the table by themselves. */
@@ -65,7 +70,9 @@ static const Oid COL_TYPES[NCOLS] = {
     EMS_PG_OID_INT2_ARRAY,   EMS_PG_OID_FLOAT4_ARRAY,      EMS_PG_OID_FLOAT4_ARRAY,
     EMS_PG_OID_FLOAT4_ARRAY, EMS_PG_OID_FLOAT4_ARRAY,      EMS_PG_OID_FLOAT4_ARRAY,
     EMS_PG_OID_FLOAT4_ARRAY, EMS_PG_OID_FLOAT4_ARRAY,      EMS_PG_OID_FLOAT4_ARRAY,
-    EMS_PG_OID_BOOL_ARRAY,   EMS_PG_OID_BOOL_ARRAY,
+    EMS_PG_OID_BOOL_ARRAY,   EMS_PG_OID_BOOL_ARRAY,        EMS_PG_OID_TIMESTAMPTZ_ARRAY,
+    EMS_PG_OID_INT8_ARRAY,   EMS_PG_OID_INT8_ARRAY,        EMS_PG_OID_INT8_ARRAY,
+    EMS_PG_OID_INT8_ARRAY,
 };
 
 static const Oid ELEM_TYPES[NCOLS] = {
@@ -74,6 +81,8 @@ static const Oid ELEM_TYPES[NCOLS] = {
     EMS_PG_OID_INT4,   EMS_PG_OID_INT2,        EMS_PG_OID_FLOAT4, EMS_PG_OID_FLOAT4,
     EMS_PG_OID_FLOAT4, EMS_PG_OID_FLOAT4,      EMS_PG_OID_FLOAT4, EMS_PG_OID_FLOAT4,
     EMS_PG_OID_FLOAT4, EMS_PG_OID_FLOAT4,      EMS_PG_OID_BOOL,   EMS_PG_OID_BOOL,
+    EMS_PG_OID_TIMESTAMPTZ, EMS_PG_OID_INT8,   EMS_PG_OID_INT8,   EMS_PG_OID_INT8,
+    EMS_PG_OID_INT8,
 };
 
 /* telemetry.error_flags bit positions are frozen in the schema (0001_init:
@@ -359,6 +368,21 @@ void ems_ingest_cols_add(ems_pg_array_t cols[EMS_INGEST_NCOLS], const ems_teleme
     else
         ems_pg_array_null(&c[18]);
     ems_pg_array_bool(&c[19], t->has_backfill && t->backfill);
+    /* Energy counters in whole mWh (the edge sends at most three decimals
+     * of Wh, docs/protocol.md 2.1), all five or none (0005_energy). */
+    const double e[4] = {t->energy_battery_charged_wh, t->energy_battery_discharged_wh,
+                         t->energy_grid_import_wh, t->energy_grid_export_wh};
+    bool energy = t->has_energy;
+    for (int i = 0; energy && i < 4; i++) /* the gateway checked; a bad link record too */
+        energy = e[i] >= 0 && e[i] <= EMS_ENERGY_WH_MAX;
+    if (energy) {
+        ems_pg_array_ts_ms(&c[20], t->energy_since_ms);
+        for (int i = 0; i < 4; i++)
+            ems_pg_array_i64(&c[21 + i], llround(e[i] * 1000.0));
+    } else {
+        for (int i = 20; i < 25; i++)
+            ems_pg_array_null(&c[i]);
+    }
 }
 
 int ems_ingest_cols_params(ems_pg_array_t cols[EMS_INGEST_NCOLS], const char *vals[EMS_INGEST_NCOLS],

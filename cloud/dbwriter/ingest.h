@@ -118,7 +118,7 @@ void ems_ingest_close(ems_ingest_t *g, void (*cb)(void *ud), void *ud);
 
 /* The insert statement and its row encoding, shared with the benchmark
  * (bench.c) so that it measures exactly what the writer sends. */
-#define EMS_INGEST_NCOLS 20
+#define EMS_INGEST_NCOLS 25 /* 20 measurements + 5 energy (0005_energy) */
 const char *ems_ingest_insert_sql(bool rollup);
 const Oid *ems_ingest_col_types(void); /* EMS_INGEST_NCOLS array types */
 void ems_ingest_cols_reset(ems_pg_array_t cols[EMS_INGEST_NCOLS]);

@@ -1212,7 +1212,10 @@ int main(int argc, char **argv)
         .conninfo = a->cfg.dsn,
         .name = "pg query",
         .app_name = "ems-dbwriter-query",
-        .options = "-c statement_timeout=30000",
+        /* jit=off: the planner's cost of a fleet-wide energy query passes
+         * jit_above_cost, and compiling it took 2.5 s of a 0.4 s query
+         * (docs/energy.md); none of these queries gains from JIT. */
+        .options = "-c statement_timeout=30000 -c jit=off",
     };
     ems_ingest_opts_t io = {
         .batch_rows = a->cfg.batch_rows,

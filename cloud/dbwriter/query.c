@@ -19,6 +19,7 @@
 #define RAW_LIMIT 5000      /* rows per raw answer; more sets "truncated" */
 #define BUCKET_LIMIT 4000   /* buckets per downsampled answer */
 #define LATEST_MAX_IDS 2000 /* device ids per latest query (ask in pages) */
+#define ENERGY_BUCKETS_MAX 1200 /* days or months per energy answer (~300 bytes each) */
 
 /* A time as SQL: Unix ms as an int8 parameter, exact (no float). */
 #define TS(n) "(TIMESTAMPTZ 'epoch' + $" #n "::int8 * INTERVAL '1 millisecond')"
@@ -158,6 +159,121 @@ static const char SQL_DEVICES[] =
     " 'created_at', ems_rfc3339(created_at), 'revoked_at', ems_rfc3339(revoked_at))"
     " ORDER BY device_id), '[]')::text FROM devices";
 
+/* Energy per local day or month (docs/energy.md), from the energy rollups
+ * (0005_energy): per device and minute, and per device and hour, the
+ * sample count and the first and last counter vectors. Parameters: $1
+ * device id or NULL for the whole fleet, $2/$3 the range as Unix ms or a
+ * local date (YYYY-MM-DD or YYYY-MM), $4 the time zone, $5 'day' or
+ * 'month'.
+ *
+ *   p0  the range: lo = the start of the local day/month holding `from`,
+ *       hi = `to` (a local date means its local midnight);
+ *   k   the local buckets of the range (every one is answered);
+ *   p   lim: where the rollups end (hi, or the plain rollup's watermark);
+ *       eh: the UTC hours in [lo, lim) that a bucket edge (or lim) cuts:
+ *       only zones with half-hour offsets have such edges inside;
+ *   s   the items in [lo, hi): whole hours with one counter series, the
+ *       minutes of the other whole hours, the minutes of the cut hours,
+ *       and in plain PostgreSQL mode the raw rows above the watermark;
+ *   m   s plus, per device, the last item before lo (at most
+ *       ENERGY_LOOKBACK back), so the first one has a predecessor;
+ *   e   in time order per device, with the previous item's last vector;
+ *   g   summed per local bucket (ems_energy_delta: differences within a
+ *       series, a new series counted from 0, a gap credited to the item
+ *       that ends it), with the samples and covered minutes. */
+#define ENERGY_LOOKBACK "INTERVAL '62 days'"
+#define ENERGY_TIME(n)                                                                   \
+    "(CASE WHEN $" #n "::text ~ '^-?[0-9]+$' THEN TIMESTAMPTZ 'epoch' + $" #n "::text::int8"  \
+    " * INTERVAL '1 millisecond' ELSE (CASE WHEN length($" #n "::text) = 7 THEN $" #n "::text"  \
+    " || '-01' ELSE $" #n "::text END)::date::timestamp AT TIME ZONE $4::text END)"
+#define ENERGY_DEV(col) "($1::text IS NULL OR " col " = $1)"
+#define ENERGY_VEC                                                                       \
+    "ems_energy_vec(energy_since, energy_charged_mwh, energy_discharged_mwh,"            \
+    " energy_import_mwh, energy_export_mwh)"
+#define HOUR(x) "date_bin('1 hour', " x ", " ORIGIN ")"
+#define ENERGY_WH(k) "round(sum(ems_energy_delta(pl, f, l, " #k "))::numeric / 1000, 3)"
+/* minutes: the minute table; mend: where minutes end (exclusive); raw:
+ * more items (" UNION ALL ...") or ""; raw_prev: a prev candidate or "". */
+/* The range as InitPlan parameters (scalar subqueries), so that they reach
+ * the indexes (a join with the CTE would filter after the scan). */
+#define LO "(SELECT lo FROM p)"
+#define HI "(SELECT hi FROM p)"
+#define LIM "(SELECT lim FROM p)"
+#define EH "(SELECT eh FROM p)::timestamptz[]"
+/* OFFSET 0 keeps the planner from turning a LATERAL lookup of one hour's
+ * minutes into a hash join over all minutes of the table. */
+#define ENERGY_SQL(minutes, mend, raw, raw_prev)                                          \
+    "WITH p0 AS (SELECT date_trunc($5::text, " ENERGY_TIME(2) ", $4::text) AS lo,"          \
+    " " ENERGY_TIME(3) " AS hi),"                                                        \
+    " k AS (SELECT z AT TIME ZONE $4::text AS b,"                                        \
+    " (z + ('1 ' || $5::text)::interval) AT TIME ZONE $4::text AS b_end"                 \
+    " FROM p0, generate_series(p0.lo AT TIME ZONE $4::text, p0.hi AT TIME ZONE $4::text," \
+    " ('1 ' || $5::text)::interval) z WHERE z AT TIME ZONE $4::text < p0.hi),"            \
+    " p AS (SELECT lo, hi, lim, ARRAY(SELECT DISTINCT " HOUR("x") " FROM (SELECT b FROM k"  \
+    " UNION ALL SELECT lim) e(x) WHERE x <> " HOUR("x") " AND x >= lo AND x <= lim"        \
+    " AND lim > lo) AS eh FROM (SELECT lo, hi, least(hi, " mend ") AS lim FROM p0) q),"    \
+    " s AS (SELECT device_id, bucket AS t, n_energy AS n, minutes AS mins, energy_first AS f," \
+    " energy_last AS l FROM telemetry_energy_1h WHERE " ENERGY_DEV("device_id")             \
+    " AND bucket >= " LO " AND bucket <= " LIM " - INTERVAL '1 hour' AND bucket <> ALL (" EH ")" \
+    " AND energy_first[1] = energy_last[1]"                                              \
+    " UNION ALL"                                                                         \
+    " SELECT x.device_id, x.bucket, x.n_energy, 1, x.energy_first, x.energy_last"        \
+    " FROM telemetry_energy_1h h CROSS JOIN LATERAL (SELECT * FROM " minutes               \
+    " WHERE device_id = h.device_id AND bucket >= h.bucket"                              \
+    " AND bucket < h.bucket + INTERVAL '1 hour' AND n_energy > 0 OFFSET 0) x"            \
+    " WHERE " ENERGY_DEV("h.device_id") " AND h.bucket >= " LO                           \
+    " AND h.bucket <= " LIM " - INTERVAL '1 hour'"                                       \
+    " AND h.bucket <> ALL (" EH ") AND h.energy_first[1] <> h.energy_last[1]"            \
+    " UNION ALL"                                                                         \
+    " SELECT x.device_id, x.bucket, x.n_energy, 1, x.energy_first, x.energy_last"        \
+    " FROM unnest(" EH ") eh CROSS JOIN LATERAL (SELECT * FROM " minutes " WHERE "        \
+    ENERGY_DEV("device_id") " AND bucket >= greatest(eh, " LO ")"                         \
+    " AND bucket < least(eh + INTERVAL '1 hour', " LIM ") AND n_energy > 0 OFFSET 0) x"   \
+    raw "),"                                                                             \
+" m AS (SELECT * FROM s UNION ALL SELECT y.* FROM (SELECT DISTINCT device_id AS id FROM s) dv" \
+    " CROSS JOIN LATERAL (SELECT * FROM ("                                               \
+    "(SELECT device_id, bucket AS t, n_energy AS n, minutes AS mins, energy_first AS f,"  \
+    " energy_last AS l FROM telemetry_energy_1h WHERE device_id = dv.id"                 \
+    " AND bucket <= " LO " - INTERVAL '1 hour' AND bucket >= " LO " - " ENERGY_LOOKBACK       \
+    " ORDER BY bucket DESC LIMIT 1)"                                                     \
+    " UNION ALL"                                                                         \
+    " (SELECT device_id, bucket, n_energy, 1, energy_first, energy_last FROM " minutes    \
+    " WHERE device_id = dv.id AND bucket < least(" LO ", " mend ")"                      \
+    " AND bucket > " LO " - INTERVAL '1 hour' AND n_energy > 0 ORDER BY bucket DESC LIMIT 1)" \
+    raw_prev ") c ORDER BY t DESC LIMIT 1) y),"                                          \
+    " e AS (SELECT device_id, t, n, mins, f, l,"                                         \
+    " lag(l) OVER (PARTITION BY device_id ORDER BY t) AS pl FROM m),"                    \
+    " g AS (SELECT date_trunc($5::text, t, $4::text) AS b, sum(n)::int8 AS samples,"     \
+    " coalesce(sum(mins), 0) + count(DISTINCT CASE WHEN mins IS NULL THEN"               \
+    " (device_id, date_bin('1 minute', t, " ORIGIN ")) END) AS minutes,"                 \
+    " count(DISTINCT device_id) AS devices,"                                             \
+    " " ENERGY_WH(2) " AS c, " ENERGY_WH(3) " AS d, " ENERGY_WH(4) " AS i, " ENERGY_WH(5) " AS x" \
+    " FROM e WHERE t >= " LO " GROUP BY 1)"                                             \
+    " SELECT (SELECT count(*) FROM k),"                                                  \
+    " coalesce(json_agg(json_build_object('start', ems_rfc3339(k.b), 'end', ems_rfc3339(k.b_end)," \
+    " 'local', to_char(k.b AT TIME ZONE $4::text, CASE WHEN $5::text = 'day' THEN 'YYYY-MM-DD'" \
+    " ELSE 'YYYY-MM' END), 'length_s', extract(epoch FROM k.b_end - k.b)::int8,"         \
+    " 'samples', coalesce(g.samples, 0), 'covered_s', coalesce(g.minutes, 0) * 60,"       \
+    " 'devices', coalesce(g.devices, 0),"                                                \
+    " 'battery_charged_wh', g.c, 'battery_discharged_wh', g.d,"                          \
+    " 'grid_import_wh', g.i, 'grid_export_wh', g.x) ORDER BY k.b), '[]')::text"          \
+    " FROM k LEFT JOIN g ON g.b = k.b"
+
+/* TimescaleDB: the real-time continuous aggregates telemetry_energy_1m and
+ * telemetry_energy_1h (complete up to the last committed row). */
+static const char SQL_ENERGY_CAGG[] = ENERGY_SQL("telemetry_energy_1m", "'infinity'", "", "");
+
+/* Plain PostgreSQL: telemetry_1m and telemetry_energy_1h below the rollup's
+ * watermark (both written by ems_rollup_step), raw rows above it. */
+static const char SQL_ENERGY_PG[] = ENERGY_SQL(
+    "telemetry_1m", WATERMARK,
+    " UNION ALL SELECT device_id, ts, 1, NULL::int, v, v FROM (SELECT device_id, ts, " ENERGY_VEC
+    " AS v FROM telemetry WHERE " ENERGY_DEV("device_id")
+    " AND ts >= greatest(" LO ", " WATERMARK ") AND ts < " HI " AND energy_since IS NOT NULL) r",
+    " UNION ALL (SELECT device_id, ts, 1, NULL::int, " ENERGY_VEC ", " ENERGY_VEC " FROM telemetry"
+    " WHERE device_id = dv.id AND ts >= " WATERMARK " AND ts < " LO
+    " AND energy_since IS NOT NULL ORDER BY ts DESC LIMIT 1)");
+
 /* ------------------------------------------------------------------ JSON text */
 
 typedef ems_link_buf_t jb_t;
@@ -245,6 +361,7 @@ typedef enum {
     OP_DEVICE_AUTH,
     OP_USER,
     OP_DEVICES,
+    OP_ENERGY,
 } op_t;
 
 #define MAXP 6
@@ -263,6 +380,8 @@ struct qreq {
     char device_id[EMS_DEVICE_ID_MAX + 1];
     int64_t width_s;
     int64_t limit;
+    char energy_bucket[8];
+    char energy_tz[65];
     jb_t out;
     bool answered;
 };
@@ -504,6 +623,91 @@ static int parse_history(qreq_t *r, json_t *req, char *err, size_t cap)
     r->p[2] = fmt_i64(to_a);
     r->p[3] = fmt_i64(w);
     r->p[4] = fmt_i64(BUCKET_LIMIT + 1);
+    return 0;
+}
+
+/* A range end for energy: Unix ms / RFC 3339 (get_time), or a local date
+ * "YYYY-MM-DD" (day and month) or "YYYY-MM" (month) that SQL reads in the
+ * time zone. The parameter text is stored in *out. 0 absent, 1 read, <0 bad. */
+static int get_energy_time(json_t *req, const char *key, bool month, char **out, int64_t *ms,
+                           char *err, size_t cap)
+{
+    json_t *v = json_object_get(req, key);
+    if (json_is_string(v)) {
+        const char *t = json_string_value(v);
+        size_t n = json_string_length(v);
+        bool date = n == 10 || n == 7;
+        for (size_t i = 0; date && i < n; i++)
+            date = (i == 4 || i == 7) ? t[i] == '-' : (t[i] >= '0' && t[i] <= '9');
+        if (date && n == 10 && month) {
+            snprintf(err, cap, "%s: expected YYYY-MM for month buckets", key);
+            return EMS_EINVAL;
+        }
+        if (date) {
+            int mo = (t[5] - '0') * 10 + (t[6] - '0');
+            int d = n == 10 ? (t[8] - '0') * 10 + (t[9] - '0') : 1;
+            if (mo < 1 || mo > 12 || d < 1 || d > 31 || t[0] == '0') {
+                snprintf(err, cap, "%s: not a valid date", key);
+                return EMS_EINVAL;
+            }
+            /* The date's UTC midnight: within a day of the local one, good
+             * enough for the order and span checks. */
+            char iso[32];
+            snprintf(iso, sizeof iso, "%.*s%sT00:00:00Z", (int)n, t, n == 7 ? "-01" : "");
+            if (ems_time_parse(iso, strlen(iso), ms) < 0) {
+                snprintf(err, cap, "%s: not a valid date", key);
+                return EMS_EINVAL;
+            }
+            *out = strndup(t, n);
+            return 1;
+        }
+    }
+    int rc = get_time(req, key, ms, err, cap);
+    if (rc == 1)
+        *out = fmt_i64(*ms);
+    return rc;
+}
+
+/* {"op":"energy","device_id":id or absent for the fleet,"from":..,"to":..,
+ *  "bucket":"day"|"month","time_zone":"Europe/Berlin"} (docs/energy.md). */
+static int parse_energy(qreq_t *r, json_t *req, char *err, size_t cap)
+{
+    int rc = get_device(req, "device_id", r->device_id, err, cap);
+    if (rc < 0)
+        return rc;
+    const char *bucket = "day", *tz = "UTC";
+    if (get_string(req, "bucket", 8, &bucket, err, cap) < 0 ||
+        (strcmp(bucket, "day") != 0 && strcmp(bucket, "month") != 0)) {
+        snprintf(err, cap, "bucket: expected \"day\" or \"month\"");
+        return EMS_EINVAL;
+    }
+    if (get_string(req, "time_zone", 64, &tz, err, cap) < 0)
+        return EMS_EINVAL;
+    bool month = bucket[0] == 'm';
+    int64_t from = 0, to = 0;
+    if ((rc = get_energy_time(req, "from", month, &r->p[1], &from, err, cap)) <= 0 ||
+        (rc = get_energy_time(req, "to", month, &r->p[2], &to, err, cap)) <= 0) {
+        if (rc == 0)
+            snprintf(err, cap, "from and to: required");
+        return EMS_EINVAL;
+    }
+    if (to <= from) {
+        snprintf(err, cap, "to: must be after from");
+        return EMS_EINVAL;
+    }
+    /* At most ENERGY_BUCKETS_MAX buckets (with a day of slack either way). */
+    if ((to - from) / 86400000 > (month ? 31 : 1) * ENERGY_BUCKETS_MAX) {
+        snprintf(err, cap, "from, to: more than %d buckets", ENERGY_BUCKETS_MAX);
+        return EMS_EINVAL;
+    }
+    r->op = OP_ENERGY;
+    r->sql = r->q->o.storage == EMS_STORAGE_TIMESCALEDB ? SQL_ENERGY_CAGG : SQL_ENERGY_PG;
+    r->np = 5;
+    r->p[0] = r->device_id[0] ? strdup(r->device_id) : NULL;
+    r->p[3] = strdup(tz);
+    r->p[4] = strdup(bucket);
+    snprintf(r->energy_bucket, sizeof r->energy_bucket, "%s", bucket);
+    snprintf(r->energy_tz, sizeof r->energy_tz, "%s", tz);
     return 0;
 }
 
@@ -754,6 +958,24 @@ static void answer_wrapped(qreq_t *r, const PGresult *res, const char *key)
     jb_cstr(&r->out, "}");
 }
 
+/* {"device_id": id or null, "bucket": "day", "time_zone": ..., "buckets": [...]} */
+static void answer_energy(qreq_t *r, const PGresult *res)
+{
+    jb_t *b = &r->out;
+    jb_cstr(b, "{\"device_id\":");
+    if (r->device_id[0])
+        jb_str(b, r->device_id);
+    else
+        jb_cstr(b, "null");
+    jb_cstr(b, ",\"bucket\":");
+    jb_str(b, r->energy_bucket);
+    jb_cstr(b, ",\"time_zone\":");
+    jb_str(b, r->energy_tz);
+    jb_cstr(b, ",\"buckets\":");
+    jb_cstr(b, PQntuples(res) == 1 ? PQgetvalue(res, 0, 1) : "[]");
+    jb_cstr(b, "}");
+}
+
 static void answer_device_auth(qreq_t *r, const PGresult *res)
 {
     if (PQntuples(res) != 1) {
@@ -812,6 +1034,7 @@ static void q_result(ems_pg_req_t *req, const PGresult *res)
     case OP_DEVICES: answer_wrapped(r, res, "devices"); break;
     case OP_DEVICE_AUTH: answer_device_auth(r, res); break;
     case OP_USER: answer_user(r, res); break;
+    case OP_ENERGY: answer_energy(r, res); break;
     }
 }
 
@@ -947,6 +1170,8 @@ void ems_query_run(ems_query_t *q, uint64_t id, const char *json, size_t len, em
         r->sql = SQL_USER;
         r->np = 1;
         r->p[0] = name ? strdup(name) : NULL;
+    } else if (!strcmp(op, "energy")) {
+        rc = parse_energy(r, req, err, sizeof err);
     } else if (!strcmp(op, "devices")) {
         r->op = OP_DEVICES;
         r->sql = SQL_DEVICES;

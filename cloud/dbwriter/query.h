@@ -1,7 +1,8 @@
 /* query.h: the read side of the DB writer, the QUERY operations of the link
  * (docs/protocol.md 5.5): telemetry history (raw or downsampled), latest
- * value per device, command history, device sessions, device and user
- * lookups for authentication.
+ * value per device, energy per local day or month (docs/energy.md),
+ * command history, device sessions, device and user lookups for
+ * authentication.
  *
  * Each query is one statement on a connection of its own (so a long
  * history query never delays a commit), built from a fixed SQL text with

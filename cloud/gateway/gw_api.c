@@ -1029,6 +1029,127 @@ static void handle_history(gw_t *gw, ems_server_req_t *req, const gw_route_t *r)
     ask(c, qj, history_result);
 }
 
+/* ------------------------------------------------------------ energy */
+
+/* Columns of an energy bucket, in CSV order (docs/energy.md). "devices"
+ * only for the fleet total. */
+static const char *const energy_cols[] = {
+    "local",   "start",    "end",         "length_s",           "samples",
+    "covered_s", "devices", "battery_charged_wh", "battery_discharged_wh", "grid_import_wh",
+    "grid_export_wh",
+};
+
+static void energy_result(void *ud, int status, const char *json, size_t len)
+{
+    ctx_t *c = ud;
+    json_t *o = result_or_reply(c, status, json, len);
+    if (!o) {
+        ctx_free(c);
+        return;
+    }
+    bool fleet = c->route.id == GW_R_ENERGY;
+    json_t *buckets = json_object_get(o, "buckets"), *bk;
+    size_t i;
+    if (!fleet)
+        json_array_foreach(buckets, i, bk) json_object_del(bk, "devices");
+    if (!c->csv) {
+        reply_jansson(c->req, 200, o, NULL);
+        ctx_free(c);
+        return;
+    }
+    ems_buf_t b;
+    ems_buf_init(&b, 16u << 20);
+    size_t ncols = sizeof energy_cols / sizeof energy_cols[0];
+    for (size_t k = 0, first = 1; k < ncols; k++) {
+        if (!fleet && !strcmp(energy_cols[k], "devices"))
+            continue;
+        ems_buf_append_str(&b, first ? "" : ",");
+        ems_buf_append_str(&b, energy_cols[k]);
+        first = 0;
+    }
+    ems_buf_append_str(&b, "\n");
+    json_array_foreach(buckets, i, bk)
+    {
+        for (size_t k = 0, first = 1; k < ncols; k++) {
+            if (!fleet && !strcmp(energy_cols[k], "devices"))
+                continue;
+            ems_buf_append_str(&b, first ? "" : ",");
+            first = 0;
+            /* Times and local dates are plain ASCII; null energy stays empty. */
+            csv_value(&b, json_object_get(bk, energy_cols[k]), false);
+        }
+        ems_buf_append_str(&b, "\n");
+    }
+    char hdr[200];
+    snprintf(hdr, sizeof hdr,
+             "Cache-Control: no-store\r\nContent-Disposition: attachment; "
+             "filename=\"%s-energy.csv\"\r\n",
+             fleet ? "fleet" : c->route.id1);
+    ems_server_respond(c->req, 200, "text/csv; charset=utf-8", hdr, ems_buf_data(&b),
+                       ems_buf_len(&b));
+    ems_buf_free(&b);
+    json_decref(o);
+    ctx_free(c);
+}
+
+/* GET /api/devices/{id}/energy and GET /api/energy (the fleet):
+ * ?from=&to= as RFC 3339 times or local dates (YYYY-MM-DD, YYYY-MM),
+ * &bucket=day|month, &format=json|csv. The DB writer checks the range and
+ * the dates; the days are those of energy_time_zone. */
+static void handle_energy(gw_t *gw, ems_server_req_t *req, const gw_route_t *r)
+{
+    const ems_http_msg_t *m = ems_server_req_msg(req);
+    const char *q = m->query ? m->query : "";
+    size_t ql = strlen(q);
+    char bucket[16] = "day", from[64], to[64], v[16];
+    int rc = gw_query_get(q, ql, "bucket", bucket, sizeof bucket);
+    if ((rc < 0 && rc != EMS_ENOENT) || (strcmp(bucket, "day") != 0 && strcmp(bucket, "month") != 0)) {
+        gw_reply_error(req, 400, "bucket: expected day or month", "bucket");
+        return;
+    }
+    bool month = bucket[0] == 'm';
+    int64_t now = ems_time_now_ms();
+    rc = gw_query_get(q, ql, "to", to, sizeof to);
+    if (rc == EMS_ENOENT)
+        ems_time_format(now, to, sizeof to);
+    else if (rc < 0) {
+        gw_reply_error(req, 400, "to: expected an RFC 3339 time or a date", "to");
+        return;
+    }
+    rc = gw_query_get(q, ql, "from", from, sizeof from);
+    if (rc == EMS_ENOENT) {
+        /* The last 30 days, or the last 12 months. */
+        int64_t t = now;
+        if (ems_time_parse(to, strlen(to), &t) < 0 && to[0]) {
+            gw_reply_error(req, 400, "from: required when to is a date", "from");
+            return;
+        }
+        ems_time_format(t - (month ? 365LL : 30LL) * 86400 * 1000, from, sizeof from);
+    } else if (rc < 0) {
+        gw_reply_error(req, 400, "from: expected an RFC 3339 time or a date", "from");
+        return;
+    }
+    bool csv = false;
+    rc = gw_query_get(q, ql, "format", v, sizeof v);
+    if (rc >= 0) {
+        if (strcmp(v, "csv") == 0)
+            csv = true;
+        else if (strcmp(v, "json") != 0) {
+            gw_reply_error(req, 400, "format: expected json or csv", "format");
+            return;
+        }
+    }
+    ctx_t *c = ctx_new(gw, req, r);
+    if (!c)
+        return;
+    c->csv = csv;
+    json_t *qj = json_pack("{ssssssssss}", "op", "energy", "from", from, "to", to, "bucket",
+                           bucket, "time_zone", gw->cfg.energy_time_zone);
+    if (r->id == GW_R_DEVICE_ENERGY)
+        json_object_set_new(qj, "device_id", json_string(r->id1));
+    ask(c, qj, energy_result);
+}
+
 /* ------------------------------------------------------------ commands */
 
 /* A command record from the DB writer in the API's form. */
@@ -1394,6 +1515,10 @@ void gw_api_handle(gw_t *gw, ems_server_req_t *req, const gw_route_t *r, unsigne
         return;
     case GW_R_DEVICE_SESSIONS:
         handle_sessions(gw, req, r);
+        return;
+    case GW_R_DEVICE_ENERGY:
+    case GW_R_ENERGY:
+        handle_energy(gw, req, r);
         return;
     case GW_R_COMMAND:
         handle_command_get(gw, req, r);

@@ -72,6 +72,7 @@ static const opt_t opts[] = {
     I(auth_negative_s, 0, 3600, "unknown-device answers are cached this long"),
     I(telemetry_max_skew_s, 1, 86400, "telemetry stamped further in the future is refused"),
     I(telemetry_max_age_days, 1, 3650, "telemetry older than this is refused"),
+    S(energy_time_zone, "IANA time zone of energy days and months (/api/.../energy), e.g. Europe/Berlin"),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -123,6 +124,7 @@ void gw_config_defaults(gw_config_t *c)
      * comes back after a long outage (docs/protocol.md 2.1). */
     c->telemetry_max_skew_s = 300;
     c->telemetry_max_age_days = 35;
+    strcpy(c->energy_time_zone, "UTC");
 }
 
 static const opt_t *find_opt(const char *key)
@@ -334,6 +336,19 @@ int gw_config_check(const gw_config_t *c, char *err, size_t errcap)
     }
     if (c->nats_url[0] && strncmp(c->nats_url, "nats://", 7) != 0) {
         snprintf(err, errcap, "nats_url: '%s' is not nats://HOST:PORT", c->nats_url);
+        return EMS_ECONFIG;
+    }
+    /* The zone itself is resolved by PostgreSQL (its tz database); an
+     * unknown name makes every energy query fail with its message. Here
+     * only the shape of an IANA name: Area/Location, letters, digits and
+     * "_+-/", no "..". */
+    bool tz_ok = c->energy_time_zone[0] && c->energy_time_zone[0] != '/' &&
+                 !strstr(c->energy_time_zone, "..");
+    for (const char *p = c->energy_time_zone; tz_ok && *p; p++)
+        tz_ok = isalnum((unsigned char)*p) || strchr("_+-/", *p);
+    if (!tz_ok) {
+        snprintf(err, errcap, "energy_time_zone: '%s' is not a time zone name like Europe/Berlin",
+                 c->energy_time_zone);
         return EMS_ECONFIG;
     }
     for (const char *p = c->gateway_id; *p; p++) {

@@ -64,6 +64,9 @@ typedef struct {
     int64_t auth_negative_s;      /* "unknown device" answers are cached this long */
     int64_t telemetry_max_skew_s;   /* packets further ahead of our clock are refused */
     int64_t telemetry_max_age_days; /* packets older than this are refused */
+    /* IANA time zone of the fleet's days and months in the energy API
+     * (docs/energy.md), e.g. "Europe/Berlin"; default "UTC". */
+    char energy_time_zone[64];
 } gw_config_t;
 
 void gw_config_defaults(gw_config_t *c);

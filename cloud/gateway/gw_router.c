@@ -84,6 +84,8 @@ void gw_router_match(const char *path, size_t len, gw_route_t *r)
         return set(r, GW_R_ME, GW_M_GET | GW_M_HEAD);
     if (is(p, len, "devices"))
         return set(r, GW_R_DEVICES, GW_M_GET | GW_M_HEAD);
+    if (is(p, len, "energy"))
+        return set(r, GW_R_ENERGY, GW_M_GET | GW_M_HEAD);
     if (eat(&p, &len, "commands/")) {
         if (take_id(&p, &len, r, 1) && len == 0)
             return set(r, GW_R_COMMAND, GW_M_GET | GW_M_HEAD);
@@ -98,6 +100,8 @@ void gw_router_match(const char *path, size_t len, gw_route_t *r)
             return set(r, GW_R_DEVICE_COMMANDS, GW_M_GET | GW_M_HEAD | GW_M_POST);
         if (is(p, len, "/sessions"))
             return set(r, GW_R_DEVICE_SESSIONS, GW_M_GET | GW_M_HEAD);
+        if (is(p, len, "/energy"))
+            return set(r, GW_R_DEVICE_ENERGY, GW_M_GET | GW_M_HEAD);
     }
     r->id1[0] = '\0';
     return set(r, GW_R_NOT_FOUND, 0);

@@ -29,6 +29,8 @@ typedef enum {
     GW_R_COMMAND,          /* GET /api/commands/{command_id} */
     GW_R_WS_DEVICE,        /* GET /ws/device/{id} (upgrade) */
     GW_R_WS_DASHBOARD,     /* GET /ws/dashboard (upgrade) */
+    GW_R_DEVICE_ENERGY,    /* GET /api/devices/{id}/energy */
+    GW_R_ENERGY,           /* GET /api/energy (the fleet's total) */
 } gw_route_id_t;
 
 enum { GW_M_GET = 1, GW_M_HEAD = 2, GW_M_POST = 4 };

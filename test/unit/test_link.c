@@ -347,7 +347,9 @@ static void test_telemetry_reader_refuses_bad_records(void)
     EMS_CHECK_INT(ems_link_telemetry_open(&r, &f), ==, 0);
     EMS_CHECK_INT(ems_link_telemetry_next(&r, &t, NULL), ==, EMS_EPROTO);
     memcpy(copy, payload, plen);
-    copy[8] = 2;
+    copy[8] = 3; /* 1 and 2 are known (2 adds energy, test_energy_records) */
+    EMS_CHECK_INT(ems_link_telemetry_open(&r, &f), ==, EMS_EPROTO);
+    copy[8] = 0;
     EMS_CHECK_INT(ems_link_telemetry_open(&r, &f), ==, EMS_EPROTO);
     copy[8] = 1;
     copy[10] = copy[11] = 0;
@@ -373,6 +375,80 @@ static void test_telemetry_reader_refuses_bad_records(void)
     EMS_CHECK_INT(ems_link_telemetry_end(&e, mark), ==, EMS_EINVAL); /* empty */
     ems_link_buf_free(&e);
     free(copy);
+    ems_link_buf_free(&b);
+}
+
+/* Reads back every record of the one TELEMETRY frame in b (after `mark`). */
+static int read_back(const ems_link_buf_t *b, size_t mark, ems_telemetry_t *out, int max,
+                     unsigned *version)
+{
+    ems_link_frame_t f = {EMS_LINK_TELEMETRY, b->data + mark + EMS_LINK_HEADER,
+                          b->len - mark - EMS_LINK_HEADER};
+    ems_link_telemetry_reader_t r;
+    if (ems_link_telemetry_open(&r, &f) < 0)
+        return -1;
+    *version = r.version;
+    int n = 0, rc;
+    while (n < max && (rc = ems_link_telemetry_next(&r, &out[n], NULL)) == 1)
+        n++;
+    return ems_link_telemetry_next(&r, &out[0 < n ? n - 1 : 0], NULL) == 0 ? n : -1;
+}
+
+/* Energy counters (record version 2): a frame without them stays version 1
+ * (readable by a DB writer that knows only version 1), the first record with
+ * them raises the frame to 2, records with and without energy mix, and
+ * HAS_ENERGY in a version 1 frame or a truncated energy block is refused. */
+static void test_energy_records(void)
+{
+    ems_telemetry_t in[3], out[4];
+    for (int i = 0; i < 3; i++)
+        in[i] = sample(i + 1);
+    in[1].has_energy = true;
+    in[1].energy_battery_charged_wh = 1234.567;
+    in[1].energy_battery_discharged_wh = 1100.25;
+    in[1].energy_grid_import_wh = 5230.001;
+    in[1].energy_grid_export_wh = 0;
+    in[1].energy_since_ms = 1767225600000LL;
+    unsigned version = 0;
+
+    ems_link_buf_t b = {0};
+    size_t mark;
+    EMS_CHECK_INT(ems_link_telemetry_begin(&b, 9, &mark), ==, 0);
+    EMS_CHECK_INT(ems_link_telemetry_add(&b, mark, &in[0], 0), ==, 0);
+    EMS_CHECK_INT(ems_link_telemetry_end(&b, mark), ==, 0);
+    EMS_CHECK_INT(read_back(&b, mark, out, 4, &version), ==, 1);
+    EMS_CHECK_INT(version, ==, 1);
+    EMS_CHECK_INT(b.len - mark, ==, EMS_LINK_HEADER + 12 + EMS_LINK_RECORD_FIXED +
+                                        strlen(in[0].device_id));
+    EMS_CHECK(!out[0].has_energy && ems_telemetry_equal(&in[0], &out[0]));
+
+    ems_link_buf_reset(&b);
+    EMS_CHECK_INT(ems_link_telemetry_begin(&b, 10, &mark), ==, 0);
+    for (int i = 0; i < 3; i++)
+        EMS_CHECK_INT(ems_link_telemetry_add(&b, mark, &in[i], 0), ==, 0);
+    EMS_CHECK_INT(ems_link_telemetry_end(&b, mark), ==, 0);
+    EMS_CHECK_INT(read_back(&b, mark, out, 4, &version), ==, 3);
+    EMS_CHECK_INT(version, ==, 2);
+    for (int i = 0; i < 3; i++)
+        EMS_CHECK(ems_telemetry_equal(&in[i], &out[i]));
+    EMS_CHECK(out[1].has_energy && out[1].energy_grid_import_wh == 5230.001 &&
+              out[1].energy_since_ms == 1767225600000LL);
+
+    /* The same bytes announced as version 1: HAS_ENERGY is malformed there. */
+    b.data[mark + EMS_LINK_HEADER + 8] = 1;
+    EMS_CHECK_INT(read_back(&b, mark, out, 4, &version), ==, -1);
+    /* A version 3 frame is refused by open. */
+    b.data[mark + EMS_LINK_HEADER + 8] = 3;
+    EMS_CHECK_INT(read_back(&b, mark, out, 4, &version), ==, -1);
+
+    /* Truncated inside the energy block of the only record. */
+    ems_link_buf_reset(&b);
+    EMS_CHECK_INT(ems_link_telemetry_begin(&b, 11, &mark), ==, 0);
+    EMS_CHECK_INT(ems_link_telemetry_add(&b, mark, &in[1], 0), ==, 0);
+    EMS_CHECK_INT(ems_link_telemetry_end(&b, mark), ==, 0);
+    EMS_CHECK_INT(read_back(&b, mark, out, 4, &version), ==, 1);
+    b.len -= 8;
+    EMS_CHECK_INT(read_back(&b, mark, out, 4, &version), ==, -1);
     ems_link_buf_free(&b);
 }
 
@@ -885,6 +961,7 @@ int main(void)
     EMS_RUN(test_malformed_frames_refused);
     EMS_RUN(test_payload_parsers_check_lengths);
     EMS_RUN(test_telemetry_reader_refuses_bad_records);
+    EMS_RUN(test_energy_records);
     EMS_RUN(test_conn_hello_frames_close);
     EMS_RUN(test_conn_pause_resume);
     EMS_RUN(test_conn_queue_bound);
