@@ -64,6 +64,7 @@ struct gw_bus {
     int64_t retry_ms;
     struct probe *probe;     /* TCP reachability check before a first connect */
     char host[256], port[8]; /* from nats_url, for the probe */
+    char shown[GW_PATH_MAX + 8]; /* nats_url for log lines, its password masked */
     int64_t next_hb_mono;
 
     uv_async_t wake;
@@ -261,12 +262,39 @@ static int64_t reconnect_delay(natsConnection *nc, int attempts, void *closure)
     return ms + rand() % 100;
 }
 
+/* ------------------------------------------------------------ subjects */
+
+/* "ems.presence.<id>", "ems.tel.<id>": a device id may hold '.', which NATS
+ * reads as a token separator (and "a..b" or a leading '.' would make an
+ * invalid subject), so in a subject each '.' of an id is written '%', a
+ * character ids never hold (ems_device_id_valid). */
+static void device_subject(const char *prefix, const char *device_id, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "%s", prefix);
+    for (const char *p = device_id; *p && n + 1 < cap; p++)
+        out[n++] = *p == '.' ? '%' : *p;
+    out[n < cap ? n : cap - 1] = '\0';
+}
+
+/* The id back from a subject's last part ('%' -> '.'); false if too long. */
+static bool device_from_subject(const char *token, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (; token[n]; n++) {
+        if (n + 1 >= cap)
+            return false;
+        out[n] = token[n] == '%' ? '.' : token[n];
+    }
+    out[n] = '\0';
+    return true;
+}
+
 /* ------------------------------------------------------------ presence */
 
 static void presence_publish(gw_bus_t *b, const char *device_id, bool online, int64_t at_ms)
 {
     char subj[160];
-    snprintf(subj, sizeof subj, "ems.presence.%s", device_id);
+    device_subject("ems.presence.", device_id, subj, sizeof subj);
     publish_json(b, subj,
                  json_pack("{sssssbsI}", "gateway", b->id, "device_id", device_id, "online", online,
                            "at", (json_int_t)at_ms));
@@ -745,7 +773,7 @@ void gw_bus_dash_message(gw_t *gw, const char *device_id, const char *msg, size_
     if (!b)
         return;
     char subj[160];
-    snprintf(subj, sizeof subj, "ems.tel.%s", device_id);
+    device_subject("ems.tel.", device_id, subj, sizeof subj);
     publish(b, subj, msg, len);
 }
 
@@ -755,7 +783,7 @@ void gw_bus_telemetry(gw_t *gw, const char *device_id, const char *msg, size_t l
     if (!b)
         return;
     char subj[160];
-    snprintf(subj, sizeof subj, "ems.tel.%s", device_id);
+    device_subject("ems.tel.", device_id, subj, sizeof subj);
     publish(b, subj, msg, len);
     gw_metric_inc(b->m_tel_out);
 }
@@ -817,7 +845,7 @@ static void tel_unsub(natsSubscription *sub)
 static void tel_sub(gw_bus_t *b, named_t *n)
 {
     char subj[160];
-    snprintf(subj, sizeof subj, "ems.tel.%s", n->key);
+    device_subject("ems.tel.", n->key, subj, sizeof subj);
     if (natsConnection_Subscribe(&n->u.sub, b->nc, subj, on_nats_msg, b) != NATS_OK)
         n->u.sub = NULL;
 }
@@ -908,7 +936,9 @@ static void on_message(gw_bus_t *b, natsMsg *m)
     const char *data = natsMsg_GetData(m);
     int len = natsMsg_GetDataLength(m);
     if (strncmp(subj, "ems.tel.", 8) == 0) {
-        on_telemetry(b, subj + 8, data, len);
+        char id[EMS_DEVICE_ID_MAX + 1];
+        if (device_from_subject(subj + 8, id, sizeof id))
+            on_telemetry(b, id, data, len);
         return;
     }
     json_error_t je;
@@ -966,12 +996,12 @@ static void wake_cb(uv_async_t *a)
             if (b->up && !b->closing)
                 ems_log_warn("bus: connection to %s lost; reconnecting (commands for devices "
                              "on other gateways fail meanwhile)",
-                             b->gw->cfg.nats_url);
+                             b->shown);
             b->up = false;
             break;
         case 2:
             if (!b->closing) {
-                ems_log_info("bus: reconnected to %s", b->gw->cfg.nats_url);
+                ems_log_info("bus: reconnected to %s", b->shown);
                 on_up(b);
             }
             break;
@@ -991,7 +1021,7 @@ static void connect_failed(gw_bus_t *b, const char *why, int64_t mono)
     if (!b->logged_down)
         ems_log_warn("bus: cannot connect to %s (%s); this gateway runs alone meanwhile and "
                      "retries in the background",
-                     b->gw->cfg.nats_url, why);
+                     b->shown, why);
     b->logged_down = true;
     b->retry_ms = b->retry_ms ? b->retry_ms * 2 : 250;
     if (b->retry_ms > RETRY_MAX_MS)
@@ -1101,10 +1131,25 @@ static void probe_check(gw_bus_t *b, int64_t mono)
         uv_close((uv_handle_t *)&p->tcp, probe_closed);
 }
 
-/* nats://[user@]host[:port], host may be [v6]. */
+/* The URL as log lines show it: "tls://ems:***@host:4222". */
+static void url_masked(const char *url, char *out, size_t cap)
+{
+    const char *s = strstr(url, "://"), *at = s ? strchr(s + 3, '@') : NULL;
+    const char *colon = at ? memchr(s + 3, ':', (size_t)(at - (s + 3))) : NULL;
+    if (!colon)
+        snprintf(out, cap, "%s", url);
+    else
+        snprintf(out, cap, "%.*s:***%s", (int)(colon - url), url, at);
+}
+
+/* nats://[user[:password]@]host[:port] (or tls://), host may be [v6]. */
 static int parse_url(const char *url, char *host, size_t hcap, char *port, size_t pcap)
 {
-    const char *p = url + 7, *at = strchr(p, '@');
+    const char *p = strstr(url, "://");
+    if (!p)
+        return EMS_ECONFIG;
+    p += 3;
+    const char *at = strchr(p, '@');
     if (at)
         p = at + 1;
     const char *h = p, *e;
@@ -1140,7 +1185,10 @@ static void try_connect(gw_bus_t *b, int64_t mono)
     natsConnection *nc = NULL;
     natsStatus s = natsConnection_Connect(&nc, b->opts);
     if (s != NATS_OK) {
-        connect_failed(b, natsStatus_GetText(s), mono);
+        /* libnats's own text says more ("Authorization Violation", the
+         * certificate check) than the status name. */
+        const char *detail = nats_GetLastError(NULL);
+        connect_failed(b, detail && *detail ? detail : natsStatus_GetText(s), mono);
         return;
     }
     b->nc = nc;
@@ -1155,7 +1203,7 @@ static void try_connect(gw_bus_t *b, int64_t mono)
         if (s != NATS_OK)
             ems_log_error("bus: subscribe %s: %s", subjects[i], natsStatus_GetText(s));
     }
-    ems_log_info("bus: connected to %s as gateway %s", b->gw->cfg.nats_url, b->id);
+    ems_log_info("bus: connected to %s as gateway %s", b->shown, b->id);
     b->logged_down = false;
     on_up(b);
 }
@@ -1224,18 +1272,20 @@ int gw_bus_start(gw_t *gw)
     const gw_config_t *cfg = &gw->cfg;
     if (!cfg->nats_url[0])
         return 0;
-    if (strncmp(cfg->nats_url, "nats://", 7) != 0) {
-        ems_log_error("nats_url: '%s' is not nats://HOST:PORT", cfg->nats_url);
+    bool tls = strncmp(cfg->nats_url, "tls://", 6) == 0;
+    if (strncmp(cfg->nats_url, "nats://", 7) != 0 && !tls) {
+        ems_log_error("nats_url must be nats://[USER:PASSWORD@]HOST:PORT or tls://...");
         return EMS_ECONFIG;
     }
     gw_bus_t *b = calloc(1, sizeof *b);
     if (!b)
         return EMS_ENOMEM;
     b->gw = gw;
+    url_masked(cfg->nats_url, b->shown, sizeof b->shown);
     b->boot_ms = ems_time_now_ms();
     make_token(cfg->gateway_id[0] ? cfg->gateway_id : gw->instance, b->id, sizeof b->id);
     if (parse_url(cfg->nats_url, b->host, sizeof b->host, b->port, sizeof b->port) < 0) {
-        ems_log_error("nats_url: '%s' is not nats://HOST:PORT", cfg->nats_url);
+        ems_log_error("nats_url: '%s' is not [nats|tls]://[USER:PASSWORD@]HOST:PORT", b->shown);
         free(b);
         return EMS_ECONFIG;
     }
@@ -1273,8 +1323,23 @@ int gw_bus_start(gw_t *gw)
         s = natsOptions_SetReconnectedCB(b->opts, on_reconnected, b);
     if (s == NATS_OK)
         s = natsOptions_SetClosedCB(b->opts, on_closed, b);
+    if (s == NATS_OK && tls) {
+        /* The server's certificate must chain to nats_ca_file and carry
+         * nats_tls_hostname (default: the URL's host; an IP address there
+         * needs nats_tls_hostname, since only names are compared). */
+        const char *name = cfg->nats_tls_hostname[0] ? cfg->nats_tls_hostname : b->host;
+        s = natsOptions_SetSecure(b->opts, true);
+        if (s == NATS_OK)
+            s = natsOptions_LoadCATrustedCertificates(b->opts, cfg->nats_ca_file);
+        if (s == NATS_OK)
+            s = natsOptions_SetExpectedHostname(b->opts, name);
+        if (s != NATS_OK)
+            ems_log_error("bus: TLS to the NATS server: %s (nats_ca_file %s)",
+                          nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(s),
+                          cfg->nats_ca_file);
+    }
     if (s != NATS_OK) {
-        ems_log_error("bus: cannot set up NATS options for %s: %s", cfg->nats_url,
+        ems_log_error("bus: cannot set up NATS options for %s: %s", b->shown,
                       natsStatus_GetText(s));
         bus_destroy(b);
         return s == NATS_NO_MEMORY ? EMS_ENOMEM : EMS_ECONFIG;

@@ -35,7 +35,9 @@ static const opt_t opts[] = {
     S(port_file, "write the bound port to this file (tests)"),
     S(log_level, "error, warn, info or debug"),
     B(reuseport, "SO_REUSEPORT so several gateways share the port"),
-    S(nats_url, "NATS server (nats://HOST:PORT) joining several gateways; empty: none"),
+    S(nats_url, "NATS server ([nats|tls]://[USER:PASSWORD@]HOST:PORT) joining several gateways; empty: none"),
+    S(nats_ca_file, "CA certificate(s) of the NATS server (tls:// nats_url)"),
+    S(nats_tls_hostname, "name the NATS server certificate must carry (tls://; default: the URL's host)"),
     S(gateway_id, "this gateway's id on the bus (default host:pid)"),
     I(max_connections, 1, 1000000, "open connections at most"),
     I(device_max_message, 1024, 16 << 20, "largest device message, bytes"),
@@ -334,8 +336,15 @@ int gw_config_check(const gw_config_t *c, char *err, size_t errcap)
         snprintf(err, errcap, "link_batch must not exceed link_ring");
         return EMS_ECONFIG;
     }
-    if (c->nats_url[0] && strncmp(c->nats_url, "nats://", 7) != 0) {
-        snprintf(err, errcap, "nats_url: '%s' is not nats://HOST:PORT", c->nats_url);
+    /* The URL may hold a password: errors name only what is wrong. */
+    bool nats_tls = strncmp(c->nats_url, "tls://", 6) == 0;
+    if (c->nats_url[0] && strncmp(c->nats_url, "nats://", 7) != 0 && !nats_tls) {
+        snprintf(err, errcap, "nats_url must be nats://[USER:PASSWORD@]HOST:PORT or tls://...");
+        return EMS_ECONFIG;
+    }
+    if (nats_tls && !c->nats_ca_file[0]) {
+        snprintf(err, errcap, "nats_url is tls://: set nats_ca_file to the CA of the NATS "
+                              "server's certificate");
         return EMS_ECONFIG;
     }
     /* The zone itself is resolved by PostgreSQL (its tz database); an

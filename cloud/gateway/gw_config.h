@@ -30,6 +30,8 @@ typedef struct {
     char log_level[16];
     bool reuseport;
     char nats_url[GW_PATH_MAX];  /* empty: no message bus (one gateway alone) */
+    char nats_ca_file[GW_PATH_MAX];     /* tls:// bus: CA of the NATS server's certificate */
+    char nats_tls_hostname[256];        /* tls:// bus: name to check it against (default: the URL's host) */
     char gateway_id[96];         /* id on the bus; empty: host:pid */
 
     int64_t max_connections;
