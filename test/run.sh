@@ -23,6 +23,34 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 LOGDIR=$EMS_BUILD/test-logs   # one per build dir: parallel runs never mix logs
 mkdir -p "$LOGDIR"
 
+# Every process a test program starts inherits this marker (also PostgreSQL
+# under runuser, nats-server, Chromium), so whatever a program leaves
+# running, after a failure, a timeout or a bug in its cleanup, is found and
+# stopped before the next one starts, and named: a test run leaves nothing
+# behind.
+export EMS_TEST_RUN="$$.$(date +%s%N)"
+left_running() { # (the helpers here run without the marker, so they never list themselves)
+    local me=$BASHPID
+    env -u EMS_TEST_RUN grep -lsxz "EMS_TEST_RUN=$EMS_TEST_RUN" /proc/[0-9]*/environ 2>/dev/null |
+        env -u EMS_TEST_RUN sed 's|^/proc/\([0-9]*\)/environ$|\1|' |
+        env -u EMS_TEST_RUN grep -vx -e "$$" -e "$me"
+}
+stop_leftovers() {
+    local name=$1 pids pid
+    for _ in 1 2 3 4 5 6 7 8 9 10; do # a moment for exits under way
+        pids=$(left_running)
+        [ -z "$pids" ] && return 0
+        sleep 0.5
+    done
+    for pid in $pids; do
+        echo "  # $name left running, killed: pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-160)"
+        leftovers+=("$name: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-100)")
+    done
+    # shellcheck disable=SC2086
+    kill -9 $pids 2>/dev/null
+}
+leftovers=()
+
 passed=0 failed=0 skipped=0
 failures=()
 skips=()
@@ -53,6 +81,7 @@ run_one() {
             echo "  not ok - $name: exited with status $rc"
         fi
     fi
+    stop_leftovers "$name"
     if [ "$f" -gt 0 ]; then
         failures+=("$name")
         echo "  # stderr of $name (last 40 lines, full log in $log):"
@@ -81,6 +110,10 @@ fi
 
 if [ ${#failures[@]} -gt 0 ]; then
     echo "# failed programs: ${failures[*]}"
+fi
+if [ ${#leftovers[@]} -gt 0 ]; then
+    echo "# processes left running by a test program (killed; fix its cleanup):"
+    for k in "${leftovers[@]}"; do echo "#   $k"; done
 fi
 if [ ${#skips[@]} -gt 0 ]; then
     echo "# skipped (did not run; not counted as passed):"
