@@ -26,6 +26,7 @@
  * presence subscription, so each receiver gets it in order with them ('~'
  * is never in a device id). */
 #define ROSTER_SUBJECT "ems.presence.~roster"
+#define BUS_URLS_MAX 8 /* servers in nats_url */
 
 /* What a libnats thread hands to the loop. */
 typedef struct bus_item {
@@ -63,8 +64,13 @@ struct gw_bus {
     int64_t next_try_mono;
     int64_t retry_ms;
     struct probe *probe;     /* TCP reachability check before a first connect */
-    char host[256], port[8]; /* from nats_url, for the probe */
-    char shown[GW_PATH_MAX + 8]; /* nats_url for log lines, its password masked */
+    /* nats_url: one or more servers of one NATS cluster, comma-separated */
+    char urls[GW_PATH_MAX];         /* a copy, cut at the commas */
+    const char *url[BUS_URLS_MAX];  /* into urls */
+    char host[BUS_URLS_MAX][256], port[BUS_URLS_MAX][8]; /* for the probe */
+    int nurl;
+    int probe_idx;                  /* the server the probe tries */
+    char shown[GW_PATH_MAX + 8 * BUS_URLS_MAX]; /* nats_url for logs, passwords masked */
     int64_t next_hb_mono;
 
     uv_async_t wake;
@@ -1030,6 +1036,7 @@ static void connect_failed(gw_bus_t *b, const char *why, int64_t mono)
 }
 
 static void try_connect(gw_bus_t *b, int64_t mono);
+static void probe_start(gw_bus_t *b, int64_t mono);
 
 /* natsConnection_Connect blocks the calling thread, and the first one must
  * run on the loop (the adapter attaches there). So the server's address is
@@ -1066,10 +1073,15 @@ static void probe_end(probe_t *p, int status)
     if (b->closing)
         return;
     int64_t mono = ems_time_mono_ms();
-    if (status == 0)
+    if (status == 0) {
         try_connect(b, mono);
-    else
+    } else if (b->probe_idx + 1 < b->nurl) {
+        b->probe_idx++; /* the next server of the list, at once */
+        probe_start(b, mono);
+    } else {
+        b->probe_idx = 0;
         connect_failed(b, status == UV_ECANCELED ? "no answer" : uv_strerror(status), mono);
+    }
 }
 
 static void probe_connected(uv_connect_t *req, int status)
@@ -1112,7 +1124,8 @@ static void probe_start(gw_bus_t *b, int64_t mono)
     hints.ai_socktype = SOCK_STREAM;
     b->probe = p;
     p->resolving = true;
-    int rc = uv_getaddrinfo(b->gw->loop, &p->gai, probe_resolved, b->host, b->port, &hints);
+    int rc = uv_getaddrinfo(b->gw->loop, &p->gai, probe_resolved, b->host[b->probe_idx],
+                            b->port[b->probe_idx], &hints);
     if (rc != 0) {
         p->resolving = false;
         probe_end(p, rc);
@@ -1131,7 +1144,7 @@ static void probe_check(gw_bus_t *b, int64_t mono)
         uv_close((uv_handle_t *)&p->tcp, probe_closed);
 }
 
-/* The URL as log lines show it: "tls://ems:***@host:4222". */
+/* One URL as log lines show it: "tls://ems:***@host:4222". */
 static void url_masked(const char *url, char *out, size_t cap)
 {
     const char *s = strstr(url, "://"), *at = s ? strchr(s + 3, '@') : NULL;
@@ -1140,6 +1153,18 @@ static void url_masked(const char *url, char *out, size_t cap)
         snprintf(out, cap, "%s", url);
     else
         snprintf(out, cap, "%.*s:***%s", (int)(colon - url), url, at);
+}
+
+/* The list as log lines show it, each password masked. */
+static void urls_masked(gw_bus_t *b)
+{
+    size_t n = 0;
+    b->shown[0] = '\0';
+    for (int i = 0; i < b->nurl && n < sizeof b->shown; i++) {
+        char one[GW_PATH_MAX + 8];
+        url_masked(b->url[i], one, sizeof one);
+        n += (size_t)snprintf(b->shown + n, sizeof b->shown - n, "%s%s", i ? "," : "", one);
+    }
 }
 
 /* nats://[user[:password]@]host[:port] (or tls://), host may be [v6]. */
@@ -1183,7 +1208,15 @@ static int parse_url(const char *url, char *host, size_t hcap, char *port, size_
 static void try_connect(gw_bus_t *b, int64_t mono)
 {
     natsConnection *nc = NULL;
-    natsStatus s = natsConnection_Connect(&nc, b->opts);
+    /* The server the probe reached first, then the others in order (the
+     * client's reconnects go round the same list in its own thread). */
+    const char *order[BUS_URLS_MAX];
+    for (int i = 0; i < b->nurl; i++)
+        order[i] = b->url[(b->probe_idx + i) % b->nurl];
+    b->probe_idx = 0;
+    natsStatus s = natsOptions_SetServers(b->opts, order, b->nurl);
+    if (s == NATS_OK)
+        s = natsConnection_Connect(&nc, b->opts);
     if (s != NATS_OK) {
         /* libnats's own text says more ("Authorization Violation", the
          * certificate check) than the status name. */
@@ -1281,11 +1314,32 @@ int gw_bus_start(gw_t *gw)
     if (!b)
         return EMS_ENOMEM;
     b->gw = gw;
-    url_masked(cfg->nats_url, b->shown, sizeof b->shown);
+    snprintf(b->urls, sizeof b->urls, "%s", cfg->nats_url);
+    for (char *save = NULL, *t = strtok_r(b->urls, ",", &save); t;
+         t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ')
+            t++;
+        for (char *e = t + strlen(t); e > t && e[-1] == ' ';)
+            *--e = '\0';
+        if (*t && b->nurl < BUS_URLS_MAX)
+            b->url[b->nurl++] = t;
+    }
+    urls_masked(b);
     b->boot_ms = ems_time_now_ms();
     make_token(cfg->gateway_id[0] ? cfg->gateway_id : gw->instance, b->id, sizeof b->id);
-    if (parse_url(cfg->nats_url, b->host, sizeof b->host, b->port, sizeof b->port) < 0) {
-        ems_log_error("nats_url: '%s' is not [nats|tls]://[USER:PASSWORD@]HOST:PORT", b->shown);
+    for (int i = 0; i < b->nurl; i++) {
+        bool same = strncmp(b->url[i], tls ? "tls://" : "nats://", tls ? 6 : 7) == 0;
+        if (!same || parse_url(b->url[i], b->host[i], sizeof b->host[i], b->port[i],
+                               sizeof b->port[i]) < 0) {
+            ems_log_error("nats_url: '%s' is not a list of [nats|tls]://[USER:PASSWORD@]HOST:PORT "
+                          "(one scheme for all)",
+                          b->shown);
+            free(b);
+            return EMS_ECONFIG;
+        }
+    }
+    if (b->nurl == 0) {
+        ems_log_error("nats_url: no server in '%s'", b->shown);
         free(b);
         return EMS_ECONFIG;
     }
@@ -1297,7 +1351,9 @@ int gw_bus_start(gw_t *gw)
     natsLibuv_SetThreadLocalLoop(gw->loop);
     natsStatus s = natsOptions_Create(&b->opts);
     if (s == NATS_OK)
-        s = natsOptions_SetURL(b->opts, cfg->nats_url);
+        s = natsOptions_SetServers(b->opts, b->url, b->nurl);
+    if (s == NATS_OK)
+        s = natsOptions_SetNoRandomize(b->opts, true);
     if (s == NATS_OK)
         s = natsOptions_SetEventLoop(b->opts, gw->loop, natsLibuv_Attach, natsLibuv_Read,
                                      natsLibuv_Write, natsLibuv_Detach);
@@ -1327,7 +1383,7 @@ int gw_bus_start(gw_t *gw)
         /* The server's certificate must chain to nats_ca_file and carry
          * nats_tls_hostname (default: the URL's host; an IP address there
          * needs nats_tls_hostname, since only names are compared). */
-        const char *name = cfg->nats_tls_hostname[0] ? cfg->nats_tls_hostname : b->host;
+        const char *name = cfg->nats_tls_hostname[0] ? cfg->nats_tls_hostname : b->host[0];
         s = natsOptions_SetSecure(b->opts, true);
         if (s == NATS_OK)
             s = natsOptions_LoadCATrustedCertificates(b->opts, cfg->nats_ca_file);

@@ -6,6 +6,8 @@
 #   - both join the bus and route presence and live telemetry (a device on B,
 #     whose id holds "..", which NATS subjects cannot carry as such, is online
 #     on A, and a dashboard on A gets its packets);
+#   - a list of servers whose first one is down: the gateway joins through
+#     the next one;
 #   - the password never appears in a log line;
 #   - a wrong password, a CA that did not sign the server's certificate, and
 #     a name the certificate does not carry: the gateway runs alone, serves,
@@ -138,6 +140,22 @@ async def main():
         tap.ok("a dashboard on A gets the live telemetry of 'sec..b' on B", got, got)
         tap.ok("the log names the bus with the password masked",
                f"tls://{USER}:***@127.0.0.1:{nats.port}" in a.proc.text(), a.proc.text()[-800:])
+
+        # --- a list whose first server does not answer
+        dead = gw.free_port()
+        listed = dict(good, nats_url=f"tls://{USER}:{PASSWORD}@127.0.0.1:{dead}," + nats.url())
+        c = gw.BusGateway(env, "gwL")
+        sides.append(c)
+        c.start(**listed)
+        tap.ok("a server list whose first server is down: joins through the next one",
+               gw.wait_for(lambda: "bus: connected" in c.proc.text(), 15) and
+               "bus: cannot connect" not in c.proc.text(), c.proc.text()[-1500:])
+        ok, v = await wait_online(c, ada, "sec..b", 8)
+        tap.ok("... and sees B's device online", ok and v.get("gateway") == "gwB", v)
+        tap.ok("... its log shows both servers, both passwords masked",
+               f"tls://{USER}:***@127.0.0.1:{dead},tls://{USER}:***@127.0.0.1:{nats.port}"
+               in c.proc.text(), c.proc.text()[-800:])
+        c.proc.stop()
 
         # --- what must not connect
         bad = {
