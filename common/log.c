@@ -88,15 +88,19 @@ bool ems_log_limited(ems_log_limit_t *l, int64_t now_ms, ems_log_level_t level, 
                      ...)
 {
     ems_log_limit_flush(l, now_ms);
-    if (l->started) {
+    if (l->started && l->written >= (l->burst ? l->burst : 1)) {
         l->suppressed++;
         return false;
     }
-    l->started = true;
-    l->start_ms = now_ms;
+    if (!l->started) {
+        l->started = true;
+        l->start_ms = now_ms;
+        l->written = 0;
+        if (l->interval_ms <= 0)
+            l->interval_ms = 10000;
+    }
+    l->written++;
     l->level = level;
-    if (l->interval_ms <= 0)
-        l->interval_ms = 10000;
     va_list ap;
     va_start(ap, fmt);
     ems_log__v(level, fmt, ap);

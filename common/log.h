@@ -45,15 +45,17 @@ void ems_log(ems_log_level_t level, const char *fmt, ...)
 typedef struct {
     const char *what;      /* names the kind of line in the summary */
     int64_t interval_ms;
+    unsigned burst;        /* lines written per interval before counting (0: 1) */
     int64_t start_ms;      /* start of the current interval */
+    unsigned written;      /* lines written in it */
     uint64_t suppressed;   /* lines dropped in it */
     ems_log_level_t level; /* of the summary line */
     bool started;
 } ems_log_limit_t;
 
-/* Logs like ems_log if this is the first line of the interval (after a
- * summary of the previous interval's dropped lines, if any); otherwise only
- * counts it. Returns true if the line was written. */
+/* Logs like ems_log if this is one of the first `burst` lines of the
+ * interval (after a summary of the previous interval's dropped lines, if
+ * any); otherwise only counts it. Returns true if the line was written. */
 bool ems_log_limited(ems_log_limit_t *l, int64_t now_ms, ems_log_level_t level, const char *fmt,
                      ...) __attribute__((format(printf, 4, 5)));
 

@@ -43,11 +43,6 @@
 /* The state file's energy lines are the counters of edge/energy.h, in order. */
 _Static_assert(EMS_EDGE_STATE_ENERGY == EMS_ENERGY_COUNT, "state.h and energy.h disagree");
 
-typedef struct {
-    int64_t window_ms;
-    unsigned lines;
-    uint64_t quiet;
-} dmn__ratelog_t;
 
 struct ems_edge_daemon {
     uv_loop_t *loop;
@@ -111,31 +106,13 @@ struct ems_edge_daemon {
     uint64_t packets, live_sent, live_failed, store_errors;
     uint64_t acks, acked_packets, nacks, commands, commands_invalid;
     uint64_t results_sent, results_dropped, ignored_msgs;
-    dmn__ratelog_t msg_log, store_log, send_log, nack_log;
+    /* repeated warnings: DMN__LOG_LINES per DMN__LOG_WINDOW_MS each, then a count */
+    ems_log_limit_t msg_log, store_log, send_log, nack_log;
 };
 
 static int64_t dmn__mono_ms(void)
 {
-    return (int64_t)(uv_hrtime() / 1000000u);
-}
-
-/* Logs at most DMN__LOG_LINES lines per window; true when this one may go. */
-static bool dmn__may_log(dmn__ratelog_t *r)
-{
-    int64_t now = dmn__mono_ms();
-    if (now - r->window_ms >= DMN__LOG_WINDOW_MS) {
-        if (r->quiet)
-            ems_log_warn("%llu similar lines were not logged", (unsigned long long)r->quiet);
-        r->window_ms = now;
-        r->lines = 0;
-        r->quiet = 0;
-    }
-    if (r->lines < DMN__LOG_LINES) {
-        r->lines++;
-        return true;
-    }
-    r->quiet++;
-    return false;
+    return ems_time_mono_ms();
 }
 
 /* Cuts a UTF-8 string in place to at most `max` bytes at a character
@@ -504,8 +481,7 @@ static void dmn__tick(ems_edge_daemon_t *d, int64_t now_ms)
     bool consumed = ems_store_next_seq(d->store) != seq;
     if (rc < 0) {
         d->store_errors++;
-        if (dmn__may_log(&d->store_log))
-            ems_log_error("buffer: packet seq %llu not stored: %s (%s)", (unsigned long long)seq,
+        ems_log_limited(&d->store_log, dmn__mono_ms(), EMS_LOG_ERROR, "buffer: packet seq %llu not stored: %s (%s)", (unsigned long long)seq,
                           ems_strerror(rc), consumed ? "sent live only" : "not sent");
     }
     if (!consumed)
@@ -524,8 +500,8 @@ static void dmn__tick(ems_edge_daemon_t *d, int64_t now_ms)
             d->live_failed++;
         if (ems_backfill_live_result(&d->bf, seq, mono, rc))
             ems_uplink_drop(d->up, "send queue full");
-        else if (rc < 0 && dmn__may_log(&d->send_log))
-            ems_log_warn("telemetry: live send of seq %llu failed: %s; sent again after the ack "
+        else if (rc < 0)
+            ems_log_limited(&d->send_log, mono, EMS_LOG_WARN, "telemetry: live send of seq %llu failed: %s; sent again after the ack "
                          "timeout",
                          (unsigned long long)seq, ems_strerror(rc));
     }
@@ -572,6 +548,11 @@ static void dmn__tick_cb(uv_timer_t *t)
     uint64_t at = late < 50000000u ? d->deadline_ns : now;
     dmn__tick(d, (int64_t)(at / 1000000u));
     d->ticks++;
+    int64_t mono = dmn__mono_ms(); /* summaries of repeated warnings, once their window ends */
+    ems_log_limit_flush(&d->msg_log, mono);
+    ems_log_limit_flush(&d->store_log, mono);
+    ems_log_limit_flush(&d->send_log, mono);
+    ems_log_limit_flush(&d->nack_log, mono);
     dmn__schedule(d, late);
 }
 
@@ -677,8 +658,7 @@ static void dmn__on_ack(ems_edge_daemon_t *d, const json_t *root)
     ems_verr_t err;
     if (ems_ack_from_json(root, &a, &err) < 0) {
         char why[400];
-        if (dmn__may_log(&d->msg_log))
-            ems_log_warn("uplink: invalid ack ignored: %s", ems_verr_format(&err, why, sizeof why));
+        ems_log_limited(&d->msg_log, dmn__mono_ms(), EMS_LOG_WARN, "uplink: invalid ack ignored: %s", ems_verr_format(&err, why, sizeof why));
         d->ignored_msgs++;
         return;
     }
@@ -702,8 +682,7 @@ static void dmn__on_nack(ems_edge_daemon_t *d, const json_t *root)
     ems_verr_t err;
     if (ems_nack_from_json(root, &nk, &err) < 0) {
         char why[400];
-        if (dmn__may_log(&d->msg_log))
-            ems_log_warn("uplink: invalid nack ignored: %s",
+        ems_log_limited(&d->msg_log, dmn__mono_ms(), EMS_LOG_WARN, "uplink: invalid nack ignored: %s",
                          ems_verr_format(&err, why, sizeof why));
         d->ignored_msgs++;
         return;
@@ -712,15 +691,15 @@ static void dmn__on_nack(ems_edge_daemon_t *d, const json_t *root)
     /* A wrong clock makes every packet a nack (docs/protocol.md, timestamp
      * rule): one line per packet would be one a second. */
     if (!nk.has_seq) {
-        if (dmn__may_log(&d->nack_log))
-            ems_log_warn("uplink: the gateway refused a message: %s%s%s", nk.path,
+        ems_log_limited(&d->nack_log, dmn__mono_ms(), EMS_LOG_WARN,
+                        "uplink: the gateway refused a message: %s%s%s", nk.path,
                          nk.path[0] ? ": " : "", nk.reason);
         return;
     }
     int rc = ems_store_nack(d->store, nk.seq);
     ems_backfill_nacked(&d->bf, nk.seq);
-    if (dmn__may_log(&d->nack_log))
-        ems_log_warn("uplink: the gateway refused packet seq %llu for good (%s%s%s); %s",
+    ems_log_limited(&d->nack_log, dmn__mono_ms(), EMS_LOG_WARN,
+                    "uplink: the gateway refused packet seq %llu for good (%s%s%s); %s",
                      (unsigned long long)nk.seq, nk.path, nk.path[0] ? ": " : "", nk.reason,
                      rc == 1 ? "dropped from the buffer" : "it was not buffered");
 }
@@ -753,12 +732,12 @@ static void dmn__on_command(ems_edge_daemon_t *d, const json_t *root)
         if (json_is_string(a) && strlen(json_string_value(a)) == json_string_length(a) &&
             ems_action_parse(json_string_value(a), &act) < 0)
             reason = EMS_REASON_UNSUPPORTED;
-        if (dmn__may_log(&d->msg_log))
-            ems_log_warn("command %s: invalid, rejected %s: %s", json_string_value(id),
+        ems_log_limited(&d->msg_log, dmn__mono_ms(), EMS_LOG_WARN, "command %s: invalid, rejected %s: %s", json_string_value(id),
                          ems_result_reason_name(reason), why);
         ems_edge_cmd_reject(&d->cmd, json_string_value(id), reason, why, utc);
-    } else if (dmn__may_log(&d->msg_log)) {
-        ems_log_warn("uplink: a command without a usable command_id was ignored: %s", why);
+    } else {
+        ems_log_limited(&d->msg_log, dmn__mono_ms(), EMS_LOG_WARN,
+                        "uplink: a command without a usable command_id was ignored: %s", why);
     }
 }
 
@@ -779,8 +758,7 @@ static void dmn__on_message(void *ud, ems_msg_kind_t kind, const json_t *root, c
         break;
     default:
         d->ignored_msgs++;
-        if (dmn__may_log(&d->msg_log))
-            ems_log_warn("uplink: a %s message (%zu bytes) is not for a device; ignored",
+        ems_log_limited(&d->msg_log, dmn__mono_ms(), EMS_LOG_WARN, "uplink: a %s message (%zu bytes) is not for a device; ignored",
                          ems_message_kind_name(kind), len);
         break;
     }
@@ -1197,6 +1175,15 @@ int ems_edge_daemon_new(uv_loop_t *loop, const ems_edge_config_t *cfg, int argc,
     d->argc = argc;
     d->argv = argv;
     d->last_kernel_synced = -1;
+    ems_log_limit_t *lim[4] = {&d->msg_log, &d->store_log, &d->send_log, &d->nack_log};
+    static const char *const what[4] = {"uplink: bad messages", "buffer: packets not stored",
+                                         "telemetry: live sends failed",
+                                         "uplink: messages refused by the gateway"};
+    for (int i = 0; i < 4; i++) {
+        lim[i]->what = what[i];
+        lim[i]->interval_ms = DMN__LOG_WINDOW_MS;
+        lim[i]->burst = DMN__LOG_LINES;
+    }
     *out = d;
     return 0;
 }

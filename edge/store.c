@@ -21,6 +21,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "timefmt.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -95,9 +96,7 @@ static uint32_t store__rec_crc(uint64_t seq, int64_t ts_ms, const void *data, si
 
 static uint64_t store__mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return (uint64_t)ems_time_mono_ms();
 }
 
 static const char *store__fmt_ts(int64_t ms, char *buf, size_t cap)

@@ -94,6 +94,36 @@ static void test_limited_summarises(void)
     EMS_CHECK(strstr(buf, "device refused: and 1999 more in the last 10 s") != NULL);
 }
 
+/* A burst of 3: the first three lines of an interval are written, the
+ * rest counted; the next interval starts a new burst. */
+static void test_limited_burst(void)
+{
+    int fds[2];
+    EMS_CHECK(pipe(fds) == 0);
+    EMS_CHECK(dup2(fds[1], STDERR_FILENO) == STDERR_FILENO);
+    unsetenv("JOURNAL_STREAM");
+    ems_log_init("ems-test", EMS_LOG_INFO);
+    ems_log_limit_t l = {.what = "bad message", .interval_ms = 10000, .burst = 3};
+    int written = 0;
+    for (int i = 0; i < 10; i++)
+        written += ems_log_limited(&l, 1000 + i, EMS_LOG_WARN, "bad message m%d", i);
+    EMS_CHECK_INT(written, ==, 3);
+    written = ems_log_limited(&l, 12000, EMS_LOG_WARN, "bad message m%d", 10); /* new interval */
+    EMS_CHECK_INT(written, ==, 1);
+    close(STDERR_FILENO);
+    close(fds[1]);
+    char buf[4096];
+    size_t n = 0;
+    ssize_t r;
+    while ((r = read(fds[0], buf + n, sizeof buf - 1 - n)) > 0)
+        n += (size_t)r;
+    buf[n] = '\0';
+    EMS_CHECK(strstr(buf, "bad message m0") && strstr(buf, "bad message m2"));
+    EMS_CHECK(strstr(buf, "bad message m3") == NULL);
+    EMS_CHECK(strstr(buf, "bad message: and 7 more in the last 11 s") != NULL);
+    EMS_CHECK(strstr(buf, "bad message m10") != NULL);
+}
+
 static void test_level_names(void)
 {
     ems_log_level_t l;
@@ -109,5 +139,6 @@ int main(void)
     EMS_RUN(test_inherited_journal_stream_for_another_file_keeps_the_time);
     EMS_RUN(test_level_names);
     EMS_RUN(test_limited_summarises);
+    EMS_RUN(test_limited_burst);
     EMS_TEST_END();
 }
