@@ -49,6 +49,10 @@ typedef struct {
 typedef struct {
     char origin[GW_BUS_ID_MAX + 1];
     int64_t expires_mono;
+    /* what it takes to adopt the command if the origin dies */
+    ems_command_t cmd;
+    char device_id[EMS_DEVICE_ID_MAX + 1];
+    gw_cmd_status_t last; /* sent, or accepted once the device said so */
 } relay_t;
 
 struct gw_bus {
@@ -528,6 +532,42 @@ static void on_alive(gw_bus_t *b, json_t *o)
     }
 }
 
+/* A gateway that sent us a command is alive now; one we had not heard of
+ * yet is tracked from here (its heartbeat will follow, or its silence will
+ * be noticed after GW_DEAD_MS). */
+static void peer_seen(gw_bus_t *b, const char *gwid)
+{
+    peer_t *p = named_get(&b->peers, gwid);
+    if (!p && !(p = named_put(&b->peers, gwid)))
+        return;
+    p->last_mono = ems_time_mono_ms();
+    p->alive = true;
+}
+
+/* A gateway is gone: the commands it created that were delivered here and
+ * are still open become ours, so the device's answers (or a time-out) still
+ * reach the audit trail and the dashboards. (A gateway that is only cut
+ * off from the bus also finishes them itself: both records then end up in
+ * the trail, the newest status wins in `commands`; docs/scaling.md.) */
+static void adopt_commands_of(gw_bus_t *b, const char *origin)
+{
+    const char *k;
+    void *v;
+    size_t n = 0;
+    int64_t now = ems_time_now_ms();
+    for (size_t i = 0; gw_map_next(&b->relays, &i, &k, &v);) {
+        relay_t *r = &((keyed_t *)v)->u.r;
+        if (strcmp(r->origin, origin) != 0)
+            continue;
+        if (gw_cmds_adopt(b->gw->cmds, &r->cmd, r->device_id, r->last, now) == 0)
+            n++;
+        keyed_del(&b->relays, k);
+        i = 0; /* the table changed: start over */
+    }
+    if (n)
+        ems_log_warn("bus: took over %zu open command(s) of gateway %s, which is gone", n, origin);
+}
+
 static void peers_check(gw_bus_t *b, int64_t mono)
 {
     const char *k;
@@ -553,6 +593,7 @@ static void peers_check(gw_bus_t *b, int64_t mono)
         }
         ems_log_warn("bus: gateway %s silent for %d s; its %zu device(s) marked offline", k,
                      GW_DEAD_MS / 1000, n);
+        adopt_commands_of(b, k);
     }
 }
 
@@ -637,6 +678,11 @@ static void on_cmd(gw_bus_t *b, json_t *o)
         relay_t *r = room ? keyed_put(&b->relays, tmp.cmd.command_id) : NULL;
         if (r) {
             snprintf(r->origin, sizeof r->origin, "%s", from);
+            peer_seen(b, from); /* so that its death is noticed even before its first heartbeat */
+            r->cmd = tmp.cmd;
+            snprintf(r->device_id, sizeof r->device_id, "%s", dev);
+            if (r->last != GW_CMD_ACCEPTED)
+                r->last = GW_CMD_SENT;
             r->expires_mono = ems_time_mono_ms() +
                               (gw->cfg.command_timeout_s + gw->cfg.command_complete_s + 60) * 1000;
         }
@@ -666,6 +712,8 @@ bool gw_bus_relay_result(gw_t *gw, const char *device_id, const char *command_id
                    json_pack("{sssssssO}", "type", "result", "device_id", device_id, "gateway",
                              b->id, "result", (json_t *)root));
     gw_metric_inc(b->m_relayed);
+    if (!final)
+        r->last = GW_CMD_ACCEPTED;
     if (final)
         keyed_del(&b->relays, command_id);
     return true;

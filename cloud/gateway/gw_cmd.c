@@ -254,6 +254,35 @@ void gw_cmds_reask(gw_cmds_t *t, const char *device_id)
             t->ops->deliver(t->ud, c);
 }
 
+int gw_cmds_adopt(gw_cmds_t *t, const ems_command_t *cmd, const char *device_id,
+                  gw_cmd_status_t status, int64_t now_ms)
+{
+    if (status != GW_CMD_SENT && status != GW_CMD_ACCEPTED)
+        return EMS_EINVAL;
+    if (gw_map_get(&t->by_id, cmd->command_id))
+        return EMS_EEXIST;
+    gw_cmd_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return EMS_ENOMEM;
+    c->cmd = *cmd;
+    snprintf(c->device_id, sizeof c->device_id, "%s", device_id);
+    if (gw_map_put(&t->by_id, c->cmd.command_id, c) != 0) {
+        free(c);
+        return EMS_ENOMEM;
+    }
+    c->created_ms = c->updated_ms = now_ms; /* here: the origin's own time is in the database */
+    c->status = status;
+    t->counts[status]++;
+    c->deadline_ms = now_ms + (status == GW_CMD_SENT ? t->cfg.answer_ms : t->cfg.complete_ms);
+    c->nhist = 1;
+    c->hist[0].status = status;
+    c->hist[0].at_ms = now_ms;
+    list_push(&t->active, c);
+    ems_log_info("command %s for %s: adopted at %s (its gateway is gone)", c->cmd.command_id,
+                 c->device_id, gw_cmd_status_name(status));
+    return 0;
+}
+
 static int status_of_result(ems_result_status_t s)
 {
     switch (s) {

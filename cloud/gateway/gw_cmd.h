@@ -130,6 +130,16 @@ void gw_cmds_online(gw_cmds_t *t, const char *device_id, int64_t now_ms);
  * gateways. */
 void gw_cmds_reask(gw_cmds_t *t, const char *device_id);
 
+/* Takes over a command another gateway created and this one delivered,
+ * when that gateway is gone (gw_bus.c): the record starts at `status`
+ * (sent or accepted, what the origin last heard) with a fresh answer or
+ * completion deadline, so the device's next answers and a time-out are
+ * recorded here, in the audit trail and for dashboards. The status it
+ * starts at is not reported again (the origin did). Returns 0, EMS_EEXIST
+ * (known here already), EMS_EINVAL (not sent/accepted) or EMS_ENOMEM. */
+int gw_cmds_adopt(gw_cmds_t *t, const ems_command_t *cmd, const char *device_id,
+                  gw_cmd_status_t status, int64_t now_ms);
+
 /* An answer from the edge, already validated. Returns 0 (applied),
  * EMS_ENOENT (unknown command), EMS_EPERM (the command belongs to another
  * device: a device speaks only for itself), or EMS_EINVAL (not a valid

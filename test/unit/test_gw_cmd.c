@@ -205,6 +205,34 @@ static void test_timeouts(void)
     gw_cmds_free(t);
 }
 
+/* A command another gateway created, adopted when that gateway is gone:
+ * no report of the status it starts at, then the device's answer (or a
+ * time-out) is recorded here. */
+static void test_adopt(void)
+{
+    rec_t r;
+    gw_cmds_t *t = mk(&r, 100);
+    gw_cmd_req_t q = req_set_mode("d1", "far", 500, true, 0);
+    EMS_CHECK_INT(gw_cmds_adopt(t, &q.cmd, "d1", GW_CMD_ACCEPTED, 1000), ==, 0);
+    EMS_CHECK_INT(r.changed, ==, 0); /* the origin reported "accepted" */
+    EMS_CHECK_INT(gw_cmds_adopt(t, &q.cmd, "d1", GW_CMD_ACCEPTED, 1000), ==, EMS_EEXIST);
+    gw_cmd_t *c = gw_cmds_find(t, "far");
+    EMS_CHECK(c && c->status == GW_CMD_ACCEPTED && c->deadline_ms == 61000);
+    EMS_CHECK_INT(gw_cmds_count(t, GW_CMD_ACCEPTED), ==, 1);
+    ems_command_result_t done = result("far", EMS_RESULT_COMPLETED);
+    EMS_CHECK_INT(gw_cmds_result(t, "d1", &done, 2000), ==, 0);
+    EMS_CHECK_INT(r.changed, ==, 1);
+    EMS_CHECK_INT(r.last_status, ==, GW_CMD_COMPLETED);
+    EMS_CHECK_INT(c->nhist, ==, 2);
+    /* adopted at "sent": the answer deadline applies */
+    q = req_set_mode("d1", "far2", 500, true, 0);
+    EMS_CHECK_INT(gw_cmds_adopt(t, &q.cmd, "d1", GW_CMD_SENT, 5000), ==, 0);
+    gw_cmds_tick(t, 15000);
+    EMS_CHECK_INT(gw_cmds_find(t, "far2")->status, ==, GW_CMD_TIMED_OUT);
+    EMS_CHECK_INT(gw_cmds_adopt(t, &q.cmd, "d1", GW_CMD_COMPLETED, 5000), ==, EMS_EINVAL);
+    gw_cmds_free(t);
+}
+
 static void test_rejected(void)
 {
     rec_t r;
@@ -387,6 +415,7 @@ int main(void)
     EMS_RUN(test_queued_expires);
     EMS_RUN(test_reconnect_after_ttl_expires_without_tick);
     EMS_RUN(test_timeouts);
+    EMS_RUN(test_adopt);
     EMS_RUN(test_rejected);
     EMS_RUN(test_idempotent_ids);
     EMS_RUN(test_device_speaks_for_itself);
