@@ -683,9 +683,12 @@ static void add_live(gw_t *gw, json_t *o, const char *id)
                                               : rp ? json_string(rp->gateway) : json_null());
     }
     json_object_set_new(o, "last_seen", d ? time_json(d->last_seen_ms) : json_null());
-    if (d && d->info_json) {
+    /* Its device_info: as it told this gateway, or as its gateway told the
+     * others (gw_bus.h). */
+    const char *info_json = d && d->info_json ? d->info_json : rp ? rp->info_json : NULL;
+    if (info_json) {
         json_error_t je;
-        json_t *info = json_loads(d->info_json, 0, &je);
+        json_t *info = json_loads(info_json, 0, &je);
         const char *k;
         json_t *v;
         json_object_foreach(info, k, v) if (strcmp(k, "type") != 0) json_object_set(o, k, v);

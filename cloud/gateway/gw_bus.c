@@ -1,6 +1,7 @@
 /* gw_bus.c: several gateways over NATS (see gw_bus.h, docs/scaling.md). */
 #include "gw.h"
 
+#include "device_info.h"
 #include "error.h"
 #include "jsonw.h"
 #include "log.h"
@@ -301,13 +302,20 @@ static bool device_from_subject(const char *token, char *out, size_t cap)
 
 /* ------------------------------------------------------------ presence */
 
-static void presence_publish(gw_bus_t *b, const char *device_id, bool online, int64_t at_ms)
+/* `info_json`: the device's normalised device_info (or NULL), so that every
+ * gateway's GET /api/devices shows its firmware and limits. */
+static void presence_publish(gw_bus_t *b, const char *device_id, bool online, int64_t at_ms,
+                             const char *info_json)
 {
     char subj[160];
     device_subject("ems.presence.", device_id, subj, sizeof subj);
-    publish_json(b, subj,
-                 json_pack("{sssssbsI}", "gateway", b->id, "device_id", device_id, "online", online,
-                           "at", (json_int_t)at_ms));
+    json_t *o = json_pack("{sssssbsI}", "gateway", b->id, "device_id", device_id, "online", online,
+                          "at", (json_int_t)at_ms);
+    json_t *info = online && info_json ? json_loads(info_json, 0, NULL) : NULL;
+    if (o && json_is_object(info))
+        json_object_set(o, "info", info);
+    json_decref(info);
+    publish_json(b, subj, o);
 }
 
 static json_t *roster_new(gw_bus_t *b, int64_t at)
@@ -328,7 +336,7 @@ static void presence_all(gw_bus_t *b)
     for (gw_devconn_t *dc = b->gw->devconns; dc; dc = dc->next) {
         if (!dc->dev || dc->dev->conn != dc)
             continue;
-        presence_publish(b, dc->dev->id, true, dc->connected_ms);
+        presence_publish(b, dc->dev->id, true, dc->connected_ms, dc->dev->info_json);
         if (!r && !(r = roster_new(b, at)))
             return;
         json_array_append_new(json_object_get(r, "devices"), json_string(dc->dev->id));
@@ -367,7 +375,8 @@ void gw_bus_device_presence(gw_t *gw, const gw_dev_t *d, bool online)
             p->since_ms = d->connected_ms;
         }
     }
-    presence_publish(b, d->id, online, online ? d->connected_ms : ems_time_now_ms());
+    presence_publish(b, d->id, online, online ? d->connected_ms : ems_time_now_ms(),
+                     d->info_json);
 }
 
 const gw_bus_presence_t *gw_bus_remote(const gw_bus_t *b, const char *device_id)
@@ -428,6 +437,18 @@ static void on_presence(gw_bus_t *b, json_t *o)
     ems_dash_device_t before;
     bool known = gw_dash_device_view(b->gw, dev, &before);
     bool arrived = presence_apply(b, dev, gwid, json_is_true(on), at);
+    gw_bus_presence_t *p = named_get(&b->remote, dev);
+    json_t *info = json_object_get(o, "info");
+    if (p && p->online && strcmp(p->gateway, gwid) == 0 && json_is_object(info) &&
+        json_object_size(info) <= 16) {
+        char *s = json_dumps(info, JSON_COMPACT);
+        if (s && strlen(s) < EMS_DEVICE_INFO_JSON_MAX) {
+            free(p->info_json);
+            p->info_json = s;
+        } else {
+            free(s);
+        }
+    }
     gw_dash_device_refresh(b->gw, dev, known ? &before : NULL);
     /* Commands queued here with a TTL go out now (forwarded), those still
      * `sent` go again, and the device is asked again for its answer to
@@ -1334,6 +1355,10 @@ bool gw_bus_up(const gw_bus_t *b)
 
 static void bus_destroy(gw_bus_t *b)
 {
+    const char *rk;
+    void *rv;
+    for (size_t i = 0; gw_map_next(&b->remote, &i, &rk, &rv);)
+        free(((named_t *)rv)->u.pr.info_json);
     map_free_all(&b->remote);
     map_free_all(&b->peers);
     map_free_all(&b->pending);

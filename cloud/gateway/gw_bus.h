@@ -57,6 +57,7 @@ typedef struct {
     bool online;
     int64_t since_ms;  /* wall clock of the presence message */
     int64_t roster_ms; /* private: the last roster of `gateway` that listed it */
+    char *info_json;   /* its device_info as `gateway` announced it (normalised), or NULL */
 } gw_bus_presence_t;
 
 /* Creates the bus when cfg.nats_url is set (gw->bus stays NULL

@@ -301,6 +301,8 @@ static int handle_info(gw_devconn_t *dc, const json_t *root, ems_verr_t *err)
     if (copy) {
         free(dc->dev->info_json);
         dc->dev->info_json = copy;
+        /* The other gateways learn its firmware and limits (with the bus). */
+        gw_bus_device_presence(dc->gw, dc->dev, true);
     }
     return 0;
 }

@@ -6,7 +6,8 @@
 # A is gone (6 s without a heartbeat), takes the command over, and records
 # the device's "completed": in PostgreSQL the command ends completed with
 # each status once in its audit trail, and B's REST API and a dashboard on
-# B show it.
+# B show it. Before that: the device's device_info (firmware, limits), told
+# to B, shows in A's GET /api/devices/{id} too.
 import asyncio
 import importlib.util
 import json
@@ -71,6 +72,16 @@ async def main():
         ok, v = await wait_for_async(
             lambda: (jget(a, ada, "/api/devices/far_dev")[1].get("online") is True, None), 8)
         tap.ok("A sees the device on B online", ok)
+        info = {"type": "device_info", "firmware": "ems-edge 9.9.9",
+                "limits": {"max_charge_w": 4200, "max_discharge_w": 3900, "soc_min": 12,
+                           "soc_max": 93}}
+        await dev.ws.send(json.dumps(info))
+
+        def same_info():
+            v = jget(a, ada, "/api/devices/far_dev")[1]
+            return v.get("limits") == info["limits"] and v.get("firmware") == "ems-edge 9.9.9", v
+        ok, v = await wait_for_async(same_info, 5)
+        tap.ok("the device_info it told B shows in A's GET /api/devices/{id}", ok, v)
         dash = await b.dashboard(ada)
         await dash.send(json.dumps({"type": "subscribe", "devices": ["far_dev"]}))
         seen = []
