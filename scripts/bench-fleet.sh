@@ -12,7 +12,9 @@
 #     address (a process holds at most 20,000 fds; one source address
 #     ~28,000 connections to one port);
 #   - per gateway one dashboard subscribed to every device ("*") and one
-#     subscribed to 100 devices, measuring fan-out latency;
+#     subscribed to 100 devices, measuring fan-out latency, and one on the
+#     coalesced fleet view ("mode": "fleet"), measuring the latest-state
+#     latency (BENCH_FLEET_VIEW=0 in the environment leaves it out);
 # ramps the connections at --rate per second, waits until all are connected,
 # sends SIGUSR1 (every device then sends one packet per second), measures
 # CPU and memory of the server processes over the measurement window, waits
@@ -274,8 +276,8 @@ if [ "$DASH" = 1 ]; then
     [ "$REUSEPORT" = 1 ] && ndash_gw=1
     for g in $(seq 0 $((ndash_gw - 1))); do
         # subset: 100 devices of this gateway (ids g, g+G, g+2G, ...)
-        for kind in all sub; do
-            if [ $kind = all ]; then sub='*'; else sub="bench:$g:100:$GATEWAYS"; fi
+        for kind in all sub $([ "${BENCH_FLEET_VIEW:-1}" = 1 ] && echo fleet); do
+            if [ $kind = all ]; then sub='*'; elif [ $kind = fleet ]; then sub=fleet; else sub="bench:$g:100:$GATEWAYS"; fi
             "$FLEET" dashboard --port "${PORTS[$g]}" --cookie "$COOKIE" "${FLEET_TLS[@]}" \
                 --sub "$sub" --warmup "$WARMUP" --window "$WINDOW" --tail 3 \
                 --out "$T/dash-$g-$kind.json" >"$T/dash-$g-$kind.log" 2>&1 &
@@ -515,6 +517,10 @@ r = {
     "fanout_sub": merge([d["fanout_latency"] for k, d in dashes.items() if k.endswith("-sub.json")]),
     "dash_received_all": sum(d["telemetry"] for k, d in dashes.items() if k.endswith("-all.json")),
     "dash_closed_early": [k for k, d in dashes.items() if d["close_code"] not in (0, 1000)],
+    "fleet_latest": merge([d["fleet_latency"] for k, d in dashes.items() if k.endswith("-fleet.json")]),
+    "fleet_items": sum(d.get("fleet_items", 0) for k, d in dashes.items() if k.endswith("-fleet.json")),
+    "fleet_frames": sum(d.get("fleet_frames", 0) for k, d in dashes.items() if k.endswith("-fleet.json")),
+    "fleet_gap_max_ms": max([d.get("fleet_gap_max_ms", 0) for k, d in dashes.items() if k.endswith("-fleet.json")] or [0]),
     "cpu_pct": cpu, "machine_busy_pct": machine_busy, "others_pct": others, "ncpu": ncpu,
     "loadavg_before": load0, "mem": mem,
     "cmd": cmd,
@@ -544,6 +550,11 @@ print(f"idle connections: gateway RSS grew {idle_kib['gw']} KiB per connection o
       f"(DB writer {idle_kib['dbw']} KiB); under load {round(mem['gw']['rss_mb'] * 1024 / N, 1)} KiB per device in total")
 sent_w = r["sent_window"]
 print(f"\"*\" dashboards received {r['dash_received_all']} telemetry messages (devices sent {r['sent']} packets, {sent_w} in the window)")
+if r["fleet_frames"]:
+    fl = r["fleet_latest"]
+    print(f"fleet view: {r['fleet_frames']} frames, {r['fleet_items']} items; latest-state latency "
+          f"p50 {fmt(fl['p50_ms'])} ms, p99 {fmt(fl['p99_ms'])} ms (n={fl['n']} in the window); "
+          f"longest pause between frames {r['fleet_gap_max_ms']} ms")
 print()
 if "attack" in r:
     print()

@@ -139,6 +139,8 @@ struct gw {
     size_t ndevconns;
     gw_dash_t *dashes;
     size_t ndashes;
+    uv_timer_t *fleet_timer; /* flushes the fleet view; open while it has subscribers (gw_dash.c) */
+    uint64_t fleet_next_ms;  /* loop time of the fleet view's next collect */
     uint64_t next_gen;
     /* Abuse defences (gw_api.c, gw_device.c); set up at first use, freed
      * by gw_api_free. */
@@ -239,6 +241,14 @@ void gw_dash_device_refresh(gw_t *gw, const char *device_id, const ems_dash_devi
  * the other gateways whose dashboards watch it (gw_bus_dash_message). */
 void gw_dash_publish_shared(gw_t *gw, const char *device_id, const char *text, size_t len);
 void gw_dash_close_all(gw_t *gw, uint16_t code, const char *reason);
+/* A live packet of a device connected here that is its newest: into the
+ * fleet view (call only while gw->hub.nfleet; cheap: no encoding, no
+ * sending, the flush timer does that once per fleet_interval_ms). */
+void gw_dash_fleet_telemetry(gw_t *gw, const ems_telemetry_t *t);
+/* A dashboard message about a device on another gateway, as it came over
+ * the bus: to the dashboards watching the device, and its telemetry into
+ * the fleet view. */
+void gw_dash_publish_remote(gw_t *gw, const char *device_id, const char *text, size_t len);
 
 /* ---- gw_api.c ---- */
 

@@ -895,7 +895,7 @@ static void interest_publish(gw_bus_t *b)
         bool more = gw_map_next(&b->tel_subs, &i, &k, &v);
         if (more) {
             if (!o)
-                o = json_pack("{sssbs[]}", "from", b->id, "all", h->nall > 0, "devices");
+                o = json_pack("{sssbs[]}", "from", b->id, "all", gw_hub_wants_all(h), "devices");
             json_array_append_new(json_object_get(o, "devices"), json_string(k));
         }
         if (o && (!more || json_array_size(json_object_get(o, "devices")) >= INTEREST_CHUNK)) {
@@ -905,7 +905,7 @@ static void interest_publish(gw_bus_t *b)
         if (!more)
             break;
     }
-    if (h->nall > 0 && b->tel_subs.len == 0)
+    if (gw_hub_wants_all(h) && b->tel_subs.len == 0)
         publish_json(b, "ems.interest", json_pack("{sssbs[]}", "from", b->id, "all", 1, "devices"));
 }
 
@@ -936,7 +936,7 @@ static void tel_sync(gw_bus_t *b)
     gw_hub_t *h = &b->gw->hub;
     const char *k;
     void *v;
-    bool want_all = h->nall > 0;
+    bool want_all = gw_hub_wants_all(h); /* "*" or the fleet view */
     if (want_all != (b->tel_all != NULL)) {
         if (want_all &&
             natsConnection_Subscribe(&b->tel_all, b->nc, "ems.tel.>", on_nats_msg, b) != NATS_OK)
@@ -986,7 +986,7 @@ static void on_telemetry(gw_bus_t *b, const char *device_id, const char *data, i
         return; /* telemetry of our own device (its old gateway is late to notice): had it */
     if (len > 0 && ems_device_id_valid(device_id, strlen(device_id))) {
         gw_metric_inc(b->m_tel_in);
-        gw_dash_publish(b->gw, device_id, data, (size_t)len);
+        gw_dash_publish_remote(b->gw, device_id, data, (size_t)len); /* + the fleet view */
     }
 }
 

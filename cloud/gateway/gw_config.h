@@ -43,6 +43,7 @@ typedef struct {
     int64_t idle_timeout_s;
     int64_t device_send_queue;    /* bytes queued before a device is cut off */
     int64_t dashboard_send_queue; /* bytes queued before a dashboard is dropped (4009) */
+    int64_t fleet_interval_ms;    /* the fleet view: at most one update per device this often */
     int64_t rate_burst;           /* messages */
     int64_t rate_per_s;           /* messages per second, sustained */
     int64_t command_timeout_s;    /* sent -> no answer */

@@ -15,6 +15,15 @@
  * Fan-out encodes each message once into a shared buffer; a
  * dashboard whose send queue would pass dashboard_send_queue is closed with
  * 4009 and never slows anyone else down.
+ *
+ * The fleet view ("mode": "fleet", gw_hub.h) costs a packet only a copy
+ * into the device's hub entry; a timer (open while the view has
+ * subscribers) flushes every fleet_interval_ms: the changed entries become
+ * pending for each subscriber, which gets them in `fleet` frames of at most
+ * 64 KiB while its send queue is under half of dashboard_send_queue. What
+ * does not fit waits for the next flush as one pending bit per device, so
+ * the fleet view alone never overflows a queue (no 4009) and a slow
+ * browser simply gets the newest state later.
  */
 #include "gw.h"
 
@@ -95,6 +104,204 @@ void gw_dash_publish_shared(gw_t *gw, const char *device_id, const char *text, s
         gw_bus_dash_message(gw, device_id, text, len);
 }
 
+static void send_error(gw_dash_t *ds, const ems_verr_t *err);
+
+/* ------------------------------------------------------------ the fleet view */
+
+void gw_dash_fleet_telemetry(gw_t *gw, const ems_telemetry_t *t)
+{
+    gw_hub_fleet_ent_t *e = gw_hub_fleet_get(&gw->hub, t->device_id, true);
+    if (!e || (e->item.has_telemetry && t->timestamp_ms < e->item.timestamp_ms))
+        return;
+    ems_dash_fleet_item_set(&e->item, t);
+    gw_hub_fleet_mark(&gw->hub, e);
+}
+
+/* The online state of a device changed (or is first known): into the
+ * fleet view. */
+static void fleet_presence(gw_t *gw, const ems_dash_device_t *v)
+{
+    if (!gw->hub.nfleet)
+        return;
+    gw_hub_fleet_ent_t *e = gw_hub_fleet_get(&gw->hub, v->device_id, true);
+    if (!e || (e->item.online == v->online && e->item.since_ms == v->since_ms))
+        return;
+    e->item.online = v->online;
+    e->item.since_ms = v->since_ms;
+    gw_hub_fleet_mark(&gw->hub, e);
+}
+
+/* How a subscriber's drain ended. */
+enum { FLEET_DONE, FLEET_MORE, FLEET_BLOCKED };
+
+#define FLEET_SLICE_FRAMES 2 /* frames per subscriber per loop turn */
+#define FLEET_RETRY_MS 10    /* a subscriber's queue was full: look again */
+
+/* Sends one subscriber what is pending for it, in frames of at most
+ * EMS_DASH_FLEET_FRAME_MAX bytes, while its queue stays under half of
+ * dashboard_send_queue, and at most FLEET_SLICE_FRAMES frames now: the
+ * rest stays pending for the next turn of the loop (FLEET_MORE) or, when
+ * the queue is full, until it has drained (FLEET_BLOCKED). */
+static int fleet_drain(gw_dash_t *ds, char *frame)
+{
+    gw_t *gw = ds->gw;
+    size_t limit = (size_t)gw->cfg.dashboard_send_queue / 2;
+    size_t cap = limit < EMS_DASH_FLEET_FRAME_MAX ? limit : EMS_DASH_FLEET_FRAME_MAX;
+    for (int n = 0; !ds->dropping && ds->subs.npending; n++) {
+        if (n == FLEET_SLICE_FRAMES)
+            return FLEET_MORE;
+        if (ems_ws_queued(ds->ws) + cap > limit)
+            return FLEET_BLOCKED;
+        ems_dash_fleet_frame_t f;
+        ems_dash_fleet_frame_init(&f, frame, cap);
+        gw_hub_fleet_ent_t *e;
+        while ((e = gw_hub_fleet_peek(&gw->hub, &ds->subs)) != NULL) {
+            if (ems_dash_fleet_frame_add(&f, &e->item) == EMS_ENOSPC)
+                break;
+            gw_hub_fleet_sent(&ds->subs, e); /* sent, or not encodable: skipped */
+        }
+        if (!f.count)
+            break;
+        size_t len = ems_dash_fleet_frame_finish(&f);
+        dash_send_text(ds, frame, len);
+    }
+    return FLEET_DONE;
+}
+
+/* The flush timer: once per fleet_interval_ms it collects the changed
+ * devices (at most one update per device per interval), and in between it
+ * drains what is pending a slice at a time, one turn of the loop each, so
+ * a large fleet's frames are encoded between the reads of device packets
+ * (the loop never stalls for the whole fleet) and each dashboard's socket
+ * can write out while the rest waits. */
+static void fleet_timer_cb(uv_timer_t *t)
+{
+    static char frame[EMS_DASH_FLEET_FRAME_MAX];
+    gw_t *gw = t->data;
+    uint64_t now = uv_now(gw->loop);
+    if (now >= gw->fleet_next_ms) {
+        gw_hub_fleet_collect(&gw->hub);
+        gw->fleet_next_ms += (uint64_t)gw->cfg.fleet_interval_ms;
+        if (gw->fleet_next_ms <= now)
+            gw->fleet_next_ms = now + (uint64_t)gw->cfg.fleet_interval_ms;
+    }
+    bool more = false, blocked = false;
+    for (gw_dash_t *ds = gw->dashes; ds; ds = ds->next) {
+        if (!ds->subs.fleet)
+            continue;
+        int r = fleet_drain(ds, frame);
+        more |= r == FLEET_MORE;
+        blocked |= r == FLEET_BLOCKED;
+    }
+    uint64_t wait = gw->fleet_next_ms - now;
+    if (more)
+        wait = 0;
+    else if (blocked && wait > FLEET_RETRY_MS)
+        wait = FLEET_RETRY_MS;
+    uv_timer_start(t, fleet_timer_cb, wait, 0);
+}
+
+static void fleet_timer_closed(uv_handle_t *h) { free(h); }
+
+/* The flush timer runs while the fleet view has subscribers; the last one
+ * to go (at the latest when every dashboard has closed at shutdown) closes
+ * it, so it never outlives the loop. `now` (true) runs it at the next turn
+ * of the loop (a new subscriber's snapshot). */
+static void fleet_timer_update(gw_t *gw, bool now)
+{
+    if (gw->hub.nfleet && !gw->fleet_timer && !gw->stopping) {
+        uv_timer_t *t = malloc(sizeof *t);
+        if (!t || uv_timer_init(gw->loop, t) != 0) {
+            free(t);
+            return;
+        }
+        t->data = gw;
+        gw->fleet_next_ms = uv_now(gw->loop) + (uint64_t)gw->cfg.fleet_interval_ms;
+        gw->fleet_timer = t;
+    } else if (!gw->hub.nfleet && gw->fleet_timer) {
+        uv_close((uv_handle_t *)gw->fleet_timer, fleet_timer_closed);
+        gw->fleet_timer = NULL;
+        return;
+    }
+    if (gw->fleet_timer && (now || !uv_is_active((uv_handle_t *)gw->fleet_timer))) {
+        uint64_t ms = uv_now(gw->loop);
+        uint64_t wait = now || gw->fleet_next_ms <= ms ? 0 : gw->fleet_next_ms - ms;
+        uv_timer_start(gw->fleet_timer, fleet_timer_cb, wait, 0);
+    }
+}
+
+/* The first fleet subscriber: the hub's entries are brought up to date
+ * (they are not maintained while nobody watches). Local devices give their
+ * newest live packet; devices on other gateways their presence, and their
+ * values as soon as the bus carries their telemetry here. */
+static void fleet_resync(gw_t *gw)
+{
+    gw_hub_fleet_ent_t *e;
+    for (size_t i = 0; (e = gw_hub_fleet_next(&gw->hub, &i)) != NULL;)
+        e->item.has_telemetry = false; /* perhaps stale */
+    const char *k;
+    void *v;
+    ems_dash_device_t view;
+    for (size_t i = 0; gw_map_next(&gw->devs, &i, &k, &v);) {
+        const gw_dev_t *d = v;
+        if (!gw_dash_device_view(gw, k, &view) || !(e = gw_hub_fleet_get(&gw->hub, k, true)))
+            continue;
+        e->item.online = view.online;
+        e->item.since_ms = view.since_ms;
+        if (d->has_last)
+            ems_dash_fleet_item_set(&e->item, &d->last);
+    }
+    const gw_bus_presence_t *p;
+    for (size_t i = 0; gw_bus_remote_next(gw->bus, &i, &k, &p);) {
+        if (!gw_dash_device_view(gw, k, &view) || !(e = gw_hub_fleet_get(&gw->hub, k, true)))
+            continue;
+        e->item.online = view.online;
+        e->item.since_ms = view.since_ms;
+    }
+}
+
+static void fleet_subscribe(gw_dash_t *ds)
+{
+    gw_t *gw = ds->gw;
+    ems_verr_t err;
+    if (ds->subs.fleet)
+        return;
+    if (!gw->hub.nfleet)
+        fleet_resync(gw);
+    if (gw_hub_sub_fleet(&gw->hub, &ds->subs) < 0) {
+        ems_verr_set(&err, "mode", "out of memory");
+        send_error(ds, &err);
+        return;
+    }
+    /* The snapshot at the next turn of the loop, a slice at a time as far
+     * as the queue allows; what does not fit follows as the queue drains. */
+    fleet_timer_update(gw, true);
+}
+
+void gw_dash_publish_remote(gw_t *gw, const char *device_id, const char *text, size_t len)
+{
+    static const char head[] = "{\"type\":\"telemetry\",\"packet\":";
+    gw_dash_publish(gw, device_id, text, len);
+    if (!gw->hub.nfleet || len < sizeof head || memcmp(text, head, sizeof head - 1) != 0)
+        return;
+    /* The gateway that had the packet wrapped the device's text as it came
+     * (ems_dash_telemetry_encode): the packet is what lies between. */
+    ems_telemetry_t t;
+    const char *pkt = text + sizeof head - 1;
+    size_t plen = len - (sizeof head - 1) - 1;
+    if (text[len - 1] != '}' || ems_telemetry_scan(pkt, plen, &t) != 0) {
+        ems_verr_t err;
+        json_t *root = ems_jr_parse(text, len, &err);
+        int rc = root ? ems_dash_telemetry_from_json(root, &t, &err) : EMS_EINVAL;
+        json_decref(root);
+        if (rc < 0)
+            return;
+    }
+    if (strcmp(t.device_id, device_id) != 0 || (t.has_backfill && t.backfill))
+        return;
+    gw_dash_fleet_telemetry(gw, &t);
+}
+
 bool gw_dash_device_view(gw_t *gw, const char *device_id, ems_dash_device_t *e)
 {
     memset(e, 0, sizeof *e);
@@ -123,6 +330,7 @@ bool gw_dash_device_view(gw_t *gw, const char *device_id, ems_dash_device_t *e)
 
 static void device_publish(gw_t *gw, const ems_dash_device_t *e)
 {
+    fleet_presence(gw, e);
     char buf[256];
     int n = ems_dash_device_encode(e, buf, sizeof buf);
     if (n > 0)
@@ -175,6 +383,14 @@ static void handle_sub(gw_dash_t *ds, const json_t *root)
     if (ems_dash_sub_from_json(root, &s, &err) < 0) {
         gw_metric_inc(gw->m.invalid);
         send_error(ds, &err);
+        return;
+    }
+    if (s.fleet) {
+        if (s.unsubscribe)
+            gw_hub_unsub_fleet(&gw->hub, &ds->subs);
+        else
+            fleet_subscribe(ds);
+        fleet_timer_update(gw, false);
         return;
     }
     if (s.all) {
@@ -251,6 +467,7 @@ static void dash_on_close(ems_ws_t *ws, const ems_ws_close_info_t *info)
     gw_dash_t *ds = ems_ws_user(ws);
     gw_t *gw = ds->gw;
     gw_hub_remove(&gw->hub, ds, &ds->subs);
+    fleet_timer_update(gw, false);
     if (ds->prev)
         ds->prev->next = ds->next;
     else

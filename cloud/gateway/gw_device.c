@@ -234,6 +234,8 @@ static void handle_packet(gw_devconn_t *dc, const ems_telemetry_t *t, const char
     if (live && (!d->has_last || t->timestamp_ms >= d->last.timestamp_ms)) {
         d->last = *t;
         d->has_last = true;
+        if (gw->hub.nfleet)
+            gw_dash_fleet_telemetry(gw, t); /* the fleet view: latest state only */
     }
     bool here = gw->hub.nall || gw_hub_count(&gw->hub, d->id);
     bool there = live && gw_bus_wants_telemetry(gw->bus, d->id); /* other gateways' dashboards */

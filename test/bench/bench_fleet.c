@@ -38,6 +38,12 @@
  * timestamp + target_power us, on the same machine clock (CLOCK_REALTIME).
  * Ack latency is measured on CLOCK_MONOTONIC from the send to the ack
  * message that covers the packet's seq.
+ *
+ * A dashboard with --sub fleet takes the coalesced fleet view instead
+ * ("mode": "fleet", docs/api.md): `fleet` frames with each device's latest
+ * state at most once per fleet_interval_ms. Each item carries its packet's
+ * timestamp and target_power, so the dashboard measures the latest-state
+ * latency the same way: receipt of the item minus the packet's send time.
  */
 #include "client.h"
 #include "error.h"
@@ -782,6 +788,11 @@ typedef struct {
     int64_t w_lo, w_hi; /* wall clock us: packets sent in this window are measured */
     uint64_t msgs, telemetry, device_events, other, measured, parse_fail;
     hist_t lat;
+    uint64_t fleet_frames, fleet_items, fleet_measured; /* --sub fleet */
+    hist_t fleet_lat;
+    int64_t fleet_last_us, fleet_gap_max_us; /* receipt of the last frame, longest pause */
+    int64_t *fleet_seen; /* by the id's number: the send time of the packet last measured */
+    size_t fleet_nseen;
     int close_status, close_code;
     uv_timer_t timer;
     uv_signal_t sig_usr1, sig_term, sig_int;
@@ -805,6 +816,11 @@ static void dash_write(dash_t *b)
             b->open ? "true" : "false", b->msgs, b->telemetry, b->device_events, b->other,
             b->measured, b->parse_fail, b->close_status, b->close_code, cpu, rss);
     h_json(o, "fanout_latency", &b->lat);
+    fprintf(o,
+            ",\"fleet_frames\":%" PRIu64 ",\"fleet_items\":%" PRIu64 ",\"fleet_measured\":%" PRIu64
+            ",\"fleet_gap_max_ms\":%.1f,",
+            b->fleet_frames, b->fleet_items, b->fleet_measured, (double)b->fleet_gap_max_us / 1000.0);
+    h_json(o, "fleet_latency", &b->fleet_lat);
     fprintf(o, "}\n");
     if (o != stdout)
         fclose(o);
@@ -812,6 +828,13 @@ static void dash_write(dash_t *b)
             "bench_fleet dashboard: %" PRIu64 " telemetry (%" PRIu64
             " measured): fan-out p50 %.2f ms p99 %.2f ms\n",
             b->telemetry, b->measured, h_pct(&b->lat, 0.5) / 1000.0, h_pct(&b->lat, 0.99) / 1000.0);
+    if (b->fleet_frames)
+        fprintf(stderr,
+                "bench_fleet dashboard: %" PRIu64 " fleet frames, %" PRIu64 " items (%" PRIu64
+                " measured): latest-state p50 %.2f ms p99 %.2f ms; longest pause %.0f ms\n",
+                b->fleet_frames, b->fleet_items, b->fleet_measured,
+                h_pct(&b->fleet_lat, 0.5) / 1000.0, h_pct(&b->fleet_lat, 0.99) / 1000.0,
+                (double)b->fleet_gap_max_us / 1000.0);
 }
 
 static void dash_finish(dash_t *b)
@@ -837,13 +860,85 @@ static void dash_on_open(ems_ws_t *ws)
     fflush(stdout);
 }
 
+/* True the first time the state of the packet sent at `sent` arrives for
+ * the device whose id starts at `id` (PREFIX%06u): an item is sent again
+ * with the same packet when only the device's online state changed (as
+ * when the devices disconnect at the end), which is not a new packet's
+ * latency. Ids without a number are always measured. */
+static bool fleet_first(dash_t *b, const char *id, const char *end, int64_t sent)
+{
+    const char *q = id;
+    while (q < end && *q != '"')
+        q++;
+    const char *d = q;
+    while (d > id && d[-1] >= '0' && d[-1] <= '9')
+        d--;
+    if (d == q || q - d > 7)
+        return true;
+    size_t n = (size_t)strtoul(d, NULL, 10);
+    if (n >= b->fleet_nseen) {
+        size_t cap = b->fleet_nseen ? b->fleet_nseen : 1024;
+        while (cap <= n)
+            cap *= 2;
+        int64_t *m = realloc(b->fleet_seen, cap * sizeof *m);
+        if (!m)
+            return true;
+        memset(m + b->fleet_nseen, 0, (cap - b->fleet_nseen) * sizeof *m);
+        b->fleet_seen = m;
+        b->fleet_nseen = cap;
+    }
+    if (b->fleet_seen[n] == sent)
+        return false;
+    b->fleet_seen[n] = sent;
+    return true;
+}
+
+/* A `fleet` frame: every item with a packet is measured like a telemetry
+ * message (the gateway writes an item's members in a fixed order:
+ * device_id first, then timestamp, then target_power). */
+static void dash_fleet(dash_t *b, const char *data, size_t len, int64_t now)
+{
+    static const char key[] = "{\"device_id\":\"";
+    const char *end = data + len;
+    const char *it = memmem(data, len, key, sizeof key - 1);
+    b->fleet_frames++;
+    if (b->started && b->fleet_last_us && now - b->fleet_last_us > b->fleet_gap_max_us)
+        b->fleet_gap_max_us = now - b->fleet_last_us;
+    b->fleet_last_us = now;
+    while (it) {
+        const char *from = it + sizeof key - 1;
+        const char *next = memmem(from, (size_t)(end - from), key, sizeof key - 1);
+        const char *stop = next ? next : end;
+        b->fleet_items++;
+        const char *ts = memmem(from, (size_t)(stop - from), "\"timestamp\":\"", 13);
+        const char *us = memmem(from, (size_t)(stop - from), "\"target_power\":", 15);
+        int64_t ms;
+        if (ts && us && ts + 13 + 24 <= stop && ems_time_parse(ts + 13, 24, &ms) == 0) {
+            const char *p = us + 15;
+            int64_t sent = ms * 1000 + (int64_t)parse_u64(&p, stop);
+            if (b->started && sent >= b->w_lo && sent < b->w_hi && fleet_first(b, from, stop, sent)) {
+                b->fleet_measured++;
+                h_add(&b->fleet_lat, now - sent);
+            }
+
+        } else if (ts) {
+            b->parse_fail++;
+        }
+        it = next;
+    }
+}
+
 static void dash_on_message(ems_ws_t *ws, const char *data, size_t len, bool binary)
 {
     (void)binary;
     dash_t *b = ems_ws_user(ws);
     int64_t now = wall_us();
     b->msgs++;
-    static const char tel[] = "{\"type\":\"telemetry\"";
+    static const char tel[] = "{\"type\":\"telemetry\"", fleet[] = "{\"type\":\"fleet\"";
+    if (len >= sizeof fleet && memcmp(data, fleet, sizeof fleet - 1) == 0) {
+        dash_fleet(b, data, len, now);
+        return;
+    }
     if (len < sizeof tel || memcmp(data, tel, sizeof tel - 1) != 0) {
         if (memmem(data, len, "\"type\":\"device\"", 15))
             b->device_events++;
@@ -942,15 +1037,19 @@ static int run_dashboard(int argc, char **argv)
     }
     if (!port || !cookie)
         die("dashboard needs --port and --cookie%s", "");
-    /* --sub "*" or "PREFIX:FIRST:COUNT:STEP" (ids PREFIX%06u). */
+    /* --sub "*", "fleet" (the coalesced fleet view) or
+     * "PREFIX:FIRST:COUNT:STEP" (ids PREFIX%06u). */
     if (!strcmp(sub, "*")) {
         snprintf(b.sub, sizeof b.sub, "{\"type\":\"subscribe\",\"devices\":\"*\"}");
+    } else if (!strcmp(sub, "fleet")) {
+        snprintf(b.sub, sizeof b.sub,
+                 "{\"type\":\"subscribe\",\"devices\":\"*\",\"mode\":\"fleet\"}");
     } else {
         char pre[32];
         unsigned first, count, step;
         if (sscanf(sub, "%31[^:]:%u:%u:%u", pre, &first, &count, &step) != 4 || !step ||
             count > 10000)
-            die("bad --sub %s (\"*\" or PREFIX:FIRST:COUNT:STEP)", sub);
+            die("bad --sub %s (\"*\", fleet or PREFIX:FIRST:COUNT:STEP)", sub);
         size_t o = (size_t)snprintf(b.sub, sizeof b.sub, "{\"type\":\"subscribe\",\"devices\":[");
         for (unsigned k = 0; k < count; k++)
             o += (size_t)snprintf(b.sub + o, sizeof b.sub - o, "%s\"%s%06u\"", k ? "," : "", pre,
@@ -986,6 +1085,7 @@ static int run_dashboard(int argc, char **argv)
     uv_walk(loop, close_walk, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
+    free(b.fleet_seen);
     return 0;
 }
 
@@ -1107,7 +1207,7 @@ static void usage(FILE *o)
             "           [--max-inflight N] [--warmup S] [--window S] [--drain S]\n"
             "           [--tls-ca CA.crt] [--out FILE]\n"
             "       bench_fleet dashboard --port P --cookie 'ems_session=...' [--host H]\n"
-            "           [--sub '*' | PREFIX:FIRST:COUNT:STEP] [--warmup S] [--window S]\n"
+            "           [--sub '*' | fleet | PREFIX:FIRST:COUNT:STEP] [--warmup S] [--window S]\n"
             "           [--tail S] [--tls-ca CA.crt] [--out FILE]\n"
             "       bench_fleet token PREFIX SEED INDEX\n"
             "Devices print READY when all are connected and start sending on SIGUSR1.\n"

@@ -628,3 +628,38 @@ class Nats:
 
     def url(self):
         return f"nats://127.0.0.1:{self.port}"
+
+
+# ---------------------------------------------------------- many devices at once
+
+def bulk_token(dev):
+    """The token bulk_provision gives `dev` (64 hex characters)."""
+    import hashlib
+    return hashlib.sha256(f"ems-test-bulk:{dev}".encode()).hexdigest()
+
+
+def bulk_provision(env, prefix, n):
+    """Provisions prefix0000 .. prefix{n-1} in one INSERT (emsctl would take a
+    process per device); returns {device_id: token}."""
+    env.psql(f"""INSERT INTO devices (device_id, token_hash)
+        SELECT id, encode(sha256(convert_to(encode(sha256(convert_to('ems-test-bulk:' || id, 'UTF8')),
+                                                   'hex'), 'UTF8')), 'hex')
+        FROM (SELECT '{prefix}' || lpad(i::text, 4, '0') AS id FROM generate_series(0, {n - 1}) i) s""")
+    return {f"{prefix}{i:04d}": bulk_token(f"{prefix}{i:04d}") for i in range(n)}
+
+
+def schema_validator(kind):
+    """A jsonschema validator of proto-schemas/<kind>.schema.json (with the
+    folder's $refs resolved), to check what the gateway sends."""
+    from jsonschema import Draft202012Validator, RefResolver
+    store = {}
+    d = os.path.join(ROOT, "proto-schemas")
+    for name in os.listdir(d):
+        if name.endswith(".schema.json"):
+            with open(os.path.join(d, name)) as f:
+                s = json.load(f)
+            store[s["$id"]] = s
+            store[name] = s
+    with open(os.path.join(d, f"{kind}.schema.json")) as f:
+        schema = json.load(f)
+    return Draft202012Validator(schema, resolver=RefResolver.from_schema(schema, store=store))

@@ -5,6 +5,7 @@
 // socket's events to it; views listen to its events:
 //   'devices'   the whole list was (re)loaded
 //   'telemetry' detail: {id, packet}   (live and backfilled packets)
+//   'fleet'     detail: {ids}          (latest states from the fleet view)
 //   'device'    detail: {id}           (online/offline changed)
 //   'command'   detail: {command}      (a command record changed)
 //   'conn'      detail: {state, retryIn}  socket state for the header
@@ -63,6 +64,40 @@ export class Store extends EventTarget {
         this.emit('telemetry', { id, packet, live });
     }
 
+    /**
+     * A `fleet` frame (docs/api.md, "The fleet view"): the latest state of
+     * the devices that changed, at most once a second each. It updates the
+     * values the fleet table shows; a device opened in detail also gets
+     * every packet through onTelemetry, and whichever is newer wins.
+     */
+    onFleet(items) {
+        const now = Date.now();
+        const ids = [];
+        for (const it of Array.isArray(items) ? items : []) {
+            const id = it?.device_id;
+            if (!id) continue;
+            let d = this.devices.get(id);
+            if (!d) {
+                d = normalise({ device_id: id, online: !!it.online }, null);
+                this.devices.set(id, d);
+            }
+            d.online = !!it.online;
+            if (d.online) {
+                if (it.since) d.connected_since = it.since;
+                d.offline_since = null;
+            } else {
+                d.offline_since = it.since || d.offline_since || new Date(now).toISOString();
+            }
+            if (it.timestamp && isNewer({ timestamp: it.timestamp }, d.telemetry)) {
+                d.telemetry = fleetPacket(it, d.telemetry);
+                d.last_seen = new Date(now).toISOString();
+                d.receivedAt = now;
+            }
+            ids.push(id);
+        }
+        if (ids.length) this.emit('fleet', { ids });
+    }
+
     onDevice(ev) {
         const d = this.devices.get(ev.device_id);
         if (!d) {
@@ -90,6 +125,32 @@ function normalise(d, old) {
     return out;
 }
 
+/**
+ * A fleet item as a packet for the views: its values over the device's
+ * previous packet (so members the fleet view does not carry, such as the
+ * temperature, keep their last known value). The packet's seq is not in
+ * the item: it is dropped, so "newer" is decided by the timestamp.
+ */
+function fleetPacket(it, old) {
+    const o = old || {};
+    const ss = { ...(o.system_status || {}), state: it.state, mode: it.mode, error_flags: it.error_flags || [] };
+    delete ss.target_mode;
+    delete ss.target_power;
+    if (it.target_mode) ss.target_mode = it.target_mode;
+    if (typeof it.target_power === 'number') ss.target_power = it.target_power;
+    const p = {
+        ...o,
+        device_id: it.device_id,
+        timestamp: it.timestamp,
+        system_status: ss,
+        battery: { ...(o.battery || {}), soc: it.soc, power: it.battery_power },
+        grid: { ...(o.grid || {}), power: it.grid_power },
+    };
+    delete p.seq;
+    delete p.backfill;
+    return p;
+}
+
 function isNewer(p, old) {
     if (!old) return true;
     if (typeof p.seq === 'number' && typeof old.seq === 'number') return p.seq > old.seq;
@@ -102,12 +163,14 @@ function isNewer(p, old) {
  * After a reconnect the device list is reloaded, since online/offline events
  * may have been missed while away.
  *
- * What it subscribes to is set with setInterest(): "*" (every device) or a
- * list of ids. A fleet of thousands of devices at 1 Hz is more than a
- * browser should take (and a dashboard that cannot keep up is dropped by
- * the gateway, close code 4009), so main.js asks for "*" only for small
- * fleets and otherwise for the devices on screen. Going from "*" to a list
- * reconnects, since the protocol has no way to take back a "*".
+ * What it subscribes to is set with setInterest({fleet, devices}):
+ *   fleet    the coalesced fleet view ("mode": "fleet"): every device's
+ *            latest state at most once a second, in a few frames whatever
+ *            the fleet's size, so the fleet table works for any fleet;
+ *   devices  the devices shown in detail: every live packet, their
+ *            online/offline events and command changes, at full rate.
+ * Both are changed on the open socket (subscribe/unsubscribe); nothing
+ * needs a reconnect.
  */
 export class LiveSocket {
     constructor(store, { onAuthLost } = {}) {
@@ -120,38 +183,32 @@ export class LiveSocket {
         this.openedAt = 0;
         this.hadConnection = false;
         this.state = 'idle';
-        this.interest = '*'; // what we want
-        this.sent = null; // what the open socket is subscribed to: '*' or a Set
+        this.interest = { fleet: true, devices: [] }; // what we want
+        this.sent = new Set(); // the detail ids the open socket is subscribed to
+        this.sentFleet = false; // whether the open socket has the fleet view
     }
 
+    /** want: {fleet: bool, devices: [ids]}. */
     setInterest(want) {
-        this.interest = want === '*' ? '*' : [...new Set(want)].sort();
+        this.interest = { fleet: !!want?.fleet, devices: [...new Set(want?.devices || [])].sort() };
         const ws = this.ws;
-        if (!ws || ws.readyState !== WebSocket.OPEN) return;
-        if (this.interest === '*') {
-            if (this.sent !== '*') this.subscribe('*');
-            return;
-        }
-        if (this.sent === '*') {
-            // Only a new connection forgets a "*": reconnect at once.
-            ws.onclose = null;
-            ws.close(1000);
-            this.ws = null;
-            this.connect();
-            return;
-        }
-        const now = new Set(this.interest);
-        const gone = [...this.sent].filter((id) => !now.has(id));
-        const added = this.interest.filter((id) => !this.sent.has(id));
-        if (gone.length) ws.send(JSON.stringify({ type: 'unsubscribe', devices: gone }));
-        if (added.length) this.subscribe(added);
-        this.sent = now;
+        if (ws && ws.readyState === WebSocket.OPEN) this.apply();
     }
 
-    subscribe(devices) {
-        this.ws.send(JSON.stringify({ type: 'subscribe', devices }));
-        if (devices === '*') this.sent = '*';
-        else this.sent = new Set([...(this.sent instanceof Set ? this.sent : []), ...devices]);
+    /** Brings the open socket's subscriptions in line with the interest. */
+    apply() {
+        const ws = this.ws;
+        const { fleet, devices } = this.interest;
+        if (fleet !== this.sentFleet) {
+            ws.send(JSON.stringify({ type: fleet ? 'subscribe' : 'unsubscribe', devices: '*', mode: 'fleet' }));
+            this.sentFleet = fleet;
+        }
+        const now = new Set(devices);
+        const gone = [...this.sent].filter((id) => !now.has(id));
+        const added = devices.filter((id) => !this.sent.has(id));
+        if (gone.length) ws.send(JSON.stringify({ type: 'unsubscribe', devices: gone }));
+        if (added.length) ws.send(JSON.stringify({ type: 'subscribe', devices: added }));
+        this.sent = now;
     }
 
     start() {
@@ -192,8 +249,8 @@ export class LiveSocket {
             this.openedAt = Date.now();
             this.setState('open');
             this.sent = new Set();
-            if (this.interest === '*') this.subscribe('*');
-            else if (this.interest.length) this.subscribe(this.interest);
+            this.sentFleet = false;
+            this.apply();
             if (this.hadConnection) this.store.load().catch(() => {});
             this.hadConnection = true;
         };
@@ -241,6 +298,9 @@ export class LiveSocket {
         switch (m.type) {
             case 'telemetry':
                 this.store.onTelemetry(m.packet);
+                break;
+            case 'fleet':
+                this.store.onFleet(m.devices);
                 break;
             case 'device':
                 this.store.onDevice(m);

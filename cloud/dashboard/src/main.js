@@ -42,18 +42,19 @@ function unmount() {
     clear(view);
 }
 
-// Live updates for every device while the fleet is small; beyond that only
-// for the devices on screen (LiveSocket explains why).
-const LIVE_ALL_MAX = 300;
-let onScreen = [];
+// What the socket subscribes to follows the view: the fleet table takes the
+// coalesced fleet stream (any fleet size: at most one update per device a
+// second), a device opened in detail every packet of that device
+// (LiveSocket explains both).
+let wantFleet = false;
+let detail = [];
 function updateInterest() {
-    socket.setInterest(store.devices.size <= LIVE_ALL_MAX ? '*' : onScreen);
+    socket.setInterest({ fleet: wantFleet, devices: detail });
 }
-store.addEventListener('devices', updateInterest);
 
-/** Views tell which devices they show (for large fleets). */
+/** Views tell which devices they show in detail (full-rate telemetry). */
 function setOnScreen(ids) {
-    onScreen = ids;
+    detail = ids;
     updateInterest();
 }
 
@@ -74,8 +75,11 @@ function route() {
     }
     unmount();
     currentKey = key;
+    wantFleet = r.name === 'fleet';
+    detail = [];
     const ctx = { store, me: store.me, setOnScreen };
     current = r.name === 'device' ? mountDevice(view, ctx, r) : mountFleet(view, ctx);
+    updateInterest();
     const nav = document.getElementById('nav-fleet');
     if (r.name === 'fleet') nav.setAttribute('aria-current', 'page');
     else nav.removeAttribute('aria-current');

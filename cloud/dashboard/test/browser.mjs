@@ -155,6 +155,24 @@ async function newPage(tag, contextOpts = {}) {
     page.on('response', (r) => {
         if (r.status() >= 400) console.log(`# [${tag}] HTTP ${r.status()} ${r.request().method()} ${r.url().replace(URL_BASE, '')}`);
     });
+    // What the page's dashboard socket sends, and the fleet frames and
+    // telemetry messages it receives (the fleet-stream step reads them).
+    const wsLog = { sent: [], fleet: [], telemetry: 0 };
+    page.on('websocket', (ws) => {
+        if (!ws.url().includes('/ws/dashboard')) return;
+        ws.on('framesent', (f) => {
+            try { wsLog.sent.push(JSON.parse(f.payload)); } catch { /* not JSON */ }
+        });
+        ws.on('framereceived', (f) => {
+            let m;
+            try { m = JSON.parse(f.payload); } catch { return; }
+            if (m.type === 'telemetry') wsLog.telemetry++;
+            if (m.type !== 'fleet') return;
+            wsLog.fleet.push({ at: Date.now(), devices: m.devices });
+            if (wsLog.fleet.length > 200) wsLog.fleet.shift();
+        });
+    });
+    page.wsLog = wsLog;
     pages.push({ tag, page, context });
     return page;
 }
@@ -227,6 +245,46 @@ await step(`the fleet shows every simulated device online (${DEVICES.join(', ')}
     assert(new RegExp(`${DEVICES.length} devices`).test(summary), `summary "${summary}"`);
     await shot(op, 'fleet');
 }, 40000);
+
+await step('the fleet table shows live values from the coalesced fleet stream, not per-packet telemetry', async () => {
+    const log = op.wsLog;
+    assert(log.sent.some((m) => m.type === 'subscribe' && m.devices === '*' && m.mode === 'fleet'),
+        `no fleet subscribe among ${JSON.stringify(log.sent)}`);
+    assert(!log.sent.some((m) => m.type === 'subscribe' && m.devices === '*' && m.mode !== 'fleet'),
+        'the page asked for every packet of every device ("*" without the fleet mode)');
+    const id = DEVICES[0];
+    const row = op.locator(`#fleet-table tr[data-device="${id}"]`);
+    const latest = () => {
+        for (let i = log.fleet.length - 1; i >= 0; i--) {
+            const it = log.fleet[i].devices.find((d) => d.device_id === id && typeof d.soc === 'number');
+            if (it) return it;
+        }
+        return null;
+    };
+    const n = (s) => parseFloat(String(s).replace('\u2212', '-'));
+    const tel0 = log.telemetry;
+    const frames0 = log.fleet.length;
+    const seen = new Set();
+    // The row follows the fleet frames: its SoC and battery power are those
+    // of the newest item for the device, and they change while the page
+    // gets no telemetry message at all.
+    await until('the row to show the newest fleet item, twice with different values', async () => {
+        const it = latest();
+        if (!it) return 'no fleet item yet';
+        const cells = row.locator('td');
+        const soc = n(await cells.nth(4).innerText());
+        const bp = await cells.nth(5).innerText();
+        if (Math.abs(soc - Math.round(it.soc * 10) / 10) > 0.051) return `SoC ${soc} vs ${it.soc}`;
+        seen.add(`${it.timestamp}|${bp}`);
+        const frames = log.fleet.length - frames0;
+        return seen.size >= 2 && frames >= 2 ? true : `${seen.size} states seen, ${frames} new frames`;
+    }, 20000, 300);
+    assert(log.fleet.length - frames0 >= 2, `only ${log.fleet.length - frames0} fleet frames`);
+    assert(log.telemetry === tel0, `${log.telemetry - tel0} telemetry messages arrived on the fleet view`);
+    const per = log.fleet.slice(frames0).map((f) => f.devices.filter((d) => d.device_id === id).length);
+    assert(per.every((k) => k <= 1), `a device twice in one frame: ${per}`);
+    console.log(`# ${log.fleet.length - frames0} fleet frames, ${seen.size} states of ${id}, 0 telemetry messages`);
+}, 30000);
 
 await step('the fleet sorts by a column header (SoC ascending, then descending)', async () => {
     const socs = async () => op.$$eval('#fleet-table tbody tr', (rows) =>

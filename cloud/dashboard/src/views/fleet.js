@@ -1,6 +1,8 @@
 // The fleet: one row per device, sortable, a device in ERROR stands out.
-// Rows are keyed and updated in place at most once a second, so a fleet of
-// many devices sending 1 Hz telemetry does not rebuild the table per packet.
+// Its values come from the coalesced fleet stream (live.js, Store.onFleet:
+// each device's latest state at most once a second, whatever the fleet's
+// size). Rows are keyed and updated in place at most a few times a second,
+// so a large fleet does not rebuild the table per frame.
 
 import { h, setText, clear } from '../dom.js';
 import { ago, clock, num, power, batteryDirection, gridDirection } from '../format.js';
@@ -26,13 +28,12 @@ function stateOrder(s) {
     return s === 'ERROR' ? ' ERROR' : s || '~';
 }
 
-export function mountFleet(root, { store, setOnScreen }) {
+export function mountFleet(root, { store }) {
     document.title = 'Fleet · ems dashboard';
     let sortKey = 'device_id';
     let sortDir = 1;
     let filter = '';
     const rows = new Map(); // id -> {tr, cells}
-    let shownIds = null;
 
     const summary = h('p', { class: 'summary', id: 'fleet-summary', 'aria-live': 'polite' });
     const errorsBox = h('div', { class: 'alert', id: 'fleet-errors', role: 'alert', hidden: true });
@@ -137,11 +138,6 @@ export function mountFleet(root, { store, setOnScreen }) {
             return r * sortDir || a.device_id.localeCompare(b.device_id);
         });
         const visible = shown.slice(0, MAX_ROWS);
-        const ids = visible.map((d) => d.device_id).sort().join(',');
-        if (ids !== shownIds) {
-            shownIds = ids;
-            setOnScreen(visible.map((d) => d.device_id));
-        }
 
         const keep = new Set(visible.map((d) => d.device_id));
         for (const [id, row] of rows) if (!keep.has(id)) {
@@ -190,10 +186,20 @@ export function mountFleet(root, { store, setOnScreen }) {
         setText(more, `Showing ${MAX_ROWS} of ${shown.length} devices; use the filter to find others.`);
     }
 
-    // Telemetry is not rendered per packet; the tick below shows it.
+    // Telemetry is not rendered per packet; fleet frames (a few a second
+    // for a large fleet) are gathered into one render, and the tick below
+    // shows the rest.
     const onNow = () => render();
+    let soon = null;
+    const onFleet = () => {
+        if (!soon) soon = setTimeout(() => {
+            soon = null;
+            render();
+        }, 150);
+    };
     store.addEventListener('device', onNow);
     store.addEventListener('devices', onNow);
+    store.addEventListener('fleet', onFleet);
     // Once a second: the live values and the "seen 3 s ago" column.
     const tick = setInterval(() => render(), 1000);
     render();
@@ -201,8 +207,10 @@ export function mountFleet(root, { store, setOnScreen }) {
     return {
         destroy() {
             clearInterval(tick);
+            clearTimeout(soon);
             store.removeEventListener('device', onNow);
             store.removeEventListener('devices', onNow);
+            store.removeEventListener('fleet', onFleet);
         },
     };
 }
