@@ -18,7 +18,7 @@
 static const char *const kind_names[EMS_MSG_COUNT] = {
     "unknown", "telemetry", "command", "command-result", "ack", "nack", "welcome",
     "telemetry-batch", "dashboard-subscribe", "dashboard-telemetry", "dashboard-device",
-    "dashboard-error", "device-info",
+    "dashboard-error", "device-info", "dashboard-fleet",
 };
 
 /* The "type" values, and the kind each one names. */
@@ -32,6 +32,7 @@ static const struct {
     {"unsubscribe", EMS_MSG_DASH_SUBSCRIBE},    {"telemetry", EMS_MSG_DASH_TELEMETRY},
     {"device", EMS_MSG_DASH_DEVICE},            {"error", EMS_MSG_DASH_ERROR},
     {"device_info", EMS_MSG_DEVICE_INFO},
+    {"fleet", EMS_MSG_DASH_FLEET},
 };
 
 const char *ems_message_kind_name(ems_msg_kind_t k)
@@ -119,6 +120,7 @@ int ems_message_validate(ems_msg_kind_t kind, const json_t *v, ems_verr_t *err)
     case EMS_MSG_DASH_DEVICE: return ems_dash_device_from_json(v, &m.device, err);
     case EMS_MSG_DASH_ERROR: return ems_dash_error_validate(v, err);
     case EMS_MSG_DEVICE_INFO: return ems_device_info_from_json(v, &m.info, err);
+    case EMS_MSG_DASH_FLEET: return ems_dash_fleet_from_json(v, NULL, NULL, err);
     default: break;
     }
     ems_verr_set(err, "", "unknown message kind %d", (int)kind);

@@ -32,6 +32,7 @@ typedef enum {
     EMS_MSG_DASH_DEVICE,         /* "dashboard-device"     cloud -> browser */
     EMS_MSG_DASH_ERROR,          /* "dashboard-error"      cloud -> browser */
     EMS_MSG_DEVICE_INFO,         /* "device-info"          edge -> cloud */
+    EMS_MSG_DASH_FLEET,          /* "dashboard-fleet"      cloud -> browser */
     EMS_MSG_COUNT
 } ems_msg_kind_t;
 

@@ -147,6 +147,13 @@ def error_paths(errors):
             for name in e.validator_value:
                 if name not in e.instance:
                     paths.add(fmt_path(base + [name]))
+        elif e.validator == "dependentRequired" and isinstance(e.instance, dict):
+            # {"timestamp": ["state", ...]}: each missing member of a present key
+            for key, names in e.validator_value.items():
+                if key in e.instance:
+                    for name in names:
+                        if name not in e.instance:
+                            paths.add(fmt_path(base + [name]))
         else:
             paths.add(fmt_path(base))
         todo.extend(e.context or [])
@@ -272,7 +279,8 @@ def classify(value):
     types = {"command_result": "command-result", "ack": "ack", "nack": "nack", "welcome": "welcome",
              "telemetry_batch": "telemetry-batch", "subscribe": "dashboard-subscribe",
              "unsubscribe": "dashboard-subscribe", "telemetry": "dashboard-telemetry",
-             "device": "dashboard-device", "error": "dashboard-error", "device_info": "device-info"}
+             "device": "dashboard-device", "error": "dashboard-error", "device_info": "device-info",
+             "fleet": "dashboard-fleet"}
     if not isinstance(value, dict):
         return None
     if "type" in value:
