@@ -148,6 +148,46 @@ static const char SQL_SESSIONS[] =
     " AND ($3::int8 IS NULL OR connected_at < " TS(3) ")"
     " ORDER BY connected_at DESC, device_id LIMIT $4::int8) s";
 
+/* Alarms (0006_alarms.sql, docs/alarms.md), newest first; "open" is
+ * active or acknowledged. */
+static const char SQL_ALARMS[] =
+    "SELECT coalesce(json_agg(ems_alarm_json(s.r) ORDER BY (s.r).raised_at DESC,"
+    " (s.r).alarm_id DESC), '[]')::text"
+    " FROM (SELECT x AS r FROM alarms x"
+    " WHERE ($1::text IS NULL OR x.device_id = $1)"
+    " AND ($2::text IS NULL OR ($2 = 'open' AND x.cleared_at IS NULL) OR ems_alarm_state(x) = $2)"
+    " AND ($3::int8 IS NULL OR x.alarm_id = $3::int8)"
+    " ORDER BY x.raised_at DESC, x.alarm_id DESC LIMIT $4::int8) s";
+
+/* A webhook's outbox: take or renew the lease ($2 the gateway, $3 seconds)
+ * and read the events after its cursor, oldest first. A webhook seen for
+ * the first time starts after the newest event (it gets what happens from
+ * now on). One statement, so the lease and the read agree. */
+static const char SQL_WEBHOOK_CLAIM[] =
+    "WITH ins AS (INSERT INTO webhook_cursors (name, last_event_id, lease_owner, lease_until)"
+    " SELECT $1, coalesce((SELECT max(event_id) FROM alarm_events), 0), $2,"
+    " now() + $3::int8 * INTERVAL '1 second'"
+    " ON CONFLICT (name) DO NOTHING RETURNING last_event_id),"
+    " claim AS (UPDATE webhook_cursors SET lease_owner = $2,"
+    " lease_until = now() + $3::int8 * INTERVAL '1 second'"
+    " WHERE name = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < now())"
+    " RETURNING last_event_id),"
+    " cur AS (SELECT last_event_id FROM claim UNION ALL SELECT last_event_id FROM ins)"
+    " SELECT EXISTS (SELECT 1 FROM cur),"
+    " coalesce((SELECT json_agg(json_build_object('type', 'alarm.' || e.kind,"
+    " 'event_id', e.event_id, 'at', ems_rfc3339(e.at), 'actor', e.actor,"
+    " 'alarm', ems_alarm_json(a)) ORDER BY e.event_id)"
+    " FROM (SELECT * FROM alarm_events WHERE event_id > (SELECT max(last_event_id) FROM cur)"
+    " ORDER BY event_id LIMIT $4::int8) e JOIN alarms a ON a.alarm_id = e.alarm_id), '[]')::text";
+
+/* Moves the cursor past a delivered (or dead-lettered, $4) event, only for
+ * the lease holder. */
+static const char SQL_WEBHOOK_ADVANCE[] =
+    "UPDATE webhook_cursors SET last_event_id = greatest(last_event_id, $3::int8),"
+    " delivered = delivered + CASE WHEN $4::bool THEN 0 ELSE 1 END,"
+    " dead = dead + CASE WHEN $4::bool THEN 1 ELSE 0 END"
+    " WHERE name = $1 AND lease_owner = $2 RETURNING last_event_id";
+
 static const char SQL_DEVICE_AUTH[] =
     "SELECT device_id, token_hash, revoked_at IS NOT NULL, ems_rfc3339(revoked_at)"
     " FROM devices WHERE device_id = $1";
@@ -362,6 +402,9 @@ typedef enum {
     OP_USER,
     OP_DEVICES,
     OP_ENERGY,
+    OP_ALARMS,
+    OP_WEBHOOK_CLAIM,
+    OP_WEBHOOK_ADVANCE,
 } op_t;
 
 #define MAXP 6
@@ -793,6 +836,77 @@ static int parse_sessions(qreq_t *r, json_t *req, char *err, size_t cap)
     return 0;
 }
 
+static const char *const ALARM_STATES[] = {"active", "acknowledged", "cleared", "open"};
+
+static int parse_alarms(qreq_t *r, json_t *req, char *err, size_t cap)
+{
+    char dev[EMS_DEVICE_ID_MAX + 1];
+    const char *state = NULL;
+    int64_t id = 0, limit = 100;
+    int rd = get_device(req, "device_id", dev, err, cap);
+    if (rd < 0 || get_string(req, "state", 16, &state, err, cap) < 0)
+        return EMS_EINVAL;
+    if (state) {
+        bool ok = false;
+        for (size_t i = 0; i < sizeof ALARM_STATES / sizeof ALARM_STATES[0]; i++)
+            ok = ok || !strcmp(state, ALARM_STATES[i]);
+        if (!ok) {
+            snprintf(err, cap, "state: expected active, acknowledged, cleared or open");
+            return EMS_EINVAL;
+        }
+    }
+    int ri = get_int(req, "alarm_id", 1, INT64_MAX, &id, err, cap);
+    if (ri < 0 || get_int(req, "limit", 1, 1000, &limit, err, cap) < 0)
+        return EMS_EINVAL;
+    r->op = OP_ALARMS;
+    r->sql = SQL_ALARMS;
+    r->np = 4;
+    r->p[0] = rd ? strdup(dev) : NULL;
+    r->p[1] = state ? strdup(state) : NULL;
+    r->p[2] = ri ? fmt_i64(id) : NULL;
+    r->p[3] = fmt_i64(limit);
+    return 0;
+}
+
+/* webhook_claim: name, owner, lease_s, limit; webhook_advance: name, owner,
+ * event_id, dead. */
+static int parse_webhook(qreq_t *r, json_t *req, bool claim, char *err, size_t cap)
+{
+    const char *name = NULL, *owner = NULL;
+    int64_t lease = 30, limit = 1, event = 0;
+    if (get_string(req, "name", 1024, &name, err, cap) != 1 ||
+        get_string(req, "owner", 128, &owner, err, cap) != 1) {
+        if (!err[0])
+            snprintf(err, cap, "name and owner: required");
+        return EMS_EINVAL;
+    }
+    r->p[0] = strdup(name);
+    r->p[1] = strdup(owner);
+    r->np = 4;
+    if (claim) {
+        if (get_int(req, "lease_s", 1, 86400, &lease, err, cap) < 0 ||
+            get_int(req, "limit", 1, 100, &limit, err, cap) < 0)
+            return EMS_EINVAL;
+        r->op = OP_WEBHOOK_CLAIM;
+        r->sql = SQL_WEBHOOK_CLAIM;
+        r->p[2] = fmt_i64(lease);
+        r->p[3] = fmt_i64(limit);
+        return 0;
+    }
+    json_t *dead = json_object_get(req, "dead");
+    if (get_int(req, "event_id", 1, INT64_MAX, &event, err, cap) != 1 ||
+        (dead && !json_is_boolean(dead))) {
+        if (!err[0])
+            snprintf(err, cap, "event_id: required; dead: a boolean");
+        return EMS_EINVAL;
+    }
+    r->op = OP_WEBHOOK_ADVANCE;
+    r->sql = SQL_WEBHOOK_ADVANCE;
+    r->p[2] = fmt_i64(event);
+    r->p[3] = strdup(json_is_true(dead) ? "true" : "false");
+    return 0;
+}
+
 /* ------------------------------------------------------------------ answers */
 
 static const char *val(const PGresult *res, int row, int col)
@@ -976,6 +1090,15 @@ static void answer_energy(qreq_t *r, const PGresult *res)
     jb_cstr(b, "}");
 }
 
+/* {"claimed": bool, "events": [...]} */
+static void answer_webhook_claim(qreq_t *r, const PGresult *res)
+{
+    bool ok = PQntuples(res) == 1 && val(res, 0, 0) && val(res, 0, 0)[0] == 't';
+    jb_printf(&r->out, "{\"claimed\":%s,\"events\":", ok ? "true" : "false");
+    jb_cstr(&r->out, ok && val(res, 0, 1) ? val(res, 0, 1) : "[]");
+    jb_cstr(&r->out, "}");
+}
+
 static void answer_device_auth(qreq_t *r, const PGresult *res)
 {
     if (PQntuples(res) != 1) {
@@ -1035,6 +1158,11 @@ static void q_result(ems_pg_req_t *req, const PGresult *res)
     case OP_DEVICE_AUTH: answer_device_auth(r, res); break;
     case OP_USER: answer_user(r, res); break;
     case OP_ENERGY: answer_energy(r, res); break;
+    case OP_ALARMS: answer_wrapped(r, res, "alarms"); break;
+    case OP_WEBHOOK_CLAIM: answer_webhook_claim(r, res); break;
+    case OP_WEBHOOK_ADVANCE:
+        jb_printf(&r->out, "{\"moved\":%s}", PQntuples(res) == 1 ? "true" : "false");
+        break;
     }
 }
 
@@ -1172,6 +1300,10 @@ void ems_query_run(ems_query_t *q, uint64_t id, const char *json, size_t len, em
         r->p[0] = name ? strdup(name) : NULL;
     } else if (!strcmp(op, "energy")) {
         rc = parse_energy(r, req, err, sizeof err);
+    } else if (!strcmp(op, "alarms")) {
+        rc = parse_alarms(r, req, err, sizeof err);
+    } else if (!strcmp(op, "webhook_claim") || !strcmp(op, "webhook_advance")) {
+        rc = parse_webhook(r, req, !strcmp(op, "webhook_claim"), err, sizeof err);
     } else if (!strcmp(op, "devices")) {
         r->op = OP_DEVICES;
         r->sql = SQL_DEVICES;

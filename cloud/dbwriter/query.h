@@ -2,7 +2,8 @@
  * (docs/protocol.md 5.5): telemetry history (raw or downsampled), latest
  * value per device, energy per local day or month (docs/energy.md),
  * command history, device sessions, device and user lookups for
- * authentication.
+ * authentication, alarms and the webhooks' outbox (claim with a lease,
+ * advance the cursor; docs/alarms.md).
  *
  * Each query is one statement on a connection of its own (so a long
  * history query never delays a commit), built from a fixed SQL text with

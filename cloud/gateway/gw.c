@@ -3,10 +3,12 @@
 
 #include "error.h"
 #include "gw_static.h"
+#include "jsonw.h"
 #include "log.h"
 #include "timefmt.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,154 @@ void gw_event(gw_t *gw, const char *json, size_t len)
     if (rc < 0)
         ems_log_warn("event not stored (%s): %.*s", ems_strerror(rc), (int)(len > 200 ? 200 : len),
                      json);
+}
+
+/* ------------------------------------------------------------ alarms */
+
+/* The engine decided: one durable alarm_raise / alarm_clear EVENT
+ * (docs/protocol.md 5.4). The database makes a duplicate raise (another
+ * gateway, a replay) a no-op, so this never asks whether one is open. */
+static bool alarm_emit(void *ud, const gw_alarm_change_t *c)
+{
+    gw_t *gw = ud;
+    char buf[2048], at[EMS_TIME_STR_MAX], since[EMS_TIME_STR_MAX];
+    ems_time_format(c->at_ms, at, sizeof at);
+    ems_jw_t w;
+    ems_jw_init(&w, buf, sizeof buf);
+    ems_jw_obj_open(&w);
+    ems_jw_key(&w, "type");
+    ems_jw_str(&w, c->raise ? "alarm_raise" : "alarm_clear");
+    ems_jw_key(&w, "device_id");
+    ems_jw_str(&w, c->device_id);
+    ems_jw_key(&w, "rule");
+    ems_jw_str(&w, gw_alarm_rule_name(c->rule));
+    ems_jw_key(&w, "at");
+    ems_jw_str(&w, at);
+    ems_jw_key(&w, "gateway");
+    ems_jw_str(&w, gw->instance);
+    if (c->raise) {
+        ems_time_format(c->since_ms, since, sizeof since);
+        ems_jw_key(&w, "since");
+        ems_jw_str(&w, since);
+        ems_jw_key(&w, "severity");
+        ems_jw_str(&w, c->rule == GW_ALARM_SOC_LOW || c->rule == GW_ALARM_OFFLINE ? "warning"
+                                                                                 : "critical");
+        ems_jw_key(&w, "message");
+        ems_jw_str(&w, c->message);
+        ems_jw_key(&w, "details");
+        ems_jw_raw(&w, c->details, strlen(c->details));
+    } else {
+        ems_jw_key(&w, "reason");
+        ems_jw_str(&w, c->message);
+    }
+    ems_jw_obj_close(&w);
+    int n = ems_jw_finish(&w);
+    if (n <= 0)
+        return true; /* cannot happen (fixed shape, bounded texts); never retried */
+    int rc = gw->link ? gw_link_event(gw->link, buf, (size_t)n) : EMS_ECLOSED;
+    if (rc < 0) {
+        ems_log_limited(&gw->log_alarm, ems_time_mono_ms(), EMS_LOG_WARN,
+                        "alarm %s of device %s rule %s not queued (%s); tried again later",
+                        c->raise ? "raise" : "clear", c->device_id, gw_alarm_rule_name(c->rule),
+                        ems_strerror(rc));
+        return false;
+    }
+    ems_log_info("alarm %s: device %s rule %s: %s", c->raise ? "raised" : "cleared", c->device_id,
+                 gw_alarm_rule_name(c->rule), c->message);
+    gw_metric_inc(gw->m.alarms[c->raise ? 0 : 1]);
+    return true;
+}
+
+void gw_alarms_packet(gw_t *gw, gw_dev_t *d, const ems_telemetry_t *t, int64_t now_ms)
+{
+    gw_alarm_packet(&gw->alarm_cfg, &d->alarm, t, now_ms, alarm_emit, gw);
+}
+
+typedef struct {
+    gw_t *gw;
+    gw_dev_t *d; /* never freed before shutdown (gw.h) */
+    uint64_t gen; /* the connection that asked */
+} alarm_sync_t;
+
+static void alarm_sync_result(void *ud, int status, const char *json, size_t len)
+{
+    alarm_sync_t *a = ud;
+    gw_dev_t *d = a->d;
+    if (status == 0 && d->conn && d->conn->gen == a->gen && !a->gw->stopping) {
+        json_t *o = json_loadb(json, len, 0, NULL), *al;
+        unsigned mask = 0;
+        size_t i;
+        json_array_foreach(json_object_get(o, "alarms"), i, al)
+        {
+            const char *rule = json_string_value(json_object_get(al, "rule"));
+            for (int r = 0; rule && r < GW_ALARM_NRULES; r++)
+                if (!strcmp(rule, gw_alarm_rule_name((gw_alarm_rule_t)r)))
+                    mask |= 1u << r;
+        }
+        json_decref(o);
+        gw_alarm_sync(&a->gw->alarm_cfg, &d->alarm, d->id, mask, ems_time_now_ms(), alarm_emit,
+                      a->gw);
+    } else if (status < 0) {
+        ems_log_debug("device %s: open alarms not known (%s); its rules start unknown", d->id,
+                      ems_strerror(status));
+    }
+    free(a);
+}
+
+void gw_alarms_connected(gw_t *gw, gw_dev_t *d)
+{
+    gw_alarm_connected(&gw->alarm_cfg, &d->alarm, d->id, ems_time_now_ms(), alarm_emit, gw);
+    /* Which of its alarms are open (raised by an earlier gateway, or by
+     * this one before a restart): the rules then know what to clear. */
+    alarm_sync_t *a = calloc(1, sizeof *a);
+    if (!a || !d->conn || !gw->link)
+        goto fail;
+    a->gw = gw;
+    a->d = d;
+    a->gen = d->conn->gen;
+    char q[160];
+    int n = snprintf(q, sizeof q,
+                     "{\"op\":\"alarms\",\"device_id\":\"%s\",\"state\":\"open\",\"limit\":20}",
+                     d->id);
+    if (gw_link_query(gw->link, q, (size_t)n, alarm_sync_result, a) == 0)
+        return;
+fail:
+    free(a);
+}
+
+void gw_alarms_disconnected(gw_t *gw, gw_dev_t *d)
+{
+    (void)gw;
+    gw_alarm_disconnected(&d->alarm);
+}
+
+/* The offline rule, once a second: devices this gateway saw disconnect and
+ * that are not connected anywhere now. A device that moved to another
+ * gateway is that gateway's (the bus's presence says so); one this
+ * gateway never saw (it restarted meanwhile) is not watched here
+ * (docs/alarms.md, "Several gateways"). */
+static void alarms_offline_sweep(gw_t *gw, int64_t mono)
+{
+    if (mono - gw->alarm_tick_mono < 1000)
+        return;
+    gw->alarm_tick_mono = mono;
+    ems_log_limit_flush(&gw->log_alarm, mono);
+    if (gw->alarm_cfg.offline_ms <= 0)
+        return;
+    int64_t now = ems_time_now_ms();
+    const char *k;
+    void *v;
+    for (size_t i = 0; gw_map_next(&gw->devs, &i, &k, &v);) {
+        gw_dev_t *d = v;
+        if (d->conn || !d->offline_ms || d->alarm.state[GW_ALARM_OFFLINE] == GW_ALARM_RAISED)
+            continue;
+        if (gw->bus) {
+            const gw_bus_presence_t *rp = gw_bus_remote(gw->bus, d->id);
+            if (rp && rp->online)
+                continue;
+        }
+        gw_alarm_offline(&gw->alarm_cfg, &d->alarm, d->id, d->offline_ms, now, alarm_emit, gw);
+    }
 }
 
 void gw_reply_json(ems_server_req_t *req, int status, const char *json, size_t len,
@@ -358,6 +508,21 @@ static void metrics_init(gw_t *gw)
                                    "limit=\"queue\"");
     s->lnk[2] = gw_metrics_counter(m, "ems_gateway_credential_changes_total",
                                    "Credential changes pushed by the database (NOTIFY).", NULL);
+    /* Alarms and webhooks (docs/alarms.md). */
+    s->alarms[0] = gw_metrics_counter(m, "ems_gateway_alarm_changes_total",
+                                      "Alarm raises and clears this gateway sent to the database.",
+                                      "change=\"raise\"");
+    s->alarms[1] = gw_metrics_counter(m, "ems_gateway_alarm_changes_total",
+                                      "Alarm raises and clears this gateway sent to the database.",
+                                      "change=\"clear\"");
+    s->webhook[0] = gw_metrics_counter(m, "ems_gateway_webhook_deliveries_total",
+                                       "Alarm events delivered to a webhook (2xx).", NULL);
+    s->webhook[1] = gw_metrics_counter(m, "ems_gateway_webhook_failures_total",
+                                       "Webhook delivery attempts that failed (to be retried).",
+                                       NULL);
+    s->webhook[2] =
+        gw_metrics_counter(m, "ems_gateway_webhook_dead_letters_total",
+                           "Alarm events given up after alarm_webhook_retries attempts.", NULL);
 }
 
 /* The DB writer's own counters (docs/storage.md, "Counters"), fetched with
@@ -492,6 +657,8 @@ static void close_handles(gw_t *gw)
         return;
     gw->closing_handles = true;
     gw_bus_close(gw);
+    gw_webhooks_free(gw->webhooks); /* after the link: no query answer is pending */
+    gw->webhooks = NULL;
     uv_close((uv_handle_t *)&gw->tick, handle_closed);
     uv_close((uv_handle_t *)&gw->sig_term, handle_closed);
     uv_close((uv_handle_t *)&gw->sig_int, handle_closed);
@@ -596,6 +763,7 @@ static void tick_cb(uv_timer_t *t)
     dbw_stats_poll(gw, mono);
     srv_metrics_update(gw);
     gw_api_tick(gw, mono);
+    alarms_offline_sweep(gw, mono);
 }
 
 /* How long a TLS session may be resumed with its ticket (and the period
@@ -824,6 +992,29 @@ int gw_start(gw_t *gw, uv_loop_t *loop, const gw_config_t *cfg)
     uv_signal_start(&gw->sig_term, signal_cb, SIGTERM);
     uv_signal_start(&gw->sig_int, signal_cb, SIGINT);
     uv_signal_start(&gw->sig_hup, signal_cb, SIGHUP);
+
+    gw->log_alarm.what = "alarm change not queued";
+    gw->log_alarm.interval_ms = 10000;
+    gw_alarm_cfg_default(&gw->alarm_cfg);
+    gw->alarm_cfg.debounce_ms = cfg->alarm_debounce_s * 1000;
+    gw->alarm_cfg.soc_low = (double)cfg->alarm_soc_low;
+    gw->alarm_cfg.soc_hyst = (double)cfg->alarm_soc_hysteresis;
+    gw->alarm_cfg.offline_ms = cfg->alarm_offline_s * 1000;
+    gw_webhooks_opts_t wo = {.urls = cfg->alarm_webhooks,
+                             .secret_file = cfg->alarm_webhook_secret_file,
+                             .ca_file = cfg->alarm_webhook_ca_file,
+                             .owner = gw->instance,
+                             .retries = (unsigned)cfg->alarm_webhook_retries,
+                             .backoff_ms = (uint64_t)cfg->alarm_webhook_backoff_ms,
+                             .backoff_max_ms = (uint64_t)cfg->alarm_webhook_backoff_max_ms,
+                             .timeout_ms = (unsigned)cfg->alarm_webhook_timeout_ms,
+                             .lease_s = (unsigned)cfg->alarm_webhook_lease_s,
+                             .link = &gw->link,
+                             .delivered = gw->m.webhook[0],
+                             .failed = gw->m.webhook[1],
+                             .dead = gw->m.webhook[2]};
+    if (gw_webhooks_new(loop, &wo, &gw->webhooks) < 0)
+        ems_log_error("alarm webhooks not started (see above); alarms are still stored");
 
     /* Last: the bus's handlers may ask for anything set up above. A bad
      * URL was refused by gw_config_check; a server not there yet is tried

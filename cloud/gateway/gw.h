@@ -26,6 +26,7 @@
 #define GW_H
 
 #include "command.h"
+#include "gw_alarm.h"
 #include "dashboard.h"
 #include "gw_bus.h"
 #include "gw_cmd.h"
@@ -40,6 +41,7 @@
 #include "gw_rate.h"
 #include "gw_router.h"
 #include "gw_session.h"
+#include "gw_webhook.h"
 #include "log.h"
 #include "server.h"
 #include "telemetry.h"
@@ -73,6 +75,7 @@ typedef struct gw_dev {
     bool auth_revoked;
     char auth_hash[65];
     int64_t auth_mono_ms;     /* when it was fetched */
+    gw_alarm_dev_t alarm;     /* its alarm rules' states (gw_alarm.h) */
 } gw_dev_t;
 
 /* One live device WebSocket. */
@@ -118,6 +121,8 @@ typedef struct {
     gw_metric_t *lnk[3];  /* the DB writer link's refusals and credential notices */
     gw_metric_t *decodes[2]; /* device messages decoded: [0] one-pass scan, [1] jansson */
     gw_metric_t *tls_hs[2];  /* TLS handshakes completed: [0] full, [1] resumed */
+    gw_metric_t *alarms[2];  /* alarm changes sent: [0] raise, [1] clear */
+    gw_metric_t *webhook[3]; /* webhook deliveries: [0] ok, [1] failed attempts, [2] dead */
 } gw_metric_set_t;
 
 struct gw {
@@ -156,6 +161,11 @@ struct gw {
     uv_timer_t tick;
     gw_metrics_t *metrics;
     gw_metric_set_t m;
+
+    gw_alarm_cfg_t alarm_cfg;  /* the rules' settings, from cfg (docs/alarms.md) */
+    gw_webhooks_t *webhooks;   /* NULL without alarm_webhooks */
+    int64_t alarm_tick_mono;   /* the offline rule's last sweep */
+    ems_log_limit_t log_alarm; /* alarm changes the link could not take */
 
     bool stats_inflight; /* a {"op":"stats"} query to the DB writer is out */
     int64_t stats_due_mono;
@@ -198,6 +208,14 @@ void gw_reply_error(ems_server_req_t *req, int status, const char *reason, const
 
 /* The request's session, if any valid one: fills *s and returns true. */
 bool gw_req_session(const gw_t *gw, ems_server_req_t *req, gw_session_t *s);
+
+/* ---- gw.c: alarms (gw_alarm.h holds the rules, this the wiring) ---- */
+
+/* A live packet of a device connected here (its newest): the live rules. */
+void gw_alarms_packet(gw_t *gw, gw_dev_t *d, const ems_telemetry_t *t, int64_t now_ms);
+/* The device connected here / its connection here closed. */
+void gw_alarms_connected(gw_t *gw, gw_dev_t *d);
+void gw_alarms_disconnected(gw_t *gw, gw_dev_t *d);
 
 /* ---- gw_device.c ---- */
 

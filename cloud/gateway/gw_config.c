@@ -76,6 +76,19 @@ static const opt_t opts[] = {
     I(telemetry_max_skew_s, 1, 86400, "telemetry stamped further in the future is refused"),
     I(telemetry_max_age_days, 1, 3650, "telemetry older than this is refused"),
     S(energy_time_zone, "IANA time zone of energy days and months (/api/.../energy), e.g. Europe/Berlin"),
+    /* Alarms and webhooks (docs/alarms.md). */
+    I(alarm_debounce_s, 0, 86400, "an alarm condition must hold this long to raise or clear"),
+    I(alarm_soc_low, 0, 100, "battery SoC below this percent raises soc_low; 0: off"),
+    I(alarm_soc_hysteresis, 0, 100, "soc_low clears above alarm_soc_low + this percent"),
+    I(alarm_offline_s, 0, 30 * 86400, "a device offline this long raises offline; 0: off"),
+    S(alarm_webhooks, "http:// or https:// URLs receiving alarm events, comma-separated"),
+    S(alarm_webhook_secret_file, "file holding the webhooks' HMAC-SHA256 key"),
+    S(alarm_webhook_ca_file, "CA certificates for https webhooks (default: the system's)"),
+    I(alarm_webhook_retries, 1, 1000, "delivery attempts of one event before it is dead-lettered"),
+    I(alarm_webhook_backoff_ms, 10, 3600000, "first webhook retry delay ceiling, ms"),
+    I(alarm_webhook_backoff_max_ms, 10, 86400000, "largest webhook retry delay ceiling, ms"),
+    I(alarm_webhook_timeout_ms, 100, 600000, "one webhook delivery attempt must finish within"),
+    I(alarm_webhook_lease_s, 1, 3600, "a gateway's claim on a webhook's outbox lasts this long"),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -129,6 +142,17 @@ void gw_config_defaults(gw_config_t *c)
     c->telemetry_max_skew_s = 300;
     c->telemetry_max_age_days = 35;
     strcpy(c->energy_time_zone, "UTC");
+    /* Alarms and webhooks (docs/alarms.md). */
+    c->alarm_debounce_s = 10;
+    c->alarm_soc_low = 10;
+    c->alarm_soc_hysteresis = 5;
+    c->alarm_offline_s = 300;
+    strcpy(c->alarm_webhook_ca_file, "/etc/ssl/certs/ca-certificates.crt");
+    c->alarm_webhook_retries = 10;
+    c->alarm_webhook_backoff_ms = 1000;
+    c->alarm_webhook_backoff_max_ms = 300000;
+    c->alarm_webhook_timeout_ms = 10000;
+    c->alarm_webhook_lease_s = 30;
 }
 
 static const opt_t *find_opt(const char *key)
@@ -347,6 +371,14 @@ int gw_config_check(const gw_config_t *c, char *err, size_t errcap)
     if (nats_tls && !c->nats_ca_file[0]) {
         snprintf(err, errcap, "nats_url is tls://: set nats_ca_file to the CA of the NATS "
                               "server's certificate");
+        return EMS_ECONFIG;
+    }
+    /* A gateway claims a webhook's outbox before each attempt; the attempt
+     * must end within the claim, or another gateway could deliver the same
+     * event at the same time (docs/alarms.md). */
+    if (c->alarm_webhook_timeout_ms >= c->alarm_webhook_lease_s * 1000) {
+        snprintf(err, errcap,
+                 "alarm_webhook_timeout_ms must be shorter than alarm_webhook_lease_s");
         return EMS_ECONFIG;
     }
     /* The zone itself is resolved by PostgreSQL (its tz database); an

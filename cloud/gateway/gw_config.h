@@ -70,6 +70,19 @@ typedef struct {
     /* IANA time zone of the fleet's days and months in the energy API
      * (docs/energy.md), e.g. "Europe/Berlin"; default "UTC". */
     char energy_time_zone[64];
+    /* Alarms and their webhooks (docs/alarms.md). */
+    int64_t alarm_debounce_s;      /* a live condition must hold this long */
+    int64_t alarm_soc_low;         /* percent; 0 disables the soc_low rule */
+    int64_t alarm_soc_hysteresis;  /* soc_low clears above soc_low + this */
+    int64_t alarm_offline_s;       /* offline this long raises; 0 disables */
+    char alarm_webhooks[2048];     /* http(s) URLs, comma-separated; empty: none */
+    char alarm_webhook_secret_file[GW_PATH_MAX]; /* HMAC-SHA256 key */
+    char alarm_webhook_ca_file[GW_PATH_MAX];     /* CAs for https webhooks */
+    int64_t alarm_webhook_retries;     /* attempts before an event is dead-lettered */
+    int64_t alarm_webhook_backoff_ms;  /* first retry ceiling (doubles, full jitter) */
+    int64_t alarm_webhook_backoff_max_ms;
+    int64_t alarm_webhook_timeout_ms;  /* one delivery attempt */
+    int64_t alarm_webhook_lease_s;     /* a gateway's claim on a webhook's outbox */
 } gw_config_t;
 
 void gw_config_defaults(gw_config_t *c);

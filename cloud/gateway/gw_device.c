@@ -234,6 +234,7 @@ static void handle_packet(gw_devconn_t *dc, const ems_telemetry_t *t, const char
     if (live && (!d->has_last || t->timestamp_ms >= d->last.timestamp_ms)) {
         d->last = *t;
         d->has_last = true;
+        gw_alarms_packet(gw, d, t, now_ms); /* the live alarm rules (gw_alarm.h) */
         if (gw->hub.nfleet)
             gw_dash_fleet_telemetry(gw, t); /* the fleet view: latest state only */
     }
@@ -457,6 +458,7 @@ static void dev_on_close(ems_ws_t *ws, const ems_ws_close_info_t *info)
     if (d->conn == dc) {
         d->conn = NULL;
         d->offline_ms = ems_time_now_ms();
+        gw_alarms_disconnected(gw, d);
         gw_dash_device_event(gw, d);
         gw_bus_device_presence(gw, d, false);
     }
@@ -539,6 +541,7 @@ static void accept_device(gw_t *gw, ems_server_req_t *req, gw_dev_t *d, const ch
     if (n > 0)
         dev_send(dc, buf, (size_t)n);
     session_event(gw, dc, true, NULL);
+    gw_alarms_connected(gw, d); /* after session_open: the DB orders offline by it */
     gw_dash_device_event(gw, d);
     gw_bus_device_presence(gw, d, true);
     send_acks(dc, d);

@@ -86,6 +86,20 @@ void gw_router_match(const char *path, size_t len, gw_route_t *r)
         return set(r, GW_R_DEVICES, GW_M_GET | GW_M_HEAD);
     if (is(p, len, "energy"))
         return set(r, GW_R_ENERGY, GW_M_GET | GW_M_HEAD);
+    if (is(p, len, "alarms"))
+        return set(r, GW_R_ALARMS, GW_M_GET | GW_M_HEAD);
+    if (eat(&p, &len, "alarms/")) {
+        /* An alarm id: decimal digits (the database's bigserial). */
+        size_t n = 0;
+        while (n < len && n < 19 && p[n] >= '0' && p[n] <= '9')
+            n++;
+        if (n > 0 && p[0] != '0' && is(p + n, len - n, "/ack")) {
+            memcpy(r->id1, p, n);
+            r->id1[n] = '\0';
+            return set(r, GW_R_ALARM_ACK, GW_M_POST);
+        }
+        return set(r, GW_R_NOT_FOUND, 0);
+    }
     if (eat(&p, &len, "commands/")) {
         if (take_id(&p, &len, r, 1) && len == 0)
             return set(r, GW_R_COMMAND, GW_M_GET | GW_M_HEAD);
@@ -102,6 +116,8 @@ void gw_router_match(const char *path, size_t len, gw_route_t *r)
             return set(r, GW_R_DEVICE_SESSIONS, GW_M_GET | GW_M_HEAD);
         if (is(p, len, "/energy"))
             return set(r, GW_R_DEVICE_ENERGY, GW_M_GET | GW_M_HEAD);
+        if (is(p, len, "/alarms"))
+            return set(r, GW_R_DEVICE_ALARMS, GW_M_GET | GW_M_HEAD);
     }
     r->id1[0] = '\0';
     return set(r, GW_R_NOT_FOUND, 0);

@@ -31,6 +31,9 @@ typedef enum {
     GW_R_WS_DASHBOARD,     /* GET /ws/dashboard (upgrade) */
     GW_R_DEVICE_ENERGY,    /* GET /api/devices/{id}/energy */
     GW_R_ENERGY,           /* GET /api/energy (the fleet's total) */
+    GW_R_ALARMS,           /* GET /api/alarms */
+    GW_R_ALARM_ACK,        /* POST /api/alarms/{alarm_id}/ack */
+    GW_R_DEVICE_ALARMS,    /* GET /api/devices/{id}/alarms */
 } gw_route_id_t;
 
 enum { GW_M_GET = 1, GW_M_HEAD = 2, GW_M_POST = 4 };
