@@ -50,6 +50,7 @@ stop_leftovers() {
     kill -9 $pids 2>/dev/null
 }
 leftovers=()
+times=() # "seconds name" per program: the slowest are listed at the end
 
 passed=0 failed=0 skipped=0
 failures=()
@@ -61,8 +62,11 @@ run_one() {
     name=$(basename "$prog")
     log=$LOGDIR/$name.log
     echo "# running $prog"
+    local t0=$SECONDS
     timeout --kill-after=10 "$deadline" "$prog" >"$log.out" 2>"$log"
     rc=$?
+    local took=$((SECONDS - t0))
+    times+=("$took $name")
     local p f
     local s
     p=$(grep -c '^ok ' "$log.out")
@@ -119,5 +123,7 @@ if [ ${#skips[@]} -gt 0 ]; then
     echo "# skipped (did not run; not counted as passed):"
     for k in "${skips[@]}"; do echo "#   $k"; done
 fi
+echo "# slowest programs (seconds):"
+printf '%s\n' "${times[@]}" | sort -rn | head -n 8 | sed 's/^/#   /'
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
