@@ -660,6 +660,7 @@ static void close_handles(gw_t *gw)
     gw_webhooks_free(gw->webhooks); /* after the link: no query answer is pending */
     gw->webhooks = NULL;
     uv_close((uv_handle_t *)&gw->tick, handle_closed);
+    uv_close((uv_handle_t *)&gw->ack_timer, handle_closed);
     uv_close((uv_handle_t *)&gw->sig_term, handle_closed);
     uv_close((uv_handle_t *)&gw->sig_int, handle_closed);
     uv_close((uv_handle_t *)&gw->sig_hup, handle_closed);
@@ -706,6 +707,7 @@ static void shutdown_step(gw_t *gw, int64_t now)
             ems_log_warn("shutdown: %zu records/events not committed in time; the edges will "
                          "resend",
                          gw_link_held(gw->link));
+        gw_device_release_acks(gw);
         gw_device_close_all(gw, 1001, "gateway shutting down");
         gw_dash_close_all(gw, 1001, "gateway shutting down");
         gw->stop_phase = 1;
@@ -735,6 +737,7 @@ void gw_stop(gw_t *gw)
         return;
     gw->stopping = true;
     gw->stop_deadline = ems_time_mono_ms() + SHUTDOWN_DRAIN_MS;
+    gw_device_release_acks(gw);
     ems_log_info("shutting down: no new connections; waiting for the DB writer to commit");
     if (gw->server)
         ems_server_stop(gw->server, on_server_stopped, gw);
@@ -983,11 +986,12 @@ int gw_start(gw_t *gw, uv_loop_t *loop, const gw_config_t *cfg)
     }
 
     uv_timer_init(loop, &gw->tick);
+    uv_timer_init(loop, &gw->ack_timer); /* started while acks wait (gw_device.c) */
     uv_signal_init(loop, &gw->sig_term);
     uv_signal_init(loop, &gw->sig_int);
     uv_signal_init(loop, &gw->sig_hup);
-    gw->tick.data = gw->sig_term.data = gw->sig_int.data = gw->sig_hup.data = gw;
-    gw->open_handles = 4;
+    gw->tick.data = gw->ack_timer.data = gw->sig_term.data = gw->sig_int.data = gw->sig_hup.data = gw;
+    gw->open_handles = 5;
     uv_timer_start(&gw->tick, tick_cb, 1000, 1000);
     uv_signal_start(&gw->sig_term, signal_cb, SIGTERM);
     uv_signal_start(&gw->sig_int, signal_cb, SIGINT);

@@ -68,8 +68,11 @@ typedef struct gw_dev {
     char *info_json;      /* device_info, normalised ({"firmware":..,"limits":..}) or NULL */
     gw_rate_t rate;       /* messages from the device (persists across reconnects) */
     gw_ranges_t acks;     /* committed seqs not yet acked to the device */
-    bool ack_dirty;
-    struct gw_dev *ack_next;
+    uint32_t ack_waiting; /* seqs added to `acks` since the last ack message */
+    uint64_t ack_sent_ms;  /* loop time (uv_now) of the last ack message */
+    bool ack_dirty;        /* on gw_t.ack_dirty */
+    bool ack_wheel;        /* on a slot of gw_t.ack_wheel */
+    struct gw_dev *ack_next, *wheel_next;
     /* Credential cache: the DB writer's answer to device_auth. */
     bool auth_ok;             /* cache entry present */
     bool auth_revoked;
@@ -139,7 +142,11 @@ struct gw {
     gw_bus_t *bus; /* NULL unless nats_url is set (gw_bus.h) */
     gw_hub_t hub;
     gw_map_t devs; /* id -> gw_dev_t */
-    gw_dev_t *ack_dirty;
+    gw_dev_t *ack_dirty;           /* devices with new commits since the last flush */
+    gw_dev_t *ack_wheel[GW_ACK_SLOTS]; /* acks held back by ack_delay_ms, by due slot */
+    uint64_t ack_wheel_slot;       /* the next slot to run (absolute: mono ms / GW_ACK_SLOT_MS) */
+    size_t ack_held;               /* devices on the wheel */
+    uv_timer_t ack_timer;          /* runs the wheel while it holds devices */
     gw_devconn_t *devconns;
     size_t ndevconns;
     gw_dash_t *dashes;
@@ -223,6 +230,8 @@ void gw_device_upgrade(gw_t *gw, ems_server_req_t *req, const char *device_id);
 /* Link callbacks: a record committed, and the end of one ACK. */
 void gw_device_committed(gw_t *gw, gw_dev_t *d, bool has_seq, uint64_t seq, const char *reject);
 void gw_device_flush_acks(gw_t *gw);
+/* While stopping: sends every ack held back by ack_delay_ms. */
+void gw_device_release_acks(gw_t *gw);
 /* Sends a wire command to the device; 0 if queued on its socket. */
 int gw_device_send_command(gw_t *gw, const gw_cmd_t *c);
 /* Re-checks credentials of connected devices that are due (1 s tick). */

@@ -49,6 +49,9 @@ static const opt_t opts[] = {
     I(device_send_queue, 4096, 1 << 30, "bytes queued to a device before it is cut off"),
     I(dashboard_send_queue, 4096, 1 << 30, "bytes queued to a dashboard before it is dropped"),
     I(fleet_interval_ms, 100, 60000, "fleet view: one update per device at most this often, ms"),
+    I(ack_delay_ms, 0, GW_ACK_DELAY_MAX_MS,
+      "one ack message per device at most this often, ms (0: ack every commit at once)"),
+    I(ack_batch, 1, 1000000, "committed seqs that get their ack at once, whatever ack_delay_ms"),
     I(rate_burst, 1, 1000000, "device messages in a burst"),
     I(rate_per_s, 1, 1000000, "device messages per second, sustained"),
     I(command_timeout_s, 1, 86400, "a sent command without an answer times out"),
@@ -111,6 +114,8 @@ void gw_config_defaults(gw_config_t *c)
     c->device_send_queue = 256 * 1024;
     c->dashboard_send_queue = 1024 * 1024;
     c->fleet_interval_ms = 1000; /* the fleet view's coalescing interval */
+    c->ack_delay_ms = 0;
+    c->ack_batch = 64;
     c->rate_burst = 20;
     /* ems-edge sends 1 live packet a second plus up to 5 backfill batches
      * a second while it drains a backlog (docs/protocol.md, "Message

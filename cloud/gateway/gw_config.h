@@ -17,6 +17,12 @@
 
 #define GW_PATH_MAX 512
 
+/* Acks held back by ack_delay_ms wait on a wheel of GW_ACK_SLOT_MS slots
+ * (gw_device.c); the wheel spans the longest delay. */
+#define GW_ACK_SLOT_MS 50
+#define GW_ACK_DELAY_MAX_MS 30000
+#define GW_ACK_SLOTS (GW_ACK_DELAY_MAX_MS / GW_ACK_SLOT_MS + 2)
+
 typedef struct {
     char listen[128];         /* HOST:PORT, [V6]:PORT; port 0 picks one */
     bool tls;                 /* false only behind a TLS-terminating proxy */
@@ -44,6 +50,8 @@ typedef struct {
     int64_t device_send_queue;    /* bytes queued before a device is cut off */
     int64_t dashboard_send_queue; /* bytes queued before a dashboard is dropped (4009) */
     int64_t fleet_interval_ms;    /* the fleet view: at most one update per device this often */
+    int64_t ack_delay_ms;         /* at most one ack message per device this often (0: at once) */
+    int64_t ack_batch;            /* ...unless this many committed seqs wait for it */
     int64_t rate_burst;           /* messages */
     int64_t rate_per_s;           /* messages per second, sustained */
     int64_t command_timeout_s;    /* sent -> no answer */

@@ -73,10 +73,15 @@ static void send_acks(gw_devconn_t *dc, gw_dev_t *d)
 {
     char buf[GW_ACK_JSON_MAX];
     int n;
+    bool sent = false;
     while ((n = gw_ranges_take_ack(&d->acks, buf, sizeof buf)) > 0) {
         dev_send(dc, buf, (size_t)n);
         gw_metric_inc(dc->gw->m.acks_sent);
+        sent = true;
     }
+    d->ack_waiting = 0;
+    if (sent)
+        d->ack_sent_ms = uv_now(dc->gw->loop);
 }
 
 void gw_device_committed(gw_t *gw, gw_dev_t *d, bool has_seq, uint64_t seq, const char *reject)
@@ -94,6 +99,7 @@ void gw_device_committed(gw_t *gw, gw_dev_t *d, bool has_seq, uint64_t seq, cons
         return; /* nothing the edge could match an ack to */
     if (gw_ranges_add(&d->acks, seq) != 0)
         return; /* out of memory: no ack; the edge sends it again */
+    d->ack_waiting++;
     if (!d->ack_dirty) {
         d->ack_dirty = true;
         d->ack_next = gw->ack_dirty;
@@ -101,18 +107,102 @@ void gw_device_committed(gw_t *gw, gw_dev_t *d, bool has_seq, uint64_t seq, cons
     }
 }
 
+/* Acks and ack_delay_ms. Every ack message costs the gateway one write()
+ * on the device's socket, the largest share of its CPU per packet
+ * (docs/benchmarks.md, "CPU per packet"). With ack_delay_ms a device gets
+ * at most one ack message per that interval: seqs committed sooner after
+ * the last one wait on a wheel of GW_ACK_SLOT_MS slots and go out together
+ * in one message (an ack carries ranges, docs/protocol.md 3.2). A device
+ * sending one packet a second with ack_delay_ms 3000 gets one ack for
+ * three packets. What waits is only the edge's permission to delete rows
+ * it has buffered anyway: the rows are committed, and if the gateway dies
+ * with an ack held the edge sends the packets again and the DB writer
+ * drops the duplicates. A backlog (ack_batch seqs waiting) and the
+ * shutdown are acked at once. */
+static bool ack_due(const gw_t *gw, const gw_dev_t *d, uint64_t now)
+{
+    return gw->cfg.ack_delay_ms == 0 || gw->stopping || d->ack_waiting >= (uint64_t)gw->cfg.ack_batch ||
+           now - d->ack_sent_ms >= (uint64_t)gw->cfg.ack_delay_ms;
+}
+
+static void ack_timer_cb(uv_timer_t *t);
+
+/* Puts `d` on the wheel slot of its due time (not yet due: see ack_due). */
+static void ack_hold(gw_t *gw, gw_dev_t *d, uint64_t now)
+{
+    if (d->ack_wheel)
+        return; /* already waiting: its slot comes */
+    if (gw->ack_held == 0) {
+        gw->ack_wheel_slot = now / GW_ACK_SLOT_MS;
+        uv_timer_start(&gw->ack_timer, ack_timer_cb, GW_ACK_SLOT_MS, GW_ACK_SLOT_MS);
+    }
+    uint64_t due = d->ack_sent_ms + (uint64_t)gw->cfg.ack_delay_ms;
+    uint64_t slot = (due + GW_ACK_SLOT_MS - 1) / GW_ACK_SLOT_MS; /* > now's slot: due > now */
+    if (slot < gw->ack_wheel_slot)
+        slot = gw->ack_wheel_slot;
+    gw_dev_t **head = &gw->ack_wheel[slot % GW_ACK_SLOTS];
+    d->wheel_next = *head;
+    *head = d;
+    d->ack_wheel = true;
+    gw->ack_held++;
+}
+
+/* Sends the acks of `d` if they are due, else holds them. A device that
+ * went away keeps its ranges: they are sent when it reconnects, which
+ * saves it resending what is already stored. */
+static void ack_consider(gw_t *gw, gw_dev_t *d, uint64_t now)
+{
+    if (!d->conn || d->acks.len == 0)
+        return;
+    if (ack_due(gw, d, now))
+        send_acks(d->conn, d);
+    else
+        ack_hold(gw, d, now);
+}
+
+/* Runs the wheel's slots up to now (all of them while stopping). A slot
+ * reached early (the wheel wrapped after a stall) is harmless: what is
+ * not due yet goes back on a later slot. */
+static void ack_timer_cb(uv_timer_t *t)
+{
+    gw_t *gw = t->data;
+    uint64_t now = uv_now(gw->loop);
+    uint64_t last = now / GW_ACK_SLOT_MS;
+    if (gw->stopping || last - gw->ack_wheel_slot >= GW_ACK_SLOTS)
+        gw->ack_wheel_slot = last + 1 - GW_ACK_SLOTS; /* one full turn */
+    for (; gw->ack_wheel_slot <= last; gw->ack_wheel_slot++) {
+        gw_dev_t **head = &gw->ack_wheel[gw->ack_wheel_slot % GW_ACK_SLOTS];
+        gw_dev_t *d = *head;
+        *head = NULL;
+        while (d) {
+            gw_dev_t *n = d->wheel_next;
+            d->wheel_next = NULL;
+            d->ack_wheel = false;
+            gw->ack_held--;
+            ack_consider(gw, d, now);
+            d = n;
+        }
+    }
+    if (gw->ack_held == 0)
+        uv_timer_stop(&gw->ack_timer);
+}
+
+void gw_device_release_acks(gw_t *gw)
+{
+    if (gw->ack_held)
+        ack_timer_cb(&gw->ack_timer); /* while stopping it runs every slot */
+}
+
 void gw_device_flush_acks(gw_t *gw)
 {
+    uint64_t now = uv_now(gw->loop);
     gw_dev_t *d = gw->ack_dirty;
     gw->ack_dirty = NULL;
     while (d) {
         gw_dev_t *n = d->ack_next;
         d->ack_dirty = false;
         d->ack_next = NULL;
-        /* A device that went away keeps its ranges: they are sent when it
-         * reconnects, which saves it resending what is already stored. */
-        if (d->conn)
-            send_acks(d->conn, d);
+        ack_consider(gw, d, now);
         d = n;
     }
 }

@@ -289,6 +289,73 @@ async def rate_tests(env, tok):
     tap.eq("more than the burst at once closes with 4008", ws.close_code, 4008)
 
 
+async def ack_messages(ws, want, timeout=10):
+    """Reads until every seq in `want` is acked; returns [(time, ranges)] per ack message."""
+    got, msgs = set(), []
+    end = time.time() + timeout
+    while not set(want) <= got and time.time() < end:
+        try:
+            m = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, end - time.time())))
+        except asyncio.TimeoutError:
+            break
+        if m.get("type") == "ack":
+            msgs.append((time.time(), m["ranges"]))
+            for lo, hi in m["ranges"]:
+                got.update(range(lo, hi + 1))
+    return msgs, got
+
+
+async def ack_delay_tests(env, tok):
+    """ack_delay_ms: one ack message per device per interval, a backlog at
+    once, and held acks sent before a shutdown closes the device."""
+    import websockets
+    env.stop_gateway()
+    env.start_gateway(ack_delay_ms=1500, ack_batch=5)
+    ws = await env.device("plain_1", tok)
+    await asyncio.wait_for(ws.recv(), 5)  # welcome
+    now = int(time.time() * 1000)
+    t0 = time.time()
+    await ws.send(json.dumps(packet("plain_1", 100, now)))
+    msgs, got = await ack_messages(ws, [100])
+    tap.ok("ack_delay_ms: the first packet after a quiet spell is acked at once",
+           100 in got and msgs[0][0] - t0 < 1.2, (msgs, time.time() - t0))
+    first = msgs[0][0] if msgs else time.time()
+    for i, seq in enumerate((101, 102, 103)):
+        await ws.send(json.dumps(packet("plain_1", seq, now + 300 * (i + 1))))
+        await asyncio.sleep(0.3)
+    msgs, got = await ack_messages(ws, [101, 102, 103])
+    tap.ok("ack_delay_ms: packets committed within the interval share one ack message, "
+           "sent when the interval is over",
+           got >= {101, 102, 103} and len(msgs) == 1 and msgs[0][1] == [[101, 103]] and
+           1.4 <= msgs[0][0] - first < 2.6, [(round(t - first, 2), r) for t, r in msgs])
+    t0 = time.time()
+    for seq in range(200, 210):
+        await ws.send(json.dumps(packet("plain_1", seq, now + 2000 + seq)))
+    msgs, got = await ack_messages(ws, range(200, 210))
+    tap.ok("ack_delay_ms: a backlog of ack_batch seqs is acked without waiting",
+           got >= set(range(200, 210)) and msgs and msgs[0][0] - t0 < 1.2,
+           ([(round(t - t0, 2), r) for t, r in msgs]))
+    # Held at SIGTERM: sent before the device is closed with 1001.
+    await ws.send(json.dumps(packet("plain_1", 300, now + 4000)))
+    await asyncio.sleep(0.4)  # committed, and held (the last ack was just sent)
+    env.gw.send_signal(signal.SIGTERM)
+    acks, code = set(), None
+    try:
+        while True:
+            m = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if m.get("type") == "ack":
+                for lo, hi in m["ranges"]:
+                    acks.update(range(lo, hi + 1))
+    except websockets.exceptions.ConnectionClosed:
+        code = ws.close_code
+    except asyncio.TimeoutError:
+        pass
+    tap.ok("ack_delay_ms: a held ack is sent before the shutdown closes the device (1001)",
+           300 in acks and code == 1001, (sorted(acks), code))
+    tap.eq("ack_delay_ms: the gateway exits 0", env.gw.stop(), 0)
+    env.start_gateway(handshake_timeout_ms=2000)
+
+
 async def plain_tests():
     env = gw.Env(tap, tls=False)
     try:
@@ -377,6 +444,7 @@ async def plain_tests():
         tap.ok("a silent client is closed at the handshake deadline",
                data == b"" and time.time() - t0 < 8, (data, time.time() - t0))
         s.close()
+        await ack_delay_tests(env, t)
     finally:
         rc = env.close()
         tap.eq("plain gateway exits 0 after SIGTERM", rc, 0)
