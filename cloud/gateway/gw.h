@@ -5,7 +5,10 @@
  *                request dispatcher, metrics, the 1 s tick
  *   gw_device.c  /ws/device/{id}: upgrade auth, telemetry, acks, results
  *   gw_dash.c    /ws/dashboard: session + Origin, subscriptions, fan-out
- *   gw_api.c     the REST API (docs/api.md) and static files
+ *   gw_api.c     the REST API's dispatch (docs/api.md), /healthz, /metrics,
+ *                static files; one file per resource: gw_api_session.c,
+ *                gw_api_devices.c, gw_api_commands.c, gw_api_alarms.c
+ *                (their shared helpers: gw_api_int.h)
  * The reusable pieces (gw_link, gw_cmd, gw_hub, gw_session, ...) know
  * nothing of this struct.
  *
@@ -277,7 +280,7 @@ void gw_dash_fleet_telemetry(gw_t *gw, const ems_telemetry_t *t);
  * the fleet view. */
 void gw_dash_publish_remote(gw_t *gw, const char *device_id, const char *text, size_t len);
 
-/* ---- gw_api.c ---- */
+/* ---- gw_api.c and gw_api_*.c ---- */
 
 /* The 1 s tick's share: summaries of rate-limited log lines, expiry of
  * login and logout records. */

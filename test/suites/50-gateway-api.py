@@ -204,7 +204,9 @@ async def device_state_tests(env, cookie, tok):
     for q, name in ((f"from=yesterday&to={to}", "a bad from"),
                     (f"from={to}&to={frm}", "from after to"),
                     (f"from={frm}&to={to}&resolution=5s", "an unknown resolution"),
-                    ("from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "a range over 400 days")):
+                    ("from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "a range over 400 days"),
+                    (f"from={frm}&to={to}&format=xml", "format=xml"),
+                    (f"from={frm}&to={to}&format=" + "j" * 100, "a format too long to be one")):
         st, h, b = env.http("GET", f"/api/devices/h_1/telemetry?{q}", cookie=cookie)
         tap.eq(f"history with {name}: 400", st, 400)
     st, h, b = env.http("GET", "/api/devices/h_1/sessions", cookie=cookie)
