@@ -74,23 +74,36 @@ static int decode_payload(const json_t *obj, ems_command_t *c, ems_verr_t *err)
     return 0;
 }
 
-int ems_command_from_json(const json_t *obj, ems_command_t *out, ems_verr_t *err)
+/* `request`: the REST form (command_id optional, expires_at not read). */
+static int from_json(const json_t *obj, bool request, ems_command_t *out, ems_verr_t *err)
 {
     memset(out, 0, sizeof *out);
     unsigned a;
     int rc;
     if (ems_jr_require_object(obj, err) < 0 ||
-        ems_jr_ident(obj, "", "command_id", true, EMS_COMMAND_ID_MAX, true, out->command_id,
+        ems_jr_ident(obj, "", "command_id", !request, EMS_COMMAND_ID_MAX, true, out->command_id,
                      sizeof out->command_id, err) < 0 ||
         ems_jr_enum(obj, "", "action", true, action_name, EMS_ACTION_COUNT, &a, err) < 0)
         return EMS_EINVAL;
     out->action = (ems_action_t)a;
     if (decode_payload(obj, out, err) < 0)
         return EMS_EINVAL;
+    if (request)
+        return 0;
     if ((rc = ems_jr_timestamp(obj, "", "expires_at", false, &out->expires_at_ms, err)) < 0)
         return EMS_EINVAL;
     out->has_expires_at = rc;
     return 0;
+}
+
+int ems_command_from_json(const json_t *obj, ems_command_t *out, ems_verr_t *err)
+{
+    return from_json(obj, false, out, err);
+}
+
+int ems_command_request_from_json(const json_t *obj, ems_command_t *out, ems_verr_t *err)
+{
+    return from_json(obj, true, out, err);
 }
 
 int ems_command_decode(const char *json, size_t len, ems_command_t *out, ems_verr_t *err)

@@ -61,6 +61,11 @@ int ems_command_decode(const char *json, size_t len, ems_command_t *out, ems_ver
 /* The same from a parsed object (borrowed, not modified). */
 int ems_command_from_json(const json_t *obj, ems_command_t *out, ems_verr_t *err);
 
+/* A command as a REST client submits it (docs/api.md): the same rules,
+ * but command_id is optional (left "" when absent: the gateway makes one)
+ * and expires_at is not read (the gateway sets it from ttl_s). */
+int ems_command_request_from_json(const json_t *obj, ems_command_t *out, ems_verr_t *err);
+
 /* Checks a struct against the decoder's rules: 0 or EMS_EINVAL with err. */
 int ems_command_check(const ems_command_t *c, ems_verr_t *err);
 

@@ -75,7 +75,12 @@ json_t *gw_api_time(int64_t ms)
 
 gw_api_ctx_t *gw_api_ctx_new(gw_t *gw, ems_server_req_t *req, const gw_route_t *r)
 {
-    gw_api_ctx_t *c = calloc(1, sizeof *c);
+    return gw_api_ctx_alloc(gw, req, r, sizeof(gw_api_ctx_t));
+}
+
+gw_api_ctx_t *gw_api_ctx_alloc(gw_t *gw, ems_server_req_t *req, const gw_route_t *r, size_t size)
+{
+    gw_api_ctx_t *c = calloc(1, size);
     if (!c) {
         gw_reply_error(req, 503, "out of memory", NULL);
         return NULL;

@@ -44,59 +44,26 @@ void gw_api_cmd_changed(void *ud, const gw_cmd_t *c)
 {
     gw_t *gw = ud;
     gw_metric_inc(gw->m.cmd_status[c->status]);
-    json_t *rec = cmd_record(c);
-    if (!rec)
-        return;
+    char rec[GW_CMD_JSON_MAX], out[GW_CMD_JSON_MAX + 32];
     /* Audit trail: the command once, then each status change. */
-    json_t *ev = json_object();
-    const char *at_key = "at";
-    if (c->nhist <= 1) {
-        json_object_set_new(ev, "type", json_string("command"));
-        static const char *const keys[] = {"command_id", "device_id",  "action",     "payload",
-                                           "created_by", "created_at", "expires_at", "status"};
-        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-            json_t *v = json_object_get(rec, keys[i]);
-            if (v && !json_is_null(v))
-                json_object_set(ev, keys[i], v);
-        }
-        at_key = NULL;
-    } else {
-        json_object_set_new(ev, "type", json_string("command_status"));
-        json_object_set(ev, "command_id", json_object_get(rec, "command_id"));
-        json_object_set(ev, "status", json_object_get(rec, "status"));
-    }
-    if (at_key)
-        json_object_set_new(ev, at_key, gw_api_time(c->updated_ms));
-    if (c->reason[0])
-        json_object_set_new(ev, "reason", json_string(c->reason));
-    if (c->message[0])
-        json_object_set_new(ev, "message", json_string(c->message));
-    json_object_set_new(ev, "actor",
-                        json_string(c->status == GW_CMD_ACCEPTED || c->status == GW_CMD_REJECTED ||
-                                            c->status == GW_CMD_COMPLETED ||
-                                            (c->status == GW_CMD_FAILED && c->reason[0] &&
-                                             strncmp(c->reason, "GATEWAY_", 8) != 0)
-                                        ? c->device_id
-                                    : c->nhist <= 1 ? c->created_by
-                                                    : "gateway"));
-    char *s = json_dumps(ev, JSON_COMPACT);
-    json_decref(ev);
-    if (s) {
-        gw_event(gw, s, strlen(s));
-        free(s);
-    }
+    int n = gw_cmd_event_json(c, out, sizeof out);
+    if (n > 0)
+        gw_event(gw, out, (size_t)n);
     /* Dashboards watching the device see the change at once. */
-    json_t *msg = json_pack("{sssO}", "type", "command", "command", rec);
-    s = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
-    json_decref(msg);
-    json_decref(rec);
-    if (s) {
-        gw_dash_publish_shared(gw, c->device_id, s, strlen(s));
-        free(s);
+    n = gw_cmd_to_json(c, rec, sizeof rec);
+    if (n > 0) {
+        ems_jw_t w;
+        ems_jw_init(&w, out, sizeof out);
+        ems_jw_obj_open(&w);
+        ems_jw_key(&w, "type");
+        ems_jw_str(&w, "command");
+        ems_jw_key(&w, "command");
+        ems_jw_raw(&w, rec, (size_t)n);
+        ems_jw_obj_close(&w);
+        if ((n = ems_jw_finish(&w)) > 0)
+            gw_dash_publish_shared(gw, c->device_id, out, (size_t)n);
     }
 }
-
-/* ------------------------------------------------------------ commands */
 
 /* A command record from the DB writer in the API's form. */
 static json_t *db_command(const json_t *row)
@@ -196,35 +163,26 @@ static void command_reply(gw_api_ctx_t *c, int status, const char *error, const 
     gw_api_reply(c->req, status, o, loc);
 }
 
+/* A POST of a command: the request context and the body, validated once
+ * (ems_command_request_from_json) before the device is looked up. */
+typedef struct {
+    gw_api_ctx_t c; /* first: freed as a gw_api_ctx_t */
+    ems_command_t cmd;
+    int64_t ttl_s;
+} cmd_post_t;
+
 /* The device exists (and is not revoked): create the command. */
-static void command_submit(gw_api_ctx_t *c)
+static void command_submit(cmd_post_t *p)
 {
+    gw_api_ctx_t *c = &p->c;
     gw_t *gw = c->gw;
-    const ems_http_msg_t *m = ems_server_req_msg(c->req);
-    ems_verr_t err;
-    json_t *b = ems_jr_parse(m->body ? m->body : "", m->body_len, &err);
-    /* Parsed before; cannot fail now, but stay safe. */
-    if (!b) {
-        gw_reply_error(c->req, 400, err.reason, err.path);
-        return;
-    }
-    int64_t ttl = 0;
-    ems_jr_integer(b, "", "ttl_s", false, 1, 86400, &ttl, &err);
-    bool has_id = json_object_get(b, "command_id") != NULL;
-    if (!has_id)
-        json_object_set_new(b, "command_id", json_string("pending"));
-    json_object_del(b, "ttl_s");
-    json_object_del(b, "expires_at");
     gw_cmd_req_t q;
     memset(&q, 0, sizeof q);
-    ems_command_from_json(b, &q.cmd, &err);
-    json_decref(b);
-    if (!has_id)
-        q.cmd.command_id[0] = '\0';
+    q.cmd = p->cmd;
     gw_dev_t *d = gw_dev_get(gw, c->route.id1, false);
     q.device_id = c->route.id1;
     q.created_by = c->sess.user;
-    q.ttl_s = ttl;
+    q.ttl_s = p->ttl_s;
     q.online = d && d->conn && ems_ws_is_open(d->conn->ws);
     char busmsg[300];
     if (!q.online && gw->bus) {
@@ -282,7 +240,7 @@ static void command_device_result(void *ud, int status, const char *json, size_t
     else if (json_is_true(json_object_get(o, "revoked")))
         gw_reply_error(c->req, 409, "device is revoked", NULL);
     else
-        command_submit(c);
+        command_submit((cmd_post_t *)c);
     json_decref(o);
     gw_api_ctx_free(c);
 }
@@ -304,32 +262,28 @@ void gw_api_command_post(gw_t *gw, ems_server_req_t *req, const gw_route_t *r,
         return;
     }
     /* Validate everything now, so a bad body is a 400 whatever the device. */
-    int64_t ttl;
+    int64_t ttl = 0;
     ems_command_t cmd;
-    if (ems_jr_integer(b, "", "ttl_s", false, 1, 86400, &ttl, &err) < 0) {
-        json_decref(b);
-        gw_reply_error(req, 400, err.reason, err.path);
-        return;
-    }
-    if (!json_object_get(b, "command_id"))
-        json_object_set_new(b, "command_id", json_string("pending"));
-    json_object_del(b, "expires_at");
-    int rc = ems_command_from_json(b, &cmd, &err);
+    int rc = ems_jr_integer(b, "", "ttl_s", false, 1, 86400, &ttl, &err);
+    if (rc >= 0)
+        rc = ems_command_request_from_json(b, &cmd, &err);
     json_decref(b);
     if (rc < 0) {
         gw_reply_error(req, 400, err.reason, err.path);
         return;
     }
-    gw_api_ctx_t *c = gw_api_ctx_new(gw, req, r);
-    if (!c)
+    cmd_post_t *p = (cmd_post_t *)gw_api_ctx_alloc(gw, req, r, sizeof *p);
+    if (!p)
         return;
-    c->sess = *s;
+    p->c.sess = *s;
+    p->cmd = cmd;
+    p->ttl_s = ttl;
     gw_dev_t *d = gw_dev_get(gw, r->id1, false);
     if (d && d->auth_ok && !d->auth_revoked) {
-        command_submit(c);
-        gw_api_ctx_free(c);
+        command_submit(p);
+        gw_api_ctx_free(&p->c);
         return;
     }
-    gw_api_ask(c, json_pack("{ssss}", "op", "device_auth", "device_id", r->id1),
+    gw_api_ask(&p->c, json_pack("{ssss}", "op", "device_auth", "device_id", r->id1),
                command_device_result);
 }

@@ -39,6 +39,9 @@ void gw_api_reply(ems_server_req_t *req, int status, json_t *o, const char *extr
 json_t *gw_api_time(int64_t ms);
 /* A context for `req` (on failure answers 503 and returns NULL). */
 gw_api_ctx_t *gw_api_ctx_new(gw_t *gw, ems_server_req_t *req, const gw_route_t *r);
+/* The same for a handler's own context of `size` bytes that begins with a
+ * gw_api_ctx_t (gw_api_ctx_free frees it whole). */
+gw_api_ctx_t *gw_api_ctx_alloc(gw_t *gw, ems_server_req_t *req, const gw_route_t *r, size_t size);
 void gw_api_ctx_free(gw_api_ctx_t *c);
 /* Sends query `q` (consumed) for c's user; `fn` gets the answer and owns c.
  * On refusal answers 429/503 with Retry-After, frees c, returns < 0. */

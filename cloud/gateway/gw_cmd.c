@@ -208,8 +208,8 @@ int gw_cmds_submit(gw_cmds_t *t, const gw_cmd_req_t *req, int64_t now_ms, gw_cmd
         c->nhist = 1;
         c->hist[0].status = GW_CMD_QUEUED;
         c->hist[0].at_ms = now_ms;
-        ems_log_info("command %s for %s: queued for %" PRId64 " s", c->cmd.command_id,
-                     c->device_id, req->ttl_s);
+        ems_log_info("command %s for %s: queued for %" PRId64 " s", c->cmd.command_id, c->device_id,
+                     req->ttl_s);
         if (t->ops->changed)
             t->ops->changed(t->ud, c);
         return 0;
@@ -218,8 +218,9 @@ int gw_cmds_submit(gw_cmds_t *t, const gw_cmd_req_t *req, int64_t now_ms, gw_cmd
     if (req->offline_msg)
         snprintf(msg, sizeof msg, "%s", req->offline_msg);
     else
-        snprintf(msg, sizeof msg, req->online ? "device %s is not reading (send queue full)"
-                                              : "device %s is offline",
+        snprintf(msg, sizeof msg,
+                 req->online ? "device %s is not reading (send queue full)"
+                             : "device %s is offline",
                  c->device_id);
     fail(t, c, GW_CMD_FAILED, msg, now_ms);
     return 0;
@@ -398,6 +399,20 @@ static void jw_str_or_null(ems_jw_t *w, const char *s)
         ems_jw_null(w);
 }
 
+static void jw_payload(ems_jw_t *w, const gw_cmd_t *c)
+{
+    ems_jw_obj_open(w);
+    if (c->cmd.action == EMS_ACTION_SET_MODE) {
+        ems_jw_key(w, "target_mode");
+        ems_jw_str(w, ems_target_mode_name(c->cmd.target_mode));
+        if (c->cmd.has_target_power) {
+            ems_jw_key(w, "target_power");
+            ems_jw_num(w, c->cmd.target_power);
+        }
+    }
+    ems_jw_obj_close(w);
+}
+
 int gw_cmd_to_json(const gw_cmd_t *c, char *buf, size_t cap)
 {
     ems_jw_t w;
@@ -410,16 +425,7 @@ int gw_cmd_to_json(const gw_cmd_t *c, char *buf, size_t cap)
     ems_jw_key(&w, "action");
     ems_jw_str(&w, ems_action_name(c->cmd.action));
     ems_jw_key(&w, "payload");
-    ems_jw_obj_open(&w);
-    if (c->cmd.action == EMS_ACTION_SET_MODE) {
-        ems_jw_key(&w, "target_mode");
-        ems_jw_str(&w, ems_target_mode_name(c->cmd.target_mode));
-        if (c->cmd.has_target_power) {
-            ems_jw_key(&w, "target_power");
-            ems_jw_num(&w, c->cmd.target_power);
-        }
-    }
-    ems_jw_obj_close(&w);
+    jw_payload(&w, c);
     ems_jw_key(&w, "status");
     ems_jw_str(&w, gw_cmd_status_name(c->status));
     ems_jw_key(&w, "reason");
@@ -445,6 +451,66 @@ int gw_cmd_to_json(const gw_cmd_t *c, char *buf, size_t cap)
         ems_jw_obj_close(&w);
     }
     ems_jw_arr_close(&w);
+    ems_jw_obj_close(&w);
+    return ems_jw_finish(&w);
+}
+
+static const char *change_actor(const gw_cmd_t *c)
+{
+    if (c->status == GW_CMD_ACCEPTED || c->status == GW_CMD_REJECTED ||
+        c->status == GW_CMD_COMPLETED ||
+        (c->status == GW_CMD_FAILED && c->reason[0] && strncmp(c->reason, "GATEWAY_", 8) != 0))
+        return c->device_id;
+    return c->nhist <= 1 ? c->created_by : "gateway";
+}
+
+int gw_cmd_event_json(const gw_cmd_t *c, char *buf, size_t cap)
+{
+    ems_jw_t w;
+    ems_jw_init(&w, buf, cap);
+    ems_jw_obj_open(&w);
+    ems_jw_key(&w, "type");
+    if (c->nhist <= 1) {
+        ems_jw_str(&w, "command");
+        ems_jw_key(&w, "command_id");
+        ems_jw_str(&w, c->cmd.command_id);
+        ems_jw_key(&w, "device_id");
+        ems_jw_str(&w, c->device_id);
+        ems_jw_key(&w, "action");
+        ems_jw_str(&w, ems_action_name(c->cmd.action));
+        ems_jw_key(&w, "payload");
+        jw_payload(&w, c);
+        ems_jw_key(&w, "created_by");
+        ems_jw_str(&w, c->created_by);
+        if (c->created_ms) {
+            ems_jw_key(&w, "created_at");
+            jw_time(&w, c->created_ms);
+        }
+        if (c->expires_ms) {
+            ems_jw_key(&w, "expires_at");
+            jw_time(&w, c->expires_ms);
+        }
+        ems_jw_key(&w, "status");
+        ems_jw_str(&w, gw_cmd_status_name(c->status));
+    } else {
+        ems_jw_str(&w, "command_status");
+        ems_jw_key(&w, "command_id");
+        ems_jw_str(&w, c->cmd.command_id);
+        ems_jw_key(&w, "status");
+        ems_jw_str(&w, gw_cmd_status_name(c->status));
+        ems_jw_key(&w, "at");
+        jw_time(&w, c->updated_ms);
+    }
+    if (c->reason[0]) {
+        ems_jw_key(&w, "reason");
+        ems_jw_str(&w, c->reason);
+    }
+    if (c->message[0]) {
+        ems_jw_key(&w, "message");
+        ems_jw_str(&w, c->message);
+    }
+    ems_jw_key(&w, "actor");
+    ems_jw_str(&w, change_actor(c));
     ems_jw_obj_close(&w);
     return ems_jw_finish(&w);
 }

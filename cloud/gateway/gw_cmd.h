@@ -173,6 +173,13 @@ size_t gw_cmds_count(const gw_cmds_t *t, gw_cmd_status_t s);
 #define GW_CMD_JSON_MAX 4096
 int gw_cmd_to_json(const gw_cmd_t *c, char *buf, size_t cap);
 
+/* The audit event of the record's latest change (docs/storage.md, events):
+ * {"type":"command",...} when it was created, else
+ * {"type":"command_status",...}, with the actor: the device for what it
+ * answered, the user for the creation, else "gateway". Returns the length
+ * or EMS_ENOSPC; GW_CMD_JSON_MAX always suffices. */
+int gw_cmd_event_json(const gw_cmd_t *c, char *buf, size_t cap);
+
 /* Writes a fresh command id "c_<ms hex><random hex>" into out (cap >= 32). */
 int gw_cmd_new_id(int64_t now_ms, char *out, size_t cap);
 

@@ -5,6 +5,7 @@
 #include "error.h"
 #include "gw_cmd.h"
 
+#include <jansson.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -254,6 +255,42 @@ static void test_rejected(void)
     gw_cmds_free(t);
 }
 
+/* The audit events: the creation with the user as actor, then each change
+ * with the device (its answers) or the gateway (timeouts) as actor. */
+static void test_event_json(void)
+{
+    rec_t r;
+    gw_cmds_t *t = mk(&r, 100);
+    gw_cmd_req_t q = req_set_mode("d1", "ev1", 500, true, 0);
+    q.created_by = "alice";
+    gw_cmd_t *c;
+    EMS_CHECK_INT(gw_cmds_submit(t, &q, 1000, &c), ==, 0);
+    char json[GW_CMD_JSON_MAX];
+    EMS_CHECK_INT(c->nhist, ==, 1); /* created and sent at once: one change */
+    EMS_CHECK(gw_cmd_event_json(c, json, sizeof json) > 0);
+    EMS_CHECK(strncmp(json, "{\"type\":\"command\",\"command_id\":\"ev1\",\"device_id\":\"d1\"",
+                      49) == 0);
+    EMS_CHECK(
+        strstr(json, "\"payload\":{\"target_mode\":\"MANUAL_DISCHARGE\",\"target_power\":500}") !=
+        NULL);
+    EMS_CHECK(strstr(json, "\"status\":\"sent\",\"actor\":\"alice\"}") != NULL);
+    EMS_CHECK(strstr(json, "\"expires_at\"") == NULL); /* none: left out, not null */
+    ems_command_result_t rej = result("ev1", EMS_RESULT_REJECTED);
+    EMS_CHECK_INT(gw_cmds_result(t, "d1", &rej, 1100), ==, 0);
+    EMS_CHECK(gw_cmd_event_json(c, json, sizeof json) > 0);
+    EMS_CHECK(strstr(json, "{\"type\":\"command_status\",\"command_id\":\"ev1\",\"status\":"
+                           "\"rejected\",\"at\":\"") == json);
+    EMS_CHECK(
+        strstr(json, "\"reason\":\"POWER_LIMIT\",\"message\":\"too much\",\"actor\":\"d1\"}") !=
+        NULL);
+    json_error_t je;
+    json_t *o = json_loads(json, 0, &je);
+    EMS_CHECK(o != NULL);
+    json_decref(o);
+    EMS_CHECK_INT(gw_cmd_event_json(c, json, 20), ==, EMS_ENOSPC);
+    gw_cmds_free(t);
+}
+
 static void test_idempotent_ids(void)
 {
     rec_t r;
@@ -417,6 +454,7 @@ int main(void)
     EMS_RUN(test_timeouts);
     EMS_RUN(test_adopt);
     EMS_RUN(test_rejected);
+    EMS_RUN(test_event_json);
     EMS_RUN(test_idempotent_ids);
     EMS_RUN(test_device_speaks_for_itself);
     EMS_RUN(test_resend_sent_on_reconnect);
