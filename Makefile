@@ -6,6 +6,7 @@
 #                   make demo GATEWAYS=2: two gateways joined by NATS
 #   make fuzz       build the libFuzzer targets into build/fuzz/
 #   make bench      run the benchmarks (results go to docs/benchmarks.md by hand)
+#   make bench-ladder  the fleet benchmark at four sizes, one table (scripts/bench-ladder.sh)
 #   make deps       install the Debian packages the build and the tests need
 #   make cross      ems-edge for the Raspberry Pi (arm64, armhf) into build/ (scripts/cross.sh)
 #   make deb-arm64  the Debian package build/ems-edge_VERSION_arm64.deb (also deb-armhf, deb)
@@ -111,6 +112,9 @@ $(BUILD)/test/%: $(call obj,test/unit/%.c) $(LIB_EDGE) $(LIB_GATEWAY) $(LIB_DBWR
 $(BUILD)/bench/%: $(call obj,test/bench/%.c) $(LIB_EDGE) $(LIB_GATEWAY) $(LIB_DBWRITER) $(LIB_EMSCTL) $(LIB_COMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ALL)
+# bench_fleet's device connections (a lean WebSocket client) are a module
+# of their own.
+$(BUILD)/bench/bench_fleet: $(call obj,test/bench/lean_ws.c)
 
 # ---------------------------------------------------------------- fuzzing
 FUZZ_CC     ?= clang
@@ -196,6 +200,14 @@ demo:
 bench:
 	$(MAKE) all $(BENCHES)
 	@scripts/bench.sh
+
+# The fleet benchmark at 2,000 / 10,000 / 20,000 / 50,000 devices, one
+# table (scripts/bench-ladder.sh; LADDER_ARGS="--steps ... --nice -10").
+# Minutes per step; not part of `make bench` or `make test`.
+.PHONY: bench-ladder
+bench-ladder:
+	$(MAKE) all $(BUILD)/bench/bench_fleet
+	@scripts/bench-ladder.sh --build $(BUILD) $(LADDER_ARGS)
 
 # ems-edge for the Raspberry Pi: build/arm64/ems-edge, build/armhf/ems-edge and
 # installable bundles build/ems-edge-{arm64,armhf}.tar.gz (docs/deploy-edge.md).

@@ -9,8 +9,11 @@
 # dashboard user, then runs:
 #   - K load-generator processes (build/.../bench/bench_fleet devices), each
 #     with at most --per-proc devices bound to its own 127.0.0.x source
-#     address (a process holds at most 20,000 fds; one source address
-#     ~28,000 connections to one port);
+#     address (a process holds one fd per device, `ulimit -n` at most: 20,000
+#     here; with the port chosen at connect time, one source address reaches
+#     one port of the ephemeral range per destination port, ~28,000). For
+#     ws:// they use bench_fleet's lean WebSocket client (test/bench/lean_ws.c,
+#     one write per packet); --tls uses the project's client;
 #   - per gateway one dashboard subscribed to every device ("*") and one
 #     subscribed to 100 devices, measuring fan-out latency, and one on the
 #     coalesced fleet view ("mode": "fleet"), measuring the latest-state
@@ -24,13 +27,21 @@
 #
 # usage: scripts/bench-fleet.sh [--devices N] [--gateways G] [--per-proc M]
 #            [--rate R] [--warmup S] [--window S] [--drain S] [--tls]
-#            [--reuseport] [--bus] [--no-dashboards] [--perf] [--nice N]
+#            [--reuseport] [--bus] [--no-dashboards] [--perf] [--perf-gen]
+#            [--nice N] [--engine lean|client] [--gen-args "ARGS"]
 #            [--dbwriter-args "ARGS"] [--gateway-args "ARGS"] [--attack "ARGS"]
 #            [--build DIR] [--results FILE] [--keep]
 #   --devices N      simulated devices (default 2000)
 #   --gateways G     gateway processes (default: 1, or enough for 15,000
 #                    connections each)
-#   --per-proc M     devices per load-generator process (default 10000, <= 15000)
+#   --per-proc M     devices per load-generator process (default 10000, <= 15000;
+#                    the fd limit of a process is `ulimit -n`, raised to the
+#                    hard limit here)
+#   --engine E       the generators' WebSocket client: lean (default for
+#                    ws://) or client (the project's client, as before the
+#                    lean one existed; always used with --tls)
+#   --gen-args ARGS  extra flags for every `bench_fleet devices` (e.g.
+#                    "--tick-ms 10")
 #   --rate R         new connections per second, all generators together (1000)
 #   --warmup S       seconds of sending before measuring (5)
 #   --window S       measurement window in seconds (60)
@@ -63,6 +74,7 @@
 #                    legitimate login's latency.
 #   --perf           perf record (DWARF call graphs, 199 Hz, at most 20 s) the
 #                    first gateway during the window; prints the top symbols
+#   --perf-gen       the same for the first load generator
 #   --build DIR      where ems-gateway, ems-dbwriter, emsctl, bench/bench_fleet
 #                    are (default build, i.e. what `make bench` builds)
 #   --results FILE   append the result (one JSON line) to FILE
@@ -74,7 +86,7 @@ PY=/usr/bin/python3
 
 DEVICES=2000 GATEWAYS=0 PER_PROC=10000 RATE=1000 WARMUP=5 WINDOW=60 DRAIN=30
 TLS=0 REUSEPORT=0 BUS=0 DASH=1 PERF=0 BUILD=build RESULTS="" KEEP=0 NICE="" DBW_ARGS="" GW_ARGS=""
-ATTACK=0 ATTACK_ARGS=""
+ATTACK=0 ATTACK_ARGS="" PERF_GEN=0 ENGINE="" GEN_ARGS=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --devices) DEVICES=$2; shift ;;
@@ -89,6 +101,9 @@ while [ $# -gt 0 ]; do
     --bus) BUS=1 ;;
     --no-dashboards) DASH=0 ;;
     --perf) PERF=1 ;;
+    --perf-gen) PERF_GEN=1 ;;
+    --engine) ENGINE=$2; shift ;;
+    --gen-args) GEN_ARGS=$2; shift ;;
     --nice) NICE=$2; shift ;;
     --dbwriter-args) DBW_ARGS=$2; shift ;;
     --gateway-args) GW_ARGS=$2; shift ;;
@@ -104,6 +119,20 @@ done
 [ "$PER_PROC" -le 15000 ] || { echo "bench-fleet: --per-proc at most 15000" >&2; exit 2; }
 if [ "$GATEWAYS" -eq 0 ]; then GATEWAYS=$(((DEVICES + 14999) / 15000)); fi
 NPROC=$(((DEVICES + PER_PROC - 1) / PER_PROC))
+# Every process started here (generators, gateways) holds one fd per
+# connection: take the hard limit, and check that the split fits it.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+FDMAX=$(ulimit -n)
+[ "$FDMAX" = unlimited ] && FDMAX=1048576
+[ "$PER_PROC" -le $((FDMAX - 100)) ] ||
+    { echo "bench-fleet: --per-proc $PER_PROC does not fit the fd limit ($FDMAX); lower it" >&2; exit 2; }
+# With --reuseport the kernel's split is uneven (a few %): keep 10 % spare.
+[ $((DEVICES / GATEWAYS + DEVICES / GATEWAYS / 10)) -le $((FDMAX - 200)) ] ||
+    { echo "bench-fleet: $DEVICES devices on $GATEWAYS gateway(s) exceed a process's fd limit ($FDMAX); add --gateways" >&2; exit 2; }
+read -r EPH_LO EPH_HI </proc/sys/net/ipv4/ip_local_port_range
+[ "$PER_PROC" -le $((EPH_HI - EPH_LO)) ] ||
+    { echo "bench-fleet: --per-proc $PER_PROC exceeds the ephemeral port range ($EPH_LO-$EPH_HI) of one source address" >&2; exit 2; }
+[ "$NPROC" -le 200 ] || { echo "bench-fleet: at most 200 generator processes (127.0.0.11..210)" >&2; exit 2; }
 for b in ems-gateway ems-dbwriter emsctl bench/bench_fleet; do
     [ -x "$BUILD/$b" ] || { echo "bench-fleet: $BUILD/$b missing (make bench, or make BUILD=$BUILD all $BUILD/bench/bench_fleet)" >&2; exit 2; }
 done
@@ -197,13 +226,14 @@ log "provisioned $DEVICES devices in $PROV_S s (one INSERT ... SELECT)"
 # ------------------------------------------------------------ gateways
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/session.key"
 mkdir -p "$T/www" && echo '<!doctype html><title>ems</title>' >"$T/www/index.html"
-SCHEME=http WSCHEME=ws CURL_TLS=() GW_TLS=(--tls=off) FLEET_TLS=()
+SCHEME=http WSCHEME=ws CURL_TLS=() GW_TLS=(--tls=off) FLEET_TLS=() DEV_TLS=()
 if [ "$TLS" = 1 ]; then
     "$ROOT/test/lib/mkcerts.sh" "$T/certs"
     SCHEME=https WSCHEME=wss
     CURL_TLS=(--cacert "$T/certs/ca.crt")
     GW_TLS=(--tls=on --tls_cert="$T/certs/chain.crt" --tls_key="$T/certs/server.key")
     FLEET_TLS=(--tls-ca "$T/certs/ca.crt")
+    DEV_TLS=(--tls-name localhost)
 fi
 PORTS=()
 if [ "$REUSEPORT" = 1 ]; then
@@ -345,9 +375,11 @@ t_ramp=$(date +%s.%N)
 left=$DEVICES first=0
 for k in $(seq 0 $((NPROC - 1))); do
     n=$(((left + NPROC - k - 1) / (NPROC - k)))
+    # shellcheck disable=SC2086
     "$FLEET" devices --ports "$PORTLIST" --src "127.0.0.$((11 + k))" --seed "$SEED" \
         --first $first --count $n --rate $((RATE / NPROC > 0 ? RATE / NPROC : 1)) \
-        --warmup "$WARMUP" --window "$WINDOW" --drain "$DRAIN" "${FLEET_TLS[@]}" \
+        --warmup "$WARMUP" --window "$WINDOW" --drain "$DRAIN" "${FLEET_TLS[@]}" "${DEV_TLS[@]}" \
+        ${ENGINE:+--engine "$ENGINE"} $GEN_ARGS \
         --out "$T/gen$k.json" >"$T/gen$k.out" 2>"$T/gen$k.log" &
     PIDS_GEN+=($!)
     renice_all $!
@@ -387,8 +419,10 @@ fi
 sleep "$($PY -c "print($WARMUP + 0.5)")"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 sample "$T/cpu0.json"
-if [ "$PERF" = 1 ]; then
-    perf record --call-graph dwarf,8192 -F 199 -p "${PIDS_GW[0]}" -o "$T/perf.data" -- sleep "$((WINDOW > 20 ? 20 : WINDOW - 1))" >"$T/perf.log" 2>&1 &
+if [ "$PERF" = 1 ] || [ "$PERF_GEN" = 1 ]; then
+    PERF_PID=${PIDS_GW[0]} PERF_WHAT="gateway ${PIDS_GW[0]}"
+    [ "$PERF_GEN" = 1 ] && PERF_PID=${PIDS_GEN[0]} PERF_WHAT="load generator ${PIDS_GEN[0]}"
+    perf record --call-graph dwarf,8192 -F 199 -p "$PERF_PID" -o "$T/perf.data" -- sleep "$((WINDOW > 20 ? 20 : WINDOW - 1))" >"$T/perf.log" 2>&1 &
     PID_PERF=$!
 fi
 sleep "$($PY -c "print($WINDOW - 2)")"
@@ -432,7 +466,7 @@ for k, (n, mx, tot) in sorted(kinds.items(), key=lambda x: -x[1][2]):
 cp = sum(1 for line in open(sys.argv[1], errors="replace") if "checkpoint complete" in line)
 print(f"  checkpoints completed: {cp}")
 EOF
-if [ "$PERF" = 1 ] && [ -s "$T/perf.data" ]; then
+if { [ "$PERF" = 1 ] || [ "$PERF_GEN" = 1 ]; } && [ -s "$T/perf.data" ]; then
     perf report -i "$T/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
         grep -E '^ +[0-9]+\.[0-9]+%' | head -n 40 >"$T/perf-top.txt"
     perf report -i "$T/perf.data" --children --sort symbol --stdio -g none 2>/dev/null |
@@ -442,7 +476,7 @@ if [ "$PERF" = 1 ] && [ -s "$T/perf.data" ]; then
 fi
 
 # ------------------------------------------------------------ report
-CMD="scripts/bench-fleet.sh --devices $DEVICES --gateways $GATEWAYS --per-proc $PER_PROC --rate $RATE --warmup $WARMUP --window $WINDOW --drain $DRAIN$([ "$TLS" = 1 ] && echo ' --tls')$([ "$REUSEPORT" = 1 ] && echo ' --reuseport')$([ "$BUS" = 1 ] && echo ' --bus')$([ "$DASH" = 0 ] && echo ' --no-dashboards')$([ -n "$NICE" ] && echo " --nice $NICE")$([ -n "$DBW_ARGS" ] && echo " --dbwriter-args \"$DBW_ARGS\"")$([ -n "$GW_ARGS" ] && echo " --gateway-args \"$GW_ARGS\"")$([ "$ATTACK" = 1 ] && echo " --attack \"$ATTACK_ARGS\"")"
+CMD="scripts/bench-fleet.sh --devices $DEVICES --gateways $GATEWAYS --per-proc $PER_PROC --rate $RATE --warmup $WARMUP --window $WINDOW --drain $DRAIN$([ "$TLS" = 1 ] && echo ' --tls')$([ "$REUSEPORT" = 1 ] && echo ' --reuseport')$([ "$BUS" = 1 ] && echo ' --bus')$([ "$DASH" = 0 ] && echo ' --no-dashboards')$([ -n "$NICE" ] && echo " --nice $NICE")$([ -n "$DBW_ARGS" ] && echo " --dbwriter-args \"$DBW_ARGS\"")$([ -n "$GW_ARGS" ] && echo " --gateway-args \"$GW_ARGS\"")$([ "$ATTACK" = 1 ] && echo " --attack \"$ATTACK_ARGS\"")$([ -n "$ENGINE" ] && echo " --engine $ENGINE")$([ -n "$GEN_ARGS" ] && echo " --gen-args \"$GEN_ARGS\"")"
 $PY - "$T" "$DEVICES" "$GATEWAYS" "$NPROC" "$WINDOW" "$RAMP_S" "$PROV_S" "$TLS" "$CMD" "$RESULTS" "$LOAD0" <<'EOF'
 import glob, json, os, sys
 T, N, G, K, W, ramp, prov, tls, cmd, results, load0 = sys.argv[1:12]
@@ -522,6 +556,13 @@ r = {
     "fleet_frames": sum(d.get("fleet_frames", 0) for k, d in dashes.items() if k.endswith("-fleet.json")),
     "fleet_gap_max_ms": max([d.get("fleet_gap_max_ms", 0) for k, d in dashes.items() if k.endswith("-fleet.json")] or [0]),
     "cpu_pct": cpu, "machine_busy_pct": machine_busy, "others_pct": others, "ncpu": ncpu,
+    # CPU milliseconds per 1,000 packets of the fleet, by group (each
+    # includes the kernel's loopback work it triggers on the other side).
+    "cpu_ms_per_1k_pkts": {k: (round(v * 10000.0 / (s("sent_window") / W), 2) if s("sent_window") else None)
+                           for k, v in cpu.items()},
+    "gen_engine": sorted({g.get("engine", "client") for g in gens}),
+    "gen_rss_kib_per_device": round(sum(g["rss_kb"] for g in gens) / N, 2),
+    "gw_rss_kib_per_device": round(c1["groups"]["gw"]["rss_kb"] / N, 2),
     "loadavg_before": load0, "mem": mem,
     "cmd": cmd,
 }
@@ -546,6 +587,9 @@ print(f"| {N} | {G} | {'yes' if r['tls'] else 'no'} | {r['rate_window_per_s']} |
 if cpu.get("nats") or mem.get("nats", {}).get("rss_mb"):
     per_k = round(1000.0 * cpu["nats"] / 100.0 / r["rate_window_per_s"], 3) if r["rate_window_per_s"] else None
     print(f"nats-server: CPU {cpu['nats']} % of a core ({per_k} CPU-s per 1,000 packets), RSS {mem['nats']['rss_mb']} MB")
+cms = r["cpu_ms_per_1k_pkts"]
+print("CPU ms per 1,000 packets: " + ", ".join(f"{k} {v}" for k, v in cms.items() if v) +
+      f"; generators {r['gen_engine']}: {r['generators']} process(es), RSS {r['gen_rss_kib_per_device']} KiB per device")
 print(f"idle connections: gateway RSS grew {idle_kib['gw']} KiB per connection over the ramp "
       f"(DB writer {idle_kib['dbw']} KiB); under load {round(mem['gw']['rss_mb'] * 1024 / N, 1)} KiB per device in total")
 sent_w = r["sent_window"]
@@ -566,13 +610,13 @@ echo "PostgreSQL statements slower than 250 ms (whole run):"
 cat "$T/slow.txt"
 if [ -s "$T/perf-top.txt" ]; then
     echo
-    echo "perf (gateway ${PIDS_GW[0]}, self time, top 40):"
+    echo "perf ($PERF_WHAT, self time, top 40):"
     cat "$T/perf-top.txt"
     echo
-    echo "perf (gateway, user-space functions including callees, top 50):"
+    echo "perf ($PERF_WHAT, user-space functions including callees, top 50):"
     cat "$T/perf-children.txt"
     echo
-    echo "perf (gateway, self time by library):"
+    echo "perf ($PERF_WHAT, self time by library):"
     cat "$T/perf-dso.txt"
 fi
 for g in $(seq 0 $((GATEWAYS - 1))); do

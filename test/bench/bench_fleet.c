@@ -46,6 +46,7 @@
  * latency the same way: receipt of the item minus the packet's send time.
  */
 #include "client.h"
+#include "lean_ws.h"
 #include "error.h"
 #include "log.h"
 #include "telemetry.h"
@@ -53,6 +54,7 @@
 #include "ws.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <inttypes.h>
 #include <mbedtls/sha256.h>
 #include <signal.h>
@@ -302,6 +304,20 @@ typedef struct {
     char text[EMS_TIME_STR_MAX];
 } tscache_t;
 
+/* Decimal digits of v at out; returns their count. */
+static size_t fmt_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
 static size_t tmpl_fill(const tmpl_t *t, tscache_t *tc, char *out, const char *id, size_t id_len,
                         int64_t now_us, uint64_t seq)
 {
@@ -321,16 +337,21 @@ static size_t tmpl_fill(const tmpl_t *t, tscache_t *tc, char *out, const char *i
             memcpy(out + o, id, id_len);
             o += id_len;
             break;
-        case HOLE_TS:
+        case HOLE_TS: {
+            int m = (int)(ms % 1000);
             memcpy(out + o, tc->text, 20); /* "YYYY-MM-DDTHH:MM:SS." */
-            o += 20;
-            o += (size_t)sprintf(out + o, "%03dZ", (int)(ms % 1000));
+            out[o + 20] = (char)('0' + m / 100);
+            out[o + 21] = (char)('0' + m / 10 % 10);
+            out[o + 22] = (char)('0' + m % 10);
+            out[o + 23] = 'Z';
+            o += 24;
             break;
+        }
         case HOLE_US:
-            o += (size_t)sprintf(out + o, "%d", (int)(now_us % 1000));
+            o += fmt_u64(out + o, (uint64_t)(now_us % 1000));
             break;
         case HOLE_SEQ:
-            o += (size_t)sprintf(out + o, "%" PRIu64, seq);
+            o += fmt_u64(out + o, seq);
             break;
         }
     }
@@ -340,25 +361,23 @@ static size_t tmpl_fill(const tmpl_t *t, tscache_t *tc, char *out, const char *i
 
 /* ------------------------------------------------------------ devices */
 
-#define RING 64 /* send times kept per device: 64 s of unacknowledged packets */
+#define RING 64 /* send times kept per device: 64 packets without an answer */
 
 typedef struct fleet fleet_t;
 
+/* One simulated device, ~280 bytes; its connection (lean_ws_t, or the
+ * project's ems_ws_t for TLS) apart, and only while connected. The id and
+ * token are derived from the index when needed. */
 typedef struct {
-    fleet_t *f;
-    ems_ws_t *ws;
-    uint32_t index; /* global device number */
-    uint8_t id_len;
-    char id[24];
-    char token[65];
-    bool open;
-    bool connecting;
-    bool ever_open;
-    uint64_t phase_us;
-    uint64_t seq;       /* next seq to send */
-    uint64_t sent, acked, nacked;
-    uint64_t ring_seq[RING];
-    uint64_t ring_us[RING]; /* mono send time; 0 = settled; bit 0 set = in window */
+    void *conn;        /* NULL when not connected */
+    uint32_t index;    /* global device number, or line of --tokens */
+    uint32_t phase_us; /* offset of its sends within the interval */
+    uint32_t seq;      /* next seq to send */
+    bool open, connecting;
+    /* Send time of seq s in ring[s % RING]: the low 32 bits of the
+     * monotonic clock in us (differences are right for 71 minutes), bit 0
+     * set when sent in the window; 0 = answered or never sent. */
+    uint32_t ring[RING];
 } fdev_t;
 
 typedef struct {
@@ -369,23 +388,31 @@ typedef struct {
 struct fleet {
     uv_loop_t *loop;
     /* options */
-    char host[64];
+    char host[256];
     uint16_t ports[16];
     int nports;
+    char path[128]; /* the device path; the id is appended */
     char src[64];
     char prefix[32];
     char seed[64];
+    char tls_name[256];
     uint32_t first, count;
     unsigned rate;
     unsigned max_inflight;
     unsigned warmup_s, window_s, drain_s;
+    uint64_t interval_us;
+    unsigned tick_ms;
+    bool autostart;
+    bool lean;
     const char *out_path;
     ems_tls_config_t *tls;
-    struct sockaddr_in bind;
+    struct sockaddr_storage bind;
+    bool has_bind;
+    char **tok_ids, **tok_tokens; /* --tokens: line i's id and token */
+    lean_ws_ctx_t lx[16];         /* lean engine: one context per port */
     /* state */
     fdev_t *devs;
-    uint32_t *order; /* device indexes sorted by phase (they already are) */
-    pend_t *pend;    /* FIFO of devices to (re)connect */
+    pend_t *pend; /* FIFO of devices to (re)connect */
     size_t pend_head, pend_len, pend_cap;
     unsigned inflight;
     uint32_t nopen;
@@ -409,6 +436,9 @@ struct fleet {
     uv_signal_t sig_usr1, sig_term, sig_int;
 };
 
+/* The one fleet of the process (the connection callbacks reach it here). */
+static fleet_t *the_fleet;
+
 static void dev_connect(fleet_t *f, fdev_t *d);
 
 static void pend_push(fleet_t *f, uint32_t dev, uint64_t not_before)
@@ -419,49 +449,64 @@ static void pend_push(fleet_t *f, uint32_t dev, uint64_t not_before)
     f->pend_len++;
 }
 
+/* The device's id into out (at least EMS_DEVICE_ID_MAX + 1); its length. */
+static size_t dev_id(const fleet_t *f, const fdev_t *d, char *out)
+{
+    if (f->tok_ids) {
+        size_t n = strlen(f->tok_ids[d->index]);
+        memcpy(out, f->tok_ids[d->index], n + 1);
+        return n;
+    }
+    size_t p = strlen(f->prefix), n = fmt_u64(out + p, d->index);
+    memcpy(out, f->prefix, p);
+    if (n < 6) { /* PREFIX%06u */
+        memmove(out + p + 6 - n, out + p, n);
+        memset(out + p, '0', 6 - n);
+        n = 6;
+    }
+    out[p + n] = '\0';
+    return p + n;
+}
+
 /* One seq answered (ack or nack). Its send time is in the ring unless it
  * was answered already (a duplicate) or waited so long that its slot was
  * reused (a late ack: counted, latency unknown). */
 static void settle(fleet_t *f, fdev_t *d, uint64_t seq, bool ack, uint64_t now)
 {
-    size_t k = seq % RING;
-    if (seq >= d->seq) {
+    if (seq == 0 || seq >= d->seq) {
         f->bogus_acks++; /* never sent */
         return;
     }
-    if (d->ring_seq[k] != seq) {
+    uint32_t *slot = &d->ring[seq % RING];
+    if (seq + RING < d->seq) {
         f->late_acks++;
         if (ack)
-            d->acked++, f->acked++;
+            f->acked++;
         else
-            d->nacked++, f->nacked++;
+            f->nacked++;
         return;
     }
-    if (d->ring_us[k] == 0) {
+    if (*slot == 0) {
         f->dup_acks++;
         return;
     }
-    uint64_t t = d->ring_us[k];
-    d->ring_us[k] = 0;
-    bool in_window = t & 1;
+    uint32_t t = *slot;
+    *slot = 0;
     if (ack) {
-        d->acked++;
         f->acked++;
-        if (in_window) {
+        if (t & 1) {
             f->acked_window++;
-            h_add(&f->ack_lat, (int64_t)(now - (t & ~(uint64_t)1)));
+            h_add(&f->ack_lat, (int64_t)(uint32_t)((uint32_t)now - (t & ~1u)));
         }
     } else {
-        d->nacked++;
         f->nacked++;
     }
 }
 
-static void dev_on_message(ems_ws_t *ws, const char *data, size_t len, bool binary)
+/* A message from the gateway to a device: acks ({"type":"ack","ranges":
+ * [[a,b],...]}) and nacks are counted, the welcome ignored. */
+static void dev_message(fleet_t *f, fdev_t *d, const char *data, size_t len)
 {
-    (void)binary;
-    fdev_t *d = ems_ws_user(ws);
-    fleet_t *f = d->f;
     const char *end = data + len;
     static const char ack[] = "{\"type\":\"ack\",\"ranges\":[";
     static const char nack[] = "{\"type\":\"nack\"";
@@ -493,8 +538,11 @@ static void dev_on_message(ems_ws_t *ws, const char *data, size_t len, bool bina
         } else {
             f->nacked++;
         }
-        if (f->nacked <= 5)
-            fprintf(stderr, "bench_fleet: device %s nack: %.*s\n", d->id, (int)len, data);
+        if (f->nacked <= 5) {
+            char id[EMS_DEVICE_ID_MAX + 24];
+            dev_id(f, d, id);
+            fprintf(stderr, "bench_fleet: device %s nack: %.*s\n", id, (int)len, data);
+        }
         return;
     }
     if (len > 18 && !memcmp(data, "{\"type\":\"welcome\"", 17))
@@ -502,23 +550,21 @@ static void dev_on_message(ems_ws_t *ws, const char *data, size_t len, bool bina
     f->unknown_msgs++;
 }
 
-static void dev_on_open(ems_ws_t *ws)
+static void dev_opened(fleet_t *f, fdev_t *d)
 {
-    fdev_t *d = ems_ws_user(ws);
-    fleet_t *f = d->f;
     d->open = true;
     d->connecting = false;
-    d->ever_open = true;
     f->inflight--;
     f->nopen++;
     f->connects++;
 }
 
-static void dev_on_close(ems_ws_t *ws, const ems_ws_close_info_t *info)
+/* The connection is gone (open or not): count it, connect again in 1 s. */
+static void dev_closed(fleet_t *f, fdev_t *d, int status, int http_status, int code_recv,
+                       int code_sent, const char *detail)
 {
-    fdev_t *d = ems_ws_user(ws);
-    fleet_t *f = d->f;
-    d->ws = NULL;
+    char id[EMS_DEVICE_ID_MAX + 24];
+    d->conn = NULL;
     if (d->open) {
         d->open = false;
         f->nopen--;
@@ -526,44 +572,113 @@ static void dev_on_close(ems_ws_t *ws, const ems_ws_close_info_t *info)
             f->disconnects++;
             if (f->disconnects <= 10)
                 fprintf(stderr, "bench_fleet: device %s disconnected: status %d (%s), code %d/%d\n",
-                        d->id, info->status, info->detail, info->code_received, info->code_sent);
+                        (dev_id(f, d, id), id), status, detail, code_recv, code_sent);
         }
     } else if (d->connecting) {
         d->connecting = false;
         f->inflight--;
         f->connect_fail++;
-        if (info->http_status)
+        if (http_status)
             f->http_refused++;
         if (f->connect_fail <= 10)
-            fprintf(stderr, "bench_fleet: device %s connect failed: %s %s (http %d)\n", d->id,
-                    ems_strerror(info->status), info->detail, info->http_status);
+            fprintf(stderr, "bench_fleet: device %s connect failed: %s %s (http %d)\n",
+                    (dev_id(f, d, id), id), ems_strerror(status), detail, http_status);
     }
     if (!f->finished)
         pend_push(f, (uint32_t)(d - f->devs), mono_us() + 1000000); /* again in 1 s */
 }
 
-static const ems_ws_callbacks_t dev_cbs = {dev_on_open, dev_on_message, dev_on_close};
+/* The project's client (TLS, or --engine client). */
+static void cl_on_open(ems_ws_t *ws)
+{
+    dev_opened(the_fleet, ems_ws_user(ws));
+}
+
+static void cl_on_message(ems_ws_t *ws, const char *data, size_t len, bool binary)
+{
+    (void)binary;
+    dev_message(the_fleet, ems_ws_user(ws), data, len);
+}
+
+static void cl_on_close(ems_ws_t *ws, const ems_ws_close_info_t *info)
+{
+    dev_closed(the_fleet, ems_ws_user(ws), info->status, info->http_status, info->code_received,
+               info->code_sent, info->detail);
+}
+
+static const ems_ws_callbacks_t cl_cbs = {cl_on_open, cl_on_message, cl_on_close};
+
+/* The lean engine (lean_ws.h). */
+static void lw_on_open(lean_ws_t *c, void *user)
+{
+    (void)c;
+    dev_opened(the_fleet, user);
+}
+
+static void lw_on_message(lean_ws_t *c, void *user, const char *data, size_t len)
+{
+    (void)c;
+    dev_message(the_fleet, user, data, len);
+}
+
+static void lw_on_close(lean_ws_t *c, void *user, bool was_open, int status, int http_status,
+                        int code, const char *detail)
+{
+    (void)c, (void)was_open;
+    dev_closed(the_fleet, user, status, http_status, code, 0, detail);
+}
+
+/* "Authorization: Bearer TOKEN\r\n" for the device. */
+static void dev_auth_header(const fleet_t *f, const fdev_t *d, const char *id, char *hdr,
+                            size_t cap)
+{
+    char tok[65];
+    const char *t = tok;
+    if (f->tok_tokens)
+        t = f->tok_tokens[d->index];
+    else
+        bench_token(f->seed, id, tok);
+    snprintf(hdr, cap, "Authorization: Bearer %s\r\n", t);
+}
 
 static void dev_connect(fleet_t *f, fdev_t *d)
 {
-    char url[160], hdr[128];
-    uint16_t port = f->ports[d->index % (uint32_t)f->nports];
-    snprintf(url, sizeof url, "%s://%s:%u/ws/device/%s", f->tls ? "wss" : "ws", f->host,
-             (unsigned)port, d->id);
-    snprintf(hdr, sizeof hdr, "Authorization: Bearer %s\r\n", d->token);
-    ems_ws_options_t wo;
-    ems_ws_options_default(&wo);
-    wo.max_send_queue = 64 * 1024;
-    wo.open_timeout_ms = 30000;
-    ems_conn_options_t co = {.max_out = 64 * 1024, .bind_addr = (const struct sockaddr *)&f->bind};
-    ems_wsclient_options_t o = {.tls = f->tls,
-                                .tls_hostname = f->tls ? "localhost" : NULL,
-                                .extra_headers = hdr,
-                                .ws = &wo,
-                                .conn = &co};
-    int rc = ems_wsclient_connect(f->loop, url, &o, &dev_cbs, d, &d->ws);
+    char id[EMS_DEVICE_ID_MAX + 24], path[sizeof f->path + sizeof id], hdr[600];
+    int pi = (int)(d->index % (uint32_t)f->nports);
+    dev_id(f, d, id);
+    snprintf(path, sizeof path, "%s%s", f->path, id);
+    dev_auth_header(f, d, id, hdr, sizeof hdr);
+    int rc;
+    if (f->lean) {
+        lean_ws_t *c = NULL;
+        rc = lean_ws_connect(&f->lx[pi], path, hdr, d, &c);
+        d->conn = c;
+    } else {
+        char url[sizeof f->host + sizeof path + 32];
+        bool v6 = strchr(f->host, ':') != NULL;
+        snprintf(url, sizeof url, "%s://%s%s%s:%u%s", f->tls ? "wss" : "ws", v6 ? "[" : "", f->host,
+                 v6 ? "]" : "", (unsigned)f->ports[pi], path);
+        ems_ws_options_t wo;
+        ems_ws_options_default(&wo);
+        wo.max_send_queue = 64 * 1024;
+        wo.open_timeout_ms = 30000;
+        ems_conn_options_t co = {.max_out = 64 * 1024,
+                                 .bind_addr = f->has_bind ? (const struct sockaddr *)&f->bind : NULL};
+        ems_wsclient_options_t o = {.tls = f->tls,
+                                    .tls_hostname = f->tls ? f->tls_name : NULL,
+                                    .extra_headers = hdr,
+                                    .ws = &wo,
+                                    .conn = &co};
+        ems_ws_t *ws = NULL;
+        rc = ems_wsclient_connect(f->loop, url, &o, &cl_cbs, d, &ws);
+        d->conn = ws;
+    }
     if (rc < 0) {
+        d->conn = NULL;
         f->connect_fail++;
+        if (f->connect_fail <= 10)
+            fprintf(stderr, "bench_fleet: device %s: cannot start a connection: %s\n", id,
+                    rc > -10000 ? strerror(-rc) : ems_strerror(rc));
         pend_push(f, (uint32_t)(d - f->devs), mono_us() + 1000000);
         return;
     }
@@ -571,8 +686,24 @@ static void dev_connect(fleet_t *f, fdev_t *d)
     f->inflight++;
 }
 
+static int dev_send(fleet_t *f, fdev_t *d, const char *text, size_t len)
+{
+    if (f->lean)
+        return lean_ws_send_text(d->conn, text, len);
+    return ems_ws_send_text(d->conn, text, len);
+}
+
+static void dev_close(fleet_t *f, fdev_t *d)
+{
+    if (f->lean)
+        lean_ws_close(d->conn, 1000);
+    else
+        ems_ws_close(d->conn, 1000, "benchmark over");
+}
+
 static void write_results(fleet_t *f);
 static void finish(fleet_t *f);
+static void start(fleet_t *f);
 
 static void ramp_cb(uv_timer_t *t)
 {
@@ -589,7 +720,7 @@ static void ramp_cb(uv_timer_t *t)
         f->pend_head = (f->pend_head + 1) % f->pend_cap;
         f->pend_len--;
         f->ramp_opened++;
-        if (!d->ws)
+        if (!d->conn)
             dev_connect(f, d);
     }
     if (f->ramp_opened + f->rate < allowed) /* no backlog of budget after a pause */
@@ -600,6 +731,8 @@ static void ramp_cb(uv_timer_t *t)
         printf("READY %u connected in %.1f s (failed attempts %" PRIu64 ")\n", f->nopen,
                (double)(now - f->t_connect_start) / 1e6, f->connect_fail);
         fflush(stdout);
+        if (f->autostart)
+            start(f);
     }
 }
 
@@ -609,28 +742,25 @@ static void send_one(fleet_t *f, fdev_t *d, uint64_t now)
         f->skipped++;
         return;
     }
-    char buf[EMS_TELEMETRY_JSON_MAX + 64];
+    char buf[EMS_TELEMETRY_JSON_MAX + 64], id[EMS_DEVICE_ID_MAX + 24];
     uint64_t seq = d->seq;
-    size_t k = seq % RING;
-    if (d->ring_us[k] != 0 && d->ring_seq[k] + RING == seq) {
-        /* 64 s without an answer for that packet: its slot is reused; a
-         * later ack for it counts as late (latency unknown). */
-        d->ring_us[k] = 0;
+    uint32_t *slot = &d->ring[seq % RING];
+    if (*slot != 0) {
+        /* RING packets without an answer for that packet: its slot is
+         * reused; a later ack for it counts as late (latency unknown). */
+        *slot = 0;
         f->expired++;
     }
-    size_t n = tmpl_fill(&f->tmpl, &f->tsc, buf, d->id, d->id_len, wall_us(), seq);
-    int rc = ems_ws_send_text(d->ws, buf, n);
-    if (rc < 0) {
+    size_t idl = dev_id(f, d, id);
+    size_t n = tmpl_fill(&f->tmpl, &f->tsc, buf, id, idl, wall_us(), seq);
+    if (dev_send(f, d, buf, n) < 0) {
         f->send_fail++;
         return;
     }
     bool in_window = now >= f->w_lo && now < f->w_hi;
-    d->ring_seq[k] = seq;
-    d->ring_us[k] = (now & ~(uint64_t)1) | (in_window ? 1 : 0);
-    if (d->ring_us[k] == 0)
-        d->ring_us[k] = 2;
+    uint32_t v = ((uint32_t)now & ~1u) | (in_window ? 1u : 0u);
+    *slot = v ? v : 2;
     d->seq++;
-    d->sent++;
     f->sent++;
     if (in_window)
         f->sent_window++;
@@ -646,10 +776,11 @@ static void send_cb(uv_timer_t *t)
     fleet_t *f = t->data;
     uint64_t now = mono_us();
     if (f->sending) {
-        /* Devices are sorted by phase; the cursor walks them once a second. */
+        /* Devices are sorted by phase; the cursor walks them once per
+         * interval, sending what is due since the last tick. */
         for (;;) {
             fdev_t *d = &f->devs[f->cursor];
-            uint64_t due = f->t0 + f->cycle * 1000000 + d->phase_us;
+            uint64_t due = f->t0 + f->cycle * f->interval_us + d->phase_us;
             if (due > now)
                 break;
             if (due >= f->w_hi) {
@@ -710,9 +841,12 @@ static void finish(fleet_t *f)
     write_results(f);
     for (uint32_t i = 0; i < f->count; i++) {
         fdev_t *d = &f->devs[i];
-        if (d->ws)
-            ems_ws_close(d->ws, 1000, "benchmark over");
+        if (d->conn)
+            dev_close(f, d);
     }
+    if (f->lean)
+        for (int i = 0; i < f->nports; i++)
+            lean_ws_ctx_close(&f->lx[i]);
     uv_timer_stop(&f->ramp_timer);
     uv_timer_stop(&f->send_timer);
     uv_timer_stop(&f->report_timer);
@@ -751,7 +885,8 @@ static void write_results(fleet_t *f)
     proc_usage(&cpu, &rss, &hwm);
     uint64_t unsettled = f->sent - (f->acked + f->nacked < f->sent ? f->acked + f->nacked : f->sent);
     fprintf(o,
-            "{\"role\":\"devices\",\"src\":\"%s\",\"devices\":%u,\"first\":%u,\"tls\":%s,"
+            "{\"role\":\"devices\",\"src\":\"%s\",\"engine\":\"%s\",\"devices\":%u,\"first\":%u,"
+            "\"tls\":%s,\"interval_ms\":%.1f,"
             "\"open_at_end\":%u,\"connects\":%" PRIu64 ",\"connect_failures\":%" PRIu64
             ",\"http_refused\":%" PRIu64 ",\"disconnects\":%" PRIu64 ",\"warmup_s\":%u,"
             "\"window_s\":%u,\"sent\":%" PRIu64 ",\"sent_window\":%" PRIu64 ",\"acked\":%" PRIu64
@@ -760,7 +895,8 @@ static void write_results(fleet_t *f)
             ",\"dup_acks\":%" PRIu64 ",\"bogus_acks\":%" PRIu64 ",\"expired\":%" PRIu64
             ",\"unknown_msgs\":%" PRIu64
             ",\"drain_s\":%.2f,\"cpu_s\":%.2f,\"rss_kb\":%ld,\"hwm_kb\":%ld,",
-            f->src, f->count, f->first, f->tls ? "true" : "false", f->nopen, f->connects,
+            f->src, f->lean ? "lean" : "client", f->count, f->first, f->tls ? "true" : "false",
+            (double)f->interval_us / 1000.0, f->nopen, f->connects,
             f->connect_fail, f->http_refused, f->disconnects, f->warmup_s, f->window_s, f->sent,
             f->sent_window, f->acked, f->acked_window, f->nacked, unsettled, f->skipped,
             f->send_fail, f->late_acks, f->dup_acks, f->bogus_acks, f->expired, f->unknown_msgs,
@@ -1091,41 +1227,193 @@ static int run_dashboard(int argc, char **argv)
 
 /* ------------------------------------------------------------ devices: main */
 
+/* --url ws[s]://HOST[:PORT][/PATH]: scheme, host, port and, if given, the
+ * device path (the id is appended). Returns 0 or -1. */
+static int parse_url(fleet_t *f, const char *url, bool *tls)
+{
+    const char *p;
+    if (!strncmp(url, "ws://", 5))
+        *tls = false, p = url + 5;
+    else if (!strncmp(url, "wss://", 6))
+        *tls = true, p = url + 6;
+    else
+        return -1;
+    const char *hend, *rest;
+    if (*p == '[') {
+        hend = strchr(p, ']');
+        if (!hend)
+            return -1;
+        snprintf(f->host, sizeof f->host, "%.*s", (int)(hend - p - 1), p + 1);
+        rest = hend + 1;
+    } else {
+        hend = p + strcspn(p, ":/");
+        snprintf(f->host, sizeof f->host, "%.*s", (int)(hend - p), p);
+        rest = hend;
+    }
+    unsigned port = *tls ? 443 : 80;
+    if (*rest == ':') {
+        char *e;
+        port = (unsigned)strtoul(rest + 1, &e, 10);
+        rest = e;
+    }
+    if (!f->host[0] || !port || port > 65535 || (*rest && *rest != '/'))
+        return -1;
+    f->ports[0] = (uint16_t)port;
+    f->nports = 1;
+    if (*rest && strcmp(rest, "/"))
+        snprintf(f->path, sizeof f->path, "%s%s", rest, rest[strlen(rest) - 1] == '/' ? "" : "/");
+    return 0;
+}
+
+/* --tokens FILE: one "ID TOKEN" per line ('#' comments, blank lines
+ * skipped). Keeps lines [first, first + count) (count 0: all). */
+static void load_tokens(fleet_t *f, const char *path)
+{
+    FILE *in = fopen(path, "r");
+    if (!in)
+        die("cannot open --tokens %s", path);
+    size_t cap = 1024, n = 0, line_no = 0;
+    char **ids = malloc(cap * sizeof *ids), **toks = malloc(cap * sizeof *toks);
+    char line[1024];
+    while (ids && toks && fgets(line, sizeof line, in)) {
+        char id[EMS_DEVICE_ID_MAX + 2], tok[512];
+        if (line[0] == '#' || sscanf(line, "%65s %511s", id, tok) != 2)
+            continue;
+        if (line_no++ < f->first)
+            continue;
+        if (f->count && n == f->count)
+            break;
+        if (strlen(id) > EMS_DEVICE_ID_MAX)
+            die("--tokens: device id too long: %s", id);
+        if (n == cap) {
+            cap *= 2;
+            ids = realloc(ids, cap * sizeof *ids);
+            toks = realloc(toks, cap * sizeof *toks);
+            if (!ids || !toks)
+                break;
+        }
+        ids[n] = strdup(id);
+        toks[n] = strdup(tok);
+        if (!ids[n] || !toks[n])
+            die("out of memory%s", "");
+        n++;
+    }
+    fclose(in);
+    if (!ids || !toks)
+        die("out of memory%s", "");
+    if (!n)
+        die("--tokens %s: no \"ID TOKEN\" lines (after --first)", path);
+    f->tok_ids = ids;
+    f->tok_tokens = toks;
+    f->count = (uint32_t)n;
+}
+
+/* Raises the soft fd limit to the hard one; dies when the devices would
+ * not fit (one fd each, plus a margin for the loop, stdio and the TLS
+ * configuration). */
+static void check_fd_limit(uint32_t count)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if ((uint64_t)count + 64 > (uint64_t)rl.rlim_cur) {
+        fprintf(stderr,
+                "bench_fleet: %u devices need %u file descriptors, the limit is %llu (ulimit -n);"
+                " run several processes (--first/--count) or raise the limit\n",
+                count, count + 64, (unsigned long long)rl.rlim_cur);
+        exit(2);
+    }
+}
+
+/* The lean engine resolves the server once, at start. */
+static void lean_setup(fleet_t *f)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int rc = getaddrinfo(f->host, NULL, &hints, &ai);
+    if (rc != 0 || !ai)
+        die("cannot resolve --host %s", f->host);
+    for (int i = 0; i < f->nports; i++) {
+        lean_ws_ctx_t *x = &f->lx[i];
+        memset(x, 0, sizeof *x);
+        x->loop = f->loop;
+        memcpy(&x->peer, ai->ai_addr, ai->ai_addrlen);
+        if (x->peer.ss_family == AF_INET)
+            ((struct sockaddr_in *)&x->peer)->sin_port = htons(f->ports[i]);
+        else
+            ((struct sockaddr_in6 *)&x->peer)->sin6_port = htons(f->ports[i]);
+        if (f->has_bind && f->bind.ss_family == x->peer.ss_family) {
+            x->src = f->bind;
+            x->has_src = true;
+        }
+        bool v6 = strchr(f->host, ':') != NULL;
+        snprintf(x->host_header, sizeof x->host_header, "%s%s%s:%u", v6 ? "[" : "", f->host,
+                 v6 ? "]" : "", (unsigned)f->ports[i]);
+        x->open_timeout_ms = 30000;
+        x->cbs = (lean_ws_callbacks_t){lw_on_open, lw_on_message, lw_on_close};
+        if (lean_ws_ctx_init(x) < 0)
+            die("cannot start the lean engine%s", "");
+    }
+    freeaddrinfo(ai);
+}
+
 static int run_devices(int argc, char **argv)
 {
     static fleet_t f;
-    const char *ports = "8443", *ca = NULL;
+    the_fleet = &f;
+    const char *ports = "8443", *ca = NULL, *url = NULL, *tokens = NULL, *engine = NULL;
     snprintf(f.host, sizeof f.host, "127.0.0.1");
-    snprintf(f.src, sizeof f.src, "127.0.0.1");
+    snprintf(f.path, sizeof f.path, "/ws/device/");
     snprintf(f.prefix, sizeof f.prefix, "bench");
     snprintf(f.seed, sizeof f.seed, "0");
     f.count = 1000;
     f.rate = 500;
     f.max_inflight = 200;
     f.warmup_s = 5, f.window_s = 60, f.drain_s = 30;
+    f.interval_us = 1000000;
+    f.tick_ms = 1;
+    bool count_given = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--autostart")) {
+            f.autostart = true;
+            continue;
+        }
         if (!v)
             die("missing value after %s", a);
         i++;
         if (!strcmp(a, "--host"))
             snprintf(f.host, sizeof f.host, "%s", v);
-        else if (!strcmp(a, "--ports"))
+        else if (!strcmp(a, "--ports") || !strcmp(a, "--port"))
             ports = v;
+        else if (!strcmp(a, "--url"))
+            url = v;
+        else if (!strcmp(a, "--path"))
+            snprintf(f.path, sizeof f.path, "%s", v);
         else if (!strcmp(a, "--src"))
             snprintf(f.src, sizeof f.src, "%s", v);
         else if (!strcmp(a, "--prefix"))
             snprintf(f.prefix, sizeof f.prefix, "%s", v);
         else if (!strcmp(a, "--seed"))
             snprintf(f.seed, sizeof f.seed, "%s", v);
+        else if (!strcmp(a, "--tokens"))
+            tokens = v;
         else if (!strcmp(a, "--first"))
             f.first = (uint32_t)num_arg(v, a);
         else if (!strcmp(a, "--count"))
-            f.count = (uint32_t)num_arg(v, a);
+            f.count = (uint32_t)num_arg(v, a), count_given = true;
         else if (!strcmp(a, "--rate"))
             f.rate = (unsigned)num_arg(v, a);
         else if (!strcmp(a, "--max-inflight"))
             f.max_inflight = (unsigned)num_arg(v, a);
+        else if (!strcmp(a, "--interval-ms"))
+            f.interval_us = (uint64_t)num_arg(v, a) * 1000;
+        else if (!strcmp(a, "--tick-ms"))
+            f.tick_ms = (unsigned)num_arg(v, a);
         else if (!strcmp(a, "--warmup"))
             f.warmup_s = (unsigned)num_arg(v, a);
         else if (!strcmp(a, "--window"))
@@ -1134,43 +1422,83 @@ static int run_devices(int argc, char **argv)
             f.drain_s = (unsigned)num_arg(v, a);
         else if (!strcmp(a, "--tls-ca"))
             ca = v;
+        else if (!strcmp(a, "--tls-name"))
+            snprintf(f.tls_name, sizeof f.tls_name, "%s", v);
+        else if (!strcmp(a, "--engine"))
+            engine = v;
         else if (!strcmp(a, "--out"))
             f.out_path = v;
         else
-            die("unknown option %s", a);
+            die("unknown option %s (bench_fleet --help)", a);
     }
-    if (f.count == 0 || f.count > 19000 || f.rate == 0 || f.max_inflight == 0)
-        die("need 1..19000 devices and rates > 0%s", "");
-    for (const char *p = ports; *p && f.nports < 16;) {
-        const char *q = p;
-        f.ports[f.nports++] = (uint16_t)strtoul(p, (char **)&q, 10);
-        if (q == p || f.ports[f.nports - 1] == 0)
-            die("bad --ports %s", ports);
-        p = *q == ',' ? q + 1 : q;
+    bool want_tls = ca != NULL;
+    if (url) {
+        bool utls;
+        if (parse_url(&f, url, &utls) < 0)
+            die("bad --url %s (ws://HOST[:PORT][/PATH] or wss://...)", url);
+        want_tls = utls;
+        if (utls && !ca)
+            ca = "/etc/ssl/certs/ca-certificates.crt";
+        if (!utls && ca)
+            die("--tls-ca with a ws:// --url%s", "");
+    } else {
+        for (const char *p = ports; *p && f.nports < 16;) {
+            char *q;
+            unsigned long v = strtoul(p, &q, 10);
+            if (q == p || v == 0 || v > 65535)
+                die("bad --ports %s", ports);
+            f.ports[f.nports++] = (uint16_t)v;
+            p = *q == ',' ? q + 1 : q;
+        }
     }
-    if (uv_ip4_addr(f.src, 0, &f.bind) != 0)
-        die("bad --src %s (an IPv4 address)", f.src);
+    if (!f.tls_name[0])
+        snprintf(f.tls_name, sizeof f.tls_name, "%s", f.host);
+    if (tokens) {
+        if (!count_given)
+            f.count = 0;
+        load_tokens(&f, tokens);
+        f.first = 0; /* indexes are lines of the file from here on */
+    }
+    if (f.count == 0 || f.rate == 0 || f.max_inflight == 0 || f.interval_us == 0 ||
+        f.tick_ms == 0)
+        die("need devices, --rate, --max-inflight, --interval-ms and --tick-ms above 0%s", "");
+    if (f.path[0] != '/')
+        die("--path must start with /%s", "");
+    if (engine && strcmp(engine, "lean") && strcmp(engine, "client"))
+        die("--engine lean or client, not %s", engine);
+    f.lean = !want_tls && !(engine && !strcmp(engine, "client"));
+    if (want_tls && engine && !strcmp(engine, "lean"))
+        die("the lean engine has no TLS; wss:// uses --engine client%s", "");
+    check_fd_limit(f.count);
+    if (f.src[0]) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&f.bind;
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&f.bind;
+        if (uv_ip4_addr(f.src, 0, s4) != 0 && uv_ip6_addr(f.src, 0, s6) != 0)
+            die("bad --src %s (an IP address)", f.src);
+        f.has_bind = true;
+    } else {
+        snprintf(f.src, sizeof f.src, "any");
+    }
     uv_loop_t *loop = uv_default_loop();
     f.loop = loop;
-    if (ca && ems_tls_client_config_new(ca, &f.tls) < 0)
+    if (want_tls && ems_tls_client_config_new(ca, &f.tls) < 0)
         die("cannot load CA %s", ca);
+    if (f.lean)
+        lean_setup(&f);
     tmpl_build(&f.tmpl);
     f.devs = calloc(f.count, sizeof *f.devs);
     f.pend_cap = f.count;
     f.pend = calloc(f.pend_cap, sizeof *f.pend);
     if (!f.devs || !f.pend)
         die("out of memory%s", "");
-    /* Phases spread uniformly over the second; each process is offset by a
-     * fraction of a slot so that processes interleave. */
-    uint64_t slot = 1000000 / f.count;
+    /* Phases spread uniformly over the interval; each process is offset by
+     * a fraction of a slot so that processes interleave. */
+    uint64_t slot = f.interval_us / f.count;
     uint64_t off = (f.first * 7919u) % (slot ? slot : 1);
     for (uint32_t i = 0; i < f.count; i++) {
         fdev_t *d = &f.devs[i];
-        d->f = &f;
-        d->index = f.first + i;
-        d->id_len = (uint8_t)snprintf(d->id, sizeof d->id, "%s%06u", f.prefix, d->index);
-        bench_token(f.seed, d->id, d->token);
-        d->phase_us = (uint64_t)i * 1000000 / f.count + off;
+        d->index = tokens ? i : f.first + i;
+        d->phase_us = (uint32_t)((uint64_t)i * f.interval_us / f.count + off);
         d->seq = 1;
         pend_push(&f, i, 0);
     }
@@ -1180,7 +1508,7 @@ static int run_devices(int argc, char **argv)
     uv_timer_init(loop, &f.report_timer);
     f.ramp_timer.data = f.send_timer.data = f.report_timer.data = &f;
     uv_timer_start(&f.ramp_timer, ramp_cb, 0, 10);
-    uv_timer_start(&f.send_timer, send_cb, 1, 1);
+    uv_timer_start(&f.send_timer, send_cb, f.tick_ms, f.tick_ms);
     uv_timer_start(&f.report_timer, report_cb, 10000, 10000);
     uv_signal_init(loop, &f.sig_usr1);
     uv_signal_init(loop, &f.sig_term);
@@ -1196,23 +1524,83 @@ static int run_devices(int argc, char **argv)
     uv_loop_close(loop);
     free(f.devs);
     free(f.pend);
+    if (f.tok_ids) {
+        for (uint32_t i = 0; i < f.count; i++)
+            free(f.tok_ids[i]), free(f.tok_tokens[i]);
+        free(f.tok_ids);
+        free(f.tok_tokens);
+    }
     return 0;
 }
 
 static void usage(FILE *o)
 {
     fprintf(o,
-            "usage: bench_fleet devices [--host 127.0.0.1] [--ports P[,P2...]] [--src 127.0.0.X]\n"
-            "           [--prefix bench] [--seed S] [--first I] [--count N] [--rate PER_S]\n"
-            "           [--max-inflight N] [--warmup S] [--window S] [--drain S]\n"
-            "           [--tls-ca CA.crt] [--out FILE]\n"
-            "       bench_fleet dashboard --port P --cookie 'ems_session=...' [--host H]\n"
-            "           [--sub '*' | fleet | PREFIX:FIRST:COUNT:STEP] [--warmup S] [--window S]\n"
-            "           [--tail S] [--tls-ca CA.crt] [--out FILE]\n"
-            "       bench_fleet token PREFIX SEED INDEX\n"
-            "Devices print READY when all are connected and start sending on SIGUSR1.\n"
-            "The whole benchmark (PostgreSQL, ems-dbwriter, ems-gateway, provisioning,\n"
-            "these processes, results) is scripts/bench-fleet.sh.\n");
+"usage: bench_fleet devices [options]     simulated devices sending telemetry\n"
+"       bench_fleet dashboard [options]   one dashboard measuring fan-out latency\n"
+"       bench_fleet token PREFIX SEED INDEX   a device's token for --seed\n"
+"       bench_fleet --help\n"
+"\n"
+"A load generator for ems-gateway: N devices on one libuv loop, each a real\n"
+"WebSocket client (HTTP Upgrade with a Bearer token, masked frames) sending one\n"
+"valid telemetry packet per --interval-ms with an increasing seq, and measuring\n"
+"the latency from each send to the ack that covers it. scripts/bench-fleet.sh\n"
+"runs it against a whole system it starts on loopback; it can also load-test\n"
+"a real deployment.\n"
+"\n"
+"devices: where to connect\n"
+"  --url ws[s]://HOST[:PORT][/PATH]  the gateway (PATH default /ws/device/; the\n"
+"                          device id is appended); wss:// uses TLS\n"
+"  --host H --ports P[,P2..]  the same as ws://H:P (127.0.0.1:8443); several\n"
+"                          ports: device i uses port i mod the count\n"
+"  --path /ws/device/      the device path prefix\n"
+"  --src ADDR              local address to bind (e.g. one 127.0.0.x per process:\n"
+"                          connections per address and destination are bounded\n"
+"                          by the ephemeral port range, ~28,000)\n"
+"  --tls-ca CA.crt         TLS: trust this CA (wss:// default: the system's)\n"
+"  --tls-name NAME         TLS: the certificate's name (default: the host)\n"
+"devices: who\n"
+"  --tokens FILE           lines \"DEVICE_ID TOKEN\" (provisioned devices); with\n"
+"                          --first/--count, a slice of the file's lines\n"
+"  --prefix bench --seed S --first I --count N\n"
+"                          without --tokens: ids PREFIX%%06u for I..I+N-1, token =\n"
+"                          hex SHA-256 of \"ems-bench:SEED:ID\" (the token hash the\n"
+"                          gateway stores is the SHA-256 of that hex string;\n"
+"                          scripts/bench-fleet.sh provisions them in one INSERT)\n"
+"devices: how fast\n"
+"  --rate R                new connections per second (500)\n"
+"  --max-inflight N        connections opening at once (200)\n"
+"  --interval-ms MS        one packet per device every MS (1000); phases spread\n"
+"                          evenly over the interval\n"
+"  --tick-ms MS            the send timer's period: packets due are sent in\n"
+"                          batches every MS (1)\n"
+"  --engine lean|client    lean (default for ws://): bench_fleet's own minimal\n"
+"                          client (test/bench/lean_ws.c), one write per packet;\n"
+"                          client: the project's WebSocket client (wslay), which\n"
+"                          is also what TLS always uses\n"
+"devices: timeline (after SIGUSR1, or at once with --autostart)\n"
+"  --autostart             start sending when every device is connected\n"
+"  --warmup S              sending, not measured (5)\n"
+"  --window S              sending, measured (60)\n"
+"  --drain S               after sending: wait at most S for the last acks (30)\n"
+"  --out FILE              results as one JSON object (default stdout)\n"
+"  Prints \"READY n connected ...\" when all are connected, progress every 10 s\n"
+"  on stderr; SIGTERM/SIGINT end the run early (results still written).\n"
+"  Each process holds one fd per device: above `ulimit -n` run several\n"
+"  processes with --first/--count and different --src.\n"
+"\n"
+"dashboard: bench_fleet dashboard --port P --cookie 'ems_session=...' [--host H]\n"
+"           [--sub '*' | fleet | PREFIX:FIRST:COUNT:STEP] [--warmup S] [--window S]\n"
+"           [--tail S] [--tls-ca CA.crt] [--out FILE]\n"
+"  Measures send -> receipt of each packet (same machine clock) for packets sent\n"
+"  in the window; starts its timeline on SIGUSR1 like the devices.\n"
+"\n"
+"Example against a deployment (tokens provisioned beforehand):\n"
+"  bench_fleet devices --url wss://ems.example.com --tokens tokens.txt --rate 200 \\\n"
+"      --autostart --warmup 10 --window 300\n"
+"The whole loopback benchmark (PostgreSQL, ems-dbwriter, ems-gateway,\n"
+"provisioning, these processes, results) is scripts/bench-fleet.sh; a ladder of\n"
+"sizes is scripts/bench-ladder.sh.\n");
 }
 
 int main(int argc, char **argv)
@@ -1220,7 +1608,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
     ems_log_init("bench_fleet", EMS_LOG_WARN);
-    if (argc < 2) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(stdout);
         return 0;
     }
