@@ -16,6 +16,15 @@
 # gateway_id (demo-gw1, demo-gw2, ...) and its own link to the one DB
 # writer. Ctrl-C stops the devices, the gateways, nats-server, the DB writer
 # and PostgreSQL.
+#
+# Alarms (docs/alarms.md): the gateways send every alarm change to a small
+# webhook receiver (scripts/demo-webhook.py on 127.0.0.1:EMS_DEMO_WEBHOOK_PORT,
+# 18099), which checks the HMAC signature with the secret in
+# var/demo/secrets/webhook.secret and prints each event to
+# var/demo/log/webhook.log. demo_faulty overheats about two minutes after the
+# start: its `error` alarm shows in the dashboard's banner and list, and in
+# that log; acknowledging it and resetting the device once it has cooled
+# add the `alarm.acknowledged` and `alarm.cleared` events.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -23,17 +32,19 @@ DEMO=${EMS_DEMO_DIR:-$ROOT/var/demo}
 PORT=${EMS_DEMO_PORT:-8443}
 PG_PORT=${EMS_DEMO_PG_PORT:-55432}
 NATS_PORT=${EMS_DEMO_NATS_PORT:-14222}
+WEBHOOK_PORT=${EMS_DEMO_WEBHOOK_PORT:-18099}
 GATEWAYS=${GATEWAYS:-1}
 PG_BIN=/usr/lib/postgresql/15/bin
-BIN=$ROOT/build
+BIN=${EMS_DEMO_BIN:-$ROOT/build} # another build directory: EMS_DEMO_BIN=build/x
+BIN=$(cd "$BIN" 2>/dev/null && pwd) || { echo "demo: EMS_DEMO_BIN: no directory $BIN" >&2; exit 1; }
 
 say() { printf 'demo: %s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
 for b in ems-gateway ems-dbwriter ems-edge emsctl; do
-    [ -x "$BIN/$b" ] || die "build/$b is missing: run 'make all' (make demo does it)"
+    [ -x "$BIN/$b" ] || die "$BIN/$b is missing: run 'make all' (make demo does it)"
 done
-[ -f "$BIN/dashboard/index.html" ] || die "build/dashboard is missing: run 'make dashboard'"
+[ -f "$BIN/dashboard/index.html" ] || die "$BIN/dashboard is missing: run 'make dashboard'"
 case "$GATEWAYS" in
 [1-9] | [1-9][0-9]) ;;
 *) die "GATEWAYS=$GATEWAYS: a number of gateways from 1 to 99" ;;
@@ -98,6 +109,10 @@ if [ ! -f "$CERTS/server.crt" ] || ! openssl x509 -checkend 86400 -noout -in "$C
 fi
 [ -f "$DEMO/secrets/session.key" ] || head -c 32 /dev/urandom >"$DEMO/secrets/session.key"
 chmod 600 "$DEMO/secrets/session.key"
+# The webhooks' HMAC key, shared by the gateways and the demo's receiver.
+[ -s "$DEMO/secrets/webhook.secret" ] ||
+    head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DEMO/secrets/webhook.secret"
+chmod 600 "$DEMO/secrets/webhook.secret"
 
 # ------------------------------------------------------------ users and devices
 CRED=$DEMO/secrets/credentials.txt
@@ -145,6 +160,21 @@ PIDS+=($!)
 for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
 [ -S "$SOCK" ] || die "the DB writer did not open $SOCK, see $LOG/dbwriter.log"
 
+# The webhook receiver: it prints every alarm event the gateways send.
+python3 "$ROOT/scripts/demo-webhook.py" --secret-file "$DEMO/secrets/webhook.secret" \
+    --port "$WEBHOOK_PORT" >"$LOG/webhook.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$WEBHOOK_PORT") 2>/dev/null && break
+    kill -0 "$!" 2>/dev/null || break
+    sleep 0.1
+done
+(exec 3<>"/dev/tcp/127.0.0.1/$WEBHOOK_PORT") 2>/dev/null ||
+    die "the webhook receiver does not listen on port $WEBHOOK_PORT, see $LOG/webhook.log"
+ALARMS=(--alarm_webhooks "http://127.0.0.1:$WEBHOOK_PORT/ems-alarms"
+    --alarm_webhook_secret_file "$DEMO/secrets/webhook.secret"
+    --alarm_webhook_backoff_max_ms 5000 --alarm_offline_s 60)
+
 # One gateway: exactly as always. Several: a NATS server first (it is
 # stopped after the gateways), then the gateways on the same port; reuseport
 # is on by default, so each binds its own socket and the kernel spreads new
@@ -173,7 +203,7 @@ for ((g = 1; g <= GATEWAYS; g++)); do
     "$BIN/ems-gateway" --listen "127.0.0.1:$PORT" --tls true \
         --tls_cert "$CERTS/chain.crt" --tls_key "$CERTS/server.key" \
         --dbwriter_socket "$SOCK" --session_key_file "$DEMO/secrets/session.key" \
-        --static_dir "$BIN/dashboard" --port_file "$DEMO/run/$name.port" "${bus[@]}" \
+        --static_dir "$BIN/dashboard" --port_file "$DEMO/run/$name.port" "${bus[@]}" "${ALARMS[@]}" \
         >"$glog" 2>&1 &
     PIDS+=($!)
     GW_NAMES+=("$name (pid $!, log $glog)") GW_LOGS+=("$glog")
@@ -271,6 +301,13 @@ cat <<EOF
                demo_hw runs backend = hw on emulated chips: its outputs
                (DAC code, enable lines) are in $HWD/emu.state;
                overheat it with: echo overheat=on > $HWD/emu.control
+  Alarms:      demo_faulty's overheat raises an alarm (banner and Alarms page
+               of the dashboard; acknowledge it as admin). Every alarm change
+               goes to the demo's webhook receiver, which checks the signature
+               and prints it:  tail -f $LOG/webhook.log
+               (a device stopped for 60 s raises "offline" too)
+  Energy:      the Energy page (fleet) and each device's Energy tab: bars per
+               day or month from the devices' energy counters.
   Edge status: http://127.0.0.1:18080/status (one port per device, 18080..)
   Logs:        $LOG/
   Data:        $DEMO (kept between runs)

@@ -9,6 +9,8 @@
 # (a sunny day, an evening, and a pack that overheats), and runs
 # cloud/dashboard/test/browser.mjs: Debian's Chromium driven by
 # playwright-core. Screenshots go to build/test-artifacts/dashboard/.
+# The gateway debounces alarms for 2 s and sends them to the demo's webhook
+# receiver (scripts/demo-webhook.py), whose output is checked at the end.
 #
 # The browser test changes the world through this same script:
 #   70-dashboard.sh hook stop ID | start ID | restart-gateway
@@ -49,6 +51,9 @@ start_gateway() {
         --tls_cert="$W/certs/chain.crt" --tls_key="$W/certs/server.key" \
         --dbwriter_socket="$W/dbwriter.sock" --session_key_file="$W/session.key" \
         --static_dir="$W/build/dashboard" --port_file="$W/gw.bound" --log_level=info \
+        --alarm_debounce_s=2 --alarm_webhooks="http://127.0.0.1:$(cat "$W/webhook.port")/ems" \
+        --alarm_webhook_secret_file="$W/webhook.secret" --alarm_webhook_backoff_ms=200 \
+        --alarm_webhook_backoff_max_ms=1000 \
         >>"$W/gateway.log" 2>&1 </dev/null &
     echo $! >"$W/gateway.pid"
     local i
@@ -108,6 +113,7 @@ cleanup() {
     local d
     for d in "${DEVICES[@]}"; do stop_proc "edge-$d"; done
     stop_proc gateway
+    stop_proc webhook
     stop_proc dbwriter
     if [ -n "${EMS_PG_DIR:-}" ]; then ems_pg_stop; fi
     if [ "${EMS_KEEP_TMP:-}" = 1 ]; then
@@ -162,6 +168,19 @@ for i in $(seq 300); do
     sleep 0.1
 done
 [ -S "$W/dbwriter.sock" ] || fail_setup "system under test" "ems-dbwriter did not start" "$W/dbwriter.log"
+
+# The demo's webhook receiver (scripts/demo-webhook.py) takes the alarm
+# events: the gateway signs them with this secret, the receiver checks.
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/webhook.secret"
+setsid /usr/bin/python3 "$ROOT/scripts/demo-webhook.py" --secret-file "$W/webhook.secret" \
+    --port-file "$W/webhook.port" >>"$W/webhook.log" 2>&1 </dev/null &
+echo $! >"$W/webhook.pid"
+for i in $(seq 100); do
+    [ -s "$W/webhook.port" ] && break
+    alive webhook || break
+    sleep 0.1
+done
+[ -s "$W/webhook.port" ] || fail_setup "system under test" "demo-webhook.py did not start" "$W/webhook.log"
 
 /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' >"$W/gw.port"
 start_gateway || fail_setup "system under test" "ems-gateway did not start" "$W/gateway.log"
@@ -224,10 +243,30 @@ chmod +x "$W/hook"
 )
 rc=$?
 
+# The alarm the browser saw raised, acknowledged and cleared reached the
+# webhook receiver as three signed events (docs/alarms.md), and nothing was
+# refused: the receiver checks every signature.
+hook_rc=0
+for ev in alarm.raised alarm.acknowledged alarm.cleared; do
+    if ! timeout 20 sh -c "until grep -q '$ev .* dash_faulty error .*signature ok' '$W/webhook.log'; do sleep 0.5; done"; then
+        echo "not ok - the webhook receiver printed $ev of dash_faulty with a valid signature"
+        hook_rc=1
+    fi
+done
+if grep -q REJECTED "$W/webhook.log"; then
+    echo "not ok - the webhook receiver refused no event"
+    hook_rc=1
+fi
+if [ $hook_rc -eq 0 ]; then
+    echo "ok - the webhook receiver printed the alarm raised, acknowledged and cleared, signatures valid"
+else
+    sed 's/^/#   webhook: /' "$W/webhook.log" | tail -n 20
+fi
+
 if [ $rc -ne 0 ]; then
     for f in gateway dbwriter "${DEVICES[@]/#/edge-}"; do
         echo "# --- $f.log (tail) ---"
         tail -n 25 "$W/$f.log" 2>/dev/null | sed 's/^/#   /'
     done
 fi
-[ $rc -eq 0 ] && [ $unit_rc -eq 0 ]
+[ $rc -eq 0 ] && [ $unit_rc -eq 0 ] && [ $hook_rc -eq 0 ]

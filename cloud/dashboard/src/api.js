@@ -1,5 +1,7 @@
 // The REST API of the gateway (docs/api.md). Same origin, cookie session.
 
+import { alarmQuery } from './alarms.js';
+
 export class ApiError extends Error {
     constructor(status, body) {
         super(body?.error || `HTTP ${status}`);
@@ -67,7 +69,21 @@ export const api = {
     commands: (id, limit = 50) => request('GET', `/api/devices/${encodeURIComponent(id)}/commands?limit=${limit}`),
     command: (cid) => request('GET', `/api/commands/${encodeURIComponent(cid)}`),
     sendCommand: (id, body) => request('POST', `/api/devices/${encodeURIComponent(id)}/commands`, body),
+    energy: (id, params) => request('GET', energyUrl(id, params)),
+    alarms: (filter) => request('GET', `/api/alarms${alarmQuery(filter)}`),
+    deviceAlarms: (id, filter) => request('GET', `/api/devices/${encodeURIComponent(id)}/alarms${alarmQuery(filter)}`),
+    ackAlarm: (alarmId) => request('POST', `/api/alarms/${encodeURIComponent(alarmId)}/ack`, {}),
 };
+
+/** Energy per bucket of one device, or of the fleet when `id` is null; `format: 'csv'` for the export link. */
+export function energyUrl(id, { from, to, bucket = 'day', format } = {}) {
+    const q = new URLSearchParams();
+    if (from) q.set('from', from);
+    if (to) q.set('to', to);
+    q.set('bucket', bucket);
+    if (format) q.set('format', format);
+    return id ? `/api/devices/${encodeURIComponent(id)}/energy?${q}` : `/api/energy?${q}`;
+}
 
 /** The history URL; `format: 'csv'` gives the CSV export link. */
 export function telemetryUrl(id, { from, to, resolution = 'auto', format } = {}) {

@@ -1,7 +1,8 @@
 // Entry point: session, socket, header and the hash router.
 //
 // Routes (hash, so the gateway only has to serve index.html and assets/):
-//   #/login  #/fleet  #/device/ID  #/device/ID/history  #/device/ID/control
+//   #/login  #/fleet  #/energy  #/alarms
+//   #/device/ID[/live|/history|/energy|/alarms|/control]
 
 import { api, setUnauthorizedHandler } from './api.js';
 import { Store, LiveSocket } from './live.js';
@@ -9,6 +10,9 @@ import { setText, clear } from './dom.js';
 import { mountLogin } from './views/login.js';
 import { mountFleet } from './views/fleet.js';
 import { mountDevice } from './views/device.js';
+import { mountFleetEnergy } from './views/energy.js';
+import { mountAlarmList } from './views/alarmlist.js';
+import { AlarmWatch, bannerText, unacknowledged } from './alarms.js';
 
 // A browser that has not logged in has no session to probe for: asking
 // /api/me would only earn a 401. This hint is no secret (the HttpOnly cookie
@@ -17,6 +21,7 @@ const HINT = 'ems.session';
 
 const store = new Store();
 const socket = new LiveSocket(store, { onAuthLost: () => sessionLost() });
+const alarms = new AlarmWatch((filter) => api.alarms(filter));
 const view = document.getElementById('view');
 const topbar = document.querySelector('.topbar');
 let current = null; // the mounted view: {destroy(), route?(parts)}
@@ -32,6 +37,8 @@ function parseRoute() {
     }
     if (parts[0] === 'device' && parts[1]) return { name: 'device', id: parts[1], tab: parts[2] || 'live' };
     if (parts[0] === 'login') return { name: 'login' };
+    if (parts[0] === 'energy') return { name: 'energy' };
+    if (parts[0] === 'alarms') return { name: 'alarms' };
     return { name: 'fleet' };
 }
 
@@ -77,12 +84,14 @@ function route() {
     currentKey = key;
     wantFleet = r.name === 'fleet';
     detail = [];
-    const ctx = { store, me: store.me, setOnScreen };
-    current = r.name === 'device' ? mountDevice(view, ctx, r) : mountFleet(view, ctx);
+    const ctx = { store, me: store.me, setOnScreen, alarms };
+    const mount = { device: mountDevice, energy: mountFleetEnergy, alarms: mountAlarmList }[r.name] || mountFleet;
+    current = mount(view, ctx, r);
     updateInterest();
-    const nav = document.getElementById('nav-fleet');
-    if (r.name === 'fleet') nav.setAttribute('aria-current', 'page');
-    else nav.removeAttribute('aria-current');
+    for (const a of document.querySelectorAll('.topbar nav a[data-route]')) {
+        if (a.dataset.route === r.name) a.setAttribute('aria-current', 'page');
+        else a.removeAttribute('aria-current');
+    }
     view.focus({ preventScroll: true });
 }
 
@@ -107,6 +116,7 @@ function startSession(me) {
     setText(document.getElementById('who'), `${me.username} · ${me.role}`);
     store.load().catch((e) => console.warn('loading devices failed:', e.message));
     socket.start();
+    alarms.start();
     if (parseRoute().name === 'login' || !location.hash) location.replace('#/fleet');
     unmount();
     route();
@@ -115,6 +125,7 @@ function startSession(me) {
 function sessionLost() {
     if (!store.me) return;
     socket.stop();
+    alarms.stop();
     localStorage.removeItem(HINT);
     store.me = null;
     store.devices.clear();
@@ -132,6 +143,19 @@ store.addEventListener('conn', (e) => {
     else setText(el, '');
 });
 
+// The alarm banner under the top bar, on every view: how many alarms are
+// active and not acknowledged (AlarmWatch polls; src/alarms.js says why).
+alarms.addEventListener('alarms', (e) => {
+    const { alarms: list, error } = e.detail;
+    const banner = document.getElementById('alarm-banner');
+    const text = bannerText(list);
+    const active = unacknowledged(list).length;
+    banner.hidden = !store.me || !text;
+    banner.dataset.count = String(active);
+    banner.classList.toggle('is-active', active > 0);
+    setText(document.getElementById('alarm-banner-text'), text + (error ? ' (could not refresh: ' + error + ')' : ''));
+});
+
 document.getElementById('logout').addEventListener('click', async () => {
     try {
         await api.logout();
@@ -139,6 +163,7 @@ document.getElementById('logout').addEventListener('click', async () => {
         /* the cookie may be gone already; log out locally anyway */
     }
     socket.stop();
+    alarms.stop();
     localStorage.removeItem(HINT);
     store.me = null;
     store.devices.clear();

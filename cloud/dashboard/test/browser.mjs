@@ -437,7 +437,73 @@ await step('Reset Error asks for confirmation and is refused while the fault las
     await shot(op, 'device-reset-refused');
 }, 40000);
 
+// ---- alarms: the fault above raised an `error` alarm (the suite runs the
+// gateway with a debounce of 2 s); the page polls the list every 5 s.
+let faultAlarm = null;
+const activeCount = async (page) => page.evaluate(async () =>
+    ((await (await fetch('/api/alarms?state=active&limit=1000')).json()).alarms || []).length);
+
+await step('the fault raises an alarm: the banner counts it on every view, the list shows it', async () => {
+    faultAlarm = await until(`an open error alarm of ${FAULT}`, async () => {
+        const r = await op.evaluate(async (id) => (await (await fetch(`/api/alarms?state=open&device=${id}`)).json()), FAULT);
+        return (r.alarms || []).find((a) => a.rule === 'error') || false;
+    }, 20000, 500);
+    assert(faultAlarm.state === 'active' && faultAlarm.severity === 'critical', `alarm ${JSON.stringify(faultAlarm)}`);
+    assert(/OVERHEAT/.test(JSON.stringify(faultAlarm.details)), `details ${JSON.stringify(faultAlarm.details)}`);
+    const banner = op.locator('#alarm-banner');
+    for (const route of ['#/fleet', `#/device/${FAULT}/live`, '#/energy']) {
+        await op.goto(`${URL_BASE}/${route}`);
+        await until(`the banner on ${route}`, async () => (await banner.isVisible()) &&
+            Number(await banner.getAttribute('data-count')) >= 1 && /not acknowledged/.test(await banner.innerText()), 12000);
+    }
+    await shot(op, 'alarm-banner');
+    await op.locator('#alarm-banner-link').click();
+    await op.locator('#alarm-state').selectOption('active');
+    await op.locator('#alarm-device').selectOption(FAULT);
+    const row = op.locator(`#alarm-table tr[data-alarm-id="${faultAlarm.alarm_id}"]`);
+    await until('the alarm in the filtered list', async () => (await row.count()) === 1, 10000);
+    assert((await op.locator('#alarm-table tbody tr').count()) >= 1, 'empty list');
+    for (const r of await op.locator('#alarm-table tbody tr').all())
+        assert((await r.getAttribute('data-device')) === FAULT && (await r.getAttribute('data-state')) === 'active',
+            `the filter let through ${await r.getAttribute('data-device')} ${await r.getAttribute('data-state')}`);
+    const t = await row.innerText();
+    assert(/OVERHEAT/.test(t) && /active/.test(t) && /critical/.test(t), `row "${t}"`);
+    // Another filter: a state this alarm is not in hides it.
+    await op.locator('#alarm-state').selectOption('cleared');
+    await until('the row gone under "cleared"', async () => (await row.count()) === 0, 10000);
+    await op.locator('#alarm-state').selectOption('active');
+    await until('the row back', async () => (await row.count()) === 1, 10000);
+    await shot(op, 'alarm-list');
+}, 60000);
+
+await step('an operator acknowledges it: the list shows who, the banner no longer counts it', async () => {
+    const before = await activeCount(op);
+    const row = op.locator(`#alarm-table tr[data-alarm-id="${faultAlarm.alarm_id}"]`);
+    await op.locator('#alarm-state').selectOption('open');
+    await row.locator('button.ack').click();
+    await until('the row acknowledged', async () => (await row.getAttribute('data-state')) === 'acknowledged', 10000);
+    const t = await row.innerText();
+    assert(t.includes(OP_USER), `acknowledged by whom? "${t}"`);
+    assert(await row.locator('button.ack').count() === 0, 'the button stays after acknowledging');
+    const after = await until(`active alarms ${before} - 1`, async () => {
+        const n = await activeCount(op);
+        return n === before - 1 ? { n } : n;
+    }, 8000).then((r) => r.n);
+    const banner = op.locator('#alarm-banner');
+    await until('the banner count to follow', async () => {
+        const n = Number(await banner.getAttribute('data-count'));
+        return n === after ? true : n;
+    }, 8000);
+    // The device's own history shows it too.
+    await op.goto(`${URL_BASE}/#/device/${FAULT}/alarms`);
+    const hrow = op.locator(`#alarm-table tr[data-alarm-id="${faultAlarm.alarm_id}"]`);
+    await until('the alarm in the device history', async () => (await hrow.getAttribute('data-state').catch(() => null)) === 'acknowledged', 10000);
+    await shot(op, 'device-alarms-acknowledged');
+}, 40000);
+
 await step('Reset Error succeeds once the fault has gone', async () => {
+    await op.goto(`${URL_BASE}/#/device/${FAULT}/control`);
+    await op.locator('#reset-error').waitFor();
     await until(`${FAULT} cooled below ${RESET_BELOW_C} C`, async () => {
         const t = (await apiDevice(op, FAULT)).telemetry?.battery?.temperature;
         return t < RESET_BELOW_C - 0.5 ? true : t;
@@ -448,6 +514,141 @@ await step('Reset Error succeeds once the fault has gone', async () => {
     await until('the state leaves ERROR', async () => !(await stateOf(op)).includes('ERROR'), 15000);
     assert(await op.locator('#reset-error').isDisabled(), 'reset still enabled after the error was cleared');
 }, 230000);
+
+await step('the alarm clears once the device leaves ERROR, and stays in the device history', async () => {
+    await op.goto(`${URL_BASE}/#/device/${FAULT}/alarms`);
+    const row = op.locator(`#alarm-table tr[data-alarm-id="${faultAlarm.alarm_id}"]`);
+    // Debounce 2 s, then the next reload of the list (5 s).
+    await until('the alarm cleared', async () => (await row.getAttribute('data-state').catch(() => null)) === 'cleared', 20000);
+    const t = await row.innerText();
+    assert(t.includes(OP_USER), `the acknowledgement is gone from the history: "${t}"`);
+    assert((await row.locator('td').nth(4).innerText()).trim() !== '–', 'no clear time');
+    await op.locator('#alarm-state').selectOption('open');
+    await until('no open alarm of the device', async () => (await op.locator('#alarm-table tbody tr').count()) === 0, 10000);
+    await shot(op, 'device-alarms-cleared');
+}, 40000);
+
+// ---- energy: what the edges' counters sent through the gateway, the DB
+// writer and PostgreSQL, as bars, a table and figures.
+const ENERGY_KEYS = ['battery_charged_wh', 'battery_discharged_wh', 'grid_import_wh', 'grid_export_wh'];
+const FIGURES = { battery_charged_wh: 'charged', battery_discharged_wh: 'discharged', grid_import_wh: 'imported', grid_export_wh: 'exported' };
+const fmtWh = (wh) => {
+    const a = Math.abs(wh);
+    return a >= 10000 ? `${(a / 1000).toFixed(a >= 1e6 ? 0 : 1)}\u00a0kWh` : `${a.toFixed(a >= 100 ? 0 : 1)}\u00a0Wh`;
+};
+/**
+ * Reloads the energy view and returns the answer the page received (what
+ * the system gave it), once the page has drawn it. A second request would
+ * not do: the devices keep counting.
+ */
+async function energyShown(page) {
+    const chart = page.locator('#energy-chart');
+    await page.locator('#energy-chart[data-buckets]').waitFor();
+    const href = await page.locator('#energy-csv').getAttribute('href');
+    assert(/format=csv/.test(href), `CSV link ${href}`);
+    const [resp] = await Promise.all([
+        page.waitForResponse((r) => /\/energy\?/.test(r.url()) && !/format=csv/.test(r.url())),
+        page.locator('section:has(#energy-chart) button', { hasText: 'Refresh' }).click(),
+    ]);
+    const res = await resp.json();
+    await until('the answer drawn', async () => (await chart.getAttribute('aria-busy')) === null, 5000, 50);
+    return res;
+}
+
+await step(`the device's energy tab shows today's bars, the days without data and figures that match the counters (${CTRL})`, async () => {
+    await op.goto(`${URL_BASE}/#/device/${CTRL}/energy`);
+    const chart = op.locator('#energy-chart');
+    await until('7 days', async () => (await chart.getAttribute('data-buckets')) === '7', 15000);
+    const res = await energyShown(op);
+    assert(res.buckets.length === 7 && res.device_id === CTRL, `answer ${JSON.stringify(res).slice(0, 200)}`);
+    const today = res.buckets[res.buckets.length - 1];
+    assert(today.samples > 0 && today.battery_charged_wh !== null, `no data today: ${JSON.stringify(today)}`);
+    // The test's database began minutes ago: the days before have no data
+    // (one of them may, when the run crossed midnight) and say so.
+    const empty = res.buckets.filter((b) => !(b.samples > 0)).length;
+    assert(empty >= 5, `${empty} days without data`);
+    assert((await chart.getAttribute('data-missing')) === String(empty), `missing ${await chart.getAttribute('data-missing')} vs ${empty}`);
+    assert((await op.locator('#energy-chart .ebar-group[data-status=none] .ebar-none').count()) === empty, 'the empty days are not marked');
+    const g = op.locator(`#energy-chart .ebar-group[data-local="${today.local}"]`);
+    const st = await g.getAttribute('data-status');
+    // A few minutes of data in a day that began hours ago: partial (right
+    // after midnight it could be "running", a day so far fully covered).
+    assert(st === 'partial' || (st === 'running' && Date.now() - Date.parse(today.start) < 3600e3), `today is "${st}"`);
+    for (const k of ENERGY_KEYS) {
+        const bar = g.locator(`.ebar[data-key=${k}]`);
+        assert(Number(await bar.getAttribute('data-wh')) === today[k], `${k} bar ${await bar.getAttribute('data-wh')} vs ${today[k]}`);
+    }
+    // The tallest bar is full height; the others in proportion.
+    const max = Math.max(...res.buckets.flatMap((b) => ENERGY_KEYS.map((k) => b[k] || 0)));
+    const heights = await g.locator('.ebar').evaluateAll((els) => els.map((e) => e.getBoundingClientRect().height));
+    const full = await g.locator('.ebar-bars').evaluate((e) => e.getBoundingClientRect().height);
+    ENERGY_KEYS.forEach((k, i) => assert(Math.abs(heights[i] - (today[k] / max) * full) <= 2, `${k} bar ${heights[i]} px of ${full}`));
+    // The table: today first, marked; the empty days say "no data".
+    const rows = op.locator('#energy-table tbody tr');
+    assert((await rows.first().getAttribute('data-local')) === today.local, 'today is not the first row');
+    assert(/partial|in progress/.test(await rows.first().innerText()), `today's row "${await rows.first().innerText()}"`);
+    assert((await op.locator('#energy-table tbody tr[data-status=none]').count()) === empty, `not ${empty} rows without data`);
+    assert(/no data/.test(await op.locator('#energy-table tbody tr[data-status=none]').first().innerText()), 'no "no data"');
+    // Figures: the totals over the period, and the ratios computed from them.
+    const tot = Object.fromEntries(ENERGY_KEYS.map((k) => [k, res.buckets.reduce((a, b) => a + (b[k] || 0), 0)]));
+    for (const k of ENERGY_KEYS) {
+        const v = await text(op, `[data-figure=${FIGURES[k]}] .fig-value`);
+        assert(v === fmtWh(tot[k]), `${k}: "${v}" vs ${tot[k]}`);
+    }
+    const rt = await text(op, '[data-figure=round-trip] .fig-value');
+    const want = tot.battery_charged_wh > 0 ? `${(100 * tot.battery_discharged_wh / tot.battery_charged_wh).toFixed(0)}\u00a0%` : '–';
+    assert(rt === want, `round trip "${rt}" vs ${want}`);
+    const share = tot.battery_discharged_wh + tot.grid_import_wh;
+    const ws = share > 0 ? `${(100 * tot.battery_discharged_wh / share).toFixed(0)}\u00a0%` : '–';
+    assert((await text(op, '[data-figure=battery-share] .fig-value')) === ws, 'battery share');
+    assert(/not measured/.test(await text(op, '[data-figure=self-sufficiency]')), 'self-sufficiency is claimed');
+    assert(new RegExp(`${empty} days without data`).test(await text(op, '#energy-caveat')), `caveat "${await text(op, '#energy-caveat')}"`);
+    // The counters agree with the battery power the device reported:
+    // the integral of the raw packets' power over the same stretch.
+    const raw = await op.evaluate(async ([id, from]) => (await (await fetch(
+        `/api/devices/${id}/telemetry?from=${from}&to=${new Date(Date.now() + 5000).toISOString()}&resolution=raw`)).json()), [CTRL, today.start]);
+    let ch = 0, dis = 0;
+    const pts = raw.points || [];
+    for (let i = 1; i < pts.length; i++) {
+        const dt = (Date.parse(pts[i].t) - Date.parse(pts[i - 1].t)) / 3600e3;
+        if (!(dt > 0 && dt < 10 / 3600) || typeof pts[i].battery_power !== 'number') continue;
+        const p = pts[i].battery_power;
+        if (p > 0) ch += p * dt; else dis -= p * dt;
+    }
+    console.log(`# ${CTRL} today: counters charged ${today.battery_charged_wh} Wh, discharged ${today.battery_discharged_wh} Wh;` +
+        ` integral of ${pts.length} packets ${ch.toFixed(2)} / ${dis.toFixed(2)} Wh`);
+    const near = (a, b) => Math.abs(a - b) <= Math.max(1, 0.15 * Math.max(a, b));
+    assert(near(today.battery_discharged_wh, dis) && near(today.battery_charged_wh, ch),
+        `counters ${today.battery_charged_wh}/${today.battery_discharged_wh} Wh vs power integral ${ch.toFixed(2)}/${dis.toFixed(2)} Wh`);
+    await shot(op, 'device-energy');
+    // Month buckets.
+    await op.locator(`label[for=energy-period-12m]`).click();
+    await until('12 months', async () => (await chart.getAttribute('data-buckets')) === '12', 15000);
+    assert(Number(await chart.getAttribute('data-with-data')) >= 1, 'no month with data');
+}, 45000);
+
+await step('the fleet energy is the sum of the devices', async () => {
+    await op.locator('#nav-energy').click();
+    const chart = op.locator('#energy-chart');
+    await until('7 days', async () => (await chart.getAttribute('data-buckets')) === '7', 15000);
+    const res = await energyShown(op);
+    assert(res.device_id === null, 'not the fleet answer');
+    const today = res.buckets[res.buckets.length - 1];
+    assert(today.devices === DEVICES.length, `${today.devices} devices with counters today`);
+    const row = op.locator(`#energy-table tbody tr[data-local="${today.local}"]`);
+    assert((await row.locator('td').nth(4).innerText()).trim() === String(DEVICES.length), 'devices column');
+    // Every device's own answer for the same range adds up to the fleet's.
+    const per = await op.evaluate(async ([ids, from, to]) => Promise.all(ids.map(async (id) =>
+        (await (await fetch(`/api/devices/${id}/energy?from=${from}&to=${to}&bucket=day`)).json()))), [DEVICES, today.start, today.end]);
+    for (const k of ENERGY_KEYS) {
+        const sum = per.reduce((s, r) => s + (r.buckets[0]?.[k] || 0), 0);
+        // The devices keep counting between the two requests.
+        assert(today[k] <= sum + 1e-6 && sum - today[k] <= Math.max(2, 0.1 * sum), `${k}: fleet ${today[k]} vs devices ${sum}`);
+        const tot = res.buckets.reduce((a, b) => a + (b[k] || 0), 0);
+        assert((await text(op, `[data-figure=${FIGURES[k]}] .fig-value`)) === fmtWh(tot), `${k} figure`);
+    }
+    await shot(op, 'fleet-energy');
+}, 30000);
 
 const viewer = await newPage('viewer');
 await step('a viewer sees the fleet and the device but cannot send commands', async () => {
@@ -472,6 +673,20 @@ await step('a viewer sees the fleet and the device but cannot send commands', as
     const a = await text(viewer, '[data-field=seq]');
     await sleep(2200);
     assert(a !== await text(viewer, '[data-field=seq]'), 'live values do not move for the viewer');
+});
+
+await step('a viewer sees the alarms but cannot acknowledge', async () => {
+    await viewer.goto(`${URL_BASE}/#/alarms`);
+    await viewer.locator('#alarm-state').selectOption('');
+    await until('the fault alarm in the list', async () =>
+        (await viewer.locator(`#alarm-table tr[data-alarm-id="${faultAlarm?.alarm_id}"]`).count()) === 1, 10000);
+    assert(await viewer.locator('#alarm-table button.ack').count() === 0, 'an Acknowledge button for a viewer');
+    assert(/cannot acknowledge/.test(await text(viewer, '#alarm-role-note')), 'no explanation for the viewer');
+    const status = await expectErrors(/403/, () => viewer.evaluate(async (id) => (await fetch(`/api/alarms/${id}/ack`, {
+        method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}',
+    })).status, faultAlarm?.alarm_id));
+    assert(status === 403, `POST ack as viewer answered ${status}`);
+    await shot(viewer, 'alarms-viewer');
 });
 
 let offlineAt = 0;
@@ -577,11 +792,20 @@ await step('phone layout: fleet and device fit the screen', async () => {
     await phone.locator('#mode-form').waitFor();
     assert(await fits(), 'the control view scrolls sideways');
     await shot(phone, 'phone-device-control');
+    await phone.goto(`${URL_BASE}/#/device/${CTRL}/energy`);
+    await phone.locator('#energy-chart[data-buckets]').waitFor();
+    assert(await fits(), 'the energy view scrolls sideways');
+    await shot(phone, 'phone-device-energy');
+    await phone.goto(`${URL_BASE}/#/alarms`);
+    await phone.locator('#alarm-status[data-count]').waitFor();
+    assert(await fits(), 'the alarm list scrolls sideways');
+    await shot(phone, 'phone-alarms');
 });
 
 await step('every form control has a label and every button a name', async () => {
     const problems = [];
-    for (const route of ['#/fleet', `#/device/${CTRL}/live`, `#/device/${CTRL}/history`, `#/device/${CTRL}/control`]) {
+    for (const route of ['#/fleet', '#/energy', '#/alarms', `#/device/${CTRL}/live`, `#/device/${CTRL}/history`,
+        `#/device/${CTRL}/energy`, `#/device/${FAULT}/alarms`, `#/device/${CTRL}/control`]) {
         await op.goto(`${URL_BASE}/${route}`);
         await sleep(1000);
         problems.push(...await op.evaluate((route) => {

@@ -1,5 +1,5 @@
-// One device: a status strip that is always visible, and three tabs (live,
-// history, control). Switching tabs keeps the strip and replaces the panel.
+// One device: a status strip that is always visible, and five tabs (live,
+// history, energy, alarms, control). Switching tabs keeps the strip and replaces the panel.
 
 import { api } from '../api.js';
 import { h, add, setText, clear } from '../dom.js';
@@ -8,10 +8,14 @@ import { stateBadge, onlineBadge, modeText } from './common.js';
 import { mountLive } from './livepanel.js';
 import { mountHistory } from './history.js';
 import { mountControl } from './control.js';
+import { mountEnergy } from './energy.js';
+import { mountDeviceAlarms } from './alarmlist.js';
 
 const TABS = [
     { key: 'live', label: 'Live', mount: mountLive },
     { key: 'history', label: 'History', mount: mountHistory },
+    { key: 'energy', label: 'Energy', mount: mountEnergy },
+    { key: 'alarms', label: 'Alarms', mount: mountDeviceAlarms },
     { key: 'control', label: 'Control', mount: mountControl },
 ];
 
