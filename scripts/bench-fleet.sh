@@ -58,6 +58,9 @@
 #                    one "*" dashboard (on whichever gateway the kernel
 #                    picks) then sees the devices of every gateway
 #   --no-dashboards  no dashboard subscribers
+#   --dashboards K   which dashboards, comma-separated (default all,sub,fleet):
+#                    all = every packet of every device ("*"), sub = 100
+#                    devices, fleet = the coalesced fleet view
 #   --nice N         run every process of the benchmark (PostgreSQL, writer,
 #                    gateways, generators, dashboards) at nice N (e.g. -10):
 #                    on a machine shared with other work this approximates a
@@ -85,6 +88,7 @@ ROOT=$PWD
 PY=/usr/bin/python3
 
 DEVICES=2000 GATEWAYS=0 PER_PROC=10000 RATE=1000 WARMUP=5 WINDOW=60 DRAIN=30
+DASH_KINDS="all sub fleet"
 TLS=0 REUSEPORT=0 BUS=0 DASH=1 PERF=0 BUILD=build RESULTS="" KEEP=0 NICE="" DBW_ARGS="" GW_ARGS=""
 ATTACK=0 ATTACK_ARGS="" PERF_GEN=0 ENGINE="" GEN_ARGS=""
 while [ $# -gt 0 ]; do
@@ -100,6 +104,7 @@ while [ $# -gt 0 ]; do
     --reuseport) REUSEPORT=1 ;;
     --bus) BUS=1 ;;
     --no-dashboards) DASH=0 ;;
+    --dashboards) DASH_KINDS=${2//,/ }; shift ;;
     --perf) PERF=1 ;;
     --perf-gen) PERF_GEN=1 ;;
     --engine) ENGINE=$2; shift ;;
@@ -306,7 +311,8 @@ if [ "$DASH" = 1 ]; then
     [ "$REUSEPORT" = 1 ] && ndash_gw=1
     for g in $(seq 0 $((ndash_gw - 1))); do
         # subset: 100 devices of this gateway (ids g, g+G, g+2G, ...)
-        for kind in all sub $([ "${BENCH_FLEET_VIEW:-1}" = 1 ] && echo fleet); do
+        for kind in $DASH_KINDS; do
+            [ "$kind" = fleet ] && [ "${BENCH_FLEET_VIEW:-1}" = 0 ] && continue
             if [ $kind = all ]; then sub='*'; elif [ $kind = fleet ]; then sub=fleet; else sub="bench:$g:100:$GATEWAYS"; fi
             "$FLEET" dashboard --port "${PORTS[$g]}" --cookie "$COOKIE" "${FLEET_TLS[@]}" \
                 --sub "$sub" --warmup "$WARMUP" --window "$WINDOW" --tail 3 \
@@ -476,7 +482,7 @@ if { [ "$PERF" = 1 ] || [ "$PERF_GEN" = 1 ]; } && [ -s "$T/perf.data" ]; then
 fi
 
 # ------------------------------------------------------------ report
-CMD="scripts/bench-fleet.sh --devices $DEVICES --gateways $GATEWAYS --per-proc $PER_PROC --rate $RATE --warmup $WARMUP --window $WINDOW --drain $DRAIN$([ "$TLS" = 1 ] && echo ' --tls')$([ "$REUSEPORT" = 1 ] && echo ' --reuseport')$([ "$BUS" = 1 ] && echo ' --bus')$([ "$DASH" = 0 ] && echo ' --no-dashboards')$([ -n "$NICE" ] && echo " --nice $NICE")$([ -n "$DBW_ARGS" ] && echo " --dbwriter-args \"$DBW_ARGS\"")$([ -n "$GW_ARGS" ] && echo " --gateway-args \"$GW_ARGS\"")$([ "$ATTACK" = 1 ] && echo " --attack \"$ATTACK_ARGS\"")$([ -n "$ENGINE" ] && echo " --engine $ENGINE")$([ -n "$GEN_ARGS" ] && echo " --gen-args \"$GEN_ARGS\"")"
+CMD="scripts/bench-fleet.sh --devices $DEVICES --gateways $GATEWAYS --per-proc $PER_PROC --rate $RATE --warmup $WARMUP --window $WINDOW --drain $DRAIN$([ "$TLS" = 1 ] && echo ' --tls')$([ "$REUSEPORT" = 1 ] && echo ' --reuseport')$([ "$BUS" = 1 ] && echo ' --bus')$([ "$DASH" = 0 ] && echo ' --no-dashboards')$([ "$DASH" = 1 ] && [ "$DASH_KINDS" != "all sub fleet" ] && echo " --dashboards ${DASH_KINDS// /,}")$([ -n "$NICE" ] && echo " --nice $NICE")$([ -n "$DBW_ARGS" ] && echo " --dbwriter-args \"$DBW_ARGS\"")$([ -n "$GW_ARGS" ] && echo " --gateway-args \"$GW_ARGS\"")$([ "$ATTACK" = 1 ] && echo " --attack \"$ATTACK_ARGS\"")$([ -n "$ENGINE" ] && echo " --engine $ENGINE")$([ -n "$GEN_ARGS" ] && echo " --gen-args \"$GEN_ARGS\"")"
 $PY - "$T" "$DEVICES" "$GATEWAYS" "$NPROC" "$WINDOW" "$RAMP_S" "$PROV_S" "$TLS" "$CMD" "$RESULTS" "$LOAD0" <<'EOF'
 import glob, json, os, sys
 T, N, G, K, W, ramp, prov, tls, cmd, results, load0 = sys.argv[1:12]

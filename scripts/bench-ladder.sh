@@ -12,7 +12,7 @@
 # usage: scripts/bench-ladder.sh [--steps 2000,10000,20000,50000]
 #            [--top-gateways G] [--warmup S] [--window S] [--drain S]
 #            [--rate R] [--per-proc M] [--nice N] [--build DIR]
-#            [--out FILE] [--results FILE] [--fleet-args "ARGS"]
+#            [--out FILE] [--results FILE] [--fleet-args "ARGS"] [--top-args "ARGS"]
 #   --steps LIST      device counts, ascending (default 2000,10000,20000,50000)
 #   --top-gateways G  gateways of the largest step (default: 3, or more if
 #                     the fd limit needs them: ~15,000 connections each)
@@ -28,6 +28,8 @@
 #   --results FILE    append each step's JSON line (default: a temporary
 #                     file, printed path)
 #   --fleet-args ARGS more flags for every bench-fleet.sh step
+#   --top-args ARGS   more flags for the largest step only, e.g.
+#                     "--dashboards sub,fleet --gateway-args --ack_delay_ms=3000"
 #
 # Every step must commit and acknowledge every packet; the table says so
 # per step ("all committed": sent = acked = rows in PostgreSQL, no nack,
@@ -36,7 +38,7 @@ set -u
 cd "$(dirname "$0")/.."
 
 STEPS=2000,10000,20000,50000 TOPGW=0 WARMUP=5 WINDOW=30 DRAIN=60 RATE=1000 PER_PROC=10000
-NICE="" BUILD=build OUT="" RESULTS="" FLEET_ARGS=""
+NICE="" BUILD=build OUT="" RESULTS="" FLEET_ARGS="" TOP_ARGS=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --steps) STEPS=$2; shift ;;
@@ -51,6 +53,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --results) RESULTS=$2; shift ;;
     --fleet-args) FLEET_ARGS=$2; shift ;;
+    --top-args) read -r -a TOP_ARGS <<<"$2"; shift ;;
     -h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-ladder: unknown option $1" >&2; exit 2 ;;
     esac
@@ -73,7 +76,7 @@ for n in "${LIST[@]}"; do
         [ "$g" -gt 0 ] || g=3
         need=$(((n + 13499) / 13500))
         [ "$g" -ge "$need" ] || g=$need
-        args+=(--gateways "$g" --reuseport --bus)
+        args+=(--gateways "$g" --reuseport --bus "${TOP_ARGS[@]}")
     fi
     log "step $n: scripts/bench-fleet.sh ${args[*]} $FLEET_ARGS"
     t0=$(date +%s)
