@@ -192,6 +192,14 @@ static const char SQL_DEVICE_AUTH[] =
     "SELECT device_id, token_hash, revoked_at IS NOT NULL, ems_rfc3339(revoked_at)"
     " FROM devices WHERE device_id = $1";
 
+/* Many devices in one statement (a gateway's batched lookups during a
+ * reconnect storm): one index probe per id, one round trip for all. */
+static const char SQL_DEVICE_AUTHS[] =
+    "SELECT device_id, token_hash, revoked_at IS NOT NULL, ems_rfc3339(revoked_at)"
+    " FROM devices WHERE device_id = ANY($1::text[])";
+
+#define DEVICE_AUTHS_MAX 1000 /* ids in one device_auths query */
+
 static const char SQL_USER[] = "SELECT name, role, password_hash FROM users WHERE name = $1";
 
 static const char SQL_DEVICES[] =
@@ -399,6 +407,7 @@ typedef enum {
     OP_COMMANDS,
     OP_SESSIONS,
     OP_DEVICE_AUTH,
+    OP_DEVICE_AUTHS,
     OP_USER,
     OP_DEVICES,
     OP_ENERGY,
@@ -1117,6 +1126,64 @@ static void answer_device_auth(qreq_t *r, const PGresult *res)
     jb_cstr(&r->out, "}");
 }
 
+/* {"devices":[{"device_id":...,"token_hash":...,"revoked":...,
+ * "revoked_at":...},...]}: the ids found; the others do not exist. */
+static void answer_device_auths(qreq_t *r, const PGresult *res)
+{
+    jb_cstr(&r->out, "{\"devices\":[");
+    for (int i = 0; i < PQntuples(res); i++) {
+        jb_cstr(&r->out, i ? ",{\"device_id\":" : "{\"device_id\":");
+        jb_str(&r->out, val(res, i, 0));
+        jb_cstr(&r->out, ",\"token_hash\":");
+        jb_str(&r->out, val(res, i, 1));
+        jb_printf(&r->out, ",\"revoked\":%s,\"revoked_at\":",
+                  val(res, i, 2)[0] == 't' ? "true" : "false");
+        if (val(res, i, 3))
+            jb_str(&r->out, val(res, i, 3));
+        else
+            jb_cstr(&r->out, "null");
+        jb_cstr(&r->out, "}");
+    }
+    jb_cstr(&r->out, "]}");
+}
+
+/* device_ids: 1..DEVICE_AUTHS_MAX device ids, as a PostgreSQL text[]
+ * literal (the ids' characters, [A-Za-z0-9_.-], need no escaping). */
+static int parse_device_auths(qreq_t *r, json_t *req, char *err, size_t cap)
+{
+    json_t *a = json_object_get(req, "device_ids");
+    size_t n = json_array_size(a);
+    if (!json_is_array(a) || n == 0 || n > DEVICE_AUTHS_MAX) {
+        snprintf(err, cap, "device_ids: expected an array of 1..%d device ids", DEVICE_AUTHS_MAX);
+        return EMS_EINVAL;
+    }
+    char *lit = malloc(n * (EMS_DEVICE_ID_MAX + 3) + 3);
+    if (!lit) {
+        snprintf(err, cap, "out of memory");
+        return EMS_ENOMEM;
+    }
+    size_t len = 0;
+    lit[len++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(a, i);
+        if (!json_is_string(v) ||
+            !ems_device_id_valid(json_string_value(v), json_string_length(v))) {
+            free(lit);
+            snprintf(err, cap, "device_ids[%zu]: expected a device id (1..64 of [A-Za-z0-9_.-])",
+                     i);
+            return EMS_EINVAL;
+        }
+        len += (size_t)sprintf(lit + len, "%s\"%s\"", i ? "," : "", json_string_value(v));
+    }
+    lit[len++] = '}';
+    lit[len] = 0;
+    r->op = OP_DEVICE_AUTHS;
+    r->sql = SQL_DEVICE_AUTHS;
+    r->np = 1;
+    r->p[0] = lit;
+    return 0;
+}
+
 static void answer_user(qreq_t *r, const PGresult *res)
 {
     if (PQntuples(res) != 1) {
@@ -1156,6 +1223,7 @@ static void q_result(ems_pg_req_t *req, const PGresult *res)
     case OP_SESSIONS: answer_wrapped(r, res, "sessions"); break;
     case OP_DEVICES: answer_wrapped(r, res, "devices"); break;
     case OP_DEVICE_AUTH: answer_device_auth(r, res); break;
+    case OP_DEVICE_AUTHS: answer_device_auths(r, res); break;
     case OP_USER: answer_user(r, res); break;
     case OP_ENERGY: answer_energy(r, res); break;
     case OP_ALARMS: answer_wrapped(r, res, "alarms"); break;
@@ -1288,6 +1356,8 @@ void ems_query_run(ems_query_t *q, uint64_t id, const char *json, size_t len, em
         r->sql = SQL_DEVICE_AUTH;
         r->np = 1;
         r->p[0] = strdup(r->device_id);
+    } else if (!strcmp(op, "device_auths")) {
+        rc = parse_device_auths(r, req, err, sizeof err);
     } else if (!strcmp(op, "user")) {
         const char *name = NULL;
         rc = get_string(req, "name", 64, &name, err, sizeof err);
@@ -1332,7 +1402,9 @@ void ems_query_run(ems_query_t *q, uint64_t id, const char *json, size_t len, em
     r->req.on_result = q_result;
     r->req.on_done = q_done;
     r->req.data = r;
-    fifo_push(r->op == OP_DEVICE_AUTH || r->op == OP_USER ? &q->fast : &q->slow, r);
+    fifo_push(r->op == OP_DEVICE_AUTH || r->op == OP_DEVICE_AUTHS || r->op == OP_USER ? &q->fast
+                                                                                      : &q->slow,
+              r);
     q->inflight++;
     q_next(q);
 }

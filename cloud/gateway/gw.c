@@ -333,6 +333,7 @@ static ems_server_stats_t server_stats(gw_t *gw)
 static double g_unauth(void *ud) { return (double)server_stats(ud).unauth; }
 static double g_out_bytes(void *ud) { return (double)server_stats(ud).out_bytes; }
 static double g_hs_waiting(void *ud) { return (double)server_stats(ud).hs_waiting; }
+static double g_accept_held(void *ud) { return (double)server_stats(ud).accept_held; }
 
 /* The server's counters, copied into the metrics on every tick (so they
  * are at most 1 s old). Order: gw->m.srv[]. */
@@ -354,6 +355,13 @@ static void srv_metrics_register(gw_t *gw)
                                       "Connections closed over http_output_budget.", NULL);
     gw->m.srv[6] = gw_metrics_counter(m, "ems_gateway_tls_handshakes_deferred_total",
                                       "TLS handshake steps that waited for the CPU budget.", NULL);
+    gw->m.srv[7] = gw_metrics_counter(m, "ems_gateway_accept_paused_total",
+                                      "Times accepting paused: the TLS handshakes taken on "
+                                      "filled handshake_admit_ms at the budget.",
+                                      NULL);
+    gw_metrics_gauge_fn(m, "ems_gateway_accept_held",
+                        "1 while accepting is paused (new connections wait in the backlog).",
+                        NULL, g_accept_held, gw);
     gw->m.tls_hs[0] = gw_metrics_counter(m, "ems_gateway_tls_handshakes_total",
                                          "TLS handshakes completed.", "kind=\"full\"");
     gw->m.tls_hs[1] = gw_metrics_counter(m, "ems_gateway_tls_handshakes_total",
@@ -375,14 +383,20 @@ static void srv_metrics_update(gw_t *gw)
         gw_metric_set(gw->m.lnk[0], (double)ls.queries_refused_user);
         gw_metric_set(gw->m.lnk[1], (double)ls.queries_refused_queue);
         gw_metric_set(gw->m.lnk[2], (double)ls.credential_changes);
+        gw_metric_set(gw->m.lnk[3], (double)ls.lookups);
+        gw_metric_set(gw->m.lnk[4], (double)ls.lookup_batches);
+        gw_metric_set(gw->m.lnk[5], (double)ls.lookups_expired);
+        gw_metric_set(gw->m.lnk[6], (double)ls.lookups_refused);
+        gw_metric_set(gw->m.lnk[7], (double)ls.lookups_retried);
     }
     if (!gw->server)
         return;
     ems_server_stats_t st = server_stats(gw);
-    const uint64_t v[7] = {st.refused_addr, st.refused_share,
+    const uint64_t v[8] = {st.refused_addr, st.refused_share,
                            st.refused - st.refused_addr - st.refused_share,
-                           st.evicted, st.out_paused, st.out_shed, st.hs_deferred};
-    for (int i = 0; i < 7; i++)
+                           st.evicted, st.out_paused, st.out_shed, st.hs_deferred,
+                           st.accept_paused};
+    for (int i = 0; i < 8; i++)
         gw_metric_set(gw->m.srv[i], (double)v[i]);
     if (gw->tls) {
         ems_tls_stats_t ts;
@@ -508,6 +522,20 @@ static void metrics_init(gw_t *gw)
                                    "limit=\"queue\"");
     s->lnk[2] = gw_metrics_counter(m, "ems_gateway_credential_changes_total",
                                    "Credential changes pushed by the database (NOTIFY).", NULL);
+    s->lnk[3] = gw_metrics_counter(m, "ems_gateway_credential_lookups_total",
+                                   "Device credential lookups (upgrades and re-checks).", NULL);
+    s->lnk[4] = gw_metrics_counter(m, "ems_gateway_credential_lookup_batches_total",
+                                   "device_auths queries sent to the DB writer (many lookups "
+                                   "each).",
+                                   NULL);
+    s->lnk[5] = gw_metrics_counter(m, "ems_gateway_credential_lookups_failed_total",
+                                   "Credential lookups not answered, by reason.",
+                                   "reason=\"expired\"");
+    s->lnk[6] = gw_metrics_counter(m, "ems_gateway_credential_lookups_failed_total",
+                                   "Credential lookups not answered, by reason.",
+                                   "reason=\"queue_full\"");
+    s->lnk[7] = gw_metrics_counter(m, "ems_gateway_credential_lookups_retried_total",
+                                   "Credential lookups asked again after a failed batch.", NULL);
     /* Alarms and webhooks (docs/alarms.md). */
     s->alarms[0] = gw_metrics_counter(m, "ems_gateway_alarm_changes_total",
                                       "Alarm raises and clears this gateway sent to the database.",
@@ -956,6 +984,7 @@ int gw_start(gw_t *gw, uv_loop_t *loop, const gw_config_t *cfg)
     so.reserve = (unsigned)(cfg->max_connections * cfg->connection_reserve_pct / 100);
     so.handshake_cpu_pct = (unsigned)cfg->handshake_cpu_pct;
     so.handshake_burst_ms = (unsigned)cfg->handshake_burst_ms;
+    so.handshake_admit_ms = (unsigned)cfg->handshake_admit_ms;
     so.headers = gw_static_security_headers(gw->tls != NULL);
     ems_http_limits_default(&so.limits);
     so.limits.max_body = (size_t)cfg->http_max_body;
@@ -976,6 +1005,9 @@ int gw_start(gw_t *gw, uv_loop_t *loop, const gw_config_t *cfg)
                          .user_inflight = (unsigned)cfg->query_inflight,
                          .per_user = (unsigned)cfg->query_per_user,
                          .user_queue = (unsigned)cfg->query_queue,
+                         .lookup_batch = (unsigned)cfg->auth_batch,
+                         .lookup_queue = (unsigned)cfg->auth_queue,
+                         .lookup_wait_ms = (unsigned)cfg->auth_wait_ms,
                          .hello_info = hello};
     rc = gw_link_new(loop, &lo, &link_cbs, gw, &gw->link);
     if (rc < 0) {

@@ -124,7 +124,7 @@ typedef struct {
     gw_metric_t *cmd_status[GW_CMD_STATUS_COUNT];
     gw_metric_t *dbw[24]; /* the DB writer's counters, gw.c dbw_stats[] */
     gw_metric_t *srv[8];  /* the HTTP server's limit counters, gw.c srv_stats_update */
-    gw_metric_t *lnk[3];  /* the DB writer link's refusals and credential notices */
+    gw_metric_t *lnk[8];  /* the DB writer link's refusals and credential notices */
     gw_metric_t *decodes[2]; /* device messages decoded: [0] one-pass scan, [1] jansson */
     gw_metric_t *tls_hs[2];  /* TLS handshakes completed: [0] full, [1] resumed */
     gw_metric_t *alarms[2];  /* alarm changes sent: [0] raise, [1] clear */

@@ -71,6 +71,12 @@ static const opt_t opts[] = {
       "percent of max_connections kept for authenticated (upgraded) connections"),
     I(handshake_cpu_pct, 1, 100, "share of the event loop's time for TLS handshakes, percent"),
     I(handshake_burst_ms, 1, 1000, "TLS handshake work allowed in one burst, ms"),
+    I(handshake_admit_ms, 0, 600000,
+      "accept new TLS connections only while the handshakes taken on finish within this at "
+      "handshake_cpu_pct, ms (0: handshake_timeout_ms / 2)"),
+    I(auth_batch, 1, 1000, "device credential lookups sent to the DB writer in one query"),
+    I(auth_queue, 1, 1000000, "device credential lookups waiting for the DB writer; more get 503"),
+    I(auth_wait_ms, 100, 600000, "a credential lookup waits at most this long to be sent, ms"),
     I(http_output_budget, 1 << 20, (int64_t)1 << 36,
       "bytes of queued HTTP answers over all connections"),
     I(login_hash_workers, 1, 64, "password hashes at once (libuv's pool has 4 threads)"),
@@ -137,6 +143,10 @@ void gw_config_defaults(gw_config_t *c)
     c->connection_reserve_pct = 10;
     c->handshake_cpu_pct = 50;
     c->handshake_burst_ms = 20;
+    c->handshake_admit_ms = 0;
+    c->auth_batch = 256;
+    c->auth_queue = 20000;
+    c->auth_wait_ms = 8000;
     c->http_output_budget = 256 << 20;
     c->login_hash_workers = 2;
     c->login_queue = 16;

@@ -69,6 +69,10 @@ typedef struct {
     int64_t connection_reserve_pct; /* % of max_connections only upgraded ones may use */
     int64_t handshake_cpu_pct;    /* share of the loop for TLS handshakes */
     int64_t handshake_burst_ms;   /* handshake work allowed in one burst */
+    int64_t handshake_admit_ms;   /* accept while queued handshakes fit in this (0: timeout/2) */
+    int64_t auth_batch;           /* credential lookups per DB writer query */
+    int64_t auth_queue;           /* credential lookups waiting at most */
+    int64_t auth_wait_ms;         /* a lookup waits at most this long to be sent */
     int64_t http_output_budget;   /* bytes of queued HTTP answers, all connections */
     int64_t login_hash_workers;   /* password hashes running at once */
     int64_t login_queue;          /* logins waiting for a hash slot at most */

@@ -577,6 +577,21 @@ static void refuse(gw_t *gw, ems_server_req_t *req, int status, const char *id, 
     ems_server_respond(req, status, "application/json", extra, body, strlen(body));
 }
 
+/* 503 with Retry-After: the device's backoff is the floor, this spreads
+ * a crowd over a few seconds. */
+static void refuse_busy(gw_t *gw, ems_server_req_t *req, const char *id, const char *peer,
+                        const char *why)
+{
+    gw_metric_inc(gw->m.refused[0]);
+    ems_log_limited(&gw->log_upgrade, ems_time_mono_ms(), EMS_LOG_WARN,
+                    "device %s from %s refused: 503 %s", id, peer, why);
+    char body[300];
+    snprintf(body, sizeof body, "{\"error\":\"%s\"}", why);
+    char extra[40];
+    snprintf(extra, sizeof extra, "Retry-After: %u\r\n", 2 + (unsigned)(ems_time_mono_ms() % 4));
+    ems_server_respond(req, 503, "application/json", extra, body, strlen(body));
+}
+
 static void accept_device(gw_t *gw, ems_server_req_t *req, gw_dev_t *d, const char *hash,
                           const char *peer)
 {
@@ -696,12 +711,12 @@ typedef struct auth_ctx {
 
 static void auth_result(void *ud, int status, const char *json, size_t len);
 
-/* Sends the device_auth lookup for `a` (the leader of its id's waiters). */
+/* Asks for the credential of `a` (the leader of its id's waiters). The
+ * link batches lookups made close together into one query, and keeps them
+ * waiting (bounded, with a deadline) while it is busy or down. */
 static int auth_send(gw_t *gw, auth_ctx_t *a)
 {
-    char q[160];
-    int n = snprintf(q, sizeof q, "{\"op\":\"device_auth\",\"device_id\":\"%s\"}", a->id);
-    int rc = gw_link_query(gw->link, q, (size_t)n, auth_result, a);
+    int rc = gw_link_lookup(gw->link, a->id, auth_result, a);
     if (rc == 0)
         gw_metric_inc(gw->m.device_lookups);
     return rc;
@@ -718,7 +733,7 @@ static void auth_decide(gw_t *gw, auth_ctx_t *a, int status, gw_dev_t *d)
                          ems_strerror(status));
             decide(gw, a->req, d, a->id, a->hash, a->peer);
         } else {
-            refuse(gw, a->req, 503, a->id, a->peer, "credential store unavailable");
+            refuse_busy(gw, a->req, a->id, a->peer, "credential store unavailable");
         }
     } else if (gw->stopping) {
         refuse(gw, a->req, 503, a->id, a->peer, "gateway is shutting down");
@@ -835,14 +850,19 @@ void gw_device_upgrade(gw_t *gw, ems_server_req_t *req, const char *id)
         lead->next = a;
         return;
     }
-    int rc = auth_send(gw, a);
+    /* The DB writer is not reachable now: a cached credential, even an
+     * old one, beats waiting. Without one the lookup waits for the link
+     * (gw_link_lookup: bounded, with a deadline). */
+    int rc = d && d->auth_ok && !gw_link_up(gw->link) ? EMS_EAGAIN : auth_send(gw, a);
     if (rc < 0) {
         free(a);
         if (d && d->auth_ok) {
             ems_log_warn("device %s: DB writer unavailable; using the cached credential", id);
             decide(gw, req, d, id, hash, peer);
+        } else if (rc == EMS_ENOSPC) {
+            refuse_busy(gw, req, id, peer, "too many credential lookups waiting (auth_queue)");
         } else {
-            refuse(gw, req, 503, id, peer, "credential store unavailable");
+            refuse_busy(gw, req, id, peer, "credential store unavailable");
         }
         return;
     }
@@ -907,9 +927,7 @@ static int recheck_start(gw_t *gw, gw_devconn_t *dc, int64_t now_mono)
     r->gw = gw;
     r->gen = dc->gen;
     snprintf(r->id, sizeof r->id, "%s", dc->dev->id);
-    char q[160];
-    int n = snprintf(q, sizeof q, "{\"op\":\"device_auth\",\"device_id\":\"%s\"}", r->id);
-    int rc = gw_link_query(gw->link, q, (size_t)n, recheck_result, r);
+    int rc = gw_link_lookup(gw->link, r->id, recheck_result, r);
     if (rc < 0) {
         free(r);
         return rc;

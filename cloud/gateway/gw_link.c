@@ -58,6 +58,22 @@ typedef struct {
     size_t n;
 } qwait_t;
 
+/* One credential lookup (gw_link_lookup), waiting or in a batch. */
+typedef struct lookup {
+    struct lookup *next;
+    int64_t deadline_ms; /* must be sent by then */
+    gw_link_result_fn fn;
+    void *ud;
+    char id[EMS_DEVICE_ID_MAX + 1];
+} lookup_t;
+
+/* The lookups of one device_auths query. */
+typedef struct {
+    gw_link_t *l;
+    lookup_t *head;
+    unsigned n;
+} lbatch_t;
+
 /* The DB writer's last STATUS (docs/protocol.md 5.7). */
 typedef struct {
     bool known;
@@ -79,7 +95,7 @@ struct gw_link {
     ems_link_conn_t *conn; /* NULL while down */
     bool ready, freeing;
     ems_backoff_t backoff;
-    uv_timer_t retry, flush, qtimer;
+    uv_timer_t retry, flush, qtimer, ltimer;
     int open_handles;
     void (*done)(void *);
     void *done_arg;
@@ -102,17 +118,22 @@ struct gw_link {
     qwait_t wait[2];        /* not sent yet, per class */
     size_t nqueries, inflight, user_inflight;
     gw_map_t users;         /* name -> quser_t */
+    lookup_t *lhead, *ltail; /* credential lookups waiting, oldest first */
+    size_t lwaiting, lpending; /* waiting; waiting or in a batch */
+    unsigned lbatches;         /* device_auths queries out */
     dbstate_t db;
     gw_link_stats_t st;
 };
 
 static void connect_now(gw_link_t *l);
 static void release(gw_link_t *l);
+static void lookup_pump(gw_link_t *l);
 
 bool gw_link_up(const gw_link_t *l) { return l->conn && l->ready; }
 size_t gw_link_held(const gw_link_t *l) { return l->held; }
 size_t gw_link_capacity(const gw_link_t *l) { return l->o.ring; }
 size_t gw_link_pending_queries(const gw_link_t *l) { return l->nqueries; }
+size_t gw_link_lookups_pending(const gw_link_t *l) { return l->lpending; }
 void gw_link_stats(const gw_link_t *l, gw_link_stats_t *out) { *out = l->st; }
 
 /* ------------------------------------------------------------ sending */
@@ -525,6 +546,7 @@ static void conn_on_ready(ems_link_conn_t *c, void *ud, const char *info, size_t
     l->unsent = l->head;
     pump(l);
     pump_queries(l);
+    lookup_pump(l);
     if (l->cb.state)
         l->cb.state(l->ud, true);
     /* Credential changes made while the link was down were not forwarded. */
@@ -664,6 +686,219 @@ int gw_link_query_user(gw_link_t *l, const char *user, const char *json, size_t 
     return rc;
 }
 
+/* ------------------------------------------------------------ credential lookups */
+
+/* A reconnect storm brings thousands of upgrades within seconds, each
+ * needing its device's credential. One query per device would queue
+ * thousands of statements at the DB writer (one at a time on its query
+ * connection) and time out; so lookups wait here a few milliseconds and
+ * go as one device_auths query per lookup_batch ids. They wait with a
+ * bound and a deadline, also while the link is down or a batch failed,
+ * instead of failing at once: the link usually comes back within the
+ * deadline. */
+
+#define LOOKUP_POLL_MS 50 /* while lookups wait: retry and expire this often */
+
+static void ltimer_cb(uv_timer_t *t);
+
+static void lookup_arm(gw_link_t *l, unsigned ms)
+{
+    if (!l->freeing && !uv_is_active((uv_handle_t *)&l->ltimer))
+        uv_timer_start(&l->ltimer, ltimer_cb, ms, 0);
+}
+
+static void lookup_finish(gw_link_t *l, lookup_t *k, int status, const char *json, size_t len)
+{
+    l->lpending--;
+    gw_link_result_fn fn = k->fn;
+    void *ud = k->ud;
+    free(k);
+    fn(ud, status, json, len);
+}
+
+/* Fails the waiting lookups past their deadline (oldest first; a batch
+ * put back after a failure goes to the front, and is older). */
+static void lookup_expire(gw_link_t *l, int64_t now)
+{
+    while (l->lhead && l->lhead->deadline_ms <= now) {
+        lookup_t *k = l->lhead;
+        l->lhead = k->next;
+        if (!l->lhead)
+            l->ltail = NULL;
+        l->lwaiting--;
+        l->st.lookups_expired++;
+        lookup_finish(l, k, EMS_ETIMEDOUT, "", 0);
+    }
+}
+
+/* Puts a failed batch back in front of the queue, in its order. */
+static void lookup_requeue(gw_link_t *l, lookup_t *head)
+{
+    lookup_t *tail = head;
+    size_t n = 1;
+    while (tail->next) {
+        tail = tail->next;
+        n++;
+    }
+    tail->next = l->lhead;
+    if (!l->lhead)
+        l->ltail = tail;
+    l->lhead = head;
+    l->lwaiting += n;
+    l->st.lookups_retried += n;
+}
+
+static void lbatch_result(void *ud, int status, const char *json, size_t len);
+
+/* Sends waiting lookups as device_auths queries while fewer than
+ * lookup_inflight are out. */
+static void lookup_pump(gw_link_t *l)
+{
+    while (l->lhead && l->lbatches < l->o.lookup_inflight && gw_link_up(l) && !l->freeing) {
+        lbatch_t *b = calloc(1, sizeof *b);
+        size_t cap = 64 + (size_t)l->o.lookup_batch * (EMS_DEVICE_ID_MAX + 3);
+        char *q = b ? malloc(cap) : NULL;
+        if (!q) {
+            free(b);
+            return;
+        }
+        b->l = l;
+        size_t n = (size_t)snprintf(q, cap, "{\"op\":\"device_auths\",\"device_ids\":[");
+        lookup_t **tail = &b->head;
+        while (l->lhead && b->n < l->o.lookup_batch) {
+            lookup_t *k = l->lhead;
+            l->lhead = k->next;
+            l->lwaiting--;
+            k->next = NULL;
+            *tail = k;
+            tail = &k->next;
+            /* Ids are checked (ems_device_id_valid): nothing to escape. */
+            n += (size_t)snprintf(q + n, cap - n, "%s\"%s\"", b->n ? "," : "", k->id);
+            b->n++;
+        }
+        if (!l->lhead)
+            l->ltail = NULL;
+        n += (size_t)snprintf(q + n, cap - n, "]}");
+        int rc = gw_link_query(l, q, n, lbatch_result, b);
+        free(q);
+        if (rc < 0) {
+            /* max_queries reached: wait for answers (or the poll). */
+            lookup_requeue(l, b->head);
+            l->st.lookups_retried -= b->n; /* not sent: no retry */
+            free(b);
+            break;
+        }
+        l->lbatches++;
+        l->st.lookup_batches++;
+    }
+    if (l->lhead)
+        lookup_arm(l, LOOKUP_POLL_MS);
+}
+
+/* One answer per lookup of the batch, in the shape of a device_auth
+ * answer; ids the database does not have are {"found":false}. */
+static void lbatch_answer(gw_link_t *l, lbatch_t *b, json_t *devs)
+{
+    gw_map_t byid = {0};
+    size_t i;
+    json_t *d;
+    json_array_foreach(devs, i, d) {
+        const char *id = json_string_value(json_object_get(d, "device_id"));
+        if (id)
+            (void)gw_map_put(&byid, id, d);
+    }
+    for (lookup_t *k = b->head, *next; k; k = next) {
+        next = k->next;
+        d = gw_map_get(&byid, k->id);
+        char *s = NULL;
+        if (d) {
+            json_object_set_new(d, "found", json_true());
+            s = json_dumps(d, JSON_COMPACT);
+        }
+        if (s)
+            lookup_finish(l, k, 0, s, strlen(s));
+        else if (d)
+            lookup_finish(l, k, EMS_ENOMEM, "", 0);
+        else
+            lookup_finish(l, k, 0, "{\"found\":false}", 15);
+        free(s);
+    }
+    gw_map_free(&byid);
+}
+
+static void lbatch_result(void *ud, int status, const char *json, size_t len)
+{
+    lbatch_t *b = ud;
+    gw_link_t *l = b->l;
+    l->lbatches--;
+    json_t *o = NULL, *devs = NULL;
+    if (status == 0) {
+        o = json_loadb(json, len, 0, NULL);
+        devs = json_object_get(o, "devices");
+        if (!json_is_array(devs)) {
+            ems_log_warn("dbwriter link: malformed device_auths answer");
+            status = EMS_EPROTO;
+        }
+    }
+    if (status == 0) {
+        lbatch_answer(l, b, devs);
+    } else if (!l->freeing &&
+               (status == EMS_EAGAIN || status == EMS_ETIMEDOUT || status == EMS_EDB)) {
+        /* The link went down, the DB writer was busy or its database
+         * failed: ask again while the lookups' deadlines allow. */
+        ems_log_debug("dbwriter link: credential batch of %u failed (%s); retrying", b->n,
+                      ems_strerror(status));
+        lookup_requeue(l, b->head);
+        lookup_expire(l, ems_time_mono_ms());
+        lookup_arm(l, LOOKUP_POLL_MS);
+    } else {
+        for (lookup_t *k = b->head, *next; k; k = next) {
+            next = k->next;
+            lookup_finish(l, k, status, json, len);
+        }
+    }
+    json_decref(o);
+    free(b);
+    if (status == 0)
+        lookup_pump(l);
+}
+
+static void ltimer_cb(uv_timer_t *t)
+{
+    gw_link_t *l = t->data;
+    lookup_expire(l, ems_time_mono_ms());
+    lookup_pump(l);
+}
+
+int gw_link_lookup(gw_link_t *l, const char *device_id, gw_link_result_fn fn, void *ud)
+{
+    if (l->freeing)
+        return EMS_ECLOSED;
+    if (!ems_device_id_valid(device_id, strlen(device_id)))
+        return EMS_EINVAL;
+    if (l->lwaiting >= l->o.lookup_queue) {
+        l->st.lookups_refused++;
+        return EMS_ENOSPC;
+    }
+    lookup_t *k = calloc(1, sizeof *k);
+    if (!k)
+        return EMS_ENOMEM;
+    snprintf(k->id, sizeof k->id, "%s", device_id);
+    k->fn = fn;
+    k->ud = ud;
+    k->deadline_ms = ems_time_mono_ms() + l->o.lookup_wait_ms;
+    if (l->ltail)
+        l->ltail->next = k;
+    else
+        l->lhead = k;
+    l->ltail = k;
+    l->lwaiting++;
+    l->lpending++;
+    l->st.lookups++;
+    lookup_arm(l, l->o.lookup_delay_ms);
+    return 0;
+}
+
 int gw_link_refusal(const gw_link_t *l, int rc, const char *user, char *msg, size_t cap,
                     unsigned *retry_after_s)
 {
@@ -793,6 +1028,16 @@ int gw_link_new(uv_loop_t *loop, const gw_link_opts_t *o, const gw_link_cb_t *cb
         l->o.user_queue = 256;
     if (!l->o.per_user)
         l->o.per_user = 4;
+    if (!l->o.lookup_batch)
+        l->o.lookup_batch = 256;
+    if (!l->o.lookup_queue)
+        l->o.lookup_queue = 20000;
+    if (!l->o.lookup_wait_ms)
+        l->o.lookup_wait_ms = 8000;
+    if (!l->o.lookup_delay_ms)
+        l->o.lookup_delay_ms = 2;
+    if (!l->o.lookup_inflight)
+        l->o.lookup_inflight = 4;
     l->path = strdup(o->path);
     l->hello = hello_with_accepts(o->hello_info);
     if (!l->path || !l->hello) {
@@ -811,8 +1056,9 @@ int gw_link_new(uv_loop_t *loop, const gw_link_opts_t *o, const gw_link_cb_t *cb
     uv_timer_init(loop, &l->retry);
     uv_timer_init(loop, &l->flush);
     uv_timer_init(loop, &l->qtimer);
-    l->retry.data = l->flush.data = l->qtimer.data = l;
-    l->open_handles = 3;
+    uv_timer_init(loop, &l->ltimer);
+    l->retry.data = l->flush.data = l->qtimer.data = l->ltimer.data = l;
+    l->open_handles = 4;
     uv_timer_start(&l->qtimer, qtimer_cb, 500, 500);
     connect_now(l);
     *out = l;
@@ -850,7 +1096,14 @@ void gw_link_free(gw_link_t *l, void (*done)(void *arg), void *arg)
     l->freeing = true;
     l->done = done;
     l->done_arg = arg;
-    fail_queries(l, EMS_ECLOSED);
+    fail_queries(l, EMS_ECLOSED); /* batches in flight fail their lookups */
+    while (l->lhead) {
+        lookup_t *k = l->lhead;
+        l->lhead = k->next;
+        l->lwaiting--;
+        lookup_finish(l, k, EMS_ECLOSED, "", 0);
+    }
+    l->ltail = NULL;
     if (l->conn) {
         /* The connection's on_close runs later; it only clears l->conn and
          * must find the link alive, so we count it as one more handle. */
@@ -861,4 +1114,5 @@ void gw_link_free(gw_link_t *l, void (*done)(void *arg), void *arg)
     uv_close((uv_handle_t *)&l->retry, conn_gone_cb);
     uv_close((uv_handle_t *)&l->flush, conn_gone_cb);
     uv_close((uv_handle_t *)&l->qtimer, conn_gone_cb);
+    uv_close((uv_handle_t *)&l->ltimer, conn_gone_cb);
 }

@@ -27,6 +27,12 @@
  *     are at the DB writer at once, at most `user_queue` wait, and one user
  *     holds at most `per_user` (waiting or at the writer). Lookups of the
  *     gateway itself (device_auth, stats) are sent first;
+ *   - device credential lookups (gw_link_lookup), batched: the ids asked
+ *     for within `lookup_delay_ms` travel as one device_auths query of up
+ *     to `lookup_batch` ids (one SQL statement at the DB writer), at most
+ *     `lookup_inflight` such queries at once. Lookups wait in a queue of at
+ *     most `lookup_queue` for at most `lookup_wait_ms` (also while the link
+ *     is down or a batch failed and is retried) instead of failing at once;
  *   - the DB writer's database state (STATUS frames): gw_link_health says
  *     whether it can commit, which is what /healthz answers;
  *   - CREDENTIALS frames: a device's credential changed in the database;
@@ -76,6 +82,11 @@ typedef struct {
     unsigned user_inflight;    /* user queries at the DB writer at once; 0: 8 */
     unsigned user_queue;       /* user queries waiting to be sent; 0: 256 */
     unsigned per_user;         /* one user's queries, waiting or sent; 0: 4 */
+    unsigned lookup_batch;     /* ids per device_auths query; 0: 256 */
+    unsigned lookup_queue;     /* lookups waiting at most; 0: 20000 */
+    unsigned lookup_wait_ms;   /* a lookup waits at most this long to be sent; 0: 8000 */
+    unsigned lookup_delay_ms;  /* lookups gathered this long before a batch goes; 0: 2 */
+    unsigned lookup_inflight;  /* device_auths queries at the DB writer at once; 0: 4 */
     const char *hello_info;    /* JSON object for our HELLO ("accepts" is added) */
 } gw_link_opts_t;
 
@@ -103,6 +114,20 @@ int gw_link_event(gw_link_t *l, const char *json, size_t len);
  * call. Returns 0, or EMS_EAGAIN when the link is not up or max_queries
  * are waiting (no callback then), or EMS_ENOMEM. */
 int gw_link_query(gw_link_t *l, const char *json, size_t len, gw_link_result_fn fn, void *ud);
+
+/* Looks up one device's credential, batched with others (see above).
+ * `fn` is called exactly once, never from inside this call, with status 0
+ * and the same JSON a device_auth query answers ({"found":true,
+ * "device_id":...,"token_hash":...,"revoked":...,"revoked_at":...} or
+ * {"found":false}), or with EMS_ETIMEDOUT (not sent within lookup_wait_ms,
+ * or the batch's query timed out), the DB writer's error, or EMS_ECLOSED
+ * (gw_link_free). Returns 0, EMS_ENOSPC (lookup_queue lookups wait; no
+ * callback), EMS_EINVAL (not a device id) or EMS_ENOMEM. The link may be
+ * down: the lookup waits for it. */
+int gw_link_lookup(gw_link_t *l, const char *device_id, gw_link_result_fn fn, void *ud);
+
+/* Lookups waiting to be sent or in a batch at the DB writer. */
+size_t gw_link_lookups_pending(const gw_link_t *l);
 
 /* Refusals of gw_link_query_user besides EMS_EAGAIN (link down):
  * GW_LINK_EUSER: the user already has `per_user` queries; EMS_ENOSPC:
@@ -143,6 +168,10 @@ typedef struct {
     uint64_t refused_full, reconnects, queries, query_errors;
     uint64_t queries_refused_user, queries_refused_queue; /* GW_LINK_EUSER, EMS_ENOSPC */
     uint64_t credential_changes;                          /* CREDENTIALS frames */
+    uint64_t lookups, lookup_batches;   /* credential lookups asked; device_auths queries sent */
+    uint64_t lookups_expired;           /* not answered within lookup_wait_ms */
+    uint64_t lookups_refused;           /* lookup_queue full */
+    uint64_t lookups_retried;           /* sent again after a failed batch */
 } gw_link_stats_t;
 void gw_link_stats(const gw_link_t *l, gw_link_stats_t *out);
 

@@ -35,6 +35,8 @@
 #define SERVER_DEFAULT_HS_BURST_MS 20
 #define SERVER_LOG_EVERY_MS 10000
 #define SERVER_EVICT_SCAN 64 /* victims looked at before refusing the newcomer */
+#define SERVER_HS_COST_NS 5000000ull /* first guess of one handshake's CPU (mbedTLS, P-256) */
+#define SERVER_FRESH_MS 1000 /* a silent new connection counts as a coming handshake this long */
 
 typedef struct {
     uint8_t key[16];
@@ -53,10 +55,13 @@ struct ems_server_req {
     int out_paused; /* not read or parsed until the output queue drains */
     int hs_waiting; /* in the handshake budget's queue */
     int hs_steps;   /* handshake steps run so far */
+    int fresh;      /* in the fresh list: its next handshake bytes are due */
+    uint64_t accepted_ms; /* or the time of its last handshake step */
     uint8_t addr[16];
     int has_addr; /* counted in the per-address table */
     struct ems_server_req *prev, *next;
     struct ems_server_req *hs_prev, *hs_next; /* handshake budget queue */
+    struct ems_server_req *f_prev, *f_next;   /* fresh list, oldest first */
 };
 
 struct ems_server {
@@ -86,9 +91,17 @@ struct ems_server {
     uint64_t hs_last;
     unsigned hs_pct;
     /* Waiting handshakes: first those already begun (oldest first), then
-     * new ones, newest first; hs_cont is the last of the begun ones. */
+     * new ones in arrival order; hs_cont is the last of the begun ones. */
     ems_server_req_t *hs_head, *hs_tail, *hs_cont;
     size_t hs_count;
+    /* Admission (server.h): accepting pauses while the handshakes queued
+     * would take longer than admit_ns at the budget. */
+    uv_timer_t admit_timer;
+    ems_server_req_t *fresh_head, *fresh_tail;
+    size_t n_fresh;
+    uint64_t admit_ns, hs_cost_ns; /* target; estimated CPU of one handshake */
+    uint64_t hs_ns_total, hs_ns_seen, hs_done_seen; /* for the estimate */
+    int accept_held;               /* libuv holds one accepted socket for us */
     uint64_t log_due;
     ems_server_stats_t logged; /* counters at the last limits log line */
     int handles; /* listener and hs_timer not yet closed */
@@ -99,6 +112,9 @@ struct ems_server {
 
 static void hc_process(ems_server_req_t *hc);
 static void hs_dequeue(ems_server_req_t *hc);
+static void fresh_unlink(ems_server_req_t *hc);
+static void fresh_push(ems_server_req_t *hc);
+static void admit_learn(ems_server_t *s);
 
 static void server_free_handle(uv_handle_t *h)
 {
@@ -263,6 +279,7 @@ static void hc_unlink(ems_server_req_t *hc)
         server_addr_del(s, hc->addr);
     hc->has_addr = 0;
     hs_dequeue(hc);
+    fresh_unlink(hc);
 }
 
 static void hc_unref(ems_server_req_t *hc)
@@ -337,15 +354,17 @@ static int hs_admit(ems_conn_t *c, void *arg)
 {
     ems_server_t *s = arg;
     ems_server_req_t *hc = ems_conn_user(c);
+    fresh_unlink(hc);
     hs_refill(s);
     if (!s->hs_head && s->hs_tokens > 0)
         return 1;
     /* Handshakes already begun go first, in order: their earlier steps
      * were paid for, and finishing them is what lets clients in. New ones
-     * go newest first: under a sustained flood, FIFO would serve only
-     * those about to reach their deadline, and none would finish; newest
-     * first serves some quickly and lets the rest time out. */
-    ems_server_req_t *after = s->hs_cont;
+     * follow in arrival order: admission (below) keeps this queue within
+     * what the budget finishes before the deadline, so first come is
+     * first served (newest first would let a steady trickle of newcomers
+     * starve an older one past its deadline). */
+    ems_server_req_t *after = hc->hs_steps > 0 ? s->hs_cont : s->hs_tail;
     hc->hs_waiting = 1;
     hc->hs_prev = after;
     hc->hs_next = after ? after->hs_next : s->hs_head;
@@ -371,6 +390,11 @@ static void hs_spent(ems_conn_t *c, uint64_t ns, void *arg)
     ems_server_req_t *hc = ems_conn_user(c);
     hc->hs_steps++;
     s->hs_tokens -= (int64_t)ns;
+    s->hs_ns_total += ns;
+    admit_learn(s);
+    /* Its next step is due about a round trip from now. */
+    fresh_unlink(hc);
+    fresh_push(hc);
 }
 
 static void hs_timer_cb(uv_timer_t *t)
@@ -387,6 +411,111 @@ static void hs_timer_cb(uv_timer_t *t)
             ems_conn_gate_resume(c);
     }
     hs_arm(s);
+}
+
+/* ------------------------------------------------------------ admission */
+
+/* Past its handshake capacity the server must keep finishing handshakes
+ * at that capacity, not accept every connection and let them all run into
+ * their deadline. So a new TLS connection is accepted only while the
+ * handshakes already taken on can be worked through within admit_ns at the
+ * budget's share of the loop, each counted as a whole handshake: steps
+ * waiting at the budget, and handshakes whose next bytes are due (the
+ * "fresh" list: accepted, or a step run, less than SERVER_FRESH_MS ago,
+ * and no plaintext yet). Otherwise
+ * the connection is left to libuv unaccepted: libuv then stops watching
+ * the listener, the rest wait in the kernel's listen backlog (and beyond
+ * it the clients' SYNs are retried), and admit_timer_cb accepts it as soon
+ * as there is room, which makes libuv watch the listener again. */
+
+static void fresh_unlink(ems_server_req_t *hc)
+{
+    if (!hc->fresh)
+        return;
+    ems_server_t *s = hc->srv;
+    if (hc->f_prev)
+        hc->f_prev->f_next = hc->f_next;
+    else
+        s->fresh_head = hc->f_next;
+    if (hc->f_next)
+        hc->f_next->f_prev = hc->f_prev;
+    else
+        s->fresh_tail = hc->f_prev;
+    hc->f_prev = hc->f_next = NULL;
+    hc->fresh = 0;
+    s->n_fresh--;
+}
+
+static void fresh_push(ems_server_req_t *hc)
+{
+    ems_server_t *s = hc->srv;
+    hc->fresh = 1;
+    hc->accepted_ms = uv_now(s->loop);
+    hc->f_prev = s->fresh_tail;
+    if (s->fresh_tail)
+        s->fresh_tail->f_next = hc;
+    else
+        s->fresh_head = hc;
+    s->fresh_tail = hc;
+    s->n_fresh++;
+}
+
+/* Handshakes taken on and not worked through. A silent connection counts
+ * for SERVER_FRESH_MS only: it costs no CPU until it speaks, and idle
+ * sockets (or finished handshakes that never send a request) must not
+ * keep the door shut; the handshake deadline and the unauthenticated
+ * share deal with them. */
+static uint64_t admit_pending(ems_server_t *s)
+{
+    uint64_t now = uv_now(s->loop);
+    while (s->fresh_head && now - s->fresh_head->accepted_ms >= SERVER_FRESH_MS)
+        fresh_unlink(s->fresh_head);
+    return (uint64_t)s->hs_count + s->n_fresh;
+}
+
+static int admit_ok(ems_server_t *s)
+{
+    uint64_t n = admit_pending(s);
+    return n == 0 || (n + 1) * s->hs_cost_ns * 100 / s->hs_pct <= s->admit_ns;
+}
+
+/* Refines the estimate after a handshake step: all handshake CPU since
+ * the last completed handshake(s), divided by their number (so the CPU of
+ * abandoned handshakes is charged to those that complete), in a moving
+ * average over about 8 handshakes: a wave of cheap resumptions or of full
+ * handshakes is followed within a few of them. */
+static void admit_learn(ems_server_t *s)
+{
+    ems_tls_stats_t ts;
+    ems_tls_config_stats(s->tls, &ts);
+    uint64_t done = ts.full + ts.resumed;
+    if (done < s->hs_done_seen) /* a new configuration (reload) */
+        s->hs_done_seen = done;
+    if (done == s->hs_done_seen)
+        return;
+    uint64_t k = done - s->hs_done_seen;
+    uint64_t per = (s->hs_ns_total - s->hs_ns_seen) / k;
+    s->hs_cost_ns = k >= 8 ? per : (s->hs_cost_ns * (8 - k) + per * k) / 8;
+    if (s->hs_cost_ns < 1000)
+        s->hs_cost_ns = 1000;
+    s->hs_done_seen = done;
+    s->hs_ns_seen = s->hs_ns_total;
+}
+
+static void server_on_connection(uv_stream_t *listener, int status);
+
+static void admit_timer_cb(uv_timer_t *t)
+{
+    ems_server_t *s = t->data;
+    if (!s->accept_held || s->stopping)
+        return;
+    if (!admit_ok(s)) {
+        uv_timer_start(&s->admit_timer, admit_timer_cb, 5, 0);
+        return;
+    }
+    /* Accepts the socket libuv holds; libuv watches the listener again. */
+    s->accept_held = 0;
+    server_on_connection((uv_stream_t *)&s->listener, 0);
 }
 
 static void server_conn_freed(ems_conn_t *c, void *arg)
@@ -441,6 +570,7 @@ static void hc_refuse(ems_server_req_t *hc, int status, const char *why, const c
 static void hc_on_read(ems_conn_t *c, const char *data, size_t len)
 {
     ems_server_req_t *hc = ems_conn_user(c);
+    fresh_unlink(hc); /* plaintext: the handshake is done */
     if (ems_buf_append(&hc->stash, data, len) < 0) {
         /* More pipelined bytes than one full request may hold. */
         ems_conn_abort(c, EMS_ENOSPC);
@@ -645,6 +775,15 @@ static void server_on_connection(uv_stream_t *listener, int status)
         ems_log_debug("server: connection refused, %zu connections open", s->n_conns);
         return;
     }
+    if (s->tls && !admit_ok(s)) {
+        /* Not accepted: libuv keeps this one and stops watching the
+         * listener; the rest wait in the backlog (see admission above). */
+        s->accept_held = 1;
+        s->stats.accept_paused++;
+        if (!uv_is_active((uv_handle_t *)&s->admit_timer))
+            uv_timer_start(&s->admit_timer, admit_timer_cb, 5, 0);
+        return;
+    }
     ems_server_req_t *hc = calloc(1, sizeof *hc);
     if (hc)
         hc->parser = ems_http_parser_new(EMS_HTTP_REQUEST, &s->limits);
@@ -684,6 +823,8 @@ static void server_on_connection(uv_stream_t *listener, int status)
         s->reqs = hc;
     s->reqs_tail = hc;
     s->n_unauth++;
+    if (s->tls)
+        fresh_push(hc);
     ems_conn_set_timer(c, s->handshake_ms);
 }
 
@@ -700,6 +841,7 @@ static void server_close_handles(ems_server_t *s)
 {
     uv_close((uv_handle_t *)&s->listener, server_handle_closed);
     uv_close((uv_handle_t *)&s->hs_timer, server_handle_closed);
+    uv_close((uv_handle_t *)&s->admit_timer, server_handle_closed);
 }
 
 static int server_bind(ems_server_t *s, const ems_server_options_t *o)
@@ -789,15 +931,20 @@ int ems_server_start(uv_loop_t *loop, const ems_server_options_t *o, ems_server_
     s->max_unauth = o->reserve < s->max_conn ? s->max_conn - o->reserve : 1;
     s->handshake_ms =
         o->handshake_timeout_ms ? o->handshake_timeout_ms : SERVER_DEFAULT_HANDSHAKE_MS;
+    s->admit_ns = (uint64_t)(o->handshake_admit_ms ? o->handshake_admit_ms : s->handshake_ms / 2) *
+                  1000000;
+    s->hs_cost_ns = SERVER_HS_COST_NS;
     s->keepalive_ms =
         o->keepalive_timeout_ms ? o->keepalive_timeout_ms : SERVER_DEFAULT_KEEPALIVE_MS;
     if (o->tls)
         s->tls = ems_tls_config_ref(o->tls);
     uv_tcp_init(loop, &s->listener);
     uv_timer_init(loop, &s->hs_timer);
+    uv_timer_init(loop, &s->admit_timer);
     s->listener.data = s;
     s->hs_timer.data = s;
-    s->handles = 2;
+    s->admit_timer.data = s;
+    s->handles = 3;
     int rc = server_bind(s, o);
     if (rc < 0) {
         /* The handles are initialised: free the server from their close
@@ -822,6 +969,10 @@ int ems_server_set_tls(ems_server_t *s, ems_tls_config_t *tls)
     ems_tls_config_ref(tls);
     ems_tls_config_unref(s->tls);
     s->tls = tls;
+    ems_tls_stats_t ts;
+    ems_tls_config_stats(tls, &ts);
+    s->hs_done_seen = ts.full + ts.resumed;
+    s->hs_ns_seen = s->hs_ns_total;
     return 0;
 }
 
@@ -836,6 +987,8 @@ void ems_server_stats(const ems_server_t *s, ems_server_stats_t *out)
     out->unauth = s->n_unauth;
     out->out_bytes = s->out_total;
     out->hs_waiting = s->hs_count;
+    out->accept_held = (uint64_t)s->accept_held;
+    out->hs_cost_ns = s->hs_cost_ns;
 }
 
 void ems_server_stop(ems_server_t *s, void (*on_stopped)(void *arg), void *arg)

@@ -30,9 +30,18 @@
  *     so an attacker holding the share open cannot lock devices out;
  *   - TLS handshake steps get at most handshake_cpu_pct of the loop's time
  *     with bursts of handshake_burst_ms; the rest wait unread (handshakes
- *     already begun first, then the newest new ones; the handshake deadline
+ *     already begun first, then new ones in arrival order; the deadline
  *     still runs), so connected clients keep their latency during a flood
- *     of new connections.
+ *     of new connections;
+ *   - admission: a new TLS connection is accepted only while the handshakes
+ *     already taken on (steps waiting at the budget, plus new connections
+ *     silent for less than 1 s) times the estimated CPU of one handshake
+ *     (a moving average of measured ones, 5 ms at first) fit in
+ *     handshake_admit_ms at handshake_cpu_pct. Otherwise accepting pauses
+ *     (libuv stops watching the listener) and later clients wait in the
+ *     kernel's listen backlog, so the server keeps finishing handshakes at
+ *     its capacity instead of starting more than it can finish before
+ *     their deadline.
  * Output: a connection whose queued answers exceed out_pause bytes (a client
  * that pipelines requests and does not read) is not read or parsed further
  * until its queue drains. The queued output of all HTTP connections is
@@ -83,6 +92,10 @@ typedef struct ems_server_options {
     unsigned reserve;              /* slots unauthenticated ones cannot take; 0 none */
     unsigned handshake_cpu_pct;    /* share of loop time for TLS handshakes; 0 means 50 */
     unsigned handshake_burst_ms;   /* handshake time allowed in one burst; 0 means 20 */
+    /* TLS only: accept a new connection only while the handshakes already
+     * taken on could be finished within this many ms at the budget (see
+     * above); 0 means handshake_timeout_ms / 2. */
+    unsigned handshake_admit_ms;
     /* Header lines, each ending in "\r\n", added to every HTTP response the
      * server writes (the handler's answers and the server's own 4xx), e.g.
      * the policy layer's security headers. NULL for none; copied, at most
@@ -123,10 +136,13 @@ typedef struct ems_server_stats {
     uint64_t out_paused;     /* times a connection stopped being read for its unread answers */
     uint64_t out_shed;       /* connections closed over out_budget */
     uint64_t hs_deferred;    /* TLS handshake steps that waited for the CPU budget */
+    uint64_t accept_paused;  /* times accepting paused (handshakes queued past admit) */
     /* Current values: */
     uint64_t unauth;         /* connections not upgraded (yet) */
     uint64_t out_bytes;      /* queued output of all HTTP connections */
     uint64_t hs_waiting;     /* connections waiting at the handshake budget */
+    uint64_t accept_held;    /* 1 while accepting is paused */
+    uint64_t hs_cost_ns;     /* estimated CPU of one handshake (moving average) */
 } ems_server_stats_t;
 void ems_server_stats(const ems_server_t *s, ems_server_stats_t *out);
 

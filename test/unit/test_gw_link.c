@@ -11,6 +11,7 @@
 #include "log.h"
 #include "timefmt.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -42,7 +43,44 @@ typedef struct {
     int creds;
     char cred_id[80];
     char peer_info[256]; /* the gateway's HELLO info as the peer saw it */
+    /* device_auths queries the peer answered, and the ids they held */
+    int auth_queries, auth_ids;
 } T;
+
+/* The DB writer's side of device_auths: every id not starting with "unk"
+ * exists, with token hash "h-<id>". */
+static void peer_device_auths(ems_link_conn_t *c, T *t, uint64_t id, const char *j, size_t n)
+{
+    json_t *q = json_loadb(j, n, 0, NULL);
+    json_t *ids = json_object_get(q, "device_ids");
+    EMS_CHECK(json_is_array(ids));
+    json_t *devs = json_array();
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v) {
+        const char *d = json_string_value(v);
+        char h[80];
+        snprintf(h, sizeof h, "h-%s", d);
+        if (strncmp(d, "unk", 3) != 0)
+            json_array_append_new(devs, json_pack("{sssssbsn}", "device_id", d, "token_hash", h,
+                                                  "revoked", 0, "revoked_at"));
+    }
+    t->auth_queries++;
+    t->auth_ids += (int)json_array_size(ids);
+    json_t *a = json_pack("{so}", "devices", devs);
+    char *s = json_dumps(a, JSON_COMPACT);
+    size_t len = strlen(s);
+    uint8_t *buf = malloc(12 + len);
+    memcpy(buf, &id, 8);
+    int32_t st = 0;
+    memcpy(buf + 8, &st, 4);
+    memcpy(buf + 12, s, len);
+    ems_link_conn_send(c, EMS_LINK_RESULT, buf, 12 + len);
+    free(buf);
+    free(s);
+    json_decref(a);
+    json_decref(q);
+}
 
 static void peer_frame(ems_link_conn_t *c, void *ud, const ems_link_frame_t *f)
 {
@@ -76,6 +114,12 @@ static void peer_frame(ems_link_conn_t *c, void *ud, const ems_link_frame_t *f)
         }
         if (t->ack_mode != 1)
             ems_link_conn_send(c, EMS_LINK_ACK, &seq, 8);
+    } else if (f->kind == EMS_LINK_QUERY && t->answer_queries == 3) {
+        uint64_t id;
+        const char *j;
+        size_t n;
+        EMS_CHECK_INT(ems_link_parse_id_json(f, &id, &j, &n), ==, 0);
+        peer_device_auths(c, t, id, j, n);
     } else if (f->kind == EMS_LINK_QUERY && t->answer_queries == 2) {
         uint64_t id;
         const char *j;
@@ -195,14 +239,15 @@ static ems_telemetry_t pkt(uint64_t seq)
     return p;
 }
 
-static unsigned inflight_cap, user_inflight, user_queue, per_user;
+static unsigned inflight_cap, user_inflight, user_queue, per_user, lookup_queue, lookup_wait;
 
 static gw_link_t *mk(uv_loop_t *loop, T *t, size_t ring, unsigned batch, unsigned qto)
 {
     gw_link_opts_t o = {.path = sock_path, .ring = ring, .batch = batch, .flush_ms = 5,
                         .query_timeout_ms = qto, .max_inflight = inflight_cap,
                         .user_inflight = user_inflight, .user_queue = user_queue,
-                        .per_user = per_user};
+                        .per_user = per_user, .lookup_queue = lookup_queue,
+                        .lookup_wait_ms = lookup_wait};
     gw_link_t *l;
     EMS_CHECK_INT(gw_link_new(loop, &o, &gcbs, t, &l), ==, 0);
     return l;
@@ -557,6 +602,139 @@ static void test_user_query_bounds(void)
     finish(&loop, &t, l);
 }
 
+/* One lookup's answer, kept per device index. */
+typedef struct {
+    int status, calls;
+    char json[200];
+} lk_t;
+
+static void lk_done(void *ud, int status, const char *json, size_t len)
+{
+    lk_t *k = ud;
+    k->calls++;
+    k->status = status;
+    snprintf(k->json, sizeof k->json, "%.*s", (int)len, json);
+}
+
+static int lk_all(const lk_t *k, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!k[i].calls)
+            return 0;
+    return 1;
+}
+
+/* 300 lookups made in one loop turn travel as two device_auths queries
+ * (256 ids, then 44), and each caller gets its own device's answer in the
+ * shape of a device_auth answer, unknown ids included. */
+static void test_lookups_batched(void)
+{
+    uv_loop_t loop;
+    T t;
+    setup(&loop, &t);
+    start_peer(&loop, &t);
+    gw_link_t *l = mk(&loop, &t, 8, 4, 5000);
+    RUN_UNTIL(&loop, gw_link_up(l), 3000);
+    t.answer_queries = 3;
+    enum { N = 300 };
+    static lk_t k[N];
+    memset(k, 0, sizeof k);
+    char id[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "%s-%d", i % 10 == 3 ? "unk" : "dev", i);
+        EMS_CHECK_INT(gw_link_lookup(l, id, lk_done, &k[i]), ==, 0);
+    }
+    EMS_CHECK_INT(gw_link_lookup(l, "bad id!", lk_done, &k[0]), ==, EMS_EINVAL);
+    EMS_CHECK_INT(k[0].calls, ==, 0); /* never from inside the call */
+    EMS_CHECK_INT(gw_link_lookups_pending(l), ==, N);
+    RUN_UNTIL(&loop, lk_all(k, N), 3000);
+    EMS_CHECK_INT(t.auth_queries, ==, 2);
+    EMS_CHECK_INT(t.auth_ids, ==, N);
+    for (int i = 0; i < N; i++) {
+        EMS_CHECK_INT(k[i].calls, ==, 1);
+        EMS_CHECK_INT(k[i].status, ==, 0);
+        json_t *o = json_loads(k[i].json, 0, NULL);
+        if (i % 10 == 3) {
+            EMS_CHECK(json_is_false(json_object_get(o, "found")));
+        } else {
+            char want[40];
+            snprintf(want, sizeof want, "h-dev-%d", i);
+            EMS_CHECK(json_is_true(json_object_get(o, "found")));
+            EMS_CHECK_STR(json_string_value(json_object_get(o, "token_hash")), want);
+        }
+        json_decref(o);
+    }
+    gw_link_stats_t st;
+    gw_link_stats(l, &st);
+    EMS_CHECK_INT(st.lookups, ==, N);
+    EMS_CHECK_INT(st.lookup_batches, ==, 2);
+    EMS_CHECK_INT(gw_link_lookups_pending(l), ==, 0);
+    finish(&loop, &t, l);
+}
+
+/* Lookups made while the DB writer is unreachable wait for it (instead of
+ * failing at once, which devices saw as 503), and are answered when it
+ * comes; a lost batch is asked again. */
+static void test_lookups_wait_for_the_link(void)
+{
+    uv_loop_t loop;
+    T t;
+    setup(&loop, &t);
+    gw_link_t *l = mk(&loop, &t, 8, 4, 5000);
+    lk_t k[5];
+    memset(k, 0, sizeof k);
+    char id[32];
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof id, "dev-%d", i);
+        EMS_CHECK_INT(gw_link_lookup(l, id, lk_done, &k[i]), ==, 0);
+    }
+    for (int i = 0; i < 100; i++)
+        uv_run(&loop, UV_RUN_NOWAIT), usleep(2000);
+    EMS_CHECK_INT(k[0].calls, ==, 0);
+    /* The writer comes up but loses the first batch (closes the link). */
+    start_peer(&loop, &t);
+    t.answer_queries = 2;
+    RUN_UNTIL(&loop, t.nheld == 1, 5000);
+    ems_link_conn_close(t.peer, 0);
+    t.answer_queries = 3;
+    RUN_UNTIL(&loop, lk_all(k, 5), 6000);
+    for (int i = 0; i < 5; i++)
+        EMS_CHECK_INT(k[i].status, ==, 0);
+    gw_link_stats_t st;
+    gw_link_stats(l, &st);
+    EMS_CHECK_INT(st.lookups_retried, ==, 5);
+    finish(&loop, &t, l);
+}
+
+/* The queue is bounded (EMS_ENOSPC beyond lookup_queue) and a lookup
+ * waits at most lookup_wait_ms (then EMS_ETIMEDOUT); freeing the link
+ * answers the rest with EMS_ECLOSED. */
+static void test_lookup_queue_bound_and_deadline(void)
+{
+    uv_loop_t loop;
+    T t;
+    setup(&loop, &t);
+    lookup_queue = 3;
+    lookup_wait = 200;
+    gw_link_t *l = mk(&loop, &t, 8, 4, 5000);
+    lk_t k[5];
+    memset(k, 0, sizeof k);
+    for (int i = 0; i < 3; i++)
+        EMS_CHECK_INT(gw_link_lookup(l, "dev-1", lk_done, &k[i]), ==, 0);
+    EMS_CHECK_INT(gw_link_lookup(l, "dev-1", lk_done, &k[3]), ==, EMS_ENOSPC);
+    RUN_UNTIL(&loop, lk_all(k, 3), 3000);
+    for (int i = 0; i < 3; i++)
+        EMS_CHECK_INT(k[i].status, ==, EMS_ETIMEDOUT);
+    EMS_CHECK_INT(gw_link_lookup(l, "dev-2", lk_done, &k[4]), ==, 0);
+    lookup_queue = lookup_wait = 0;
+    gw_link_free(l, freed, &t);
+    EMS_CHECK_INT(k[4].calls, ==, 1);
+    EMS_CHECK_INT(k[4].status, ==, EMS_ECLOSED);
+    RUN_UNTIL(&loop, t.freed, 2000);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    EMS_CHECK_INT(uv_loop_close(&loop), ==, 0);
+}
+
 int main(void)
 {
     ems_log_init("test_gw_link", EMS_LOG_ERROR);
@@ -569,5 +747,8 @@ int main(void)
     EMS_RUN(test_health_follows_status);
     EMS_RUN(test_credentials_frames);
     EMS_RUN(test_user_query_bounds);
+    EMS_RUN(test_lookups_batched);
+    EMS_RUN(test_lookups_wait_for_the_link);
+    EMS_RUN(test_lookup_queue_bound_and_deadline);
     EMS_TEST_END();
 }
