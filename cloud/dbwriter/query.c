@@ -148,6 +148,21 @@ static const char SQL_SESSIONS[] =
     " AND ($3::int8 IS NULL OR connected_at < " TS(3) ")"
     " ORDER BY connected_at DESC, device_id LIMIT $4::int8) s";
 
+/* Devices whose newest packet is older than $1 ms and that have no open
+ * offline alarm: the gateways' sweep for devices none of them saw go
+ * (docs/alarms.md). One index probe per device (telemetry by device and
+ * time), oldest first. */
+static const char SQL_SILENT[] =
+    "SELECT coalesce(json_agg(json_build_object('device_id', s.device_id, 'last_ms', s.last_ms)"
+    " ORDER BY s.last_ms), '[]')::text FROM ("
+    " SELECT d.device_id, (extract(epoch FROM t.ts) * 1000)::int8 AS last_ms FROM devices d"
+    " CROSS JOIN LATERAL (SELECT x.ts FROM telemetry x WHERE x.device_id = d.device_id"
+    " ORDER BY x.ts DESC LIMIT 1) t"
+    " WHERE d.revoked_at IS NULL AND t.ts < now() - $1::int8 * interval '1 millisecond'"
+    " AND NOT EXISTS (SELECT 1 FROM alarms a WHERE a.device_id = d.device_id"
+    " AND a.rule = 'offline' AND a.cleared_at IS NULL)"
+    " ORDER BY t.ts LIMIT $2::int8) s";
+
 /* Alarms (0006_alarms.sql, docs/alarms.md), newest first; "open" is
  * active or acknowledged. */
 static const char SQL_ALARMS[] =
@@ -414,6 +429,7 @@ typedef enum {
     OP_ALARMS,
     OP_WEBHOOK_CLAIM,
     OP_WEBHOOK_ADVANCE,
+    OP_SILENT,
 } op_t;
 
 #define MAXP 6
@@ -1221,6 +1237,7 @@ static void q_result(ems_pg_req_t *req, const PGresult *res)
     case OP_LATEST: answer_latest(r, res); break;
     case OP_COMMANDS: answer_wrapped(r, res, "commands"); break;
     case OP_SESSIONS: answer_wrapped(r, res, "sessions"); break;
+    case OP_SILENT: answer_wrapped(r, res, "devices"); break;
     case OP_DEVICES: answer_wrapped(r, res, "devices"); break;
     case OP_DEVICE_AUTH: answer_device_auth(r, res); break;
     case OP_DEVICE_AUTHS: answer_device_auths(r, res); break;
@@ -1374,6 +1391,18 @@ void ems_query_run(ems_query_t *q, uint64_t id, const char *json, size_t len, em
         rc = parse_alarms(r, req, err, sizeof err);
     } else if (!strcmp(op, "webhook_claim") || !strcmp(op, "webhook_advance")) {
         rc = parse_webhook(r, req, !strcmp(op, "webhook_claim"), err, sizeof err);
+    } else if (!strcmp(op, "silent")) {
+        int64_t older = 300000, limit = 1000;
+        if (get_int(req, "older_than_ms", 1000, 366LL * 86400 * 1000, &older, err, sizeof err) < 0 ||
+            get_int(req, "limit", 1, 100000, &limit, err, sizeof err) < 0) {
+            rc = EMS_EINVAL;
+        } else {
+            r->op = OP_SILENT;
+            r->sql = SQL_SILENT;
+            r->np = 2;
+            r->p[0] = fmt_i64(older);
+            r->p[1] = fmt_i64(limit);
+        }
     } else if (!strcmp(op, "devices")) {
         r->op = OP_DEVICES;
         r->sql = SQL_DEVICES;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #define SHUTDOWN_DRAIN_MS 5000 /* wait this long for the DB writer to commit */
+#define GW_SILENT_MAX 10000    /* silent devices per answer (the rest: next sweep) */
 
 /* ------------------------------------------------------------ helpers */
 
@@ -163,11 +164,70 @@ void gw_alarms_disconnected(gw_t *gw, gw_dev_t *d)
     gw_alarm_disconnected(&d->alarm);
 }
 
+/* Raises `offline` for device `id`, silent since `since_ms` (wall clock),
+ * unless it is connected here or, by the bus's presence, elsewhere. */
+static void alarm_offline_check(gw_t *gw, gw_dev_t *d, int64_t since_ms, int64_t now)
+{
+    if (d->conn || d->alarm.state[GW_ALARM_OFFLINE] == GW_ALARM_RAISED)
+        return;
+    if (gw->bus) {
+        const gw_bus_presence_t *rp = gw_bus_remote(gw->bus, d->id);
+        if (rp && rp->online)
+            return;
+    }
+    gw_alarm_offline(&gw->alarm_cfg, &d->alarm, d->id, since_ms, now, alarm_emit, gw);
+}
+
+static void silent_result(void *ud, int status, const char *json, size_t len)
+{
+    gw_t *gw = ud;
+    gw->silent_inflight = false;
+    if (status < 0 || gw->stopping) {
+        if (status < 0)
+            ems_log_debug("silent devices not known (%s); asked again later", ems_strerror(status));
+        return;
+    }
+    json_t *o = json_loadb(json, len, 0, NULL), *row;
+    size_t i;
+    int64_t now = ems_time_now_ms();
+    json_array_foreach(json_object_get(o, "devices"), i, row)
+    {
+        const char *id = json_string_value(json_object_get(row, "device_id"));
+        int64_t last = json_integer_value(json_object_get(row, "last_ms"));
+        gw_dev_t *d = id && last > 0 ? gw_dev_get(gw, id, true) : NULL;
+        if (d)
+            alarm_offline_check(gw, d, last, now);
+    }
+    json_decref(o);
+}
+
+/* Devices this gateway did not see go: it started after they fell silent,
+ * or they never came back after its restart, or they left another
+ * gateway that died. After min(alarm_offline_s, 60 s) from the start, and
+ * then every max(alarm_offline_s, 60 s), the DB writer names the devices whose
+ * newest packet is older than alarm_offline_s, and `offline` is raised for
+ * those not connected anywhere. Several gateways may raise the same
+ * alarm: the database keeps one (docs/alarms.md). */
+static void alarms_silent_sweep(gw_t *gw, int64_t mono)
+{
+    int64_t off = gw->alarm_cfg.offline_ms;
+    if (!gw->silent_due_mono) /* after the start: devices that reconnect are back by then */
+        gw->silent_due_mono = mono + (off < 60000 ? off : 60000);
+    if (gw->silent_inflight || mono < gw->silent_due_mono || !gw->link || gw->stopping)
+        return;
+    gw->silent_due_mono = mono + (off > 60000 ? off : 60000);
+    char q[128];
+    int n = snprintf(q, sizeof q, "{\"op\":\"silent\",\"older_than_ms\":%lld,\"limit\":%d}",
+                     (long long)gw->alarm_cfg.offline_ms, GW_SILENT_MAX);
+    if (gw_link_query(gw->link, q, (size_t)n, silent_result, gw) == 0)
+        gw->silent_inflight = true;
+}
+
 /* The offline rule, once a second: devices this gateway saw disconnect and
  * that are not connected anywhere now. A device that moved to another
  * gateway is that gateway's (the bus's presence says so); one this
- * gateway never saw (it restarted meanwhile) is not watched here
- * (docs/alarms.md, "Several gateways"). */
+ * gateway never saw is found by alarms_silent_sweep (docs/alarms.md,
+ * "Several gateways"). */
 static void alarms_offline_sweep(gw_t *gw, int64_t mono)
 {
     if (mono - gw->alarm_tick_mono < 1000)
@@ -181,15 +241,10 @@ static void alarms_offline_sweep(gw_t *gw, int64_t mono)
     void *v;
     for (size_t i = 0; gw_map_next(&gw->devs, &i, &k, &v);) {
         gw_dev_t *d = v;
-        if (d->conn || !d->offline_ms || d->alarm.state[GW_ALARM_OFFLINE] == GW_ALARM_RAISED)
-            continue;
-        if (gw->bus) {
-            const gw_bus_presence_t *rp = gw_bus_remote(gw->bus, d->id);
-            if (rp && rp->online)
-                continue;
-        }
-        gw_alarm_offline(&gw->alarm_cfg, &d->alarm, d->id, d->offline_ms, now, alarm_emit, gw);
+        if (d->offline_ms)
+            alarm_offline_check(gw, d, d->offline_ms, now);
     }
+    alarms_silent_sweep(gw, mono);
 }
 
 void gw_reply_json(ems_server_req_t *req, int status, const char *json, size_t len,

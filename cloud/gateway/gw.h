@@ -175,6 +175,8 @@ struct gw {
     gw_alarm_cfg_t alarm_cfg;  /* the rules' settings, from cfg (docs/alarms.md) */
     gw_webhooks_t *webhooks;   /* NULL without alarm_webhooks */
     int64_t alarm_tick_mono;   /* the offline rule's last sweep */
+    int64_t silent_due_mono;   /* next query for devices silent longer than alarm_offline_s */
+    bool silent_inflight;
     ems_log_limit_t log_alarm; /* alarm changes the link could not take */
 
     bool stats_inflight; /* a {"op":"stats"} query to the DB writer is out */

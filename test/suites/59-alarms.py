@@ -566,6 +566,14 @@ async def main():
                                   if a["alarm_id"] == k_alarm and a["state"] == "cleared"], 10)
         tap.ok("a restarted gateway clears an alarm the old one raised (open in the database)",
                bool(cl))
+        # al_off went away just before the kill: no running gateway saw it
+        # go. The restarted one finds it silent in the database (its newest
+        # packet older than alarm_offline_s) and raises offline.
+        got = await until(lambda: [a for a in of(env, op, "al_off", "offline")
+                                   if a["state"] == "active"], 15)
+        tap.ok("a device that went away while its gateway was down: the restarted gateway "
+               "raises offline (the silent-device sweep)", bool(got),
+               json.dumps(of(env, op, "al_off", "offline")))
 
         await arbiter_tests(env, op)
         await several_gateways(env, op, rcv, toks, gwopts, devs)
