@@ -16,6 +16,8 @@
 #   common/*.c common/net/*.c  -> build/libems.a      (shared by edge and cloud)
 #   edge/*.c edge/hw/*.c       -> build/ems-edge       (edge/main.c holds main;
 #                                                       edge/hw: the hardware back end)
+#   cloud/lib/*.c              -> build/libems-cloud.a (the async PostgreSQL driver
+#                                                       and the migrations: DB writer, emsctl)
 #   cloud/gateway/*.c          -> build/ems-gateway    (cloud/gateway/main.c)
 #   cloud/dbwriter/*.c         -> build/ems-dbwriter   (cloud/dbwriter/main.c)
 #   cloud/emsctl/*.c           -> build/emsctl         (cloud/emsctl/main.c)
@@ -28,7 +30,7 @@ SANITIZE ?=
 OPT      ?= -O2
 
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) -MMD -MP \
-              -Icommon -Icommon/net -Iedge -Iedge/hw -Icloud/gateway -Icloud/dbwriter -Itest/unit
+              -Icommon -Icommon/net -Iedge -Iedge/hw -Icloud/lib -Icloud/gateway -Icloud/dbwriter -Itest/unit
 ifneq ($(SANITIZE),)
 CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS     += -fsanitize=$(SANITIZE)
@@ -50,6 +52,7 @@ CFLAGS += $(shell $(PKG_CONFIG) --cflags libpq 2>/dev/null)
 
 COMMON_SRC   = $(wildcard common/*.c common/net/*.c)
 EDGE_SRC     = $(filter-out edge/main.c,$(wildcard edge/*.c edge/hw/*.c))
+CLOUDLIB_SRC = $(wildcard cloud/lib/*.c)
 GATEWAY_SRC  = $(filter-out cloud/gateway/main.c,$(wildcard cloud/gateway/*.c))
 DBWRITER_SRC = $(filter-out cloud/dbwriter/main.c,$(wildcard cloud/dbwriter/*.c))
 EMSCTL_SRC   = $(filter-out cloud/emsctl/main.c,$(wildcard cloud/emsctl/*.c))
@@ -61,6 +64,7 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 LIB_COMMON   = $(BUILD)/libems.a
 LIB_EDGE     = $(BUILD)/libems-edge.a
+LIB_CLOUD    = $(BUILD)/libems-cloud.a
 LIB_GATEWAY  = $(BUILD)/libems-gateway.a
 LIB_DBWRITER = $(BUILD)/libems-dbwriter.a
 LIB_EMSCTL   = $(BUILD)/libems-emsctl.a
@@ -89,6 +93,7 @@ define archive
 endef
 $(LIB_COMMON):   $(call obj,$(COMMON_SRC))   ; $(archive)
 $(LIB_EDGE):     $(call obj,$(EDGE_SRC))     ; $(archive)
+$(LIB_CLOUD):    $(call obj,$(CLOUDLIB_SRC)) ; $(archive)
 $(LIB_GATEWAY):  $(call obj,$(GATEWAY_SRC))  ; $(archive)
 $(LIB_DBWRITER): $(call obj,$(DBWRITER_SRC)) ; $(archive)
 $(LIB_EMSCTL):   $(call obj,$(EMSCTL_SRC))   ; $(archive)
@@ -97,19 +102,19 @@ $(BUILD)/ems-edge: $(call obj,edge/main.c) $(LIB_EDGE) $(LIB_COMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_EDGE)
 $(BUILD)/ems-gateway: $(call obj,cloud/gateway/main.c) $(LIB_GATEWAY) $(LIB_COMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CLOUD) $(LIBS_NATS)
-$(BUILD)/ems-dbwriter: $(call obj,cloud/dbwriter/main.c) $(LIB_DBWRITER) $(LIB_COMMON)
+$(BUILD)/ems-dbwriter: $(call obj,cloud/dbwriter/main.c) $(LIB_DBWRITER) $(LIB_CLOUD) $(LIB_COMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CLOUD)
-$(BUILD)/emsctl: $(call obj,cloud/emsctl/main.c) $(LIB_EMSCTL) $(LIB_GATEWAY) $(LIB_DBWRITER) $(LIB_COMMON)
+$(BUILD)/emsctl: $(call obj,cloud/emsctl/main.c) $(LIB_EMSCTL) $(LIB_GATEWAY) $(LIB_CLOUD) $(LIB_COMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CLOUD)
 
 # Every unit test links every component library; a static archive only
 # contributes the objects a test actually uses.
-$(BUILD)/test/%: $(call obj,test/unit/%.c) $(LIB_EDGE) $(LIB_GATEWAY) $(LIB_DBWRITER) $(LIB_EMSCTL) $(LIB_COMMON)
+$(BUILD)/test/%: $(call obj,test/unit/%.c) $(LIB_EDGE) $(LIB_GATEWAY) $(LIB_DBWRITER) $(LIB_EMSCTL) $(LIB_CLOUD) $(LIB_COMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ALL)
 
 # Benchmarks link like unit tests; they measure, they never assert timings.
-$(BUILD)/bench/%: $(call obj,test/bench/%.c) $(LIB_EDGE) $(LIB_GATEWAY) $(LIB_DBWRITER) $(LIB_EMSCTL) $(LIB_COMMON)
+$(BUILD)/bench/%: $(call obj,test/bench/%.c) $(LIB_EDGE) $(LIB_GATEWAY) $(LIB_DBWRITER) $(LIB_EMSCTL) $(LIB_CLOUD) $(LIB_COMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ALL)
 # bench_fleet's device connections (a lean WebSocket client) are a module

@@ -3,6 +3,7 @@
 #include "link.h"
 
 #include "error.h"
+#include "le.h"
 #include "log.h"
 
 #include <stdlib.h>
@@ -79,37 +80,13 @@ void ems_link_buf_free(ems_link_buf_t *b)
 
 /* ================================================================== little-endian helpers */
 
-static void le16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-static void le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint16_t rd16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
-static uint64_t rd64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
+/* common/le.h; the short names keep the frame code below readable. */
+#define le16 ems_le_put16
+#define le32 ems_le_put32
+#define le64 ems_le_put64
+#define rd16 ems_le_get16
+#define rd32 ems_le_get32
+#define rd64 ems_le_get64
 static void be32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)(v >> 24);

@@ -20,6 +20,7 @@
 #include "crc32c.h"
 
 #include "error.h"
+#include "le.h"
 #include "log.h"
 #include "timefmt.h"
 
@@ -56,41 +57,13 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static void store__put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void store__put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t store__get32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t store__get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 /* The record checksum covers the key and the timestamp too, so a bit flip
  * that moves a row to another seq is caught like one in the payload. */
 static uint32_t store__rec_crc(uint64_t seq, int64_t ts_ms, const void *data, size_t len)
 {
     uint8_t head[16];
-    store__put64(head, seq);
-    store__put64(head + 8, (uint64_t)ts_ms);
+    ems_le_put64(head, seq);
+    ems_le_put64(head + 8, (uint64_t)ts_ms);
     return ems_crc32c(ems_crc32c(0, head, sizeof head), data, len);
 }
 
@@ -274,28 +247,28 @@ static const off_t store__slot_off[2] = {0, 4096};
 static void store__slot_encode(const store_slot_t *s, uint8_t *b)
 {
     memset(b, 0, SLOT_BYTES);
-    store__put32(b, SLOT_MAGIC);
-    store__put32(b + 4, SLOT_VERSION);
-    store__put64(b + 8, s->gen);
-    store__put64(b + 16, s->hwm);
-    store__put64(b + 24, s->reserved);
-    store__put64(b + 32, s->db_id);
-    store__put32(b + 40, s->clean ? 1u : 0u);
+    ems_le_put32(b, SLOT_MAGIC);
+    ems_le_put32(b + 4, SLOT_VERSION);
+    ems_le_put64(b + 8, s->gen);
+    ems_le_put64(b + 16, s->hwm);
+    ems_le_put64(b + 24, s->reserved);
+    ems_le_put64(b + 32, s->db_id);
+    ems_le_put32(b + 40, s->clean ? 1u : 0u);
     memcpy(b + 44, s->boot_id, strnlen(s->boot_id, sizeof s->boot_id - 1));
-    store__put32(b + SLOT_BYTES - 4, ems_crc32c(0, b, SLOT_BYTES - 4));
+    ems_le_put32(b + SLOT_BYTES - 4, ems_crc32c(0, b, SLOT_BYTES - 4));
 }
 
 static bool store__slot_decode(const uint8_t *b, store_slot_t *s)
 {
-    if (store__get32(b) != SLOT_MAGIC || store__get32(b + 4) != SLOT_VERSION ||
-        store__get32(b + SLOT_BYTES - 4) != ems_crc32c(0, b, SLOT_BYTES - 4))
+    if (ems_le_get32(b) != SLOT_MAGIC || ems_le_get32(b + 4) != SLOT_VERSION ||
+        ems_le_get32(b + SLOT_BYTES - 4) != ems_crc32c(0, b, SLOT_BYTES - 4))
         return false;
     memset(s, 0, sizeof *s);
-    s->gen = store__get64(b + 8);
-    s->hwm = store__get64(b + 16);
-    s->reserved = store__get64(b + 24);
-    s->db_id = store__get64(b + 32);
-    s->clean = (store__get32(b + 40) & 1u) != 0;
+    s->gen = ems_le_get64(b + 8);
+    s->hwm = ems_le_get64(b + 16);
+    s->reserved = ems_le_get64(b + 24);
+    s->db_id = ems_le_get64(b + 32);
+    s->clean = (ems_le_get32(b + 40) & 1u) != 0;
     memcpy(s->boot_id, b + 44, sizeof s->boot_id - 1);
     /* A slot that checks out but breaks the invariants is not trusted. */
     return s->hwm <= EMS_STORE_SEQ_MAX && s->reserved > s->hwm &&
@@ -519,7 +492,7 @@ static void store__meta_encode(const store_meta_t *m, uint8_t *b)
     const uint64_t v[8] = {m->db_id,  m->count,   m->max_seq, m->acked,
                            m->nacked, m->evicted, m->expired, m->corrupt};
     for (size_t i = 0; i < 8; i++)
-        store__put64(b + 8 * i, v[i]);
+        ems_le_put64(b + 8 * i, v[i]);
 }
 
 /* Parses a metadata row; false if its size or checksum is wrong. */
@@ -529,14 +502,14 @@ static bool store__meta_decode(const void *data, int len, uint32_t crc, store_me
         store__rec_crc((uint64_t)STORE_META_KEY, 0, data, STORE_META_BYTES) != crc)
         return false;
     const uint8_t *b = data;
-    m->db_id = store__get64(b);
-    m->count = store__get64(b + 8);
-    m->max_seq = store__get64(b + 16);
-    m->acked = store__get64(b + 24);
-    m->nacked = store__get64(b + 32);
-    m->evicted = store__get64(b + 40);
-    m->expired = store__get64(b + 48);
-    m->corrupt = store__get64(b + 56);
+    m->db_id = ems_le_get64(b);
+    m->count = ems_le_get64(b + 8);
+    m->max_seq = ems_le_get64(b + 16);
+    m->acked = ems_le_get64(b + 24);
+    m->nacked = ems_le_get64(b + 32);
+    m->evicted = ems_le_get64(b + 40);
+    m->expired = ems_le_get64(b + 48);
+    m->corrupt = ems_le_get64(b + 56);
     return m->max_seq <= EMS_STORE_SEQ_MAX;
 }
 

@@ -6,37 +6,20 @@
 #include "status.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ SQL */
 
 /* One statement, one round trip: rows arrive as one binary array per
- * column, ON CONFLICT DO NOTHING makes a replay harmless. */
-#define INS_COLUMNS                                                                      \
-    "INSERT INTO telemetry (device_id, ts, seq, received_at, state, mode, target_mode,"  \
-    " target_power, error_flags, wifi_strength, battery_voltage, battery_current,"       \
-    " battery_power, battery_soc, battery_temperature, grid_voltage, grid_power,"        \
-    " grid_frequency, clock_synced, backfill, energy_since, energy_charged_mwh,"         \
-    " energy_discharged_mwh, energy_import_mwh, energy_export_mwh)"                      \
-    " SELECT r.device_id, r.ts, r.seq, r.received_at, r.state::ems_state,"               \
-    " r.mode::ems_mode, r.target_mode::ems_target_mode, r.target_power, r.error_flags,"  \
-    " r.wifi_strength, r.bv, r.bi, r.bp, r.soc, r.temp, r.gv, r.gp, r.gf, r.cs, r.bf,"   \
-    " r.es, r.ec, r.ed, r.ei, r.ee"                                                      \
-    " FROM unnest($1::text[], $2::timestamptz[], $3::int8[], $4::timestamptz[],"         \
-    " $5::text[], $6::text[], $7::text[], $8::float4[], $9::int4[], $10::int2[],"        \
-    " $11::float4[], $12::float4[], $13::float4[], $14::float4[], $15::float4[],"        \
-    " $16::float4[], $17::float4[], $18::float4[], $19::bool[], $20::bool[],"            \
-    " $21::timestamptz[], $22::int8[], $23::int8[], $24::int8[], $25::int8[])"           \
-    " AS r(device_id, ts, seq, received_at, state, mode, target_mode, target_power,"     \
-    " error_flags, wifi_strength, bv, bi, bp, soc, temp, gv, gp, gf, cs, bf,"            \
-    " es, ec, ed, ei, ee)"                                                               \
-    " ON CONFLICT DO NOTHING"
-
-/* TimescaleDB: continuous aggregates follow the table by themselves. */
-static const char SQL_INSERT[] =
-    "WITH ins AS (" INS_COLUMNS " RETURNING 1)"
-    " SELECT count(*) AS inserted FROM ins";
+ * column, ON CONFLICT DO NOTHING makes a replay harmless. The column list,
+ * the casts and the unnest parameters come from telemetry_columns.h; the
+ * text is built once (build_insert_sql).
+ *
+ * TimescaleDB: continuous aggregates follow the table by themselves. */
+#define SQL_INSERT_HEAD "WITH ins AS ("
+#define SQL_INSERT_TAIL " RETURNING 1) SELECT count(*) AS inserted FROM ins"
 
 /* Plain PostgreSQL: the rollup (ems_rollup_step, cloud/db/0003_rollup_queue.pg.sql)
  * covers every bucket before its watermark. A row that lands behind the
@@ -45,12 +28,12 @@ static const char SQL_INSERT[] =
  * later step recomputes that bucket. Live rows are ahead of the mark: for
  * them this costs one comparison. The queue has no unique key, so this
  * never waits for a rollup step running on another connection. */
-static const char SQL_INSERT_ROLLUP[] =
-    "WITH ins AS (" INS_COLUMNS " RETURNING device_id, ts),"
-    " late AS (INSERT INTO ems_rollup_queue (device_id, bucket)"
-    " SELECT DISTINCT device_id, date_bin('1 minute', ts, TIMESTAMPTZ '1970-01-01 00:00:00+00')"
-    " FROM ins WHERE ts < (SELECT mark FROM ems_rollup_state))"
-    " SELECT count(*) AS inserted FROM ins";
+#define SQL_INSERT_ROLLUP_TAIL                                                                     \
+    " RETURNING device_id, ts),"                                                                   \
+    " late AS (INSERT INTO ems_rollup_queue (device_id, bucket)"                                   \
+    " SELECT DISTINCT device_id, date_bin('1 minute', ts, TIMESTAMPTZ '1970-01-01 00:00:00+00')"   \
+    " FROM ins WHERE ts < (SELECT mark FROM ems_rollup_state))"                                    \
+    " SELECT count(*) AS inserted FROM ins"
 
 /* Plain PostgreSQL: the first statement of every inserting transaction.
  * The rollup step waits for the holders of this shared lock before it
@@ -63,27 +46,21 @@ static const char SQL_EVENT[] = "SELECT ems_event($1::jsonb)";
 
 #define NCOLS EMS_INGEST_NCOLS
 
-static const Oid COL_TYPES[NCOLS] = {
-    EMS_PG_OID_TEXT_ARRAY,   EMS_PG_OID_TIMESTAMPTZ_ARRAY, EMS_PG_OID_INT8_ARRAY,
-    EMS_PG_OID_TIMESTAMPTZ_ARRAY, EMS_PG_OID_TEXT_ARRAY, EMS_PG_OID_TEXT_ARRAY,
-    EMS_PG_OID_TEXT_ARRAY,   EMS_PG_OID_FLOAT4_ARRAY,      EMS_PG_OID_INT4_ARRAY,
-    EMS_PG_OID_INT2_ARRAY,   EMS_PG_OID_FLOAT4_ARRAY,      EMS_PG_OID_FLOAT4_ARRAY,
-    EMS_PG_OID_FLOAT4_ARRAY, EMS_PG_OID_FLOAT4_ARRAY,      EMS_PG_OID_FLOAT4_ARRAY,
-    EMS_PG_OID_FLOAT4_ARRAY, EMS_PG_OID_FLOAT4_ARRAY,      EMS_PG_OID_FLOAT4_ARRAY,
-    EMS_PG_OID_BOOL_ARRAY,   EMS_PG_OID_BOOL_ARRAY,        EMS_PG_OID_TIMESTAMPTZ_ARRAY,
-    EMS_PG_OID_INT8_ARRAY,   EMS_PG_OID_INT8_ARRAY,        EMS_PG_OID_INT8_ARRAY,
-    EMS_PG_OID_INT8_ARRAY,
-};
+#define COL_DESC(name, sql_type, kind, present, value)                                             \
+    {#name, sql_type, EMS_TCOL_PARAM_##kind, EMS_TCOL_OID_##kind, EMS_TCOL_ARRAY_OID_##kind},
+static const ems_ingest_col_t COLS[NCOLS] = {EMS_TELEMETRY_COLUMNS(COL_DESC)};
+#undef COL_DESC
 
-static const Oid ELEM_TYPES[NCOLS] = {
-    EMS_PG_OID_TEXT,   EMS_PG_OID_TIMESTAMPTZ, EMS_PG_OID_INT8,   EMS_PG_OID_TIMESTAMPTZ,
-    EMS_PG_OID_TEXT,   EMS_PG_OID_TEXT,        EMS_PG_OID_TEXT,   EMS_PG_OID_FLOAT4,
-    EMS_PG_OID_INT4,   EMS_PG_OID_INT2,        EMS_PG_OID_FLOAT4, EMS_PG_OID_FLOAT4,
-    EMS_PG_OID_FLOAT4, EMS_PG_OID_FLOAT4,      EMS_PG_OID_FLOAT4, EMS_PG_OID_FLOAT4,
-    EMS_PG_OID_FLOAT4, EMS_PG_OID_FLOAT4,      EMS_PG_OID_BOOL,   EMS_PG_OID_BOOL,
-    EMS_PG_OID_TIMESTAMPTZ, EMS_PG_OID_INT8,   EMS_PG_OID_INT8,   EMS_PG_OID_INT8,
-    EMS_PG_OID_INT8,
-};
+#define COL_ARRAY_OID(name, sql_type, kind, present, value) EMS_TCOL_ARRAY_OID_##kind,
+static const Oid COL_TYPES[NCOLS] = {EMS_TELEMETRY_COLUMNS(COL_ARRAY_OID)};
+#undef COL_ARRAY_OID
+
+/* The statements this writer prepares, by name, on each connection. Which
+ * of them the current connection holds is tracked explicitly
+ * (ems_ingest.prepared), and so is which prepares a pipeline sent, so the
+ * COMMAND_OK answers are matched to the statements they prepared. */
+typedef enum { STMT_INSERT, STMT_INSERT_ROLLUP, STMT_EVENT, NSTMT } stmt_t;
+static const char *const STMT_NAMES[NSTMT] = {"ems_ins", "ems_ins_rollup", "ems_ev"};
 
 /* telemetry.error_flags bit positions are frozen in the schema (0001_init:
  * ems_fault_names); the C enum's values may change, so bits are mapped by
@@ -141,7 +118,12 @@ struct ems_ingest {
     bool closing;
 
     bool started, rollup;
-    bool prepared_ins, prepared_ev;
+    /* Prepared on the current connection (cleared by ems_ingest_pg_up), and
+     * the prepares the pipeline in flight sent, in order: their answers
+     * (COMMAND_OK, no columns) arrive in that order. */
+    bool prepared[NSTMT];
+    stmt_t prep_sent[NSTMT];
+    unsigned nprep_sent, nprep_answered;
 
     frame_t *head, *tail;
     uint64_t queued_rows;   /* rows + events held, in flight included */
@@ -308,9 +290,52 @@ uint32_t ems_ingest_db_faults(uint32_t bits)
     return out;
 }
 
+/* Appends to `out` (of `cap` bytes, `*len` used) like snprintf; the
+ * statements are built once from a fixed table, into buffers sized for it. */
+static void sql_cat(char *out, size_t cap, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void sql_cat(char *out, size_t cap, size_t *len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = *len < cap ? vsnprintf(out + *len, cap - *len, fmt, ap) : 0;
+    va_end(ap);
+    *len += n > 0 ? (size_t)n : 0;
+}
+
+/* INSERT INTO telemetry (cols) SELECT r.col[::type], ... FROM
+ * unnest($1::param[], ...) AS r(cols) ON CONFLICT DO NOTHING, wrapped in
+ * the CTE of the storage mode. Enum columns travel as text and are cast. */
+static void build_insert_sql(char *out, size_t cap, bool rollup)
+{
+    size_t n = 0;
+    sql_cat(out, cap, &n, "%sINSERT INTO telemetry (", SQL_INSERT_HEAD);
+    for (int i = 0; i < NCOLS; i++)
+        sql_cat(out, cap, &n, "%s%s", i ? ", " : "", COLS[i].name);
+    sql_cat(out, cap, &n, ") SELECT ");
+    for (int i = 0; i < NCOLS; i++) {
+        bool cast = strcmp(COLS[i].sql_type, COLS[i].param_type) != 0;
+        sql_cat(out, cap, &n, "%sr.%s%s%s", i ? ", " : "", COLS[i].name, cast ? "::" : "",
+                cast ? COLS[i].sql_type : "");
+    }
+    sql_cat(out, cap, &n, " FROM unnest(");
+    for (int i = 0; i < NCOLS; i++)
+        sql_cat(out, cap, &n, "%s$%d::%s[]", i ? ", " : "", i + 1, COLS[i].param_type);
+    sql_cat(out, cap, &n, ") AS r(");
+    for (int i = 0; i < NCOLS; i++)
+        sql_cat(out, cap, &n, "%s%s", i ? ", " : "", COLS[i].name);
+    sql_cat(out, cap, &n, ") ON CONFLICT DO NOTHING%s",
+            rollup ? SQL_INSERT_ROLLUP_TAIL : SQL_INSERT_TAIL);
+}
+
 const char *ems_ingest_insert_sql(bool rollup)
 {
-    return rollup ? SQL_INSERT_ROLLUP : SQL_INSERT;
+    /* Built on first use; the writer runs on one thread. 4 KiB holds the
+     * 25 columns with room to spare (test_dbw_columns checks the text). */
+    static char sql[2][4096];
+    if (!sql[rollup][0])
+        build_insert_sql(sql[rollup], sizeof sql[rollup], rollup);
+    return sql[rollup];
 }
 
 const Oid *ems_ingest_col_types(void)
@@ -318,71 +343,43 @@ const Oid *ems_ingest_col_types(void)
     return COL_TYPES;
 }
 
+const ems_ingest_col_t *ems_ingest_cols(void)
+{
+    return COLS;
+}
+
 void ems_ingest_cols_reset(ems_pg_array_t cols[EMS_INGEST_NCOLS])
 {
     for (int i = 0; i < NCOLS; i++)
-        ems_pg_array_reset(&cols[i], ELEM_TYPES[i]);
+        ems_pg_array_reset(&cols[i], COLS[i].elem_oid);
+}
+
+bool ems_ingest_energy_ok(const ems_telemetry_t *t)
+{
+    /* Energy counters in whole mWh (the edge sends at most three decimals
+     * of Wh, docs/protocol.md 2.1), all five or none (0005_energy); the
+     * gateway checked the range, a bad link record is checked here too. */
+    const double e[4] = {t->energy_battery_charged_wh, t->energy_battery_discharged_wh,
+                         t->energy_grid_import_wh, t->energy_grid_export_wh};
+    bool energy = t->has_energy;
+    for (int i = 0; energy && i < 4; i++)
+        energy = e[i] >= 0 && e[i] <= EMS_ENERGY_WH_MAX;
+    return energy;
 }
 
 void ems_ingest_cols_add(ems_pg_array_t cols[EMS_INGEST_NCOLS], const ems_telemetry_t *t,
                          int64_t received_ms)
 {
+    bool energy = ems_ingest_energy_ok(t);
     ems_pg_array_t *c = cols;
-    const char *s;
-    ems_pg_array_bytes(&c[0], t->device_id, (uint32_t)strlen(t->device_id));
-    ems_pg_array_ts_ms(&c[1], t->timestamp_ms);
-    ems_pg_array_i64(&c[2], t->has_seq ? (int64_t)t->seq : -1);
-    ems_pg_array_ts_ms(&c[3], received_ms);
-    s = ems_state_name(t->state);
-    ems_pg_array_bytes(&c[4], s, (uint32_t)strlen(s));
-    s = ems_mode_name(t->mode);
-    ems_pg_array_bytes(&c[5], s, (uint32_t)strlen(s));
-    if (t->has_target_mode) {
-        s = ems_target_mode_name(t->target_mode);
-        ems_pg_array_bytes(&c[6], s, (uint32_t)strlen(s));
-    } else {
-        ems_pg_array_null(&c[6]);
-    }
-    if (t->has_target_power)
-        ems_pg_array_f32(&c[7], (float)t->target_power);
-    else
-        ems_pg_array_null(&c[7]);
-    ems_pg_array_i32(&c[8], (int32_t)ems_ingest_db_faults(t->error_flags));
-    if (t->has_wifi_strength)
-        ems_pg_array_i16(&c[9], (int16_t)t->wifi_strength);
-    else
-        ems_pg_array_null(&c[9]);
-    ems_pg_array_f32(&c[10], (float)t->battery_voltage);
-    ems_pg_array_f32(&c[11], (float)t->battery_current);
-    ems_pg_array_f32(&c[12], (float)t->battery_power);
-    ems_pg_array_f32(&c[13], (float)t->battery_soc);
-    if (t->has_battery_temperature)
-        ems_pg_array_f32(&c[14], (float)t->battery_temperature);
-    else
-        ems_pg_array_null(&c[14]);
-    ems_pg_array_f32(&c[15], (float)t->grid_voltage);
-    ems_pg_array_f32(&c[16], (float)t->grid_power);
-    ems_pg_array_f32(&c[17], (float)t->grid_frequency);
-    if (t->has_clock_synced)
-        ems_pg_array_bool(&c[18], t->clock_synced);
-    else
-        ems_pg_array_null(&c[18]);
-    ems_pg_array_bool(&c[19], t->has_backfill && t->backfill);
-    /* Energy counters in whole mWh (the edge sends at most three decimals
-     * of Wh, docs/protocol.md 2.1), all five or none (0005_energy). */
-    const double e[4] = {t->energy_battery_charged_wh, t->energy_battery_discharged_wh,
-                         t->energy_grid_import_wh, t->energy_grid_export_wh};
-    bool energy = t->has_energy;
-    for (int i = 0; energy && i < 4; i++) /* the gateway checked; a bad link record too */
-        energy = e[i] >= 0 && e[i] <= EMS_ENERGY_WH_MAX;
-    if (energy) {
-        ems_pg_array_ts_ms(&c[20], t->energy_since_ms);
-        for (int i = 0; i < 4; i++)
-            ems_pg_array_i64(&c[21 + i], llround(e[i] * 1000.0));
-    } else {
-        for (int i = 20; i < 25; i++)
-            ems_pg_array_null(&c[i]);
-    }
+#define COL_PUT(name, sql_type, kind, present, value)                                              \
+    if (present)                                                                                   \
+        EMS_TCOL_PUT_##kind(c, value);                                                             \
+    else                                                                                           \
+        ems_pg_array_null(c);                                                                      \
+    c++;
+    EMS_TELEMETRY_COLUMNS(COL_PUT)
+#undef COL_PUT
 }
 
 int ems_ingest_cols_params(ems_pg_array_t cols[EMS_INGEST_NCOLS], const char *vals[EMS_INGEST_NCOLS],
@@ -419,12 +416,32 @@ static int send_insert(ems_ingest_t *g, PGconn *conn)
         return EMS_ENOMEM;
     if (g->rollup && PQsendQueryParams(conn, SQL_BARRIER, 0, NULL, NULL, NULL, NULL, 0) != 1)
         return EMS_EDB;
-    return PQsendQueryPrepared(conn, "ems_ins", NCOLS, vals, lens, fmts, 0) == 1 ? 0 : EMS_EDB;
+    return PQsendQueryPrepared(conn, STMT_NAMES[g->rollup ? STMT_INSERT_ROLLUP : STMT_INSERT],
+                               NCOLS, vals, lens, fmts, 0) == 1
+               ? 0
+               : EMS_EDB;
 }
 
 static int send_event(PGconn *conn, const char *json)
 {
-    return PQsendQueryPrepared(conn, "ems_ev", 1, &json, NULL, NULL, 0) == 1 ? 0 : EMS_EDB;
+    return PQsendQueryPrepared(conn, STMT_NAMES[STMT_EVENT], 1, &json, NULL, NULL, 0) == 1
+               ? 0
+               : EMS_EDB;
+}
+
+/* Sends the prepare of `st` unless this connection holds it already, and
+ * notes it, so its answer is matched to it (batch_result). */
+static int prepare(ems_ingest_t *g, PGconn *conn, stmt_t st)
+{
+    if (g->prepared[st])
+        return 0;
+    const char *sql =
+        st == STMT_EVENT ? SQL_EVENT : ems_ingest_insert_sql(st == STMT_INSERT_ROLLUP);
+    int n = st == STMT_EVENT ? 1 : NCOLS;
+    if (PQsendPrepare(conn, STMT_NAMES[st], sql, n, st == STMT_EVENT ? NULL : COL_TYPES) != 1)
+        return EMS_EDB;
+    g->prep_sent[g->nprep_sent++] = st;
+    return 0;
 }
 
 /* The pipeline of one attempt. Normal: prepares (once per connection), one
@@ -433,11 +450,9 @@ static int send_event(PGconn *conn, const char *json)
 static int batch_send(ems_pg_req_t *req, PGconn *conn)
 {
     ems_ingest_t *g = req->data;
-    if (!g->prepared_ins &&
-        PQsendPrepare(conn, "ems_ins", g->rollup ? SQL_INSERT_ROLLUP : SQL_INSERT, NCOLS,
-                      COL_TYPES) != 1)
-        return EMS_EDB;
-    if (!g->prepared_ev && PQsendPrepare(conn, "ems_ev", SQL_EVENT, 1, NULL) != 1)
+    g->nprep_sent = g->nprep_answered = 0;
+    if (prepare(g, conn, g->rollup ? STMT_INSERT_ROLLUP : STMT_INSERT) < 0 ||
+        prepare(g, conn, STMT_EVENT) < 0)
         return EMS_EDB;
     unsigned syncs = 0;
     frame_t *f = g->head;
@@ -482,12 +497,11 @@ static void batch_result(ems_pg_req_t *req, const PGresult *res)
     ems_ingest_t *g = req->data;
     ExecStatusType st = PQresultStatus(res);
     if (st == PGRES_COMMAND_OK && PQnfields(res) == 0) {
-        /* The prepares answer COMMAND_OK with no columns; so do other
-         * commands, but this pipeline sends no others. */
-        if (!g->prepared_ins)
-            g->prepared_ins = true;
-        else
-            g->prepared_ev = true;
+        /* The prepares are the only statements of this pipeline that
+         * answer COMMAND_OK with no columns; they answer in the order
+         * batch_send sent them. */
+        if (g->nprep_answered < g->nprep_sent)
+            g->prepared[g->prep_sent[g->nprep_answered++]] = true;
         return;
     }
     if (st == PGRES_TUPLES_OK) {
@@ -723,7 +737,7 @@ static void start_batch(ems_ingest_t *g)
 
 void ems_ingest_pg_up(ems_ingest_t *g)
 {
-    g->prepared_ins = g->prepared_ev = false;
+    memset(g->prepared, 0, sizeof g->prepared);
     if (g->waiting_retry) {
         uv_timer_stop(&g->retry_timer);
         g->waiting_retry = false;
@@ -733,8 +747,6 @@ void ems_ingest_pg_up(ems_ingest_t *g)
 
 void ems_ingest_start(ems_ingest_t *g, bool rollup)
 {
-    if (g->started && g->rollup != rollup)
-        g->prepared_ins = false;
     g->started = true;
     g->rollup = rollup;
     start_batch(g);
@@ -757,7 +769,7 @@ int ems_ingest_new(uv_loop_t *loop, ems_pg_t *pg, const ems_ingest_opts_t *o, em
     if (!g->o.queue_rows)
         g->o.queue_rows = 50000;
     for (int i = 0; i < NCOLS; i++) {
-        ems_pg_array_init(&g->cols[i], ELEM_TYPES[i]);
+        ems_pg_array_init(&g->cols[i], COLS[i].elem_oid);
         if (g->cols[i].error) {
             for (int k = 0; k <= i; k++)
                 ems_pg_array_free(&g->cols[k]);

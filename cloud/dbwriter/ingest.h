@@ -40,6 +40,7 @@
 
 #include "link.h"
 #include "pg.h"
+#include "telemetry_columns.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -117,13 +118,24 @@ void ems_ingest_drain(ems_ingest_t *g, void (*cb)(void *ud), void *ud);
 void ems_ingest_close(ems_ingest_t *g, void (*cb)(void *ud), void *ud);
 
 /* The insert statement and its row encoding, shared with the benchmark
- * (bench.c) so that it measures exactly what the writer sends. */
-#define EMS_INGEST_NCOLS 25 /* 20 measurements + 5 energy (0005_energy) */
+ * (test/bench/bench_dbwriter.c) so that it measures exactly what the writer
+ * sends. The columns are those of telemetry_columns.h, in its order. */
+#define EMS_INGEST_NCOLS EMS_TELEMETRY_NCOLS /* 20 measurements + 5 energy (0005_energy) */
+typedef struct {
+    const char *name;       /* the column */
+    const char *sql_type;   /* its PostgreSQL type ("float4", "ems_state") */
+    const char *param_type; /* the element type of its array parameter ("text") */
+    Oid elem_oid, array_oid;
+} ems_ingest_col_t;
+const ems_ingest_col_t *ems_ingest_cols(void); /* EMS_INGEST_NCOLS, statement order */
+/* The statement (built once, static storage). */
 const char *ems_ingest_insert_sql(bool rollup);
 const Oid *ems_ingest_col_types(void); /* EMS_INGEST_NCOLS array types */
 void ems_ingest_cols_reset(ems_pg_array_t cols[EMS_INGEST_NCOLS]);
 void ems_ingest_cols_add(ems_pg_array_t cols[EMS_INGEST_NCOLS], const ems_telemetry_t *t,
                          int64_t received_ms);
+/* The five energy columns are stored (all present and in range) or NULL. */
+bool ems_ingest_energy_ok(const ems_telemetry_t *t);
 /* Finishes the arrays and points the PQexecPrepared parameters at them.
  * Returns 0 or EMS_ENOMEM. */
 int ems_ingest_cols_params(ems_pg_array_t cols[EMS_INGEST_NCOLS], const char *vals[EMS_INGEST_NCOLS],

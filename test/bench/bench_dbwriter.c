@@ -1,12 +1,21 @@
-/* bench.c: `ems-dbwriter --bench`, the measurement behind the insert
- * method the writer uses (docs/storage.md, "Ingest: measured").
+/* bench_dbwriter.c: the measurement behind the insert method the DB
+ * writer uses (docs/storage.md, "Ingest: measured"). It was
+ * `ems-dbwriter --bench`; it lives here so the production binary carries
+ * no benchmark.
  *
  * It inserts the same synthetic rows into the real schema with each method
  * and prints rows per second. It uses blocking libpq on purpose: it runs
  * alone, outside the daemon's loop, and measures the server side of each
  * method, not our event loop. The "unnest-binary" method is the writer's
- * own statement and row encoding (ingest.h).
+ * own statement and row encoding (ingest.h); every method writes the
+ * columns of cloud/dbwriter/telemetry_columns.h, and the text forms below
+ * are derived from that table too.
+ *
+ * Without arguments it prints its usage and exits 0 (scripts/bench.sh runs
+ * every bench program that way): it empties the telemetry tables of the
+ * database it is given, so it runs only when asked to.
  */
+#include "buf.h"
 #include "error.h"
 #include "ingest.h"
 #include "log.h"
@@ -116,41 +125,64 @@ static bool m_unnest_binary(bench_t *b)
     return ok;
 }
 
-/* Text form of one row's 20 values, in the statement's column order; NULL
- * as a NULL pointer. Strings live in `buf` (20 x 72 bytes). */
-static void row_text(const bench_t *b, const ems_telemetry_t *t, char buf[20][72], const char *v[20])
+#define NCOLS EMS_INGEST_NCOLS
+#define TXT_MAX 72
+
+/* Text form of one value, by kind (telemetry_columns.h). */
+#define TXT_TEXT(buf, v) snprintf(buf, TXT_MAX, "%s", (v))
+#define TXT_TS(buf, v) ems_time_format((v), buf, TXT_MAX)
+#define TXT_I64(buf, v) snprintf(buf, TXT_MAX, "%lld", (long long)(v))
+#define TXT_I32(buf, v) snprintf(buf, TXT_MAX, "%ld", (long)(int32_t)(v))
+#define TXT_I16(buf, v) snprintf(buf, TXT_MAX, "%d", (int)(int16_t)(v))
+#define TXT_F32(buf, v) snprintf(buf, TXT_MAX, "%.9g", (double)(v))
+#define TXT_BOOL(buf, v) snprintf(buf, TXT_MAX, "%s", (v) ? "t" : "f")
+
+/* Text form of one row's values, in the statement's column order; NULL as
+ * a NULL pointer. Strings live in `buf`. */
+static void row_text(const bench_t *b, const ems_telemetry_t *t, char buf[NCOLS][TXT_MAX],
+                     const char *v[NCOLS])
 {
-    char when[EMS_TIME_STR_MAX];
-    ems_time_format(t->timestamp_ms, when, sizeof when);
-    snprintf(buf[0], 72, "%s", t->device_id);
-    snprintf(buf[1], 72, "%s", when);
-    snprintf(buf[2], 72, "%lld", t->has_seq ? (long long)t->seq : -1LL);
-    ems_time_format(b->received_ms, buf[3], 72);
-    snprintf(buf[4], 72, "%s", ems_state_name(t->state));
-    snprintf(buf[5], 72, "%s", ems_mode_name(t->mode));
-    snprintf(buf[6], 72, "%s", ems_target_mode_name(t->target_mode));
-    snprintf(buf[7], 72, "%.9g", t->target_power);
-    snprintf(buf[8], 72, "%u", ems_ingest_db_faults(t->error_flags));
-    snprintf(buf[9], 72, "%d", t->wifi_strength);
-    const double d[8] = {t->battery_voltage, t->battery_current,     t->battery_power,
-                         t->battery_soc,     t->battery_temperature, t->grid_voltage,
-                         t->grid_power,      t->grid_frequency};
-    for (int i = 0; i < 8; i++)
-        snprintf(buf[10 + i], 72, "%.9g", d[i]);
-    snprintf(buf[18], 72, "%s", t->clock_synced ? "t" : "f");
-    snprintf(buf[19], 72, "%s", t->backfill ? "t" : "f");
-    for (int i = 0; i < 20; i++)
-        v[i] = buf[i];
-    if (!t->has_target_mode)
-        v[6] = NULL;
-    if (!t->has_target_power)
-        v[7] = NULL;
-    if (!t->has_wifi_strength)
-        v[9] = NULL;
-    if (!t->has_battery_temperature)
-        v[14] = NULL;
-    if (!t->has_clock_synced)
-        v[18] = NULL;
+    int64_t received_ms = b->received_ms;
+    bool energy = ems_ingest_energy_ok(t);
+    int i = 0;
+#define COL_TEXT(name, sql_type, kind, present, value)                                             \
+    if (present) {                                                                                 \
+        TXT_##kind(buf[i], value);                                                                 \
+        v[i] = buf[i];                                                                             \
+    } else {                                                                                       \
+        v[i] = NULL;                                                                               \
+    }                                                                                              \
+    i++;
+    EMS_TELEMETRY_COLUMNS(COL_TEXT)
+#undef COL_TEXT
+}
+
+/* The content as a C string: ems_buf_t holds bytes, so a NUL goes after
+ * them (call once, after the last append). */
+static const char *buf_cstr(ems_buf_t *b)
+{
+    ems_buf_append(b, "", 1);
+    return ems_buf_data(b);
+}
+
+/* "device_id, ts, ..." : the column list, from the table. */
+static void cols_sql(ems_buf_t *out)
+{
+    const ems_ingest_col_t *c = ems_ingest_cols();
+    for (int i = 0; i < NCOLS; i++)
+        ems_buf_appendf(out, "%s%s", i ? ", " : "", c[i].name);
+}
+
+/* "$1,$2::ems_state,..." : one row's placeholders from parameter `first`,
+ * with the casts the text parameters of enum columns need. */
+static void placeholders(ems_buf_t *out, int first)
+{
+    const ems_ingest_col_t *c = ems_ingest_cols();
+    for (int i = 0; i < NCOLS; i++) {
+        bool cast = strcmp(c[i].sql_type, c[i].param_type) != 0;
+        ems_buf_appendf(out, "%s$%d%s%s", i ? "," : "", first + i, cast ? "::" : "",
+                        cast ? c[i].sql_type : "");
+    }
 }
 
 static bool m_unnest_text(bench_t *b)
@@ -158,74 +190,65 @@ static bool m_unnest_text(bench_t *b)
     PGresult *r = PQprepare(b->conn, "b_txt", ems_ingest_insert_sql(b->rollup), 0, NULL);
     if (!res_ok(b->conn, r, "prepare"))
         return false;
-    ems_link_buf_t arr[EMS_INGEST_NCOLS] = {{0}};
+    ems_buf_t arr[NCOLS];
+    for (int c = 0; c < NCOLS; c++)
+        ems_buf_init(&arr[c], SIZE_MAX);
     bool ok = true;
     for (unsigned off = 0; ok && off < b->nrows; off += b->batch) {
         unsigned n = b->nrows - off < b->batch ? b->nrows - off : b->batch;
-        for (int c = 0; c < EMS_INGEST_NCOLS; c++) {
-            ems_link_buf_reset(&arr[c]);
-            ems_link_put_u8(&arr[c], '{');
+        for (int c = 0; c < NCOLS; c++) {
+            ems_buf_clear(&arr[c]);
+            ems_buf_append_str(&arr[c], "{");
         }
         for (unsigned i = 0; i < n; i++) {
-            char buf[20][72];
-            const char *v[20];
+            char buf[NCOLS][TXT_MAX];
+            const char *v[NCOLS];
             row_text(b, &b->rows[off + i], buf, v);
-            for (int c = 0; c < EMS_INGEST_NCOLS; c++) {
+            for (int c = 0; c < NCOLS; c++) {
                 if (i)
-                    ems_link_put_u8(&arr[c], ',');
-                const char *s = c < 20 && v[c] ? v[c] : "NULL"; /* no energy counters */
-                ems_link_put_bytes(&arr[c], s, strlen(s));
+                    ems_buf_append_str(&arr[c], ",");
+                ems_buf_append_str(&arr[c], v[c] ? v[c] : "NULL");
             }
         }
-        const char *vals[EMS_INGEST_NCOLS];
-        for (int c = 0; c < EMS_INGEST_NCOLS; c++) {
-            ems_link_put_bytes(&arr[c], "}", 2);
-            vals[c] = (const char *)arr[c].data;
+        const char *vals[NCOLS];
+        for (int c = 0; c < NCOLS; c++) {
+            ems_buf_append_str(&arr[c], "}");
+            vals[c] = buf_cstr(&arr[c]);
         }
-        r = PQexecPrepared(b->conn, "b_txt", EMS_INGEST_NCOLS, vals, NULL, NULL, 0);
+        r = PQexecPrepared(b->conn, "b_txt", NCOLS, vals, NULL, NULL, 0);
         ok = res_ok(b->conn, r, "insert");
     }
-    for (int c = 0; c < EMS_INGEST_NCOLS; c++)
-        ems_link_buf_free(&arr[c]);
+    for (int c = 0; c < NCOLS; c++)
+        ems_buf_free(&arr[c]);
     exec_ok(b->conn, "DEALLOCATE b_txt");
     return ok;
 }
 
-#define COLS_SQL                                                                          \
-    "device_id, ts, seq, received_at, state, mode, target_mode, target_power, error_flags," \
-    " wifi_strength, battery_voltage, battery_current, battery_power, battery_soc,"        \
-    " battery_temperature, grid_voltage, grid_power, grid_frequency, clock_synced, backfill"
-
 static bool m_values(bench_t *b)
 {
-    ems_link_buf_t sql = {0};
-    const char **vals = malloc((size_t)b->batch * 20 * sizeof *vals);
-    char(*buf)[20][72] = malloc((size_t)b->batch * sizeof *buf);
+    ems_buf_t sql;
+    ems_buf_init(&sql, SIZE_MAX);
+    const char **vals = malloc((size_t)b->batch * NCOLS * sizeof *vals);
+    char(*buf)[NCOLS][TXT_MAX] = malloc((size_t)b->batch * sizeof *buf);
     bool ok = vals && buf;
     for (unsigned off = 0; ok && off < b->nrows; off += b->batch) {
         unsigned n = b->nrows - off < b->batch ? b->nrows - off : b->batch;
-        ems_link_buf_reset(&sql);
-        const char *head = "INSERT INTO telemetry (" COLS_SQL ") VALUES ";
-        ems_link_put_bytes(&sql, head, strlen(head));
+        ems_buf_clear(&sql);
+        ems_buf_append_str(&sql, "INSERT INTO telemetry (");
+        cols_sql(&sql);
+        ems_buf_append_str(&sql, ") VALUES ");
         for (unsigned i = 0; i < n; i++) {
-            char tuple[512];
-            int p = (int)i * 20;
-            snprintf(tuple, sizeof tuple,
-                     "%s($%d,$%d,$%d,$%d,$%d::ems_state,$%d::ems_mode,$%d::ems_target_mode,$%d,$%d,$%d,"
-                     "$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d)",
-                     i ? "," : "", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8, p + 9,
-                     p + 10, p + 11, p + 12, p + 13, p + 14, p + 15, p + 16, p + 17, p + 18, p + 19,
-                     p + 20);
-            ems_link_put_bytes(&sql, tuple, strlen(tuple));
-            row_text(b, &b->rows[off + i], buf[i], vals + (size_t)i * 20);
+            ems_buf_append_str(&sql, i ? ",(" : "(");
+            placeholders(&sql, (int)i * NCOLS + 1);
+            ems_buf_append_str(&sql, ")");
+            row_text(b, &b->rows[off + i], buf[i], vals + (size_t)i * NCOLS);
         }
-        const char *tail = " ON CONFLICT DO NOTHING";
-        ems_link_put_bytes(&sql, tail, strlen(tail) + 1);
-        PGresult *r = PQexecParams(b->conn, (const char *)sql.data, (int)n * 20, NULL, vals, NULL,
-                                   NULL, 0);
+        ems_buf_append_str(&sql, " ON CONFLICT DO NOTHING");
+        PGresult *r =
+            PQexecParams(b->conn, buf_cstr(&sql), (int)n * NCOLS, NULL, vals, NULL, NULL, 0);
         ok = res_ok(b->conn, r, "insert");
     }
-    ems_link_buf_free(&sql);
+    ems_buf_free(&sql);
     free(vals);
     free(buf);
     return ok;
@@ -233,60 +256,80 @@ static bool m_values(bench_t *b)
 
 static bool m_copy(bench_t *b)
 {
-    if (!exec_ok(b->conn, "CREATE TEMP TABLE IF NOT EXISTS ems_stage (LIKE telemetry) ON COMMIT DELETE ROWS"))
+    if (!exec_ok(
+            b->conn,
+            "CREATE TEMP TABLE IF NOT EXISTS ems_stage (LIKE telemetry) ON COMMIT DELETE ROWS"))
         return false;
-    ems_link_buf_t data = {0};
+    ems_buf_t cols, copy, move, data;
+    ems_buf_init(&cols, SIZE_MAX);
+    ems_buf_init(&copy, SIZE_MAX);
+    ems_buf_init(&move, SIZE_MAX);
+    ems_buf_init(&data, SIZE_MAX);
+    cols_sql(&cols);
+    const char *list = buf_cstr(&cols);
+    ems_buf_appendf(&copy, "COPY ems_stage (%s) FROM STDIN", list);
+    ems_buf_appendf(&move,
+                    "INSERT INTO telemetry (%s) SELECT %s FROM ems_stage ON CONFLICT DO NOTHING",
+                    list, list);
+    buf_cstr(&copy);
+    buf_cstr(&move);
     bool ok = true;
     for (unsigned off = 0; ok && off < b->nrows; off += b->batch) {
         unsigned n = b->nrows - off < b->batch ? b->nrows - off : b->batch;
         ok = exec_ok(b->conn, "BEGIN");
-        PGresult *r = PQexec(b->conn, "COPY ems_stage (" COLS_SQL ") FROM STDIN");
+        PGresult *r = PQexec(b->conn, ems_buf_data(&copy));
         if (PQresultStatus(r) != PGRES_COPY_IN) {
             res_ok(b->conn, r, "copy");
             ok = false;
             break;
         }
         PQclear(r);
-        ems_link_buf_reset(&data);
+        ems_buf_clear(&data);
         for (unsigned i = 0; i < n; i++) {
-            char buf[20][72];
-            const char *v[20];
+            char buf[NCOLS][TXT_MAX];
+            const char *v[NCOLS];
             row_text(b, &b->rows[off + i], buf, v);
-            for (int c = 0; c < 20; c++) {
-                const char *s = v[c] ? v[c] : "\\N";
-                ems_link_put_bytes(&data, s, strlen(s));
-                ems_link_put_u8(&data, c == 19 ? '\n' : '\t');
+            for (int c = 0; c < NCOLS; c++) {
+                ems_buf_append_str(&data, v[c] ? v[c] : "\\N");
+                ems_buf_append_str(&data, c == NCOLS - 1 ? "\n" : "\t");
             }
         }
-        ok = PQputCopyData(b->conn, (const char *)data.data, (int)data.len) == 1 &&
+        ok = PQputCopyData(b->conn, ems_buf_data(&data), (int)ems_buf_len(&data)) == 1 &&
              PQputCopyEnd(b->conn, NULL) == 1;
         ok = res_ok(b->conn, PQgetResult(b->conn), "copy end") && ok;
         while ((r = PQgetResult(b->conn)))
             PQclear(r);
-        ok = ok && exec_ok(b->conn, "INSERT INTO telemetry (" COLS_SQL ") SELECT " COLS_SQL
-                                    " FROM ems_stage ON CONFLICT DO NOTHING");
+        ok = ok && exec_ok(b->conn, ems_buf_data(&move));
         ok = exec_ok(b->conn, ok ? "COMMIT" : "ROLLBACK") && ok;
     }
-    ems_link_buf_free(&data);
+    ems_buf_free(&cols);
+    ems_buf_free(&copy);
+    ems_buf_free(&move);
+    ems_buf_free(&data);
     return ok;
 }
 
 static bool m_pipeline(bench_t *b)
 {
-    static const char one[] =
-        "INSERT INTO telemetry (" COLS_SQL ") VALUES ($1,$2,$3,$4,$5::ems_state,$6::ems_mode,"
-        "$7::ems_target_mode,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20) ON CONFLICT DO NOTHING";
-    PGresult *r = PQprepare(b->conn, "b_one", one, 0, NULL);
+    ems_buf_t one;
+    ems_buf_init(&one, SIZE_MAX);
+    ems_buf_append_str(&one, "INSERT INTO telemetry (");
+    cols_sql(&one);
+    ems_buf_append_str(&one, ") VALUES (");
+    placeholders(&one, 1);
+    ems_buf_append_str(&one, ") ON CONFLICT DO NOTHING");
+    PGresult *r = PQprepare(b->conn, "b_one", buf_cstr(&one), 0, NULL);
+    ems_buf_free(&one);
     if (!res_ok(b->conn, r, "prepare"))
         return false;
     bool ok = PQenterPipelineMode(b->conn) == 1;
     for (unsigned off = 0; ok && off < b->nrows; off += b->batch) {
         unsigned n = b->nrows - off < b->batch ? b->nrows - off : b->batch;
         for (unsigned i = 0; ok && i < n; i++) {
-            char buf[20][72];
-            const char *v[20];
+            char buf[NCOLS][TXT_MAX];
+            const char *v[NCOLS];
             row_text(b, &b->rows[off + i], buf, v);
-            ok = PQsendQueryPrepared(b->conn, "b_one", 20, v, NULL, NULL, 0) == 1;
+            ok = PQsendQueryPrepared(b->conn, "b_one", NCOLS, v, NULL, NULL, 0) == 1;
         }
         ok = ok && PQpipelineSync(b->conn) == 1;
         /* n results (each followed by NULL), then the Sync. */
@@ -350,11 +393,13 @@ static bool run_once(bench_t *b, const method_t *m, ems_storage_t storage, doubl
     exec_ok(conn, "TRUNCATE telemetry");
     if (storage == EMS_STORAGE_POSTGRES) {
         exec_ok(conn, "TRUNCATE telemetry_1m, ems_rollup_queue");
-        exec_ok(conn, m->rollup == 2
-                          ? "UPDATE ems_rollup_state SET watermark = date_bin('1 minute', now() + "
-                            "interval '1 day', TIMESTAMPTZ '1970-01-01 00:00:00+00'), mark = watermark"
-                          : "UPDATE ems_rollup_state SET watermark = date_bin('1 minute', now() - "
-                            "interval '3 hours', TIMESTAMPTZ '1970-01-01 00:00:00+00'), mark = watermark");
+        exec_ok(
+            conn,
+            m->rollup == 2
+                ? "UPDATE ems_rollup_state SET watermark = date_bin('1 minute', now() + "
+                  "interval '1 day', TIMESTAMPTZ '1970-01-01 00:00:00+00'), mark = watermark"
+                : "UPDATE ems_rollup_state SET watermark = date_bin('1 minute', now() - "
+                  "interval '3 hours', TIMESTAMPTZ '1970-01-01 00:00:00+00'), mark = watermark");
     }
     exec_ok(conn, "CHECKPOINT");
     double t0 = now_s();
@@ -380,41 +425,72 @@ static bool run_once(bench_t *b, const method_t *m, ems_storage_t storage, doubl
     return true;
 }
 
-int ems_bench_main(int argc, char **argv)
+static void usage(void)
+{
+    printf("usage: bench_dbwriter --dsn DSN [--rows N] [--batch-rows N] [--devices N] "
+           "[--method NAME] [--migrations DIR] [--repeat N]\n"
+           "Each method runs --repeat times (default 3, in rounds); the median is shown.\n"
+           "methods: unnest-binary unnest-binary+rollup unnest-binary+backfill unnest-text copy "
+           "values\n"
+           "         pipeline\n"
+           "Empties the telemetry tables of the database it is given, so it runs only with\n"
+           "options (--dsn \"\" takes EMS_PG_DSN, else libpq's PG* variables).\n");
+}
+
+int main(int argc, char **argv)
 {
     const char *dsn = getenv("EMS_PG_DSN"), *only = NULL, *dir = NULL;
     unsigned rows = 200000, batch = 2000, devices = 2000, repeat = 3;
+    if (argc < 2) {
+        usage();
+        return 0;
+    }
     static const struct option opts[] = {
-        {"bench", no_argument, 0, 'B'},   {"dsn", required_argument, 0, 'd'},
-        {"rows", required_argument, 0, 'r'}, {"batch-rows", required_argument, 0, 'b'},
-        {"devices", required_argument, 0, 'n'}, {"method", required_argument, 0, 'm'},
-        {"migrations", required_argument, 0, 'M'}, {"repeat", required_argument, 0, 'R'},
+        {"dsn", required_argument, 0, 'd'},
+        {"rows", required_argument, 0, 'r'},
+        {"batch-rows", required_argument, 0, 'b'},
+        {"devices", required_argument, 0, 'n'},
+        {"method", required_argument, 0, 'm'},
+        {"migrations", required_argument, 0, 'M'},
+        {"repeat", required_argument, 0, 'R'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'B': break;
-        case 'd': dsn = optarg; break;
-        case 'r': rows = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 'b': batch = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 'n': devices = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 'm': only = optarg; break;
-        case 'M': dir = optarg; break;
-        case 'R': repeat = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'd':
+            dsn = *optarg ? optarg : dsn;
+            break;
+        case 'r':
+            rows = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'b':
+            batch = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'n':
+            devices = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'm':
+            only = optarg;
+            break;
+        case 'M':
+            dir = optarg;
+            break;
+        case 'R':
+            repeat = (unsigned)strtoul(optarg, NULL, 10);
+            break;
         default:
-            printf("usage: ems-dbwriter --bench [--dsn DSN] [--rows N] [--batch-rows N] "
-                   "[--devices N] [--method NAME] [--migrations DIR] [--repeat N]\n"
-                   "Each method runs --repeat times (default 3, in rounds); the median is shown.\n"
-                   "methods: unnest-binary unnest-binary+rollup unnest-binary+backfill unnest-text copy values\n"
-                   "         pipeline\n"
-                   "Empties the telemetry tables of the database it is given.\n");
+            usage();
             return o == 'h' ? 0 : 2;
         }
     }
-    if (!rows || !batch || !devices || batch > 3000 || !repeat || repeat > 15) {
-        fprintf(stderr, "bench: rows, devices >= 1, batch-rows 1..3000 (the VALUES method's limit)\n");
+    /* The VALUES method binds every value of a batch: at most 65535. */
+    if (!rows || !batch || !devices || batch > 65535 / NCOLS || !repeat || repeat > 15) {
+        fprintf(stderr,
+                "bench: rows, devices >= 1, batch-rows 1..%d (the VALUES method's limit), "
+                "repeat 1..15\n",
+                65535 / NCOLS);
         return 2;
     }
     ems_log_init("ems-dbwriter-bench", EMS_LOG_WARN);
@@ -445,10 +521,11 @@ int ems_bench_main(int argc, char **argv)
         return 1;
     make_rows(&b, devices);
     PGresult *sv = PQexec(conn, "SHOW fsync");
-    printf("# %u rows, %u devices, batches of %u rows, storage %s, fsync %s, server %d, median of %u\n",
+    printf("# %u rows, %u devices, batches of %u rows, storage %s, fsync %s, server %d, median of "
+           "%u\n",
            rows, devices, batch, ems_storage_name(mr.storage),
-           PQresultStatus(sv) == PGRES_TUPLES_OK ? PQgetvalue(sv, 0, 0) : "?", PQserverVersion(conn),
-           repeat);
+           PQresultStatus(sv) == PGRES_TUPLES_OK ? PQgetvalue(sv, 0, 0) : "?",
+           PQserverVersion(conn), repeat);
     PQclear(sv);
     printf("%-22s %12s %12s %12s\n", "method", "rows/s", "ms/batch", "replay rows/s");
     int rc = 0;
@@ -492,8 +569,10 @@ int ems_bench_main(int argc, char **argv)
     exec_ok(conn, "TRUNCATE telemetry");
     if (mr.storage == EMS_STORAGE_POSTGRES) {
         exec_ok(conn, "TRUNCATE telemetry_1m, ems_rollup_queue");
-        exec_ok(conn, "UPDATE ems_rollup_state SET watermark = "
-                      "date_bin('1 minute', now(), TIMESTAMPTZ '1970-01-01 00:00:00+00'), mark = watermark");
+        exec_ok(
+            conn,
+            "UPDATE ems_rollup_state SET watermark = "
+            "date_bin('1 minute', now(), TIMESTAMPTZ '1970-01-01 00:00:00+00'), mark = watermark");
     }
     free(b.rows);
     PQfinish(conn);
