@@ -19,9 +19,12 @@
  */
 #include "conn.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "error.h"
 #include "log.h"
@@ -610,6 +613,27 @@ int ems_conn_connect(uv_loop_t *loop, const char *host, uint16_t port, ems_tls_c
     return 0;
 }
 
+/* Whether a connection just taken off the listen backlog is worth serving.
+ * A client that gave up while it waited there (the server's admission
+ * control, docs/security.md) has sent its FIN: the socket is in CLOSE_WAIT
+ * (EMS_ECLOSED). One whose last bytes (its ClientHello) are older than
+ * `max_age_ms` will most likely give up before a handshake finishes
+ * (EMS_ETIMEDOUT). Serving either would spend a TLS handshake's CPU on
+ * nobody while live clients wait. */
+static int conn_backlog_check(uv_tcp_t *t, unsigned max_age_ms)
+{
+    uv_os_fd_t fd;
+    struct tcp_info ti;
+    socklen_t n = sizeof ti;
+    if (uv_fileno((uv_handle_t *)t, &fd) < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &n) < 0)
+        return 0;
+    if (ti.tcpi_state != TCP_ESTABLISHED)
+        return EMS_ECLOSED;
+    if (max_age_ms && ti.tcpi_last_data_recv > max_age_ms)
+        return EMS_ETIMEDOUT;
+    return 0;
+}
+
 int ems_conn_accept(uv_stream_t *listener, ems_tls_config_t *tls, const ems_conn_options_t *opts,
                     const ems_conn_callbacks_t *cbs, void *user, ems_conn_t **out)
 {
@@ -630,6 +654,10 @@ int ems_conn_accept(uv_stream_t *listener, ems_tls_config_t *tls, const ems_conn
     }
     int rc = uv_accept(listener, (uv_stream_t *)&c->tcp);
     if (rc < 0) {
+        conn_discard(c);
+        return rc;
+    }
+    if ((rc = conn_backlog_check(&c->tcp, opts ? opts->max_backlog_age_ms : 0)) < 0) {
         conn_discard(c);
         return rc;
     }

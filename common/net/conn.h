@@ -99,6 +99,12 @@ typedef struct ems_conn_options {
     /* Accepted TLS connections only: see ems_conn_gate_t. NULL: no gate.
      * The struct must outlive the connection's handshake. */
     const ems_conn_gate_t *gate;
+    /* Accepted connections only: one whose client last sent anything (its
+     * ClientHello) longer than this ago when it is taken off the backlog is
+     * closed unserved (EMS_ETIMEDOUT): under admission control it waited
+     * there, and its client has most likely given up or will before a
+     * handshake could finish. 0: no limit. */
+    unsigned max_backlog_age_ms;
     /* Client connections only: the local address (port 0: any) to bind
      * before connecting, e.g. one of several 127.0.0.x so that a load
      * generator is not limited to one address's ephemeral ports. NULL: the
@@ -123,7 +129,8 @@ int ems_conn_connect(uv_loop_t *loop, const char *host, uint16_t port, ems_tls_c
  * reference is taken) the server handshake runs on the first bytes read.
  * The connection starts reading at once; on_open is not called for accepted
  * connections. Returns 0, or a libuv error from uv_accept / EMS_ENOMEM /
- * EMS_EPERM (refused by opts->filter); the pending connection is then
+ * EMS_EPERM (refused by opts->filter), EMS_ECLOSED (the client had closed
+ * already) or EMS_ETIMEDOUT (opts->max_backlog_age_ms); the pending connection is then
  * closed by this call and no callback runs. */
 int ems_conn_accept(uv_stream_t *listener, ems_tls_config_t *tls, const ems_conn_options_t *opts,
                     const ems_conn_callbacks_t *cbs, void *user, ems_conn_t **out);

@@ -27,6 +27,7 @@
 
 #define SERVER_DEFAULT_MAX_CONN 10000
 #define SERVER_DEFAULT_HANDSHAKE_MS 10000
+#define SERVER_DEFAULT_BACKLOG_AGE_MS 7500 /* see backlog_max_age_ms */
 #define SERVER_DEFAULT_KEEPALIVE_MS 30000
 #define SERVER_CLOSE_MS 2000
 #define SERVER_DEFAULT_OUT_PAUSE (64u << 10)
@@ -806,6 +807,8 @@ static void server_on_connection(uv_stream_t *listener, int status)
         free(hc);
         if (rc == EMS_EPERM)
             s->stats.refused++;
+        else if (rc == EMS_ECLOSED || rc == EMS_ETIMEDOUT)
+            s->stats.abandoned++; /* its client left, or waited too long, in the backlog */
         else
             ems_log_warn("server: cannot accept: %s", ems_strerror(rc));
         return;
@@ -933,6 +936,9 @@ int ems_server_start(uv_loop_t *loop, const ems_server_options_t *o, ems_server_
         o->handshake_timeout_ms ? o->handshake_timeout_ms : SERVER_DEFAULT_HANDSHAKE_MS;
     s->admit_ns = (uint64_t)(o->handshake_admit_ms ? o->handshake_admit_ms : s->handshake_ms / 2) *
                   1000000;
+    if (o->tls)
+        s->conn_opts.max_backlog_age_ms =
+            o->backlog_max_age_ms ? o->backlog_max_age_ms : SERVER_DEFAULT_BACKLOG_AGE_MS;
     s->hs_cost_ns = SERVER_HS_COST_NS;
     s->keepalive_ms =
         o->keepalive_timeout_ms ? o->keepalive_timeout_ms : SERVER_DEFAULT_KEEPALIVE_MS;

@@ -96,6 +96,11 @@ typedef struct ems_server_options {
      * taken on could be finished within this many ms at the budget (see
      * above); 0 means handshake_timeout_ms / 2. */
     unsigned handshake_admit_ms;
+    /* TLS: a connection whose client last sent bytes (its ClientHello)
+     * longer than this ago when it leaves the backlog is closed unserved:
+     * its client has most likely given up (ems-edge's open timeout is 10 s).
+     * 0: 7500. Counted as `abandoned`, like one the client closed. */
+    unsigned backlog_max_age_ms;
     /* Header lines, each ending in "\r\n", added to every HTTP response the
      * server writes (the handler's answers and the server's own 4xx), e.g.
      * the policy layer's security headers. NULL for none; copied, at most
@@ -137,6 +142,7 @@ typedef struct ems_server_stats {
     uint64_t out_shed;       /* connections closed over out_budget */
     uint64_t hs_deferred;    /* TLS handshake steps that waited for the CPU budget */
     uint64_t accept_paused;  /* times accepting paused (handshakes queued past admit) */
+    uint64_t abandoned;      /* taken off the backlog closed by the client, or too old to serve */
     /* Current values: */
     uint64_t unauth;         /* connections not upgraded (yet) */
     uint64_t out_bytes;      /* queued output of all HTTP connections */

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -558,6 +559,40 @@ static void test_admission_keeps_handshakes_within_deadline(void)
     fx_end();
 }
 
+/* A client that gave up while its connection waited in the backlog (it
+ * sent a ClientHello, then closed), or that waited there longer than
+ * backlog_max_age_ms, is taken off the backlog and closed, not served: no
+ * TLS session, no handshake CPU, no slot. */
+static void test_client_gone_in_backlog_not_served(void)
+{
+    ems_server_options_t o;
+    memset(&o, 0, sizeof o);
+    o.backlog_max_age_ms = 300; /* served only within 300 ms of its last bytes */
+    fx_start(&o, 1);
+    int fds[5];
+    for (int i = 0; i < 5; i++) {
+        fds[i] = sock_open("127.0.0.1", 0);
+        struct pollfd p = {fds[i], POLLOUT, 0};
+        EMS_CHECK_INT(poll(&p, 1, 2000), ==, 1); /* connected in the kernel's backlog */
+        static const char hello[] = "\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00";
+        send(fds[i], hello, sizeof hello - 1, MSG_NOSIGNAL);
+        close(fds[i]); /* the server's loop has not run: nothing accepted yet */
+    }
+    int stale = sock_open("127.0.0.1", 0);
+    struct pollfd p = {stale, POLLOUT, 0};
+    EMS_CHECK_INT(poll(&p, 1, 2000), ==, 1);
+    usleep(500 * 1000); /* in the backlog longer than 300 ms */
+    int live = sock_open("127.0.0.1", 0);
+    pump(100);
+    ems_server_stats_t st = stats();
+    EMS_CHECK_INT(st.abandoned, ==, 6);
+    EMS_CHECK_INT(st.accepted, ==, 1); /* only the live one */
+    EMS_CHECK_INT(ems_server_connections(F.srv), ==, 1);
+    close(stale);
+    close(live);
+    fx_end();
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -569,6 +604,7 @@ int main(void)
     EMS_RUN(test_stalled_handshake_closed_at_deadline);
     EMS_RUN(test_handshake_budget_defers_and_completes);
     EMS_RUN(test_admission_keeps_handshakes_within_deadline);
+    EMS_RUN(test_client_gone_in_backlog_not_served);
     net_rmdir(certs);
     EMS_TEST_END();
 }
