@@ -16,8 +16,9 @@
 #   common/*.c common/net/*.c  -> build/libems.a      (shared by edge and cloud)
 #   edge/*.c edge/hw/*.c       -> build/ems-edge       (edge/main.c holds main;
 #                                                       edge/hw: the hardware back end)
-#   cloud/lib/*.c              -> build/libems-cloud.a (the async PostgreSQL driver
-#                                                       and the migrations: DB writer, emsctl)
+#   cloud/lib/*.c              -> build/libems-cloud.a (the async PostgreSQL driver,
+#                                                       the migrations, credentials and roles:
+#                                                       gateway, DB writer, emsctl)
 #   cloud/gateway/*.c          -> build/ems-gateway    (cloud/gateway/main.c)
 #   cloud/dbwriter/*.c         -> build/ems-dbwriter   (cloud/dbwriter/main.c)
 #   cloud/emsctl/*.c           -> build/emsctl         (cloud/emsctl/main.c)
@@ -29,8 +30,7 @@ CC       ?= cc
 SANITIZE ?=
 OPT      ?= -O2
 
-CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) -MMD -MP \
-              -Icommon -Icommon/net -Iedge -Iedge/hw -Icloud/lib -Icloud/gateway -Icloud/dbwriter -Itest/unit
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) -MMD -MP
 ifneq ($(SANITIZE),)
 CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS     += -fsanitize=$(SANITIZE)
@@ -80,9 +80,29 @@ BENCHES = $(patsubst test/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 all: $(BINS)
 tests: $(TESTS)
 
+# Each component sees only its own headers and those of the layers below
+# it, so the build enforces the layers: common/ cannot include an edge or
+# cloud header, the gateway cannot include the DB writer's. A header in the
+# including file's own folder is found without -I. Tests, benchmarks and
+# fuzzers see everything.
+INC_COMMON   = -Icommon -Icommon/net
+INC_EDGE     = $(INC_COMMON) -Iedge -Iedge/hw
+INC_CLOUDLIB = $(INC_COMMON) -Icloud/lib
+INC_GATEWAY  = $(INC_CLOUDLIB) -Icloud/gateway
+INC_DBWRITER = $(INC_CLOUDLIB) -Icloud/dbwriter
+INC_EMSCTL   = $(INC_CLOUDLIB) -Icloud/emsctl
+INC_ALL      = $(INC_EDGE) -Icloud/lib -Icloud/gateway -Icloud/dbwriter -Icloud/emsctl -Itest/unit
+$(BUILD)/obj/common/%.o:         INC = $(INC_COMMON)
+$(BUILD)/obj/edge/%.o:           INC = $(INC_EDGE)
+$(BUILD)/obj/cloud/lib/%.o:      INC = $(INC_CLOUDLIB)
+$(BUILD)/obj/cloud/gateway/%.o:  INC = $(INC_GATEWAY)
+$(BUILD)/obj/cloud/dbwriter/%.o: INC = $(INC_DBWRITER)
+$(BUILD)/obj/cloud/emsctl/%.o:   INC = $(INC_EMSCTL)
+$(BUILD)/obj/test/%.o:           INC = $(INC_ALL)
+
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(INC) -c $< -o $@
 
 # An archive with no members is still a valid archive, so a folder that has
 # no sources yet does not break the link.
@@ -100,11 +120,11 @@ $(LIB_EMSCTL):   $(call obj,$(EMSCTL_SRC))   ; $(archive)
 
 $(BUILD)/ems-edge: $(call obj,edge/main.c) $(LIB_EDGE) $(LIB_COMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_EDGE)
-$(BUILD)/ems-gateway: $(call obj,cloud/gateway/main.c) $(LIB_GATEWAY) $(LIB_COMMON)
+$(BUILD)/ems-gateway: $(call obj,cloud/gateway/main.c) $(LIB_GATEWAY) $(LIB_CLOUD) $(LIB_COMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CLOUD) $(LIBS_NATS)
 $(BUILD)/ems-dbwriter: $(call obj,cloud/dbwriter/main.c) $(LIB_DBWRITER) $(LIB_CLOUD) $(LIB_COMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CLOUD)
-$(BUILD)/emsctl: $(call obj,cloud/emsctl/main.c) $(LIB_EMSCTL) $(LIB_GATEWAY) $(LIB_CLOUD) $(LIB_COMMON)
+$(BUILD)/emsctl: $(call obj,cloud/emsctl/main.c) $(LIB_EMSCTL) $(LIB_CLOUD) $(LIB_COMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CLOUD)
 
 # Every unit test links every component library; a static archive only

@@ -1,6 +1,7 @@
 /* jsonw.c: JSON writer into a fixed buffer (see jsonw.h). */
 #include "jsonw.h"
 
+#include "buf.h"
 #include "error.h"
 
 #include <inttypes.h>
@@ -69,25 +70,55 @@ void ems_jw_arr_close(ems_jw_t *w)
     putc_(w, ']');
 }
 
+/* The string escaping, shared by the fixed writer and ems_jw_buf_str:
+ * bytes below 0x20, quotes and backslashes are escaped; everything else
+ * (UTF-8 included) is copied as is. plain_run is the length of the prefix
+ * that needs no escaping; escape writes the escape of one byte that does. */
+static size_t plain_run(const char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len && (unsigned char)s[i] >= 0x20 && s[i] != '"' && s[i] != '\\')
+        i++;
+    return i;
+}
+
+static size_t escape(unsigned char c, char esc[8])
+{
+    if (c == '"' || c == '\\')
+        return (size_t)snprintf(esc, 8, "\\%c", c);
+    return (size_t)snprintf(esc, 8, "\\u%04x", c);
+}
+
 static void escaped(ems_jw_t *w, const char *s, size_t len)
 {
     putc_(w, '"');
-    size_t run = 0; /* start of the bytes that need no escaping */
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        put(w, s + run, i - run);
-        run = i + 1;
+    for (;;) {
+        size_t run = plain_run(s, len);
+        put(w, s, run);
+        if (run == len)
+            break;
         char esc[8];
-        if (c == '"' || c == '\\')
-            snprintf(esc, sizeof esc, "\\%c", c);
-        else
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-        put(w, esc, strlen(esc));
+        put(w, esc, escape((unsigned char)s[run], esc));
+        s += run + 1;
+        len -= run + 1;
     }
-    put(w, s + run, len - run);
     putc_(w, '"');
+}
+
+int ems_jw_buf_str(ems_buf_t *b, const char *s, size_t len)
+{
+    int rc = ems_buf_append(b, "\"", 1);
+    while (rc == 0) {
+        size_t run = plain_run(s, len);
+        rc = ems_buf_append(b, s, run);
+        if (rc < 0 || run == len)
+            break;
+        char esc[8];
+        rc = ems_buf_append(b, esc, escape((unsigned char)s[run], esc));
+        s += run + 1;
+        len -= run + 1;
+    }
+    return rc < 0 ? rc : ems_buf_append(b, "\"", 1);
 }
 
 void ems_jw_key(ems_jw_t *w, const char *key)

@@ -18,6 +18,8 @@
 #ifndef EMS_JSONW_H
 #define EMS_JSONW_H
 
+#include "buf.h"
+
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -68,6 +70,13 @@ void ems_jw_json(ems_jw_t *w, const json_t *v);
 /* NUL-terminates and returns the length, or the first error (EMS_ENOSPC if
  * the buffer was too small, EMS_EINVAL for a non-finite number). */
 int ems_jw_finish(ems_jw_t *w);
+
+/* Appends `len` bytes of `s` as a JSON string (quoted, escaped exactly as
+ * ems_jw_str escapes) to a growable buffer, for answers too large for a
+ * fixed one (the DB writer's query answers). Returns 0 or the buffer's
+ * error (EMS_ENOSPC, EMS_ENOMEM); on error part of the string may have been
+ * appended. */
+int ems_jw_buf_str(ems_buf_t *b, const char *s, size_t len);
 
 /* Writes the shortest of %.15g, %.16g, %.17g that strtod reads back to
  * exactly `v` into buf (EMS_JW_NUM_MAX bytes) and returns its length.

@@ -36,48 +36,6 @@ static bool kind_known(unsigned k)
     return k >= EMS_LINK_HELLO && k <= EMS_LINK_CREDENTIALS;
 }
 
-/* ================================================================== buffer */
-
-int ems_link_buf_reserve(ems_link_buf_t *b, size_t extra)
-{
-    if (extra <= b->cap - b->len)
-        return 0;
-    if (extra > SIZE_MAX / 2 - b->len)
-        return EMS_ENOMEM;
-    size_t need = b->len + extra;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < need)
-        cap *= 2;
-    uint8_t *p = realloc(b->data, cap);
-    if (!p)
-        return EMS_ENOMEM;
-    b->data = p;
-    b->cap = cap;
-    return 0;
-}
-
-void ems_link_buf_consume(ems_link_buf_t *b, size_t n)
-{
-    if (n >= b->len) {
-        b->len = 0;
-        return;
-    }
-    memmove(b->data, b->data + n, b->len - n);
-    b->len -= n;
-}
-
-void ems_link_buf_reset(ems_link_buf_t *b)
-{
-    b->len = 0;
-}
-
-void ems_link_buf_free(ems_link_buf_t *b)
-{
-    free(b->data);
-    b->data = NULL;
-    b->len = b->cap = 0;
-}
-
 /* ================================================================== little-endian helpers */
 
 /* common/le.h; the short names keep the frame code below readable. */
@@ -98,6 +56,11 @@ static uint32_t rdbe32(const uint8_t *p)
 {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
+/* Writable bytes at content offset `pos` of a frame buffer. */
+static uint8_t *at(ems_buf_t *b, size_t pos)
+{
+    return (uint8_t *)ems_buf_at(b, pos);
+}
 static uint64_t dbits(double d)
 {
     uint64_t u;
@@ -113,79 +76,75 @@ static double bitsd(uint64_t u)
 
 /* ================================================================== encoder */
 
-int ems_link_put_bytes(ems_link_buf_t *b, const void *p, size_t n)
+int ems_link_put_bytes(ems_buf_t *b, const void *p, size_t n)
 {
     if (n == 0)
         return 0;
-    int rc = ems_link_buf_reserve(b, n);
-    if (rc < 0)
-        return rc;
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
+    return ems_buf_append(b, p, n);
 }
 
-int ems_link_put_u8(ems_link_buf_t *b, uint8_t v)
+int ems_link_put_u8(ems_buf_t *b, uint8_t v)
 {
     return ems_link_put_bytes(b, &v, 1);
 }
 
-int ems_link_put_u16(ems_link_buf_t *b, uint16_t v)
+int ems_link_put_u16(ems_buf_t *b, uint16_t v)
 {
     uint8_t t[2];
     le16(t, v);
     return ems_link_put_bytes(b, t, 2);
 }
 
-int ems_link_put_u32(ems_link_buf_t *b, uint32_t v)
+int ems_link_put_u32(ems_buf_t *b, uint32_t v)
 {
     uint8_t t[4];
     le32(t, v);
     return ems_link_put_bytes(b, t, 4);
 }
 
-int ems_link_put_u64(ems_link_buf_t *b, uint64_t v)
+int ems_link_put_u64(ems_buf_t *b, uint64_t v)
 {
     uint8_t t[8];
     le64(t, v);
     return ems_link_put_bytes(b, t, 8);
 }
 
-int ems_link_frame_begin(ems_link_buf_t *b, ems_link_kind_t kind, size_t *mark)
+int ems_link_frame_begin(ems_buf_t *b, ems_link_kind_t kind, size_t *mark)
 {
-    int rc = ems_link_buf_reserve(b, EMS_LINK_HEADER);
+    char *h;
+    int rc = ems_buf_reserve(b, EMS_LINK_HEADER, &h);
     if (rc < 0)
         return rc;
-    *mark = b->len;
-    be32(b->data + b->len, 0);
-    b->data[b->len + 4] = (uint8_t)kind;
-    b->len += EMS_LINK_HEADER;
+    *mark = ems_buf_len(b);
+    be32((uint8_t *)h, 0);
+    h[4] = (char)kind;
+    ems_buf_commit(b, EMS_LINK_HEADER);
     return 0;
 }
 
-int ems_link_frame_end(ems_link_buf_t *b, size_t mark)
+int ems_link_frame_end(ems_buf_t *b, size_t mark)
 {
-    size_t flen = b->len - mark - 4; /* kind + payload */
+    size_t flen = ems_buf_len(b) - mark - 4; /* kind + payload */
     if (flen > EMS_LINK_FRAME_MAX)
         return EMS_EMSGSIZE;
-    be32(b->data + mark, (uint32_t)flen);
+    be32(at(b, mark), (uint32_t)flen);
     return 0;
 }
 
-void ems_link_frame_abort(ems_link_buf_t *b, size_t mark)
+void ems_link_frame_abort(ems_buf_t *b, size_t mark)
 {
-    if (mark <= b->len)
-        b->len = mark;
+    ems_buf_truncate(b, mark);
 }
 
 /* Appends a frame made of a fixed head and a variable tail; all or nothing. */
-static int put_frame(ems_link_buf_t *b, ems_link_kind_t kind, const void *head, size_t hlen,
+static int put_frame(ems_buf_t *b, ems_link_kind_t kind, const void *head, size_t hlen,
                      const void *tail, size_t tlen)
 {
     if (tlen > EMS_LINK_FRAME_MAX || 1 + hlen + tlen > EMS_LINK_FRAME_MAX)
         return EMS_EMSGSIZE;
     size_t mark;
-    int rc = ems_link_buf_reserve(b, EMS_LINK_HEADER + hlen + tlen);
+    char *room;
+    int rc = ems_buf_reserve(b, EMS_LINK_HEADER + hlen + tlen, &room);
     if (rc < 0)
         return rc;
     ems_link_frame_begin(b, kind, &mark); /* cannot fail after the reserve */
@@ -194,7 +153,7 @@ static int put_frame(ems_link_buf_t *b, ems_link_kind_t kind, const void *head, 
     return ems_link_frame_end(b, mark);
 }
 
-int ems_link_put_hello(ems_link_buf_t *b, const char *info_json, size_t len)
+int ems_link_put_hello(ems_buf_t *b, const char *info_json, size_t len)
 {
     uint8_t h[8];
     le32(h, EMS_LINK_MAGIC);
@@ -203,22 +162,22 @@ int ems_link_put_hello(ems_link_buf_t *b, const char *info_json, size_t len)
     return put_frame(b, EMS_LINK_HELLO, h, sizeof h, info_json, info_json ? len : 0);
 }
 
-int ems_link_put_error(ems_link_buf_t *b, const char *text, size_t len)
+int ems_link_put_error(ems_buf_t *b, const char *text, size_t len)
 {
     if (len > EMS_LINK_REASON_MAX)
         len = EMS_LINK_REASON_MAX;
     return put_frame(b, EMS_LINK_ERROR, NULL, 0, text, len);
 }
 
-int ems_link_put_ack(ems_link_buf_t *b, uint64_t link_seq)
+int ems_link_put_ack(ems_buf_t *b, uint64_t link_seq)
 {
     uint8_t h[8];
     le64(h, link_seq);
     return put_frame(b, EMS_LINK_ACK, h, sizeof h, NULL, 0);
 }
 
-int ems_link_put_reject(ems_link_buf_t *b, uint64_t link_seq, uint32_t index,
-                        const char *reason, size_t len)
+int ems_link_put_reject(ems_buf_t *b, uint64_t link_seq, uint32_t index, const char *reason,
+                        size_t len)
 {
     uint8_t h[12];
     le64(h, link_seq);
@@ -228,16 +187,16 @@ int ems_link_put_reject(ems_link_buf_t *b, uint64_t link_seq, uint32_t index,
     return put_frame(b, EMS_LINK_REJECT, h, sizeof h, reason, len);
 }
 
-int ems_link_put_id_json(ems_link_buf_t *b, ems_link_kind_t kind, uint64_t id,
-                         const char *json, size_t len)
+int ems_link_put_id_json(ems_buf_t *b, ems_link_kind_t kind, uint64_t id, const char *json,
+                         size_t len)
 {
     uint8_t h[8];
     le64(h, id);
     return put_frame(b, kind, h, sizeof h, json, len);
 }
 
-int ems_link_put_result(ems_link_buf_t *b, uint64_t request_id, int32_t status,
-                        const char *json, size_t len)
+int ems_link_put_result(ems_buf_t *b, uint64_t request_id, int32_t status, const char *json,
+                        size_t len)
 {
     uint8_t h[12];
     le64(h, request_id);
@@ -245,12 +204,12 @@ int ems_link_put_result(ems_link_buf_t *b, uint64_t request_id, int32_t status,
     return put_frame(b, EMS_LINK_RESULT, h, sizeof h, json, len);
 }
 
-int ems_link_put_status(ems_link_buf_t *b, const char *json, size_t len)
+int ems_link_put_status(ems_buf_t *b, const char *json, size_t len)
 {
     return put_frame(b, EMS_LINK_STATUS, NULL, 0, json, len);
 }
 
-int ems_link_put_credentials(ems_link_buf_t *b, const char *device_id, size_t len)
+int ems_link_put_credentials(ems_buf_t *b, const char *device_id, size_t len)
 {
     if (len && !ems_device_id_valid(device_id, len))
         return EMS_EINVAL;
@@ -264,9 +223,10 @@ int ems_link_put_credentials(ems_link_buf_t *b, const char *device_id, size_t le
 #define TEL_VERSION_OFF (EMS_LINK_HEADER + 8u)
 #define TEL_COUNT_OFF (EMS_LINK_HEADER + 10u)
 
-int ems_link_telemetry_begin(ems_link_buf_t *b, uint64_t link_seq, size_t *mark)
+int ems_link_telemetry_begin(ems_buf_t *b, uint64_t link_seq, size_t *mark)
 {
-    int rc = ems_link_buf_reserve(b, EMS_LINK_HEADER + TEL_HEAD);
+    char *room;
+    int rc = ems_buf_reserve(b, EMS_LINK_HEADER + TEL_HEAD, &room);
     if (rc < 0)
         return rc;
     ems_link_frame_begin(b, EMS_LINK_TELEMETRY, mark);
@@ -278,13 +238,12 @@ int ems_link_telemetry_begin(ems_link_buf_t *b, uint64_t link_seq, size_t *mark)
     return 0;
 }
 
-unsigned ems_link_telemetry_count(const ems_link_buf_t *b, size_t mark)
+unsigned ems_link_telemetry_count(const ems_buf_t *b, size_t mark)
 {
-    return rd16(b->data + mark + TEL_COUNT_OFF);
+    return rd16((const uint8_t *)ems_buf_data(b) + mark + TEL_COUNT_OFF);
 }
 
-int ems_link_telemetry_add(ems_link_buf_t *b, size_t mark, const ems_telemetry_t *t,
-                           int64_t received_ms)
+int ems_link_telemetry_add(ems_buf_t *b, size_t mark, const ems_telemetry_t *t, int64_t received_ms)
 {
     unsigned count = ems_link_telemetry_count(b, mark);
     if (count >= EMS_LINK_RECORDS_MAX)
@@ -296,8 +255,9 @@ int ems_link_telemetry_add(ems_link_buf_t *b, size_t mark, const ems_telemetry_t
         (t->has_target_mode && (unsigned)t->target_mode >= EMS_TARGET_COUNT) ||
         (t->has_wifi_strength && (t->wifi_strength < -128 || t->wifi_strength > 127)))
         return EMS_EINVAL;
-    int rc = ems_link_buf_reserve(b, EMS_LINK_RECORD_FIXED + idlen +
-                                         (t->has_energy ? EMS_LINK_RECORD_ENERGY : 0));
+    char *room;
+    int rc = ems_buf_reserve(
+        b, EMS_LINK_RECORD_FIXED + idlen + (t->has_energy ? EMS_LINK_RECORD_ENERGY : 0), &room);
     if (rc < 0)
         return rc;
 
@@ -314,7 +274,7 @@ int ems_link_telemetry_add(ems_link_buf_t *b, size_t mark, const ems_telemetry_t
     if (t->has_backfill) flags |= EMS_LINK_F_HAS_BACKFILL;
     if (t->has_backfill && t->backfill) flags |= EMS_LINK_F_BACKFILL;
 
-    uint8_t *p = b->data + b->len;
+    uint8_t *const start = (uint8_t *)room, *p = start;
     *p++ = (uint8_t)idlen;
     memcpy(p, t->device_id, idlen);
     p += idlen;
@@ -347,14 +307,14 @@ int ems_link_telemetry_add(ems_link_buf_t *b, size_t mark, const ems_telemetry_t
         for (int i = 0; i < 4; i++)
             le64(p, dbits(e[i])), p += 8;
         le64(p, (uint64_t)t->energy_since_ms), p += 8;
-        le16(b->data + mark + TEL_VERSION_OFF, 2);
+        le16(at(b, mark + TEL_VERSION_OFF), 2);
     }
-    b->len = (size_t)(p - b->data);
-    le16(b->data + mark + TEL_COUNT_OFF, (uint16_t)(count + 1));
+    ems_buf_commit(b, (size_t)(p - start));
+    le16(at(b, mark + TEL_COUNT_OFF), (uint16_t)(count + 1));
     return 0;
 }
 
-int ems_link_telemetry_end(ems_link_buf_t *b, size_t mark)
+int ems_link_telemetry_end(ems_buf_t *b, size_t mark)
 {
     if (ems_link_telemetry_count(b, mark) == 0)
         return EMS_EINVAL;
@@ -462,29 +422,19 @@ int ems_link_telemetry_next(ems_link_telemetry_reader_t *r, ems_telemetry_t *t,
 void ems_link_decoder_init(ems_link_decoder_t *d, size_t max_frame)
 {
     memset(d, 0, sizeof *d);
+    ems_buf_init(&d->in, EMS_BUF_UNBOUNDED);
     d->max_frame =
         (max_frame == 0 || max_frame > EMS_LINK_FRAME_MAX) ? EMS_LINK_FRAME_MAX : max_frame;
 }
 
 void ems_link_decoder_free(ems_link_decoder_t *d)
 {
-    ems_link_buf_free(&d->in);
-    d->pos = 0;
+    ems_buf_free(&d->in);
 }
 
 size_t ems_link_decoder_pending(const ems_link_decoder_t *d)
 {
-    return d->in.len - d->pos;
-}
-
-/* Moves the unconsumed bytes to the front when that frees enough room, so a
- * long-lived decoder keeps a buffer of about one frame instead of growing. */
-static void compact(ems_link_decoder_t *d)
-{
-    if (d->pos == 0)
-        return;
-    ems_link_buf_consume(&d->in, d->pos);
-    d->pos = 0;
+    return ems_buf_len(&d->in);
 }
 
 int ems_link_decoder_reserve(ems_link_decoder_t *d, size_t want, uint8_t **p, size_t *cap)
@@ -493,12 +443,14 @@ int ems_link_decoder_reserve(ems_link_decoder_t *d, size_t want, uint8_t **p, si
         return d->error;
     if (ems_link_decoder_pending(d) + want > d->max_frame + EMS_LINK_HEADER + EMS_LINK_DECODER_SLACK)
         return EMS_ENOSPC;
-    if (d->in.cap - d->in.len < want)
-        compact(d);
-    int rc = ems_link_buf_reserve(&d->in, want);
+    /* ems_buf_reserve moves the unconsumed bytes to the front when that frees
+     * enough room, so a long-lived decoder keeps a buffer of about one frame
+     * instead of growing. */
+    char *room;
+    int rc = ems_buf_reserve(&d->in, want, &room);
     if (rc < 0)
         return rc;
-    *p = d->in.data + d->in.len;
+    *p = (uint8_t *)room;
     *cap = d->in.cap - d->in.len;
     return 0;
 }
@@ -506,7 +458,7 @@ int ems_link_decoder_reserve(ems_link_decoder_t *d, size_t want, uint8_t **p, si
 void ems_link_decoder_commit(ems_link_decoder_t *d, size_t n)
 {
     if (n <= d->in.cap - d->in.len)
-        d->in.len += n;
+        ems_buf_commit(&d->in, n);
 }
 
 int ems_link_decoder_feed(ems_link_decoder_t *d, const void *data, size_t len)
@@ -526,13 +478,9 @@ int ems_link_decoder_next(ems_link_decoder_t *d, ems_link_frame_t *f)
     if (d->error)
         return d->error;
     size_t avail = ems_link_decoder_pending(d);
-    if (avail == 0 && d->pos) {
-        d->in.len = d->pos = 0; /* everything consumed: restart at the front */
-        return 0;
-    }
     if (avail < 4)
         return 0;
-    const uint8_t *p = d->in.data + d->pos;
+    const uint8_t *p = (const uint8_t *)ems_buf_data(&d->in);
     uint32_t flen = rdbe32(p);
     if (flen == 0)
         return d->error = EMS_EPROTO;
@@ -545,7 +493,10 @@ int ems_link_decoder_next(ems_link_decoder_t *d, ems_link_frame_t *f)
     f->kind = (ems_link_kind_t)p[4];
     f->payload = p + EMS_LINK_HEADER;
     f->len = flen - 1;
-    d->pos += 4 + (size_t)flen;
+    /* Only the start moves (the bytes stay where they are until the next
+     * reserve), so f->payload is valid until then; a decoder consumed to
+     * the end restarts at the front. */
+    ems_buf_consume(&d->in, 4 + (size_t)flen);
     return 1;
 }
 
@@ -634,7 +585,7 @@ int ems_link_parse_credentials(const ems_link_frame_t *f, char *id)
  * UV_ECANCELED) before any close callback, so no request outlives it.
  *
  * Writes come from two lanes. `pending` is the urgent lane; `bulk` holds
- * whole frames (query answers) from bulk_pos on. One write is in flight at
+ * whole frames (query answers). One write is in flight at
  * a time (`inflight`): all of the urgent lane, or else one slice of whole
  * bulk frames, so urgent frames never wait behind more than one slice. */
 #define BULK_SLICE (256u * 1024u)
@@ -646,11 +597,10 @@ struct ems_link_conn {
     uv_write_t wreq;
 
     ems_link_decoder_t dec;
-    ems_link_buf_t pending;  /* frames queued behind the write in flight */
-    ems_link_buf_t inflight; /* frames being written */
+    ems_buf_t pending;  /* frames queued behind the write in flight */
+    ems_buf_t inflight; /* frames being written */
     size_t max_queued;
-    ems_link_buf_t bulk;     /* bulk lane; unwritten frames start at bulk_pos */
-    size_t bulk_pos;
+    ems_buf_t bulk; /* bulk lane: the unwritten frames */
     size_t max_bulk;
 
     ems_link_conn_cb_t cb;
@@ -679,9 +629,9 @@ static void conn_handle_closed(uv_handle_t *h)
     if (c->cb.on_close)
         c->cb.on_close(c, c->ud, c->close_status);
     ems_link_decoder_free(&c->dec);
-    ems_link_buf_free(&c->pending);
-    ems_link_buf_free(&c->inflight);
-    ems_link_buf_free(&c->bulk);
+    ems_buf_free(&c->pending);
+    ems_buf_free(&c->inflight);
+    ems_buf_free(&c->bulk);
     free(c->hello_info);
     free(c);
 }
@@ -745,7 +695,7 @@ void ems_link_conn_fail(ems_link_conn_t *c, int status, const char *text)
 static void write_cb(uv_write_t *req, int status)
 {
     ems_link_conn_t *c = req->data;
-    ems_link_buf_reset(&c->inflight);
+    ems_buf_clear(&c->inflight);
     if (c->closing)
         return;
     if (status < 0) {
@@ -757,7 +707,7 @@ static void write_cb(uv_write_t *req, int status)
     }
     /* The urgent lane is empty: the owner may queue more (an ACK it could
      * not queue before goes out ahead of the next bulk slice). */
-    if (!c->pending.len && !c->failing && c->cb.on_drain) {
+    if (!ems_buf_len(&c->pending) && !c->failing && c->cb.on_drain) {
         c->cb.on_drain(c, c->ud);
         if (c->closing)
             return;
@@ -770,12 +720,12 @@ static void write_cb(uv_write_t *req, int status)
         ems_link_conn_close(c, c->close_status);
 }
 
-/* Length of the next bulk slice: whole frames from bulk_pos, at most
- * BULK_SLICE bytes unless the first frame alone is longer. */
+/* Length of the next bulk slice: whole frames from the start of the bulk
+ * lane, at most BULK_SLICE bytes unless the first frame alone is longer. */
 static size_t bulk_slice(const ems_link_conn_t *c)
 {
-    const uint8_t *p = c->bulk.data + c->bulk_pos;
-    size_t avail = c->bulk.len - c->bulk_pos, off = 0;
+    const uint8_t *p = (const uint8_t *)ems_buf_data(&c->bulk);
+    size_t avail = ems_buf_len(&c->bulk), off = 0;
     while (off < avail) {
         size_t flen = 4 + (size_t)rdbe32(p + off);
         if (off > 0 && off + flen > BULK_SLICE)
@@ -789,17 +739,13 @@ static size_t bulk_slice(const ems_link_conn_t *c)
 static int bulk_take(ems_link_conn_t *c)
 {
     size_t n = bulk_slice(c);
-    ems_link_buf_reset(&c->inflight);
-    int rc = ems_link_put_bytes(&c->inflight, c->bulk.data + c->bulk_pos, n);
+    ems_buf_clear(&c->inflight);
+    int rc = ems_link_put_bytes(&c->inflight, ems_buf_data(&c->bulk), n);
     if (rc < 0)
         return rc;
-    c->bulk_pos += n;
-    if (c->bulk_pos == c->bulk.len) {
-        c->bulk.len = c->bulk_pos = 0;
-    } else if (c->bulk_pos >= BULK_SLICE * 4 && c->bulk_pos >= c->bulk.len / 2) {
-        ems_link_buf_consume(&c->bulk, c->bulk_pos); /* keep the buffer from creeping */
-        c->bulk_pos = 0;
-    }
+    /* O(1); ems_buf_reserve moves what is left to the front when the next
+     * answer needs the room, which keeps the buffer from creeping. */
+    ems_buf_consume(&c->bulk, n);
     return 0;
 }
 
@@ -808,13 +754,11 @@ static int bulk_take(ems_link_conn_t *c)
  * or else the next bulk slice. */
 static void conn_flush(ems_link_conn_t *c)
 {
-    if (c->closing || !c->started || c->inflight.len)
+    if (c->closing || !c->started || ems_buf_len(&c->inflight))
         return;
-    if (c->pending.len) {
-        ems_link_buf_t t = c->inflight;
-        c->inflight = c->pending;
-        c->pending = t;
-    } else if (c->bulk.len > c->bulk_pos) {
+    if (ems_buf_len(&c->pending)) {
+        ems_buf_swap(&c->inflight, &c->pending);
+    } else if (ems_buf_len(&c->bulk)) {
         if (bulk_take(c) < 0) {
             ems_log_warn("%s: out of memory while writing", c->name);
             ems_link_conn_close(c, EMS_ENOMEM);
@@ -823,11 +767,11 @@ static void conn_flush(ems_link_conn_t *c)
     } else {
         return;
     }
-    uv_buf_t buf = uv_buf_init((char *)c->inflight.data, (unsigned)c->inflight.len);
+    uv_buf_t buf = uv_buf_init(ems_buf_at(&c->inflight, 0), (unsigned)ems_buf_len(&c->inflight));
     c->wreq.data = c;
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->pipe, &buf, 1, write_cb);
     if (rc < 0) {
-        ems_link_buf_reset(&c->inflight);
+        ems_buf_clear(&c->inflight);
         ems_log_warn("%s: write failed: %s", c->name, uv_strerror(rc));
         ems_link_conn_close(c, rc);
     }
@@ -835,19 +779,19 @@ static void conn_flush(ems_link_conn_t *c)
 
 size_t ems_link_conn_queued(const ems_link_conn_t *c)
 {
-    return c->pending.len + c->inflight.len + ems_link_conn_bulk_queued(c);
+    return ems_buf_len(&c->pending) + ems_buf_len(&c->inflight) + ems_link_conn_bulk_queued(c);
 }
 
 size_t ems_link_conn_bulk_queued(const ems_link_conn_t *c)
 {
-    return c->bulk.len - c->bulk_pos;
+    return ems_buf_len(&c->bulk);
 }
 
 static int conn_room(ems_link_conn_t *c, size_t len)
 {
     if (c->closing || c->failing)
         return EMS_ECLOSED;
-    size_t q = c->pending.len + c->inflight.len;
+    size_t q = ems_buf_len(&c->pending) + ems_buf_len(&c->inflight);
     if (q > 0 && q + len > c->max_queued)
         return EMS_ENOSPC;
     return 0;
@@ -1086,6 +1030,9 @@ static int conn_new(uv_loop_t *loop, const ems_link_conn_opts_t *o, const ems_li
     c->pipe.data = c->kick.data = c->deadline.data = c;
     c->open_handles = 3;
     ems_link_decoder_init(&c->dec, o ? o->max_frame : 0);
+    ems_buf_init(&c->pending, EMS_BUF_UNBOUNDED); /* bounded by max_queued */
+    ems_buf_init(&c->inflight, EMS_BUF_UNBOUNDED);
+    ems_buf_init(&c->bulk, EMS_BUF_UNBOUNDED); /* bounded by max_bulk */
     c->max_queued = (o && o->max_queued) ? o->max_queued : (16u << 20);
     c->max_bulk = (o && o->max_bulk) ? o->max_bulk : (64u << 20);
     snprintf(c->name, sizeof c->name, "%s", (o && o->name) ? o->name : "link");

@@ -4,7 +4,7 @@
  * Three layers, usable apart:
  *
  *   1. Framing, pure and allocation-light: an encoder that appends frames to
- *      a growable byte buffer (ems_link_buf_t) and a stream decoder
+ *      a growable byte buffer (ems_buf_t) and a stream decoder
  *      (ems_link_decoder_t) that takes bytes in chunks of any size and hands
  *      out whole frames one at a time (a pull API, so the caller can stop
  *      taking frames when it is full: backpressure).
@@ -16,9 +16,8 @@
  *      use: it exchanges HELLO, checks the version, decodes frames, queues
  *      writes with a bound in two lanes (urgent frames such as ACK go
  *      before bulk frames such as query answers), pauses and resumes
- *      reading, and closes once with one callback. Policy (reconnect with backoff, the gateway's ring of
- *      unacknowledged frames, batching in the DB writer) stays with the
- *      callers.
+ *      reading, and closes once with one callback. Policy (reconnect with backoff, the gateway's
+ * ring of unacknowledged frames, batching in the DB writer) stays with the callers.
  *
  * Wire format of a frame (all lengths in bytes):
  *
@@ -50,6 +49,7 @@
 #ifndef EMS_LINK_H
 #define EMS_LINK_H
 
+#include "buf.h"
 #include "telemetry.h"
 
 #include <stdbool.h>
@@ -130,21 +130,10 @@ const char *ems_link_kind_name(int kind);
 
 /* ------------------------------------------------------------------ buffer */
 
-/* A growable byte buffer that frames are appended to. Zero-initialise it
- * ({0}) before first use; ems_link_buf_free releases the memory. The buffer
- * owns `data`; pointers into it are invalidated by any append. */
-typedef struct {
-    uint8_t *data;
-    size_t len;
-    size_t cap;
-} ems_link_buf_t;
-
-/* Makes room for `extra` more bytes. Returns 0 or EMS_ENOMEM. */
-int ems_link_buf_reserve(ems_link_buf_t *b, size_t extra);
-/* Drops the first `n` bytes (n <= len), keeping the rest. */
-void ems_link_buf_consume(ems_link_buf_t *b, size_t n);
-void ems_link_buf_reset(ems_link_buf_t *b); /* len = 0, memory kept */
-void ems_link_buf_free(ems_link_buf_t *b);  /* back to {0} */
+/* Frames are appended to an ems_buf_t (common/net/buf.h), normally
+ * unbounded (EMS_BUF_INIT(EMS_BUF_UNBOUNDED)): every frame is checked
+ * against EMS_LINK_FRAME_MAX when it is closed. A frame's `mark` is its
+ * offset in the buffer's content (ems_buf_len when it was begun). */
 
 /* ------------------------------------------------------------------ encoder */
 
@@ -153,34 +142,34 @@ void ems_link_buf_free(ems_link_buf_t *b);  /* back to {0} */
  * with the put helpers; end patches the length. If end fails (the frame is
  * larger than EMS_LINK_FRAME_MAX) or the caller gives up, ems_link_frame_abort
  * truncates the buffer back to *mark. */
-int ems_link_frame_begin(ems_link_buf_t *b, ems_link_kind_t kind, size_t *mark);
-int ems_link_frame_end(ems_link_buf_t *b, size_t mark); /* 0 or EMS_EMSGSIZE */
-void ems_link_frame_abort(ems_link_buf_t *b, size_t mark);
+int ems_link_frame_begin(ems_buf_t *b, ems_link_kind_t kind, size_t *mark);
+int ems_link_frame_end(ems_buf_t *b, size_t mark); /* 0 or EMS_EMSGSIZE */
+void ems_link_frame_abort(ems_buf_t *b, size_t mark);
 
 /* Payload helpers (little-endian). Each returns 0 or EMS_ENOMEM. */
-int ems_link_put_bytes(ems_link_buf_t *b, const void *p, size_t n);
-int ems_link_put_u8(ems_link_buf_t *b, uint8_t v);
-int ems_link_put_u16(ems_link_buf_t *b, uint16_t v);
-int ems_link_put_u32(ems_link_buf_t *b, uint32_t v);
-int ems_link_put_u64(ems_link_buf_t *b, uint64_t v);
+int ems_link_put_bytes(ems_buf_t *b, const void *p, size_t n);
+int ems_link_put_u8(ems_buf_t *b, uint8_t v);
+int ems_link_put_u16(ems_buf_t *b, uint16_t v);
+int ems_link_put_u32(ems_buf_t *b, uint32_t v);
+int ems_link_put_u64(ems_buf_t *b, uint64_t v);
 
 /* Whole frames of the simple kinds, appended to `b`. `json`/`text` need not
  * be NUL-terminated. Return 0, EMS_ENOMEM, or EMS_EMSGSIZE (nothing is
  * appended on error). */
-int ems_link_put_hello(ems_link_buf_t *b, const char *info_json, size_t len);
-int ems_link_put_error(ems_link_buf_t *b, const char *text, size_t len);
-int ems_link_put_ack(ems_link_buf_t *b, uint64_t link_seq);
-int ems_link_put_reject(ems_link_buf_t *b, uint64_t link_seq, uint32_t index,
-                        const char *reason, size_t len);
+int ems_link_put_hello(ems_buf_t *b, const char *info_json, size_t len);
+int ems_link_put_error(ems_buf_t *b, const char *text, size_t len);
+int ems_link_put_ack(ems_buf_t *b, uint64_t link_seq);
+int ems_link_put_reject(ems_buf_t *b, uint64_t link_seq, uint32_t index, const char *reason,
+                        size_t len);
 /* EVENT (id = link_seq) and QUERY (id = request id). */
-int ems_link_put_id_json(ems_link_buf_t *b, ems_link_kind_t kind, uint64_t id,
-                         const char *json, size_t len);
-int ems_link_put_result(ems_link_buf_t *b, uint64_t request_id, int32_t status,
-                        const char *json, size_t len);
+int ems_link_put_id_json(ems_buf_t *b, ems_link_kind_t kind, uint64_t id, const char *json,
+                         size_t len);
+int ems_link_put_result(ems_buf_t *b, uint64_t request_id, int32_t status, const char *json,
+                        size_t len);
 /* STATUS: a JSON object. CREDENTIALS: a device id, or len 0 for "all";
  * EMS_EINVAL for an id that is not a valid device id. */
-int ems_link_put_status(ems_link_buf_t *b, const char *json, size_t len);
-int ems_link_put_credentials(ems_link_buf_t *b, const char *device_id, size_t len);
+int ems_link_put_status(ems_buf_t *b, const char *json, size_t len);
+int ems_link_put_credentials(ems_buf_t *b, const char *device_id, size_t len);
 
 /* TELEMETRY frames, built record by record:
  *
@@ -234,12 +223,12 @@ int ems_link_put_credentials(ems_link_buf_t *b, const char *device_id, size_t le
 #define EMS_LINK_F_BACKFILL 0x0200u
 #define EMS_LINK_F_HAS_ENERGY 0x0400u /* version 2 only */
 
-int ems_link_telemetry_begin(ems_link_buf_t *b, uint64_t link_seq, size_t *mark);
-int ems_link_telemetry_add(ems_link_buf_t *b, size_t mark, const ems_telemetry_t *t,
+int ems_link_telemetry_begin(ems_buf_t *b, uint64_t link_seq, size_t *mark);
+int ems_link_telemetry_add(ems_buf_t *b, size_t mark, const ems_telemetry_t *t,
                            int64_t received_ms);
-int ems_link_telemetry_end(ems_link_buf_t *b, size_t mark); /* EMS_EINVAL if empty */
+int ems_link_telemetry_end(ems_buf_t *b, size_t mark); /* EMS_EINVAL if empty */
 /* Number of records added so far to the frame that starts at `mark`. */
-unsigned ems_link_telemetry_count(const ems_link_buf_t *b, size_t mark);
+unsigned ems_link_telemetry_count(const ems_buf_t *b, size_t mark);
 
 /* ------------------------------------------------------------------ decoder */
 
@@ -257,8 +246,7 @@ typedef struct {
  * caller must take frames out, or stop reading, before feeding more). */
 #define EMS_LINK_DECODER_SLACK (256u * 1024u)
 typedef struct {
-    ems_link_buf_t in; /* unconsumed bytes start at in.data + pos */
-    size_t pos;
+    ems_buf_t in;      /* the unconsumed bytes */
     size_t max_frame;  /* EMS_LINK_FRAME_MAX unless set smaller */
     int error;         /* sticky: once set, every call returns it */
 } ems_link_decoder_t;

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "timefmt.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -336,6 +337,9 @@ static int store__seq_open(ems_store_t *st)
 
 static int store__seq_write(ems_store_t *st, int idx, bool clean, bool durable)
 {
+    /* The slot's invariant (store__slot_decode refuses a slot without it):
+     * hwm = next_seq - 1 is below the reservation. */
+    assert(st->next_seq >= 1 && st->reserved > st->next_seq - 1);
     store_slot_t s = {
         .gen = ++st->gen,
         .hwm = st->next_seq - 1,
@@ -371,6 +375,7 @@ static int store__seq_sync(ems_store_t *st, bool clean)
  * failure nothing is consumed. */
 static int store__seq_take(ems_store_t *st, uint64_t seq)
 {
+    assert(seq == st->next_seq);
     uint64_t old_reserved = st->reserved;
     st->next_seq = seq + 1;
     int rc;
@@ -612,6 +617,9 @@ static int store__pages(ems_store_t *st, uint64_t *used, uint64_t *freeb)
  * *n gets the number of rows deleted. */
 static int store__delete_range(ems_store_t *st, uint64_t a, uint64_t b, uint64_t *n)
 {
+    /* Deletions change cur, so they belong to the open transaction: a
+     * rollback must be able to undo them. */
+    assert(st->in_txn);
     *n = 0;
     if (a < 1)
         a = 1;
@@ -1568,6 +1576,10 @@ static int store__backlog(ems_store_t *st, ems_store_order_t order, size_t max, 
                   store__rec_crc(rec.seq, rec.ts_ms, rec.data, rec.len) == crc;
         if (ok && cb(ctx, &rec) != 0)
             break;
+        /* LIMIT max (at most EMS_STORE_BATCH_MAX) rows: bad[] has room. The
+         * window itself is not asserted: a bit flip in a row's key is
+         * damage to survive, not a bug. */
+        assert(nbad < EMS_STORE_BATCH_MAX);
         if (!ok)
             st->bad[nbad++] = rec.seq;
         else

@@ -136,11 +136,11 @@ static char *status_json(app_t *a)
 /* Queues a STATUS or CREDENTIALS frame in the urgent lane; a gateway that
  * does not read gets it with the next change (STATUS) or its periodic
  * re-check (CREDENTIALS). */
-static void link_send_frame(link_t *l, const ems_link_buf_t *b, const char *what)
+static void link_send_frame(link_t *l, const ems_buf_t *b, const char *what)
 {
-    if (l->closed || !b->len)
+    if (l->closed || !ems_buf_len(b))
         return;
-    if (ems_link_conn_send_raw(l->conn, b->data, b->len) < 0)
+    if (ems_link_conn_send_raw(l->conn, ems_buf_data(b), ems_buf_len(b)) < 0)
         ems_log_debug("link: could not queue %s (send queue full)", what);
 }
 
@@ -148,10 +148,10 @@ static void link_send_status(link_t *l, const char *json)
 {
     if (!l->wants_status)
         return;
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     if (ems_link_put_status(&b, json, strlen(json)) == 0)
         link_send_frame(l, &b, "STATUS");
-    ems_link_buf_free(&b);
+    ems_buf_free(&b);
 }
 
 /* True when two STATUS texts differ in more than last_commit_ms. */
@@ -197,12 +197,12 @@ static void status_broadcast(app_t *a)
 /* A device's credential changed ("" = every device's may have). */
 static void links_credentials(app_t *a, const char *id)
 {
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     if (ems_link_put_credentials(&b, id, strlen(id)) == 0)
         for (link_t *l = a->links; l; l = l->next)
             if (l->wants_credentials)
                 link_send_frame(l, &b, "CREDENTIALS");
-    ems_link_buf_free(&b);
+    ems_buf_free(&b);
 }
 
 /* Every second: a commit since the last look moves last_commit_ms; failed
@@ -232,13 +232,13 @@ static void link_unref(link_t *l)
 
 static void link_send_ack(link_t *l)
 {
-    uint8_t frame[EMS_LINK_HEADER + 8];
-    ems_link_buf_t b = {frame, 0, sizeof frame};
-    ems_link_put_ack(&b, l->ack_seq);
-    if (ems_link_conn_send_raw(l->conn, b.data, b.len) == 0)
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
+    if (ems_link_put_ack(&b, l->ack_seq) == 0 &&
+        ems_link_conn_send_raw(l->conn, ems_buf_data(&b), ems_buf_len(&b)) == 0)
         l->ack_pending = false;
     else
         l->ack_pending = true; /* the gateway is not reading; on_drain retries */
+    ems_buf_free(&b);
 }
 
 static void on_ack(void *ud, uint64_t link_seq)
@@ -255,12 +255,12 @@ static void on_reject(void *ud, uint64_t link_seq, uint32_t index, const char *r
     link_t *l = ud;
     if (l->closed)
         return;
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     if (ems_link_put_reject(&b, link_seq, index, reason, strlen(reason)) == 0 &&
-        ems_link_conn_send_raw(l->conn, b.data, b.len) < 0)
+        ems_link_conn_send_raw(l->conn, ems_buf_data(&b), ems_buf_len(&b)) < 0)
         ems_log_warn("link: could not queue REJECT for link_seq %llu (send queue full)",
                      (unsigned long long)link_seq);
-    ems_link_buf_free(&b);
+    ems_buf_free(&b);
 }
 
 /* Backpressure stops the connections that feed the queue; a connection
@@ -296,31 +296,31 @@ static void on_query_done(void *ud, uint64_t id, int status, const char *json, s
 {
     link_t *l = ud;
     if (!l->closed) {
-        ems_link_buf_t b = {0};
+        ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
         int rc = ems_link_put_result(&b, id, status, json, len);
         if (rc == EMS_EMSGSIZE) {
             static const char big[] =
                 "{\"error\":\"result larger than the link's frame limit; ask for less\"}";
-            ems_link_buf_reset(&b);
+            ems_buf_clear(&b);
             rc = ems_link_put_result(&b, id, EMS_EMSGSIZE, big, sizeof big - 1);
         }
         if (rc == 0)
-            rc = ems_link_conn_send_bulk(l->conn, b.data, b.len);
+            rc = ems_link_conn_send_bulk(l->conn, ems_buf_data(&b), ems_buf_len(&b));
         if (rc == EMS_ENOSPC || rc == EMS_ENOMEM) {
             static const char full[] =
                 "{\"error\":\"the DB writer's answer queue for this gateway is full; try again\"}";
-            ems_link_buf_reset(&b);
+            ems_buf_clear(&b);
             ems_log_warn("link: answer queue full (%zu bytes); query %llu answered with an error",
                          ems_link_conn_bulk_queued(l->conn), (unsigned long long)id);
             rc = ems_link_put_result(&b, id, EMS_EAGAIN, full, sizeof full - 1);
             if (rc == 0)
-                rc = ems_link_conn_send_raw(l->conn, b.data, b.len);
+                rc = ems_link_conn_send_raw(l->conn, ems_buf_data(&b), ems_buf_len(&b));
         }
         if (rc < 0 && rc != EMS_ECLOSED)
             ems_log_warn("link: could not queue the result of query %llu (%s); the gateway's "
                          "timeout answers it",
                          (unsigned long long)id, ems_strerror(rc));
-        ems_link_buf_free(&b);
+        ems_buf_free(&b);
     }
     link_unref(l);
 }

@@ -35,17 +35,17 @@ static int health_connect(const char *path)
 static int health_send_hello(int fd)
 {
     static const char info[] = "{\"name\":\"ems-dbwriter --health\",\"accepts\":[\"status\"]}";
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     int rc = ems_link_put_hello(&b, info, sizeof info - 1);
     size_t off = 0;
-    while (rc == 0 && off < b.len) {
-        ssize_t n = send(fd, b.data + off, b.len - off, MSG_NOSIGNAL);
+    while (rc == 0 && off < ems_buf_len(&b)) {
+        ssize_t n = send(fd, ems_buf_data(&b) + off, ems_buf_len(&b) - off, MSG_NOSIGNAL);
         if (n < 0 && errno != EINTR)
             rc = -errno;
         else if (n > 0)
             off += (size_t)n;
     }
-    ems_link_buf_free(&b);
+    ems_buf_free(&b);
     return rc;
 }
 

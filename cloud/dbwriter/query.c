@@ -2,6 +2,7 @@
 #include "query.h"
 
 #include "error.h"
+#include "jsonw.h"
 #include "link.h"
 #include "log.h"
 #include "status.h"
@@ -339,60 +340,24 @@ static const char SQL_ENERGY_PG[] = ENERGY_SQL(
 
 /* ------------------------------------------------------------------ JSON text */
 
-typedef ems_link_buf_t jb_t;
-
-static void jb_raw(jb_t *b, const char *s, size_t n)
-{
-    (void)ems_link_put_bytes(b, s, n); /* ENOMEM is checked once at the end */
-}
-
-static void jb_cstr(jb_t *b, const char *s)
-{
-    jb_raw(b, s, strlen(s));
-}
-
-static void jb_printf(jb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void jb_printf(jb_t *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        jb_raw(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
+/* Answers are built in an ems_buf_t with common/jsonw's string escaping.
+ * Append errors (ENOMEM) are not checked one by one: q_done answers "out
+ * of memory" when nothing could be allocated. */
 
 /* A JSON string; `s` is UTF-8 from PostgreSQL (server encoding UTF8). */
-static void jb_str(jb_t *b, const char *s)
+static void put_str(ems_buf_t *b, const char *s)
 {
-    jb_raw(b, "\"", 1);
-    const char *run = s;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        jb_raw(b, run, (size_t)(s - run));
-        char esc[8];
-        if (c == '"' || c == '\\')
-            snprintf(esc, sizeof esc, "\\%c", c);
-        else
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-        jb_cstr(b, esc);
-        run = s + 1;
-    }
-    jb_raw(b, run, (size_t)(s - run));
-    jb_raw(b, "\"", 1);
+    (void)ems_jw_buf_str(b, s, strlen(s));
 }
 
 /* A number from PostgreSQL's text; NaN and infinities have no JSON form
  * and are written as null. */
-static void jb_num(jb_t *b, const char *s)
+static void put_pg_num(ems_buf_t *b, const char *s)
 {
     if (!*s || strchr(s, 'N') || strchr(s, 'n') || strchr(s, 'I'))
-        jb_cstr(b, "null");
+        ems_buf_append_str(b, "null");
     else
-        jb_cstr(b, s);
+        ems_buf_append_str(b, s);
 }
 
 /* ------------------------------------------------------------------ module */
@@ -450,7 +415,7 @@ struct qreq {
     int64_t limit;
     char energy_bucket[8];
     char energy_tz[65];
-    jb_t out;
+    ems_buf_t out;
     bool answered;
 };
 
@@ -506,7 +471,7 @@ static void qreq_free(qreq_t *r)
 {
     for (int i = 0; i < MAXP; i++)
         free(r->p[i]);
-    ems_link_buf_free(&r->out);
+    ems_buf_free(&r->out);
     free(r);
 }
 
@@ -793,27 +758,28 @@ static int parse_latest(qreq_t *r, json_t *req, char *err, size_t cap)
         return EMS_EINVAL;
     }
     /* A text[] literal; device ids need no quoting ([A-Za-z0-9_.-]). */
-    jb_t lit = {0};
-    jb_raw(&lit, "{", 1);
+    ems_buf_t lit = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
+    ems_buf_append(&lit, "{", 1);
     size_t i;
     json_t *v;
     json_array_foreach(ids, i, v)
     {
         if (!json_is_string(v) || !ems_device_id_valid(json_string_value(v), json_string_length(v))) {
             snprintf(err, cap, "device_ids[%zu]: expected a device id", i);
-            ems_link_buf_free(&lit);
+            ems_buf_free(&lit);
             return EMS_EINVAL;
         }
         if (i)
-            jb_raw(&lit, ",", 1);
-        jb_raw(&lit, json_string_value(v), json_string_length(v));
+            ems_buf_append(&lit, ",", 1);
+        ems_buf_append(&lit, json_string_value(v), json_string_length(v));
     }
-    jb_raw(&lit, "}", 2); /* with the NUL */
-    if (!lit.data) {
+    ems_buf_append(&lit, "}", 2); /* with the NUL */
+    size_t litlen;
+    r->p[0] = ems_buf_steal(&lit, &litlen); /* ownership moves to the request */
+    if (!r->p[0]) {
         snprintf(err, cap, "out of memory");
         return EMS_ENOMEM;
     }
-    r->p[0] = (char *)lit.data; /* ownership moves to the request */
     r->sql = SQL_LATEST_IDS;
     r->np = 1;
     return 0;
@@ -941,25 +907,25 @@ static const char *val(const PGresult *res, int row, int col)
 
 /* The first `n` values of one column as a JSON array: numbers, strings,
  * booleans, or seq numbers (where -1 means the packet had none) by `kind`. */
-static void jb_column(jb_t *b, const PGresult *res, int col, char kind, int n)
+static void put_pg_column(ems_buf_t *b, const PGresult *res, int col, char kind, int n)
 {
-    jb_raw(b, "[", 1);
+    ems_buf_append(b, "[", 1);
     for (int i = 0; i < n; i++) {
         if (i)
-            jb_raw(b, ",", 1);
+            ems_buf_append(b, ",", 1);
         const char *v = val(res, i, col);
         if (!v)
-            jb_cstr(b, "null");
+            ems_buf_append_str(b, "null");
         else if (kind == 's')
-            jb_str(b, v);
+            put_str(b, v);
         else if (kind == 'b')
-            jb_cstr(b, v[0] == 't' ? "true" : "false");
+            ems_buf_append_str(b, v[0] == 't' ? "true" : "false");
         else if (kind == 'q' && v[0] == '-')
-            jb_cstr(b, "null");
+            ems_buf_append_str(b, "null");
         else
-            jb_num(b, v);
+            put_pg_num(b, v);
     }
-    jb_raw(b, "]", 1);
+    ems_buf_append(b, "]", 1);
 }
 
 /* The query asks for one row more than the limit, to know whether the
@@ -976,42 +942,44 @@ static void answer_history_raw(qreq_t *r, const PGresult *res)
     static const char kinds[] = "nqsssnnnnnnnnnnbb";
     bool truncated;
     int n = rows_within_limit(r, res, &truncated);
-    jb_t *b = &r->out;
-    jb_cstr(b, "{\"device_id\":");
-    jb_str(b, r->device_id);
-    jb_printf(b, ",\"resolution\":\"raw\",\"bucket_s\":0,\"count\":%d,\"truncated\":%s,\"series\":{",
-              n, truncated ? "true" : "false");
+    ems_buf_t *b = &r->out;
+    ems_buf_append_str(b, "{\"device_id\":");
+    put_str(b, r->device_id);
+    ems_buf_appendf(
+        b, ",\"resolution\":\"raw\",\"bucket_s\":0,\"count\":%d,\"truncated\":%s,\"series\":{", n,
+        truncated ? "true" : "false");
     for (int c = 0; c < (int)(sizeof RAW_NAMES / sizeof RAW_NAMES[0]); c++) {
         if (c)
-            jb_raw(b, ",", 1);
-        jb_str(b, RAW_NAMES[c]);
-        jb_raw(b, ":", 1);
-        jb_column(b, res, c, kinds[c], n);
+            ems_buf_append(b, ",", 1);
+        put_str(b, RAW_NAMES[c]);
+        ems_buf_append(b, ":", 1);
+        put_pg_column(b, res, c, kinds[c], n);
     }
-    jb_cstr(b, "}}");
+    ems_buf_append_str(b, "}}");
 }
 
 static void answer_history_bucket(qreq_t *r, const PGresult *res)
 {
     bool truncated;
     int n = rows_within_limit(r, res, &truncated);
-    jb_t *b = &r->out;
-    jb_cstr(b, "{\"device_id\":");
-    jb_str(b, r->device_id);
-    jb_printf(b,
-              ",\"resolution\":\"bucket\",\"bucket_s\":%lld,\"count\":%d,\"truncated\":%s,\"series\":{",
-              (long long)r->width_s, n, truncated ? "true" : "false");
-    jb_cstr(b, "\"ts\":");
-    jb_column(b, res, 0, 'n', n);
-    jb_cstr(b, ",\"n\":");
-    jb_column(b, res, 1, 'n', n);
+    ems_buf_t *b = &r->out;
+    ems_buf_append_str(b, "{\"device_id\":");
+    put_str(b, r->device_id);
+    ems_buf_appendf(
+        b,
+        ",\"resolution\":\"bucket\",\"bucket_s\":%lld,\"count\":%d,\"truncated\":%s,\"series\":{",
+        (long long)r->width_s, n, truncated ? "true" : "false");
+    ems_buf_append_str(b, "\"ts\":");
+    put_pg_column(b, res, 0, 'n', n);
+    ems_buf_append_str(b, ",\"n\":");
+    put_pg_column(b, res, 1, 'n', n);
     static const char *const sfx[] = {"_min", "_max", "_avg"};
     for (int f = 0; f < NFIELDS; f++)
         for (int k = 0; k < 3; k++) {
-            jb_printf(b, ",\"%s%s\":", FIELDS[f], sfx[k]);
-            jb_column(b, res, 2 + f * 3 + k, 'n', n);
+            ems_buf_appendf(b, ",\"%s%s\":", FIELDS[f], sfx[k]);
+            put_pg_column(b, res, 2 + f * 3 + k, 'n', n);
         }
-    jb_cstr(b, "}}");
+    ems_buf_append_str(b, "}}");
 }
 
 /* Builds the packet of a latest row and appends it with received_at. */
@@ -1075,92 +1043,93 @@ static void answer_latest_row(qreq_t *r, const PGresult *res, int i, bool *first
     if (ems_time_format(received, when, sizeof when) < 0)
         snprintf(when, sizeof when, "1970-01-01T00:00:00.000Z");
     if (!*first)
-        jb_raw(&r->out, ",", 1);
+        ems_buf_append(&r->out, ",", 1);
     *first = false;
-    jb_raw(&r->out, pkt, (size_t)n - 1); /* without the closing brace */
-    jb_printf(&r->out, ",\"received_at\":\"%s\"}", when);
+    ems_buf_append(&r->out, pkt, (size_t)n - 1); /* without the closing brace */
+    ems_buf_appendf(&r->out, ",\"received_at\":\"%s\"}", when);
 }
 
 static void answer_latest(qreq_t *r, const PGresult *res)
 {
-    jb_cstr(&r->out, "{\"devices\":[");
+    ems_buf_append_str(&r->out, "{\"devices\":[");
     bool first = true;
     for (int i = 0; i < PQntuples(res); i++)
         answer_latest_row(r, res, i, &first);
-    jb_cstr(&r->out, "]}");
+    ems_buf_append_str(&r->out, "]}");
 }
 
 static void answer_wrapped(qreq_t *r, const PGresult *res, const char *key)
 {
-    jb_printf(&r->out, "{\"%s\":", key);
-    jb_cstr(&r->out, PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "[]");
-    jb_cstr(&r->out, "}");
+    ems_buf_appendf(&r->out, "{\"%s\":", key);
+    ems_buf_append_str(&r->out, PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "[]");
+    ems_buf_append_str(&r->out, "}");
 }
 
 /* {"device_id": id or null, "bucket": "day", "time_zone": ..., "buckets": [...]} */
 static void answer_energy(qreq_t *r, const PGresult *res)
 {
-    jb_t *b = &r->out;
-    jb_cstr(b, "{\"device_id\":");
+    ems_buf_t *b = &r->out;
+    ems_buf_append_str(b, "{\"device_id\":");
     if (r->device_id[0])
-        jb_str(b, r->device_id);
+        put_str(b, r->device_id);
     else
-        jb_cstr(b, "null");
-    jb_cstr(b, ",\"bucket\":");
-    jb_str(b, r->energy_bucket);
-    jb_cstr(b, ",\"time_zone\":");
-    jb_str(b, r->energy_tz);
-    jb_cstr(b, ",\"buckets\":");
-    jb_cstr(b, PQntuples(res) == 1 ? PQgetvalue(res, 0, 1) : "[]");
-    jb_cstr(b, "}");
+        ems_buf_append_str(b, "null");
+    ems_buf_append_str(b, ",\"bucket\":");
+    put_str(b, r->energy_bucket);
+    ems_buf_append_str(b, ",\"time_zone\":");
+    put_str(b, r->energy_tz);
+    ems_buf_append_str(b, ",\"buckets\":");
+    ems_buf_append_str(b, PQntuples(res) == 1 ? PQgetvalue(res, 0, 1) : "[]");
+    ems_buf_append_str(b, "}");
 }
 
 /* {"claimed": bool, "events": [...]} */
 static void answer_webhook_claim(qreq_t *r, const PGresult *res)
 {
     bool ok = PQntuples(res) == 1 && val(res, 0, 0) && val(res, 0, 0)[0] == 't';
-    jb_printf(&r->out, "{\"claimed\":%s,\"events\":", ok ? "true" : "false");
-    jb_cstr(&r->out, ok && val(res, 0, 1) ? val(res, 0, 1) : "[]");
-    jb_cstr(&r->out, "}");
+    ems_buf_appendf(&r->out, "{\"claimed\":%s,\"events\":", ok ? "true" : "false");
+    ems_buf_append_str(&r->out, ok && val(res, 0, 1) ? val(res, 0, 1) : "[]");
+    ems_buf_append_str(&r->out, "}");
 }
 
 static void answer_device_auth(qreq_t *r, const PGresult *res)
 {
     if (PQntuples(res) != 1) {
-        jb_cstr(&r->out, "{\"found\":false}");
+        ems_buf_append_str(&r->out, "{\"found\":false}");
         return;
     }
-    jb_cstr(&r->out, "{\"found\":true,\"device_id\":");
-    jb_str(&r->out, val(res, 0, 0));
-    jb_cstr(&r->out, ",\"token_hash\":");
-    jb_str(&r->out, val(res, 0, 1));
-    jb_printf(&r->out, ",\"revoked\":%s,\"revoked_at\":", val(res, 0, 2)[0] == 't' ? "true" : "false");
+    ems_buf_append_str(&r->out, "{\"found\":true,\"device_id\":");
+    put_str(&r->out, val(res, 0, 0));
+    ems_buf_append_str(&r->out, ",\"token_hash\":");
+    put_str(&r->out, val(res, 0, 1));
+    ems_buf_appendf(&r->out,
+                    ",\"revoked\":%s,\"revoked_at\":", val(res, 0, 2)[0] == 't' ? "true" : "false");
     if (val(res, 0, 3))
-        jb_str(&r->out, val(res, 0, 3));
+        put_str(&r->out, val(res, 0, 3));
     else
-        jb_cstr(&r->out, "null");
-    jb_cstr(&r->out, "}");
+        ems_buf_append_str(&r->out, "null");
+    ems_buf_append_str(&r->out, "}");
 }
 
 /* {"devices":[{"device_id":...,"token_hash":...,"revoked":...,
  * "revoked_at":...},...]}: the ids found; the others do not exist. */
 static void answer_device_auths(qreq_t *r, const PGresult *res)
 {
-    jb_cstr(&r->out, "{\"devices\":[");
+    ems_buf_append_str(&r->out, "{\"devices\":[");
     for (int i = 0; i < PQntuples(res); i++) {
-        jb_cstr(&r->out, i ? ",{\"device_id\":" : "{\"device_id\":");
-        jb_str(&r->out, val(res, i, 0));
-        jb_cstr(&r->out, ",\"token_hash\":");
-        jb_str(&r->out, val(res, i, 1));
-        jb_printf(&r->out, ",\"revoked\":%s,\"revoked_at\":",
-                  val(res, i, 2)[0] == 't' ? "true" : "false");
+        ems_buf_append_str(&r->out, i ? ",{\"device_id\":" : "{\"device_id\":");
+        put_str(&r->out, val(res, i, 0));
+        ems_buf_append_str(&r->out, ",\"token_hash\":");
+        put_str(&r->out, val(res, i, 1));
+        ems_buf_appendf(&r->out, ",\"revoked\":%s,\"revoked_at\":",
+                        val(res, i, 2)[0] == 't' ? "true" : "false");
         if (val(res, i, 3))
-            jb_str(&r->out, val(res, i, 3));
+            put_str(&r->out, val(res, i, 3));
         else
-            jb_cstr(&r->out, "null");
-        jb_cstr(&r->out, "}");
+            ems_buf_append_str(&r->out, "null");
+        ems_buf_append_str(&r->out, "}");
     }
-    jb_cstr(&r->out, "]}");
+    ems_buf_append_str(&r->out, "]}");
 }
 
 /* device_ids: 1..DEVICE_AUTHS_MAX device ids, as a PostgreSQL text[]
@@ -1203,16 +1172,16 @@ static int parse_device_auths(qreq_t *r, json_t *req, char *err, size_t cap)
 static void answer_user(qreq_t *r, const PGresult *res)
 {
     if (PQntuples(res) != 1) {
-        jb_cstr(&r->out, "{\"found\":false}");
+        ems_buf_append_str(&r->out, "{\"found\":false}");
         return;
     }
-    jb_cstr(&r->out, "{\"found\":true,\"name\":");
-    jb_str(&r->out, val(res, 0, 0));
-    jb_cstr(&r->out, ",\"role\":");
-    jb_str(&r->out, val(res, 0, 1));
-    jb_cstr(&r->out, ",\"password_hash\":");
-    jb_str(&r->out, val(res, 0, 2));
-    jb_cstr(&r->out, "}");
+    ems_buf_append_str(&r->out, "{\"found\":true,\"name\":");
+    put_str(&r->out, val(res, 0, 0));
+    ems_buf_append_str(&r->out, ",\"role\":");
+    put_str(&r->out, val(res, 0, 1));
+    ems_buf_append_str(&r->out, ",\"password_hash\":");
+    put_str(&r->out, val(res, 0, 2));
+    ems_buf_append_str(&r->out, "}");
 }
 
 /* ------------------------------------------------------------------ driver */
@@ -1246,7 +1215,7 @@ static void q_result(ems_pg_req_t *req, const PGresult *res)
     case OP_ALARMS: answer_wrapped(r, res, "alarms"); break;
     case OP_WEBHOOK_CLAIM: answer_webhook_claim(r, res); break;
     case OP_WEBHOOK_ADVANCE:
-        jb_printf(&r->out, "{\"moved\":%s}", PQntuples(res) == 1 ? "true" : "false");
+        ems_buf_appendf(&r->out, "{\"moved\":%s}", PQntuples(res) == 1 ? "true" : "false");
         break;
     }
 }
@@ -1260,7 +1229,7 @@ static void q_done(ems_pg_req_t *req, int status)
     q->inflight--;
     q->running = NULL;
     if (status == 0 && r->answered && r->out.data) {
-        r->cb(r->ud, r->id, 0, (const char *)r->out.data, r->out.len);
+        r->cb(r->ud, r->id, 0, ems_buf_data(&r->out), ems_buf_len(&r->out));
     } else if (status == EMS_ECLOSED) {
         answer_error(r->cb, r->ud, r->id, EMS_EAGAIN, "database connection lost");
     } else if (status == 0) {
@@ -1350,6 +1319,7 @@ void ems_query_run(ems_query_t *q, uint64_t id, const char *json, size_t len, em
         answer_error(cb, ud, id, EMS_ENOMEM, "out of memory");
         return;
     }
+    ems_buf_init(&r->out, EMS_BUF_UNBOUNDED);
     r->q = q;
     r->id = id;
     r->cb = cb;

@@ -19,8 +19,8 @@
  */
 #include "emsctl.h"
 
+#include "auth.h"
 #include "error.h"
-#include "gw_auth.h"
 #include "migrate.h"
 #include "telemetry.h"
 
@@ -97,7 +97,7 @@ static void device_usage(FILE *out)
 
 static int new_token(char tok[65], char hash[65])
 {
-    if (gw_auth_token_new(tok, 65) != 0 || gw_auth_token_hash(tok, 64, hash, 65) != 0) {
+    if (ems_auth_token_new(tok, 65) != 0 || ems_auth_token_hash(tok, 64, hash, 65) != 0) {
         fprintf(stderr, "emsctl: no randomness available\n");
         return -1;
     }

@@ -2,16 +2,15 @@
  *
  * Users live in PostgreSQL (table users); emsctl writes them directly (see
  * device.c). Passwords are stored as PBKDF2-HMAC-SHA256 with a per-user
- * salt (cloud/gateway/gw_auth.h), the form the gateway checks at login.
+ * salt (cloud/lib/auth.h), the form the gateway checks at login.
  * The password is read from standard input (one line), or asked for twice
  * without echo when standard input is a terminal; --generate makes a random
  * one and prints it once.
  */
 #include "emsctl.h"
 
+#include "auth.h"
 #include "error.h"
-#include "gw_auth.h"
-#include "gw_session.h"
 
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -35,7 +34,7 @@ static void user_usage(FILE *out)
             "applies at the next login; sessions already issued last until they expire (12 h).\n"
             "--iterations sets the PBKDF2 count (1000..10000000, default %d); the gateway\n"
             "raises a lower count to the default at the user's next login.\n",
-            GW_AUTH_PBKDF2_ITER);
+            EMS_AUTH_PBKDF2_ITER);
 }
 
 static int read_line(const char *prompt, char *buf, size_t cap)
@@ -65,9 +64,9 @@ static int get_password(bool generate, char *pw, size_t cap)
 {
     if (generate) {
         unsigned char raw[12];
-        if (gw_auth_random(raw, sizeof raw) != 0)
+        if (ems_auth_random(raw, sizeof raw) != 0)
             return -1;
-        gw_auth_hex(raw, sizeof raw, pw); /* 24 hex characters: 96 bits */
+        ems_auth_hex(raw, sizeof raw, pw); /* 24 hex characters: 96 bits */
         printf("%s\n", pw);
         fflush(stdout);
         fprintf(stderr, "emsctl: the generated password above is shown only now\n");
@@ -92,10 +91,10 @@ static int get_password(bool generate, char *pw, size_t cap)
 static int user_set(PGconn *c, const char *name, const char *role, bool generate, bool add,
                     unsigned iterations)
 {
-    char pw[256], hash[GW_AUTH_HASH_MAX];
+    char pw[256], hash[EMS_AUTH_HASH_MAX];
     if (get_password(generate, pw, sizeof pw) < 0)
         return EMSCTL_FAIL;
-    int rc = gw_auth_password_hash(pw, iterations, hash, sizeof hash);
+    int rc = ems_auth_password_hash(pw, iterations, hash, sizeof hash);
     memset(pw, 0, sizeof pw);
     if (rc != 0) {
         fprintf(stderr, "emsctl: cannot hash the password: %s\n", ems_strerror(rc));
@@ -187,14 +186,14 @@ int emsctl_user_main(int argc, char **argv)
     }
     bool is_add = verb && !strcmp(verb, "add"), is_pw = verb && !strcmp(verb, "passwd"),
          is_list = verb && !strcmp(verb, "list");
-    gw_role_t rl;
+    ems_auth_role_t rl;
     if (!(is_add || is_pw || is_list) || (is_list && (name || role || generate)) ||
-        (!is_list && !name) || (is_add && (!role || gw_role_parse(role, &rl) != 0)) ||
+        (!is_list && !name) || (is_add && (!role || ems_auth_role_parse(role, &rl) != 0)) ||
         (is_pw && role)) {
         user_usage(stderr);
         return EMSCTL_USAGE;
     }
-    if (name && !gw_user_name_valid(name, strlen(name))) {
+    if (name && !ems_auth_user_name_valid(name, strlen(name))) {
         fprintf(stderr, "emsctl: '%s' is not a user name (1..64 of [A-Za-z0-9_.@-])\n", name);
         return EMSCTL_USAGE;
     }

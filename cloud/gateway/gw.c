@@ -97,7 +97,7 @@ static bool alarm_emit(void *ud, const gw_alarm_change_t *c)
     }
     ems_log_info("alarm %s: device %s rule %s: %s", c->raise ? "raised" : "cleared", c->device_id,
                  gw_alarm_rule_name(c->rule), c->message);
-    gw_metric_inc(gw->m.alarms[c->raise ? 0 : 1]);
+    ems_metric_inc(gw->m.alarms[c->raise ? 0 : 1]);
     return true;
 }
 
@@ -327,7 +327,7 @@ static void on_request(ems_server_req_t *req, void *user)
     gw_route_t r;
     gw_router_match(m->path, strlen(m->path), &r);
     unsigned method = gw_router_method(m->method);
-    gw_metric_inc(gw->m.http_requests);
+    ems_metric_inc(gw->m.http_requests);
     if (r.id != GW_R_NOT_FOUND && r.methods && !(method & r.methods)) {
         char allow[64];
         snprintf(allow, sizeof allow, "Allow: %s\r\n", gw_router_allow(r.methods));
@@ -394,40 +394,40 @@ static double g_accept_held(void *ud) { return (double)server_stats(ud).accept_h
  * are at most 1 s old). Order: gw->m.srv[]. */
 static void srv_metrics_register(gw_t *gw)
 {
-    gw_metrics_t *m = gw->metrics;
+    ems_metrics_t *m = gw->metrics;
     static const char *const why[3] = {"reason=\"per_address\"", "reason=\"unauth_share\"",
                                        "reason=\"max_connections\""};
     for (int i = 0; i < 3; i++)
-        gw->m.srv[i] = gw_metrics_counter(m, "ems_gateway_connections_refused_total",
-                                          "TCP connections closed at accept, by limit.", why[i]);
-    gw->m.srv[3] = gw_metrics_counter(m, "ems_gateway_unauth_evicted_total",
-                                      "Idle unauthenticated connections closed to make room.",
-                                      NULL);
-    gw->m.srv[4] = gw_metrics_counter(m, "ems_gateway_http_output_paused_total",
-                                      "Times a connection was not read for its unread answers.",
-                                      NULL);
-    gw->m.srv[5] = gw_metrics_counter(m, "ems_gateway_http_output_shed_total",
-                                      "Connections closed over http_output_budget.", NULL);
-    gw->m.srv[6] = gw_metrics_counter(m, "ems_gateway_tls_handshakes_deferred_total",
-                                      "TLS handshake steps that waited for the CPU budget.", NULL);
-    gw->m.srv[7] = gw_metrics_counter(m, "ems_gateway_accept_paused_total",
-                                      "Times accepting paused: the TLS handshakes taken on "
-                                      "filled handshake_admit_ms at the budget.",
-                                      NULL);
-    gw_metrics_gauge_fn(m, "ems_gateway_accept_held",
-                        "1 while accepting is paused (new connections wait in the backlog).",
-                        NULL, g_accept_held, gw);
-    gw->m.tls_hs[0] = gw_metrics_counter(m, "ems_gateway_tls_handshakes_total",
-                                         "TLS handshakes completed.", "kind=\"full\"");
-    gw->m.tls_hs[1] = gw_metrics_counter(m, "ems_gateway_tls_handshakes_total",
-                                         "TLS handshakes completed.", "kind=\"resumed\"");
-    gw_metrics_gauge_fn(m, "ems_gateway_unauth_connections",
-                        "Connections not upgraded to WebSocket (yet).", NULL, g_unauth, gw);
-    gw_metrics_gauge_fn(m, "ems_gateway_http_output_bytes",
-                        "Queued HTTP answer bytes, all connections.", NULL, g_out_bytes, gw);
-    gw_metrics_gauge_fn(m, "ems_gateway_tls_handshakes_waiting",
-                        "Connections waiting for the TLS handshake budget.", NULL, g_hs_waiting,
-                        gw);
+        gw->m.srv[i] = ems_metrics_counter(m, "ems_gateway_connections_refused_total",
+                                           "TCP connections closed at accept, by limit.", why[i]);
+    gw->m.srv[3] =
+        ems_metrics_counter(m, "ems_gateway_unauth_evicted_total",
+                            "Idle unauthenticated connections closed to make room.", NULL);
+    gw->m.srv[4] =
+        ems_metrics_counter(m, "ems_gateway_http_output_paused_total",
+                            "Times a connection was not read for its unread answers.", NULL);
+    gw->m.srv[5] = ems_metrics_counter(m, "ems_gateway_http_output_shed_total",
+                                       "Connections closed over http_output_budget.", NULL);
+    gw->m.srv[6] = ems_metrics_counter(m, "ems_gateway_tls_handshakes_deferred_total",
+                                       "TLS handshake steps that waited for the CPU budget.", NULL);
+    gw->m.srv[7] = ems_metrics_counter(m, "ems_gateway_accept_paused_total",
+                                       "Times accepting paused: the TLS handshakes taken on "
+                                       "filled handshake_admit_ms at the budget.",
+                                       NULL);
+    ems_metrics_gauge_fn(m, "ems_gateway_accept_held",
+                         "1 while accepting is paused (new connections wait in the backlog).", NULL,
+                         g_accept_held, gw);
+    gw->m.tls_hs[0] = ems_metrics_counter(m, "ems_gateway_tls_handshakes_total",
+                                          "TLS handshakes completed.", "kind=\"full\"");
+    gw->m.tls_hs[1] = ems_metrics_counter(m, "ems_gateway_tls_handshakes_total",
+                                          "TLS handshakes completed.", "kind=\"resumed\"");
+    ems_metrics_gauge_fn(m, "ems_gateway_unauth_connections",
+                         "Connections not upgraded to WebSocket (yet).", NULL, g_unauth, gw);
+    ems_metrics_gauge_fn(m, "ems_gateway_http_output_bytes",
+                         "Queued HTTP answer bytes, all connections.", NULL, g_out_bytes, gw);
+    ems_metrics_gauge_fn(m, "ems_gateway_tls_handshakes_waiting",
+                         "Connections waiting for the TLS handshake budget.", NULL, g_hs_waiting,
+                         gw);
 }
 
 static void srv_metrics_update(gw_t *gw)
@@ -435,14 +435,14 @@ static void srv_metrics_update(gw_t *gw)
     if (gw->link) {
         gw_link_stats_t ls;
         gw_link_stats(gw->link, &ls);
-        gw_metric_set(gw->m.lnk[0], (double)ls.queries_refused_user);
-        gw_metric_set(gw->m.lnk[1], (double)ls.queries_refused_queue);
-        gw_metric_set(gw->m.lnk[2], (double)ls.credential_changes);
-        gw_metric_set(gw->m.lnk[3], (double)ls.lookups);
-        gw_metric_set(gw->m.lnk[4], (double)ls.lookup_batches);
-        gw_metric_set(gw->m.lnk[5], (double)ls.lookups_expired);
-        gw_metric_set(gw->m.lnk[6], (double)ls.lookups_refused);
-        gw_metric_set(gw->m.lnk[7], (double)ls.lookups_retried);
+        ems_metric_set(gw->m.lnk[0], (double)ls.queries_refused_user);
+        ems_metric_set(gw->m.lnk[1], (double)ls.queries_refused_queue);
+        ems_metric_set(gw->m.lnk[2], (double)ls.credential_changes);
+        ems_metric_set(gw->m.lnk[3], (double)ls.lookups);
+        ems_metric_set(gw->m.lnk[4], (double)ls.lookup_batches);
+        ems_metric_set(gw->m.lnk[5], (double)ls.lookups_expired);
+        ems_metric_set(gw->m.lnk[6], (double)ls.lookups_refused);
+        ems_metric_set(gw->m.lnk[7], (double)ls.lookups_retried);
     }
     if (!gw->server)
         return;
@@ -452,12 +452,12 @@ static void srv_metrics_update(gw_t *gw)
                            st.evicted, st.out_paused, st.out_shed, st.hs_deferred,
                            st.accept_paused};
     for (int i = 0; i < 8; i++)
-        gw_metric_set(gw->m.srv[i], (double)v[i]);
+        ems_metric_set(gw->m.srv[i], (double)v[i]);
     if (gw->tls) {
         ems_tls_stats_t ts;
         ems_tls_config_stats(gw->tls, &ts);
-        gw_metric_set(gw->m.tls_hs[0], (double)(gw->tls_before.full + ts.full));
-        gw_metric_set(gw->m.tls_hs[1], (double)(gw->tls_before.resumed + ts.resumed));
+        ems_metric_set(gw->m.tls_hs[0], (double)(gw->tls_before.full + ts.full));
+        ems_metric_set(gw->m.tls_hs[1], (double)(gw->tls_before.resumed + ts.resumed));
     }
 }
 
@@ -471,141 +471,147 @@ static void dbw_metrics_register(gw_t *gw);
 
 static void metrics_init(gw_t *gw)
 {
-    gw_metrics_t *m = gw->metrics;
+    ems_metrics_t *m = gw->metrics;
     gw_metric_set_t *s = &gw->m;
     static const char *const ep[2] = {"endpoint=\"device\"", "endpoint=\"dashboard\""};
     for (int i = 0; i < 2; i++) {
-        s->conns_total[i] = gw_metrics_counter(m, "ems_gateway_connections_total",
-                                               "WebSocket connections accepted.", ep[i]);
-        s->refused[i] = gw_metrics_counter(m, "ems_gateway_upgrades_refused_total",
-                                           "WebSocket upgrades refused (auth, limits).", ep[i]);
-        s->msgs_in[i] = gw_metrics_counter(m, "ems_gateway_messages_in_total",
-                                           "WebSocket messages received.", ep[i]);
-        s->msgs_out[i] = gw_metrics_counter(m, "ems_gateway_messages_out_total",
-                                            "WebSocket messages queued for sending.", ep[i]);
-        s->bytes_in[i] = gw_metrics_counter(m, "ems_gateway_bytes_in_total",
-                                            "Message payload bytes received.", ep[i]);
-        s->bytes_out[i] = gw_metrics_counter(m, "ems_gateway_bytes_out_total",
-                                             "Message payload bytes queued for sending.", ep[i]);
+        s->conns_total[i] = ems_metrics_counter(m, "ems_gateway_connections_total",
+                                                "WebSocket connections accepted.", ep[i]);
+        s->refused[i] = ems_metrics_counter(m, "ems_gateway_upgrades_refused_total",
+                                            "WebSocket upgrades refused (auth, limits).", ep[i]);
+        s->msgs_in[i] = ems_metrics_counter(m, "ems_gateway_messages_in_total",
+                                            "WebSocket messages received.", ep[i]);
+        s->msgs_out[i] = ems_metrics_counter(m, "ems_gateway_messages_out_total",
+                                             "WebSocket messages queued for sending.", ep[i]);
+        s->bytes_in[i] = ems_metrics_counter(m, "ems_gateway_bytes_in_total",
+                                             "Message payload bytes received.", ep[i]);
+        s->bytes_out[i] = ems_metrics_counter(m, "ems_gateway_bytes_out_total",
+                                              "Message payload bytes queued for sending.", ep[i]);
     }
-    gw_metrics_gauge_fn(m, "ems_gateway_connections", "Open WebSocket connections.", ep[0],
-                        g_devices, gw);
-    gw_metrics_gauge_fn(m, "ems_gateway_connections", "Open WebSocket connections.", ep[1],
-                        g_dashes, gw);
-    gw_metrics_gauge_fn(m, "ems_gateway_tcp_connections", "Open TCP connections (all kinds).",
-                        NULL, g_server_conns, gw);
-    gw_metrics_gauge_fn(m, "ems_gateway_known_devices", "Devices seen since start.", NULL,
-                        g_known, gw);
-    s->telemetry_ok = gw_metrics_counter(m, "ems_gateway_telemetry_total",
-                                         "Telemetry packets accepted.", NULL);
-    s->invalid = gw_metrics_counter(m, "ems_gateway_validation_failures_total",
-                                    "Messages refused by validation.", NULL);
-    s->foreign = gw_metrics_counter(m, "ems_gateway_foreign_packets_total",
-                                    "Packets naming another device than the connection's.", NULL);
-    s->rate_limited = gw_metrics_counter(m, "ems_gateway_rate_limited_total",
-                                         "Device connections closed for their message rate.", NULL);
-    s->decodes[0] = gw_metrics_counter(m, "ems_gateway_device_decodes_total",
-                                       "Device messages decoded, by path.", "path=\"fast\"");
-    s->decodes[1] = gw_metrics_counter(m, "ems_gateway_device_decodes_total",
-                                       "Device messages decoded, by path.", "path=\"full\"");
-    s->not_stored = gw_metrics_counter(m, "ems_gateway_telemetry_not_stored_total",
-                                       "Packets not forwarded (DB writer queue full).", NULL);
-    s->acks_sent = gw_metrics_counter(m, "ems_gateway_acks_sent_total", "Ack messages sent.", NULL);
-    s->nacks_sent = gw_metrics_counter(m, "ems_gateway_nacks_sent_total", "Nack messages sent.", NULL);
-    s->acked_records = gw_metrics_counter(m, "ems_gateway_committed_records_total",
-                                          "Telemetry records the DB writer committed.", NULL);
-    s->dash_dropped = gw_metrics_counter(m, "ems_gateway_dashboards_dropped_total",
-                                         "Dashboards closed for a full send queue (4009).", NULL);
-    s->fanout_msgs = gw_metrics_counter(m, "ems_gateway_fanout_deliveries_total",
-                                        "Messages queued to dashboards by fan-out.", NULL);
-    s->http_requests = gw_metrics_counter(m, "ems_gateway_http_requests_total",
-                                          "HTTP requests handled.", NULL);
-    s->logins_ok = gw_metrics_counter(m, "ems_gateway_logins_total", "Logins.", "result=\"ok\"");
-    s->logins_failed = gw_metrics_counter(m, "ems_gateway_logins_total", "Logins.",
-                                          "result=\"failed\"");
-    s->logins_throttled = gw_metrics_counter(m, "ems_gateway_logins_total", "Logins.",
-                                             "result=\"throttled\"");
-    s->logins_busy = gw_metrics_counter(m, "ems_gateway_logins_total", "Logins.",
-                                        "result=\"busy\"");
-    s->password_hashes = gw_metrics_counter(m, "ems_gateway_password_hashes_total",
-                                            "Password hashes computed (logins).", NULL);
-    s->password_rehashes = gw_metrics_counter(m, "ems_gateway_password_rehashes_total",
-                                              "Stored password hashes raised to the current "
-                                              "iteration count.", NULL);
-    s->sessions_revoked = gw_metrics_counter(m, "ems_gateway_sessions_revoked_total",
-                                             "Sessions ended by logout.", NULL);
-    s->device_lookups = gw_metrics_counter(m, "ems_gateway_device_lookups_total",
-                                           "Upgrades' credential lookups sent to the DB writer.",
-                                           NULL);
-    s->device_negative_hits = gw_metrics_counter(m, "ems_gateway_device_negative_hits_total",
-                                                 "Upgrades refused from the unknown-device cache.",
-                                                 NULL);
-    s->ts_refused[0] = gw_metrics_counter(m, "ems_gateway_telemetry_refused_total",
-                                          "Packets refused for their timestamp.",
-                                          "rule=\"future\"");
-    s->ts_refused[1] = gw_metrics_counter(m, "ems_gateway_telemetry_refused_total",
-                                          "Packets refused for their timestamp.",
-                                          "rule=\"too_old\"");
+    ems_metrics_gauge_fn(m, "ems_gateway_connections", "Open WebSocket connections.", ep[0],
+                         g_devices, gw);
+    ems_metrics_gauge_fn(m, "ems_gateway_connections", "Open WebSocket connections.", ep[1],
+                         g_dashes, gw);
+    ems_metrics_gauge_fn(m, "ems_gateway_tcp_connections", "Open TCP connections (all kinds).",
+                         NULL, g_server_conns, gw);
+    ems_metrics_gauge_fn(m, "ems_gateway_known_devices", "Devices seen since start.", NULL, g_known,
+                         gw);
+    s->telemetry_ok =
+        ems_metrics_counter(m, "ems_gateway_telemetry_total", "Telemetry packets accepted.", NULL);
+    s->invalid = ems_metrics_counter(m, "ems_gateway_validation_failures_total",
+                                     "Messages refused by validation.", NULL);
+    s->foreign = ems_metrics_counter(m, "ems_gateway_foreign_packets_total",
+                                     "Packets naming another device than the connection's.", NULL);
+    s->rate_limited =
+        ems_metrics_counter(m, "ems_gateway_rate_limited_total",
+                            "Device connections closed for their message rate.", NULL);
+    s->decodes[0] = ems_metrics_counter(m, "ems_gateway_device_decodes_total",
+                                        "Device messages decoded, by path.", "path=\"fast\"");
+    s->decodes[1] = ems_metrics_counter(m, "ems_gateway_device_decodes_total",
+                                        "Device messages decoded, by path.", "path=\"full\"");
+    s->not_stored = ems_metrics_counter(m, "ems_gateway_telemetry_not_stored_total",
+                                        "Packets not forwarded (DB writer queue full).", NULL);
+    s->acks_sent =
+        ems_metrics_counter(m, "ems_gateway_acks_sent_total", "Ack messages sent.", NULL);
+    s->nacks_sent =
+        ems_metrics_counter(m, "ems_gateway_nacks_sent_total", "Nack messages sent.", NULL);
+    s->acked_records = ems_metrics_counter(m, "ems_gateway_committed_records_total",
+                                           "Telemetry records the DB writer committed.", NULL);
+    s->dash_dropped = ems_metrics_counter(m, "ems_gateway_dashboards_dropped_total",
+                                          "Dashboards closed for a full send queue (4009).", NULL);
+    s->fanout_msgs = ems_metrics_counter(m, "ems_gateway_fanout_deliveries_total",
+                                         "Messages queued to dashboards by fan-out.", NULL);
+    s->http_requests =
+        ems_metrics_counter(m, "ems_gateway_http_requests_total", "HTTP requests handled.", NULL);
+    s->logins_ok = ems_metrics_counter(m, "ems_gateway_logins_total", "Logins.", "result=\"ok\"");
+    s->logins_failed =
+        ems_metrics_counter(m, "ems_gateway_logins_total", "Logins.", "result=\"failed\"");
+    s->logins_throttled =
+        ems_metrics_counter(m, "ems_gateway_logins_total", "Logins.", "result=\"throttled\"");
+    s->logins_busy =
+        ems_metrics_counter(m, "ems_gateway_logins_total", "Logins.", "result=\"busy\"");
+    s->password_hashes = ems_metrics_counter(m, "ems_gateway_password_hashes_total",
+                                             "Password hashes computed (logins).", NULL);
+    s->password_rehashes = ems_metrics_counter(m, "ems_gateway_password_rehashes_total",
+                                               "Stored password hashes raised to the current "
+                                               "iteration count.",
+                                               NULL);
+    s->sessions_revoked = ems_metrics_counter(m, "ems_gateway_sessions_revoked_total",
+                                              "Sessions ended by logout.", NULL);
+    s->device_lookups =
+        ems_metrics_counter(m, "ems_gateway_device_lookups_total",
+                            "Upgrades' credential lookups sent to the DB writer.", NULL);
+    s->device_negative_hits =
+        ems_metrics_counter(m, "ems_gateway_device_negative_hits_total",
+                            "Upgrades refused from the unknown-device cache.", NULL);
+    s->ts_refused[0] =
+        ems_metrics_counter(m, "ems_gateway_telemetry_refused_total",
+                            "Packets refused for their timestamp.", "rule=\"future\"");
+    s->ts_refused[1] =
+        ems_metrics_counter(m, "ems_gateway_telemetry_refused_total",
+                            "Packets refused for their timestamp.", "rule=\"too_old\"");
     static const double lat[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                  0.25,  0.5,    1,     2.5,  5,     10};
-    s->query_latency = gw_metrics_histogram(m, "ems_gateway_query_latency_seconds",
-                                            "DB writer query round trips.", NULL, lat, 13);
+    s->query_latency = ems_metrics_histogram(m, "ems_gateway_query_latency_seconds",
+                                             "DB writer query round trips.", NULL, lat, 13);
     for (int i = 0; i < GW_CMD_STATUS_COUNT; i++) {
         char l[48];
         snprintf(l, sizeof l, "status=\"%s\"", gw_cmd_status_name((gw_cmd_status_t)i));
-        s->cmd_status[i] = gw_metrics_counter(m, "ems_gateway_command_transitions_total",
-                                              "Commands entering each status.", l);
+        s->cmd_status[i] = ems_metrics_counter(m, "ems_gateway_command_transitions_total",
+                                               "Commands entering each status.", l);
     }
-    gw_metrics_gauge_fn(m, "ems_gateway_dbwriter_up", "1 when the DB writer link is up.", NULL,
-                        g_link_up, gw);
-    gw_metrics_gauge_fn(m, "ems_gateway_dbwriter_held",
-                        "Records and events held until the DB writer commits them.", NULL, g_held,
-                        gw);
-    gw_metrics_gauge_fn(m, "ems_gateway_dbwriter_pending_queries",
-                        "Queries waiting for the DB writer.", NULL, g_queries, gw);
-    gw_metrics_gauge_fn(m, "ems_gateway_dbwriter_reconnects", "Connection attempts to the DB writer.",
-                        NULL, g_link_stat, gw);
+    ems_metrics_gauge_fn(m, "ems_gateway_dbwriter_up", "1 when the DB writer link is up.", NULL,
+                         g_link_up, gw);
+    ems_metrics_gauge_fn(m, "ems_gateway_dbwriter_held",
+                         "Records and events held until the DB writer commits them.", NULL, g_held,
+                         gw);
+    ems_metrics_gauge_fn(m, "ems_gateway_dbwriter_pending_queries",
+                         "Queries waiting for the DB writer.", NULL, g_queries, gw);
+    ems_metrics_gauge_fn(m, "ems_gateway_dbwriter_reconnects",
+                         "Connection attempts to the DB writer.", NULL, g_link_stat, gw);
     dbw_metrics_register(gw);
     srv_metrics_register(gw);
-    s->lnk[0] = gw_metrics_counter(m, "ems_gateway_queries_refused_total",
-                                   "REST queries refused: one user's limit (query_per_user) or the "
-                                   "queue (query_queue).",
-                                   "limit=\"per_user\"");
-    s->lnk[1] = gw_metrics_counter(m, "ems_gateway_queries_refused_total",
-                                   "REST queries refused: one user's limit (query_per_user) or the "
-                                   "queue (query_queue).",
-                                   "limit=\"queue\"");
-    s->lnk[2] = gw_metrics_counter(m, "ems_gateway_credential_changes_total",
-                                   "Credential changes pushed by the database (NOTIFY).", NULL);
-    s->lnk[3] = gw_metrics_counter(m, "ems_gateway_credential_lookups_total",
-                                   "Device credential lookups (upgrades and re-checks).", NULL);
-    s->lnk[4] = gw_metrics_counter(m, "ems_gateway_credential_lookup_batches_total",
-                                   "device_auths queries sent to the DB writer (many lookups "
-                                   "each).",
-                                   NULL);
-    s->lnk[5] = gw_metrics_counter(m, "ems_gateway_credential_lookups_failed_total",
-                                   "Credential lookups not answered, by reason.",
-                                   "reason=\"expired\"");
-    s->lnk[6] = gw_metrics_counter(m, "ems_gateway_credential_lookups_failed_total",
-                                   "Credential lookups not answered, by reason.",
-                                   "reason=\"queue_full\"");
-    s->lnk[7] = gw_metrics_counter(m, "ems_gateway_credential_lookups_retried_total",
-                                   "Credential lookups asked again after a failed batch.", NULL);
+    s->lnk[0] =
+        ems_metrics_counter(m, "ems_gateway_queries_refused_total",
+                            "REST queries refused: one user's limit (query_per_user) or the "
+                            "queue (query_queue).",
+                            "limit=\"per_user\"");
+    s->lnk[1] =
+        ems_metrics_counter(m, "ems_gateway_queries_refused_total",
+                            "REST queries refused: one user's limit (query_per_user) or the "
+                            "queue (query_queue).",
+                            "limit=\"queue\"");
+    s->lnk[2] = ems_metrics_counter(m, "ems_gateway_credential_changes_total",
+                                    "Credential changes pushed by the database (NOTIFY).", NULL);
+    s->lnk[3] = ems_metrics_counter(m, "ems_gateway_credential_lookups_total",
+                                    "Device credential lookups (upgrades and re-checks).", NULL);
+    s->lnk[4] = ems_metrics_counter(m, "ems_gateway_credential_lookup_batches_total",
+                                    "device_auths queries sent to the DB writer (many lookups "
+                                    "each).",
+                                    NULL);
+    s->lnk[5] =
+        ems_metrics_counter(m, "ems_gateway_credential_lookups_failed_total",
+                            "Credential lookups not answered, by reason.", "reason=\"expired\"");
+    s->lnk[6] =
+        ems_metrics_counter(m, "ems_gateway_credential_lookups_failed_total",
+                            "Credential lookups not answered, by reason.", "reason=\"queue_full\"");
+    s->lnk[7] = ems_metrics_counter(m, "ems_gateway_credential_lookups_retried_total",
+                                    "Credential lookups asked again after a failed batch.", NULL);
     /* Alarms and webhooks (docs/alarms.md). */
-    s->alarms[0] = gw_metrics_counter(m, "ems_gateway_alarm_changes_total",
-                                      "Alarm raises and clears this gateway sent to the database.",
-                                      "change=\"raise\"");
-    s->alarms[1] = gw_metrics_counter(m, "ems_gateway_alarm_changes_total",
-                                      "Alarm raises and clears this gateway sent to the database.",
-                                      "change=\"clear\"");
-    s->webhook[0] = gw_metrics_counter(m, "ems_gateway_webhook_deliveries_total",
-                                       "Alarm events delivered to a webhook (2xx).", NULL);
-    s->webhook[1] = gw_metrics_counter(m, "ems_gateway_webhook_failures_total",
-                                       "Webhook delivery attempts that failed (to be retried).",
-                                       NULL);
+    s->alarms[0] = ems_metrics_counter(m, "ems_gateway_alarm_changes_total",
+                                       "Alarm raises and clears this gateway sent to the database.",
+                                       "change=\"raise\"");
+    s->alarms[1] = ems_metrics_counter(m, "ems_gateway_alarm_changes_total",
+                                       "Alarm raises and clears this gateway sent to the database.",
+                                       "change=\"clear\"");
+    s->webhook[0] = ems_metrics_counter(m, "ems_gateway_webhook_deliveries_total",
+                                        "Alarm events delivered to a webhook (2xx).", NULL);
+    s->webhook[1] =
+        ems_metrics_counter(m, "ems_gateway_webhook_failures_total",
+                            "Webhook delivery attempts that failed (to be retried).", NULL);
     s->webhook[2] =
-        gw_metrics_counter(m, "ems_gateway_webhook_dead_letters_total",
-                           "Alarm events given up after alarm_webhook_retries attempts.", NULL);
+        ems_metrics_counter(m, "ems_gateway_webhook_dead_letters_total",
+                            "Alarm events given up after alarm_webhook_retries attempts.", NULL);
 }
 
 /* The DB writer's own counters (docs/storage.md, "Counters"), fetched with
@@ -656,9 +662,10 @@ _Static_assert(sizeof dbw_stats / sizeof dbw_stats[0] <= 24, "gw_metric_set_t.db
 static void dbw_metrics_register(gw_t *gw)
 {
     for (size_t i = 0; i < sizeof dbw_stats / sizeof dbw_stats[0]; i++)
-        gw->m.dbw[i] = dbw_stats[i].counter
-                           ? gw_metrics_counter(gw->metrics, dbw_stats[i].name, dbw_stats[i].help, NULL)
-                           : gw_metrics_gauge(gw->metrics, dbw_stats[i].name, dbw_stats[i].help, NULL);
+        gw->m.dbw[i] =
+            dbw_stats[i].counter
+                ? ems_metrics_counter(gw->metrics, dbw_stats[i].name, dbw_stats[i].help, NULL)
+                : ems_metrics_gauge(gw->metrics, dbw_stats[i].name, dbw_stats[i].help, NULL);
 }
 
 static void dbw_stats_result(void *ud, int status, const char *json, size_t len)
@@ -671,9 +678,9 @@ static void dbw_stats_result(void *ud, int status, const char *json, size_t len)
     for (size_t i = 0; o && i < sizeof dbw_stats / sizeof dbw_stats[0]; i++) {
         json_t *v = json_object_get(o, dbw_stats[i].field);
         if (json_is_number(v))
-            gw_metric_set(gw->m.dbw[i], json_number_value(v));
+            ems_metric_set(gw->m.dbw[i], json_number_value(v));
         else if (json_is_boolean(v))
-            gw_metric_set(gw->m.dbw[i], json_is_true(v) ? 1 : 0);
+            ems_metric_set(gw->m.dbw[i], json_is_true(v) ? 1 : 0);
     }
     json_decref(o);
 }
@@ -993,7 +1000,7 @@ int gw_start(gw_t *gw, uv_loop_t *loop, const gw_config_t *cfg)
         }
     }
 
-    gw->metrics = gw_metrics_new();
+    gw->metrics = ems_metrics_new();
     if (!gw->metrics) {
         ems_tls_config_unref(gw->tls);
         return EMS_ENOMEM;
@@ -1005,7 +1012,7 @@ int gw_start(gw_t *gw, uv_loop_t *loop, const gw_config_t *cfg)
                           .retain = 10000};
     gw->cmds = gw_cmds_new(&ccfg, &cmd_ops, gw);
     if (!gw->cmds) {
-        gw_metrics_free(gw->metrics);
+        ems_metrics_free(gw->metrics);
         ems_tls_config_unref(gw->tls);
         return EMS_ENOMEM;
     }
@@ -1121,7 +1128,7 @@ int gw_start(gw_t *gw, uv_loop_t *loop, const gw_config_t *cfg)
 fail:
     gw_cmds_free(gw->cmds);
     gw->cmds = NULL;
-    gw_metrics_free(gw->metrics);
+    ems_metrics_free(gw->metrics);
     gw->metrics = NULL;
     ems_tls_config_unref(gw->tls);
     gw->tls = NULL;
@@ -1144,7 +1151,7 @@ void gw_free(gw_t *gw)
     gw_hub_free(&gw->hub);
     gw_cmds_free(gw->cmds);
     gw->cmds = NULL;
-    gw_metrics_free(gw->metrics);
+    ems_metrics_free(gw->metrics);
     gw->metrics = NULL;
     ems_tls_config_unref(gw->tls);
     gw->tls = NULL;

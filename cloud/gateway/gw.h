@@ -29,8 +29,8 @@
 #define GW_H
 
 #include "command.h"
-#include "gw_alarm.h"
 #include "dashboard.h"
+#include "gw_alarm.h"
 #include "gw_bus.h"
 #include "gw_cmd.h"
 #include "gw_config.h"
@@ -38,7 +38,6 @@
 #include "gw_link.h"
 #include "gw_login.h"
 #include "gw_map.h"
-#include "gw_metrics.h"
 #include "gw_neg.h"
 #include "gw_ranges.h"
 #include "gw_rate.h"
@@ -46,6 +45,7 @@
 #include "gw_session.h"
 #include "gw_webhook.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 #include "telemetry.h"
 #include "tls.h"
@@ -105,30 +105,30 @@ struct gw_dash {
     gw_t *gw;
     ems_ws_t *ws;
     gw_hub_subs_t subs;
-    char user[GW_USER_MAX + 1];
-    gw_role_t role;
+    char user[EMS_AUTH_USER_MAX + 1];
+    ems_auth_role_t role;
     bool dropping; /* closing because its send queue overflowed */
     gw_dash_t *prev, *next;
 };
 
 typedef struct {
-    gw_metric_t *conns_total[2], *refused[2]; /* [0] device, [1] dashboard */
-    gw_metric_t *msgs_in[2], *msgs_out[2], *bytes_in[2], *bytes_out[2];
-    gw_metric_t *telemetry_ok, *invalid, *foreign, *rate_limited, *not_stored;
-    gw_metric_t *acks_sent, *nacks_sent, *acked_records, *dash_dropped, *fanout_msgs;
-    gw_metric_t *http_requests, *logins_ok, *logins_failed;
-    gw_metric_t *logins_throttled, *logins_busy, *password_hashes, *password_rehashes;
-    gw_metric_t *device_lookups, *device_negative_hits, *sessions_revoked;
-    gw_metric_t *ts_refused[2]; /* [0] too far in the future, [1] too old */
-    gw_metric_t *query_latency;
-    gw_metric_t *cmd_status[GW_CMD_STATUS_COUNT];
-    gw_metric_t *dbw[24]; /* the DB writer's counters, gw.c dbw_stats[] */
-    gw_metric_t *srv[8];  /* the HTTP server's limit counters, gw.c srv_stats_update */
-    gw_metric_t *lnk[8];  /* the DB writer link's refusals and credential notices */
-    gw_metric_t *decodes[2]; /* device messages decoded: [0] one-pass scan, [1] jansson */
-    gw_metric_t *tls_hs[2];  /* TLS handshakes completed: [0] full, [1] resumed */
-    gw_metric_t *alarms[2];  /* alarm changes sent: [0] raise, [1] clear */
-    gw_metric_t *webhook[3]; /* webhook deliveries: [0] ok, [1] failed attempts, [2] dead */
+    ems_metric_t *conns_total[2], *refused[2]; /* [0] device, [1] dashboard */
+    ems_metric_t *msgs_in[2], *msgs_out[2], *bytes_in[2], *bytes_out[2];
+    ems_metric_t *telemetry_ok, *invalid, *foreign, *rate_limited, *not_stored;
+    ems_metric_t *acks_sent, *nacks_sent, *acked_records, *dash_dropped, *fanout_msgs;
+    ems_metric_t *http_requests, *logins_ok, *logins_failed;
+    ems_metric_t *logins_throttled, *logins_busy, *password_hashes, *password_rehashes;
+    ems_metric_t *device_lookups, *device_negative_hits, *sessions_revoked;
+    ems_metric_t *ts_refused[2]; /* [0] too far in the future, [1] too old */
+    ems_metric_t *query_latency;
+    ems_metric_t *cmd_status[GW_CMD_STATUS_COUNT];
+    ems_metric_t *dbw[24];    /* the DB writer's counters, gw.c dbw_stats[] */
+    ems_metric_t *srv[8];     /* the HTTP server's limit counters, gw.c srv_stats_update */
+    ems_metric_t *lnk[8];     /* the DB writer link's refusals and credential notices */
+    ems_metric_t *decodes[2]; /* device messages decoded: [0] one-pass scan, [1] jansson */
+    ems_metric_t *tls_hs[2];  /* TLS handshakes completed: [0] full, [1] resumed */
+    ems_metric_t *alarms[2];  /* alarm changes sent: [0] raise, [1] clear */
+    ems_metric_t *webhook[3]; /* webhook deliveries: [0] ok, [1] failed attempts, [2] dead */
 } gw_metric_set_t;
 
 struct gw {
@@ -169,7 +169,7 @@ struct gw {
 
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t tick;
-    gw_metrics_t *metrics;
+    ems_metrics_t *metrics;
     gw_metric_set_t m;
 
     gw_alarm_cfg_t alarm_cfg;  /* the rules' settings, from cfg (docs/alarms.md) */

@@ -15,8 +15,8 @@
  */
 #include "gw_api_int.h"
 
+#include "auth.h"
 #include "error.h"
-#include "gw_auth.h"
 #include "gw_static.h"
 #include "jread.h"
 #include "jsonw.h"
@@ -128,7 +128,7 @@ int gw_api_ask(gw_api_ctx_t *c, json_t *q, gw_link_result_fn fn)
  * may have failed. Returns the parsed result, or NULL after answering. */
 json_t *gw_api_result(gw_api_ctx_t *c, int status, const char *json, size_t len)
 {
-    gw_metric_observe(c->gw->m.query_latency, (double)(ems_time_mono_ms() - c->t0) / 1000.0);
+    ems_metric_observe(c->gw->m.query_latency, (double)(ems_time_mono_ms() - c->t0) / 1000.0);
     if (ems_server_req_gone(c->req)) {
         ems_server_respond(c->req, 500, NULL, NULL, NULL, 0);
         return NULL;
@@ -189,15 +189,15 @@ static void handle_healthz(gw_t *gw, ems_server_req_t *req)
 
 static void handle_metrics(gw_t *gw, ems_server_req_t *req)
 {
-    char *out;
-    size_t len;
-    if (gw_metrics_render(gw->metrics, &out, &len) < 0) {
+    ems_buf_t out = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
+    if (ems_metrics_render(gw->metrics, &out) < 0) {
+        ems_buf_free(&out);
         gw_reply_error(req, 500, "out of memory", NULL);
         return;
     }
     ems_server_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8",
-                       "Cache-Control: no-store\r\n", out, len);
-    free(out);
+                       "Cache-Control: no-store\r\n", ems_buf_data(&out), ems_buf_len(&out));
+    ems_buf_free(&out);
 }
 
 static void handle_static(gw_t *gw, ems_server_req_t *req, unsigned method)
@@ -278,7 +278,8 @@ void gw_api_handle(gw_t *gw, ems_server_req_t *req, const gw_route_t *r, unsigne
     switch (r->id) {
     case GW_R_ME:
         gw_api_reply(req, 200,
-                     json_pack("{ssss}", "username", s.user, "role", gw_role_name(s.role)), NULL);
+                     json_pack("{ssss}", "username", s.user, "role", ems_auth_role_name(s.role)),
+                     NULL);
         return;
     case GW_R_DEVICES:
         gw_api_devices(gw, req, r);

@@ -3,8 +3,8 @@
  */
 #include "gw_api_int.h"
 
+#include "auth.h"
 #include "error.h"
-#include "gw_auth.h"
 #include "jread.h"
 #include "jsonw.h"
 #include "log.h"
@@ -121,8 +121,9 @@ static void alarm_ack_result(void *ud, int status, const char *json, size_t len)
 
 void gw_api_alarm_ack(gw_t *gw, ems_server_req_t *req, const gw_route_t *r, const gw_session_t *s)
 {
-    if (s->role < GW_ROLE_OPERATOR) {
-        ems_log_warn("user %s (%s) may not acknowledge alarms", s->user, gw_role_name(s->role));
+    if (s->role < EMS_AUTH_ROLE_OPERATOR) {
+        ems_log_warn("user %s (%s) may not acknowledge alarms", s->user,
+                     ems_auth_role_name(s->role));
         gw_reply_error(req, 403, "acknowledging alarms needs the operator role", NULL);
         return;
     }

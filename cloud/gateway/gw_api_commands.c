@@ -5,8 +5,8 @@
  */
 #include "gw_api_int.h"
 
+#include "auth.h"
 #include "error.h"
-#include "gw_auth.h"
 #include "jread.h"
 #include "jsonw.h"
 #include "log.h"
@@ -43,7 +43,7 @@ static json_t *cmd_record(const gw_cmd_t *c)
 void gw_api_cmd_changed(void *ud, const gw_cmd_t *c)
 {
     gw_t *gw = ud;
-    gw_metric_inc(gw->m.cmd_status[c->status]);
+    ems_metric_inc(gw->m.cmd_status[c->status]);
     char rec[GW_CMD_JSON_MAX], out[GW_CMD_JSON_MAX + 32];
     /* Audit trail: the command once, then each status change. */
     int n = gw_cmd_event_json(c, out, sizeof out);
@@ -248,8 +248,8 @@ static void command_device_result(void *ud, int status, const char *json, size_t
 void gw_api_command_post(gw_t *gw, ems_server_req_t *req, const gw_route_t *r,
                          const gw_session_t *s)
 {
-    if (s->role < GW_ROLE_OPERATOR) {
-        ems_log_warn("user %s (%s) may not send commands", s->user, gw_role_name(s->role));
+    if (s->role < EMS_AUTH_ROLE_OPERATOR) {
+        ems_log_warn("user %s (%s) may not send commands", s->user, ems_auth_role_name(s->role));
         gw_reply_error(req, 403, "sending commands needs the operator role", NULL);
         return;
     }

@@ -6,8 +6,8 @@
  */
 #include "gw_api_int.h"
 
+#include "auth.h"
 #include "error.h"
-#include "gw_auth.h"
 #include "jread.h"
 #include "jsonw.h"
 #include "log.h"

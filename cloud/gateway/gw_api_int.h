@@ -6,8 +6,8 @@
 #ifndef GW_API_INT_H
 #define GW_API_INT_H
 
+#include "auth.h"
 #include "gw.h"
-#include "gw_auth.h"
 
 #include <jansson.h>
 
@@ -25,8 +25,8 @@ typedef struct {
     int limit;
     json_t *acc; /* partial answer being built */
     char password[256];
-    char hash[GW_AUTH_HASH_MAX];
-    gw_role_t role;
+    char hash[EMS_AUTH_HASH_MAX];
+    ems_auth_role_t role;
     int verify_rc;
     uv_work_t work;
     char peer[64];

@@ -5,8 +5,8 @@
  */
 #include "gw_api_int.h"
 
+#include "auth.h"
 #include "error.h"
-#include "gw_auth.h"
 #include "jread.h"
 #include "jsonw.h"
 #include "log.h"
@@ -94,8 +94,8 @@ bool gw_api_session_revoked(const gw_t *gw, const char *value, size_t len)
 #define STR(x) STR_(x)
 #define DUMMY_HASH                                                                                 \
     "pbkdf2-sha256$" STR(                                                                          \
-        GW_AUTH_PBKDF2_ITER) "$00000000000000000000000000000000$"                                  \
-                             "0000000000000000000000000000000000000000000000000000000000000000"
+        EMS_AUTH_PBKDF2_ITER) "$00000000000000000000000000000000$"                                 \
+                              "0000000000000000000000000000000000000000000000000000000000000000"
 
 static void login_start(gw_api_ctx_t *c);
 
@@ -106,7 +106,7 @@ static void login_end(gw_api_ctx_t *c, bool ok)
     gw_t *gw = c->gw;
     gw_login_waiter_t *next = gw_login_end(&gw->login, &c->lw, ok, ems_time_mono_ms());
     if (!ok)
-        gw_metric_inc(gw->m.logins_failed);
+        ems_metric_inc(gw->m.logins_failed);
     if (next)
         login_start((gw_api_ctx_t *)(void *)((char *)next - offsetof(gw_api_ctx_t, lw)));
 }
@@ -122,10 +122,10 @@ static void login_fail_reply(gw_api_ctx_t *c, int status, const char *why)
 
 typedef struct {
     gw_t *gw;
-    char user[GW_USER_MAX + 1];
+    char user[EMS_AUTH_USER_MAX + 1];
     char password[256];
-    char old_hash[GW_AUTH_HASH_MAX];
-    char new_hash[GW_AUTH_HASH_MAX];
+    char old_hash[EMS_AUTH_HASH_MAX];
+    char new_hash[EMS_AUTH_HASH_MAX];
     int rc;
     uv_work_t work;
 } rehash_t;
@@ -134,7 +134,7 @@ static void rehash_work(uv_work_t *w)
 {
     rehash_t *r = w->data;
     r->rc =
-        gw_auth_password_hash(r->password, GW_AUTH_PBKDF2_ITER, r->new_hash, sizeof r->new_hash);
+        ems_auth_password_hash(r->password, EMS_AUTH_PBKDF2_ITER, r->new_hash, sizeof r->new_hash);
     memset(r->password, 0, sizeof r->password);
 }
 
@@ -157,9 +157,9 @@ static void rehash_done(uv_work_t *w, int status)
         if (s) {
             gw_event(gw, s, strlen(s));
             free(s);
-            gw_metric_inc(gw->m.password_rehashes);
+            ems_metric_inc(gw->m.password_rehashes);
             ems_log_info("password hash of '%s' raised to %d iterations", r->user,
-                         GW_AUTH_PBKDF2_ITER);
+                         EMS_AUTH_PBKDF2_ITER);
         }
     }
     memset(r, 0, sizeof *r);
@@ -172,8 +172,9 @@ static void rehash_done(uv_work_t *w, int status)
 static void maybe_rehash(gw_api_ctx_t *c)
 {
     gw_t *gw = c->gw;
-    long iter = gw_auth_password_iterations(c->hash);
-    if (iter <= 0 || iter >= GW_AUTH_PBKDF2_ITER || gw->stopping || !gw_login_take_slot(&gw->login))
+    long iter = ems_auth_password_iterations(c->hash);
+    if (iter <= 0 || iter >= EMS_AUTH_PBKDF2_ITER || gw->stopping ||
+        !gw_login_take_slot(&gw->login))
         return;
     rehash_t *r = calloc(1, sizeof *r);
     if (!r) {
@@ -193,20 +194,20 @@ static void maybe_rehash(gw_api_ctx_t *c)
             login_start((gw_api_ctx_t *)(void *)((char *)next - offsetof(gw_api_ctx_t, lw)));
         return;
     }
-    gw_metric_inc(gw->m.password_hashes);
+    ems_metric_inc(gw->m.password_hashes);
 }
 
 static void verify_work(uv_work_t *w)
 {
     gw_api_ctx_t *c = w->data;
-    c->verify_rc = gw_auth_password_verify(c->password, c->hash);
+    c->verify_rc = ems_auth_password_verify(c->password, c->hash);
 }
 
 static void verify_done(uv_work_t *w, int status)
 {
     gw_api_ctx_t *c = w->data;
     gw_t *gw = c->gw;
-    bool ok = status == 0 && c->verify_rc == 0 && c->role != GW_ROLE_NONE;
+    bool ok = status == 0 && c->verify_rc == 0 && c->role != EMS_AUTH_ROLE_NONE;
     login_end(c, ok);
     if (!ok) {
         memset(c->password, 0, sizeof c->password);
@@ -216,7 +217,7 @@ static void verify_done(uv_work_t *w, int status)
         gw_api_ctx_free(c);
         return;
     }
-    gw_metric_inc(gw->m.logins_ok);
+    ems_metric_inc(gw->m.logins_ok);
     c->sess.role = c->role;
     c->sess.expires_s = ems_time_now_ms() / 1000 + GW_SESSION_TTL_S;
     char cookie[GW_SESSION_MAX], hdr[GW_SESSION_MAX + 160];
@@ -237,8 +238,8 @@ static void verify_done(uv_work_t *w, int status)
     snprintf(hdr, sizeof hdr,
              "Set-Cookie: ems_session=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%d%s\r\n",
              cookie, GW_SESSION_TTL_S, secure_cookies(gw, c->req) ? "; Secure" : "");
-    ems_log_info("login of '%s' (%s) from %s", c->sess.user, gw_role_name(c->role), c->peer);
-    json_t *o = json_pack("{ssss}", "username", c->sess.user, "role", gw_role_name(c->role));
+    ems_log_info("login of '%s' (%s) from %s", c->sess.user, ems_auth_role_name(c->role), c->peer);
+    json_t *o = json_pack("{ssss}", "username", c->sess.user, "role", ems_auth_role_name(c->role));
     gw_api_reply(c->req, 200, o, hdr);
     maybe_rehash(c);
     gw_api_ctx_free(c);
@@ -256,10 +257,10 @@ static void login_user_result(void *ud, int status, const char *json, size_t len
     }
     const char *h = json_string_value(json_object_get(o, "password_hash"));
     const char *role = json_string_value(json_object_get(o, "role"));
-    c->role = GW_ROLE_NONE;
+    c->role = EMS_AUTH_ROLE_NONE;
     snprintf(c->hash, sizeof c->hash, "%s", DUMMY_HASH);
     if (json_is_true(json_object_get(o, "found")) && h && role &&
-        gw_role_parse(role, &c->role) == 0)
+        ems_auth_role_parse(role, &c->role) == 0)
         snprintf(c->hash, sizeof c->hash, "%s", h);
     json_decref(o);
     c->work.data = c;
@@ -267,7 +268,7 @@ static void login_user_result(void *ud, int status, const char *json, size_t len
         login_fail_reply(c, 503, "cannot verify the password now");
         return;
     }
-    gw_metric_inc(c->gw->m.password_hashes);
+    ems_metric_inc(c->gw->m.password_hashes);
 }
 
 /* The attempt holds a hash slot now: look the user up, then hash. */
@@ -298,13 +299,13 @@ static void login_refuse(gw_t *gw, ems_server_req_t *req, const char *addr, int 
     json_t *o;
     int status;
     if (verdict == GW_LOGIN_THROTTLED) {
-        gw_metric_inc(gw->m.logins_throttled);
+        ems_metric_inc(gw->m.logins_throttled);
         ems_log_limited(&gw->log_login, ems_time_mono_ms(), EMS_LOG_WARN,
                         "login from %s refused: too many failures or attempts at once", addr);
         status = 429;
         o = json_pack("{ss}", "error", "too many failed logins; try again in a minute");
     } else {
-        gw_metric_inc(gw->m.logins_busy);
+        ems_metric_inc(gw->m.logins_busy);
         ems_log_limited(&gw->log_login, ems_time_mono_ms(), EMS_LOG_WARN,
                         "login from %s refused: too many logins in progress", addr);
         status = 503;
@@ -346,7 +347,7 @@ void gw_api_login(gw_t *gw, ems_server_req_t *req)
         return;
     }
     snprintf(c->peer, sizeof c->peer, "%s", addr);
-    if (!gw_user_name_valid(user, ul) || pl == 0 || pl >= 256 || memchr(pw, 0, pl)) {
+    if (!ems_auth_user_name_valid(user, ul) || pl == 0 || pl >= 256 || memchr(pw, 0, pl)) {
         json_decref(b);
         login_fail_reply(c, 401, "invalid username or password");
         return;
@@ -379,7 +380,7 @@ void gw_api_logout(gw_t *gw, ems_server_req_t *req)
             ems_log_warn("logout: the list of ended sessions is full (%d); the one closest to "
                          "its expiry was forgotten",
                          GW_SESSION_REVOKED_MAX);
-        gw_metric_inc(gw->m.sessions_revoked);
+        ems_metric_inc(gw->m.sessions_revoked);
         ems_log_info("logout of '%s'", s.user);
     }
     char hdr[200];

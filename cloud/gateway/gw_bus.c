@@ -94,7 +94,7 @@ struct gw_bus {
     bool interest_dirty;        /* our watched set changed: announce it now */
     int64_t next_interest_mono; /* announce again (refresh) then */
     /* Metrics (registered only when the bus is on). */
-    gw_metric_t *m_forwarded, *m_relayed, *m_unacked, *m_delivered, *m_tel_out, *m_tel_in;
+    ems_metric_t *m_forwarded, *m_relayed, *m_unacked, *m_delivered, *m_tel_out, *m_tel_in;
 };
 
 /* ------------------------------------------------------------ small helpers */
@@ -653,7 +653,7 @@ int gw_bus_forward_command(gw_t *gw, const gw_cmd_t *c)
                  json_pack("{sssssOsI}", "from", b->id, "device_id", c->device_id, "command", cmd,
                            "deliver_by", (json_int_t)(ems_time_now_ms() + FORWARD_ACK_MS)));
     json_decref(cmd);
-    gw_metric_inc(b->m_forwarded);
+    ems_metric_inc(b->m_forwarded);
     ems_log_info("command %s for %s: forwarded to gateway %s", c->cmd.command_id, c->device_id,
                  p->gateway);
     return 0;
@@ -707,7 +707,7 @@ static void on_cmd(gw_bus_t *b, json_t *o)
             r->expires_mono = ems_time_mono_ms() +
                               (gw->cfg.command_timeout_s + gw->cfg.command_complete_s + 60) * 1000;
         }
-        gw_metric_inc(b->m_delivered);
+        ems_metric_inc(b->m_delivered);
         ems_log_info("command %s for %s: delivered for gateway %s", tmp.cmd.command_id, dev, from);
     } else if (rc == EMS_ENOENT) {
         snprintf(msg, sizeof msg, "device %s is no longer connected to gateway %s", dev, b->id);
@@ -732,7 +732,7 @@ bool gw_bus_relay_result(gw_t *gw, const char *device_id, const char *command_id
     cmdstatus_send(b, r->origin,
                    json_pack("{sssssssO}", "type", "result", "device_id", device_id, "gateway",
                              b->id, "result", (json_t *)root));
-    gw_metric_inc(b->m_relayed);
+    ems_metric_inc(b->m_relayed);
     if (!final)
         r->last = GW_CMD_ACCEPTED;
     if (final)
@@ -804,7 +804,7 @@ static void pending_check(gw_bus_t *b, int64_t mono)
                  e->u.p.gateway, FORWARD_ACK_MS / 1000);
         keyed_del(&b->pending, id);
         i = 0; /* the table changed: start over (it is small) */
-        gw_metric_inc(b->m_unacked);
+        ems_metric_inc(b->m_unacked);
         gw_cmds_fail(b->gw->cmds, id, "GATEWAY_UNREACHABLE", msg, ems_time_now_ms());
     }
 }
@@ -860,7 +860,7 @@ void gw_bus_telemetry(gw_t *gw, const char *device_id, const char *msg, size_t l
     char subj[160];
     device_subject("ems.tel.", device_id, subj, sizeof subj);
     publish(b, subj, msg, len);
-    gw_metric_inc(b->m_tel_out);
+    ems_metric_inc(b->m_tel_out);
 }
 
 static void on_interest(gw_bus_t *b, json_t *o)
@@ -985,7 +985,7 @@ static void on_telemetry(gw_bus_t *b, const char *device_id, const char *data, i
     if (d && d->conn && len >= (int)sizeof tel - 1 && memcmp(data, tel, sizeof tel - 1) == 0)
         return; /* telemetry of our own device (its old gateway is late to notice): had it */
     if (len > 0 && ems_device_id_valid(device_id, strlen(device_id))) {
-        gw_metric_inc(b->m_tel_in);
+        ems_metric_inc(b->m_tel_in);
         gw_dash_publish_remote(b->gw, device_id, data, (size_t)len); /* + the fleet view */
     }
 }
@@ -1511,28 +1511,28 @@ static double g_peers(void *ud)
 
 static void metrics_register(gw_t *gw, gw_bus_t *b)
 {
-    gw_metrics_t *m = gw->metrics;
-    gw_metrics_gauge_fn(m, "ems_gateway_bus_connected", "1 while connected to the NATS server.",
-                        NULL, g_up, gw);
-    gw_metrics_gauge_fn(m, "ems_gateway_bus_remote_devices",
-                        "Devices online on other gateways, as presence says.", NULL, g_remote, gw);
-    gw_metrics_gauge_fn(m, "ems_gateway_bus_peers", "Other gateways heard within 6 s.", NULL,
-                        g_peers, gw);
-    b->m_forwarded = gw_metrics_counter(m, "ems_gateway_bus_commands_total",
-                                        "Commands across gateways.", "dir=\"forwarded\"");
-    b->m_delivered = gw_metrics_counter(m, "ems_gateway_bus_commands_total",
-                                        "Commands across gateways.", "dir=\"delivered\"");
+    ems_metrics_t *m = gw->metrics;
+    ems_metrics_gauge_fn(m, "ems_gateway_bus_connected", "1 while connected to the NATS server.",
+                         NULL, g_up, gw);
+    ems_metrics_gauge_fn(m, "ems_gateway_bus_remote_devices",
+                         "Devices online on other gateways, as presence says.", NULL, g_remote, gw);
+    ems_metrics_gauge_fn(m, "ems_gateway_bus_peers", "Other gateways heard within 6 s.", NULL,
+                         g_peers, gw);
+    b->m_forwarded = ems_metrics_counter(m, "ems_gateway_bus_commands_total",
+                                         "Commands across gateways.", "dir=\"forwarded\"");
+    b->m_delivered = ems_metrics_counter(m, "ems_gateway_bus_commands_total",
+                                         "Commands across gateways.", "dir=\"delivered\"");
     b->m_tel_out =
-        gw_metrics_counter(m, "ems_gateway_bus_telemetry_total",
-                           "Live packets across gateways (by interest).", "dir=\"published\"");
+        ems_metrics_counter(m, "ems_gateway_bus_telemetry_total",
+                            "Live packets across gateways (by interest).", "dir=\"published\"");
     b->m_tel_in =
-        gw_metrics_counter(m, "ems_gateway_bus_telemetry_total",
-                           "Live packets across gateways (by interest).", "dir=\"received\"");
-    b->m_relayed = gw_metrics_counter(m, "ems_gateway_bus_results_relayed_total",
-                                      "Device answers sent back to the origin gateway.", NULL);
+        ems_metrics_counter(m, "ems_gateway_bus_telemetry_total",
+                            "Live packets across gateways (by interest).", "dir=\"received\"");
+    b->m_relayed = ems_metrics_counter(m, "ems_gateway_bus_results_relayed_total",
+                                       "Device answers sent back to the origin gateway.", NULL);
     b->m_unacked =
-        gw_metrics_counter(m, "ems_gateway_bus_commands_unacknowledged_total",
-                           "Forwarded commands failed for want of an acknowledgement.", NULL);
+        ems_metrics_counter(m, "ems_gateway_bus_commands_unacknowledged_total",
+                            "Forwarded commands failed for want of an acknowledgement.", NULL);
 }
 
 static void wake_closed(uv_handle_t *h)

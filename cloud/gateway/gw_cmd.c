@@ -1,8 +1,8 @@
 /* gw_cmd.c: the command tracker (see gw_cmd.h). */
 #include "gw_cmd.h"
 
+#include "auth.h"
 #include "error.h"
-#include "gw_auth.h"
 #include "jsonw.h"
 #include "log.h"
 #include "timefmt.h"
@@ -99,10 +99,10 @@ void gw_cmds_free(gw_cmds_t *t)
 int gw_cmd_new_id(int64_t now_ms, char *out, size_t cap)
 {
     unsigned char rnd[6];
-    if (gw_auth_random(rnd, sizeof rnd))
+    if (ems_auth_random(rnd, sizeof rnd))
         return EMS_EIO;
     char hex[13];
-    gw_auth_hex(rnd, sizeof rnd, hex);
+    ems_auth_hex(rnd, sizeof rnd, hex);
     /* The time first, so ids sort roughly by creation. */
     int n = snprintf(out, cap, "c_%011" PRIx64 "%s", (uint64_t)now_ms, hex);
     return n < 0 || (size_t)n >= cap ? EMS_ENOSPC : 0;

@@ -43,7 +43,7 @@ static void drop(gw_dash_t *ds)
     if (ds->dropping)
         return;
     ds->dropping = true;
-    gw_metric_inc(ds->gw->m.dash_dropped);
+    ems_metric_inc(ds->gw->m.dash_dropped);
     ems_log_warn("dashboard of %s: send queue over %" PRId64 " bytes (not reading); closing 4009",
                  ds->user, ds->gw->cfg.dashboard_send_queue);
     /* The close frame goes out behind what is queued; a dashboard that does
@@ -58,8 +58,8 @@ static void dash_send_text(gw_dash_t *ds, const char *text, size_t len)
         return;
     int rc = ems_ws_send_text(ds->ws, text, len);
     if (rc == 0) {
-        gw_metric_inc(ds->gw->m.msgs_out[1]);
-        gw_metric_add(ds->gw->m.bytes_out[1], (double)len);
+        ems_metric_inc(ds->gw->m.msgs_out[1]);
+        ems_metric_add(ds->gw->m.bytes_out[1], (double)len);
     } else if (rc == EMS_ENOSPC || rc == EMS_EMSGSIZE) {
         drop(ds);
     }
@@ -78,9 +78,9 @@ static void pub_one(void *sub, void *ud)
         return;
     int rc = ems_ws_send_msg(ds->ws, p->msg);
     if (rc == 0) {
-        gw_metric_inc(ds->gw->m.msgs_out[1]);
-        gw_metric_add(ds->gw->m.bytes_out[1], (double)p->len);
-        gw_metric_inc(ds->gw->m.fanout_msgs);
+        ems_metric_inc(ds->gw->m.msgs_out[1]);
+        ems_metric_add(ds->gw->m.bytes_out[1], (double)p->len);
+        ems_metric_inc(ds->gw->m.fanout_msgs);
     } else if (rc == EMS_ENOSPC || rc == EMS_EMSGSIZE) {
         drop(ds);
     }
@@ -381,7 +381,7 @@ static void handle_sub(gw_dash_t *ds, const json_t *root)
     ems_dash_sub_t s;
     ems_verr_t err;
     if (ems_dash_sub_from_json(root, &s, &err) < 0) {
-        gw_metric_inc(gw->m.invalid);
+        ems_metric_inc(gw->m.invalid);
         send_error(ds, &err);
         return;
     }
@@ -439,12 +439,12 @@ static void dash_on_message(ems_ws_t *ws, const char *data, size_t len, bool bin
     (void)binary;
     gw_dash_t *ds = ems_ws_user(ws);
     gw_t *gw = ds->gw;
-    gw_metric_inc(gw->m.msgs_in[1]);
-    gw_metric_add(gw->m.bytes_in[1], (double)len);
+    ems_metric_inc(gw->m.msgs_in[1]);
+    ems_metric_add(gw->m.bytes_in[1], (double)len);
     ems_verr_t err;
     json_t *root = ems_jr_parse(data, len, &err);
     if (!root) {
-        gw_metric_inc(gw->m.invalid);
+        ems_metric_inc(gw->m.invalid);
         send_error(ds, &err);
         return;
     }
@@ -452,7 +452,7 @@ static void dash_on_message(ems_ws_t *ws, const char *data, size_t len, bool bin
     if (kind == EMS_MSG_DASH_SUBSCRIBE) {
         handle_sub(ds, root);
     } else {
-        gw_metric_inc(gw->m.invalid);
+        ems_metric_inc(gw->m.invalid);
         if (kind != EMS_MSG_UNKNOWN)
             ems_verr_set(&err, "type",
                          "a dashboard sends only subscribe and unsubscribe here "
@@ -485,7 +485,7 @@ static const ems_ws_callbacks_t dash_cbs = {NULL, dash_on_message, dash_on_close
 
 static void refuse(gw_t *gw, ems_server_req_t *req, int status, const char *peer, const char *why)
 {
-    gw_metric_inc(gw->m.refused[1]);
+    ems_metric_inc(gw->m.refused[1]);
     ems_log_warn("dashboard from %s refused: %d %s", peer, status, why);
     if (status == 426) {
         ems_server_respond(req, 426, "application/json", "Sec-WebSocket-Version: 13\r\n",
@@ -549,8 +549,9 @@ void gw_dash_upgrade(gw_t *gw, ems_server_req_t *req)
         gw->dashes->prev = ds;
     gw->dashes = ds;
     gw->ndashes++;
-    gw_metric_inc(gw->m.conns_total[1]);
-    ems_log_info("dashboard of %s (%s) connected from %s", s.user, gw_role_name(s.role), peer);
+    ems_metric_inc(gw->m.conns_total[1]);
+    ems_log_info("dashboard of %s (%s) connected from %s", s.user, ems_auth_role_name(s.role),
+                 peer);
 }
 
 void gw_dash_close_all(gw_t *gw, uint16_t code, const char *reason)

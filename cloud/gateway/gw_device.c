@@ -21,6 +21,7 @@
  */
 #include "gw.h"
 
+#include "auth.h"
 #include "batch.h"
 #include "command_result.h"
 #include "dashboard.h"
@@ -28,7 +29,6 @@
 #include "error.h"
 #include "jread.h"
 #include "jsonw.h"
-#include "gw_auth.h"
 #include "log.h"
 #include "message.h"
 #include "nack.h"
@@ -47,8 +47,8 @@ static void dev_send(gw_devconn_t *dc, const char *text, size_t len)
     gw_t *gw = dc->gw;
     int rc = ems_ws_send_text(dc->ws, text, len);
     if (rc == 0) {
-        gw_metric_inc(gw->m.msgs_out[0]);
-        gw_metric_add(gw->m.bytes_out[0], (double)len);
+        ems_metric_inc(gw->m.msgs_out[0]);
+        ems_metric_add(gw->m.bytes_out[0], (double)len);
     } else if (rc == EMS_ENOSPC || rc == EMS_EMSGSIZE) {
         ems_log_warn("device %s: send queue over %" PRId64 " bytes (not reading); closing 4009",
                      dc->dev ? dc->dev->id : "?", gw->cfg.device_send_queue);
@@ -65,7 +65,7 @@ static void send_nack(gw_devconn_t *dc, bool has_seq, uint64_t seq, const ems_ve
     int len = ems_nack_encode(&n, buf, sizeof buf);
     if (len > 0) {
         dev_send(dc, buf, (size_t)len);
-        gw_metric_inc(dc->gw->m.nacks_sent);
+        ems_metric_inc(dc->gw->m.nacks_sent);
     }
 }
 
@@ -76,7 +76,7 @@ static void send_acks(gw_devconn_t *dc, gw_dev_t *d)
     bool sent = false;
     while ((n = gw_ranges_take_ack(&d->acks, buf, sizeof buf)) > 0) {
         dev_send(dc, buf, (size_t)n);
-        gw_metric_inc(dc->gw->m.acks_sent);
+        ems_metric_inc(dc->gw->m.acks_sent);
         sent = true;
     }
     d->ack_waiting = 0;
@@ -94,7 +94,7 @@ void gw_device_committed(gw_t *gw, gw_dev_t *d, bool has_seq, uint64_t seq, cons
         }
         return;
     }
-    gw_metric_inc(gw->m.acked_records);
+    ems_metric_inc(gw->m.acked_records);
     if (!has_seq)
         return; /* nothing the edge could match an ack to */
     if (gw_ranges_add(&d->acks, seq) != 0)
@@ -168,8 +168,8 @@ static void ack_timer_cb(uv_timer_t *t)
     gw_t *gw = t->data;
     uint64_t now = uv_now(gw->loop);
     uint64_t last = now / GW_ACK_SLOT_MS;
-    if (gw->stopping || last - gw->ack_wheel_slot >= GW_ACK_SLOTS)
-        gw->ack_wheel_slot = last + 1 - GW_ACK_SLOTS; /* one full turn */
+    if (gw->stopping || last - gw->ack_wheel_slot >= GW_ACK_SLOTS) /* one full turn */
+        gw->ack_wheel_slot = last >= GW_ACK_SLOTS ? last + 1 - GW_ACK_SLOTS : 0;
     for (; gw->ack_wheel_slot <= last; gw->ack_wheel_slot++) {
         gw_dev_t **head = &gw->ack_wheel[gw->ack_wheel_slot % GW_ACK_SLOTS];
         gw_dev_t *d = *head;
@@ -218,8 +218,8 @@ int gw_device_send_command(gw_t *gw, const gw_cmd_t *c)
         return n;
     int rc = ems_ws_send_text(d->conn->ws, buf, (size_t)n);
     if (rc == 0) {
-        gw_metric_inc(gw->m.msgs_out[0]);
-        gw_metric_add(gw->m.bytes_out[0], n);
+        ems_metric_inc(gw->m.msgs_out[0]);
+        ems_metric_add(gw->m.bytes_out[0], n);
     }
     return rc;
 }
@@ -300,7 +300,7 @@ static void handle_packet(gw_devconn_t *dc, const ems_telemetry_t *t, const char
     gw_t *gw = dc->gw;
     gw_dev_t *d = dc->dev;
     if (strcmp(t->device_id, d->id) != 0) {
-        gw_metric_inc(gw->m.foreign);
+        ems_metric_inc(gw->m.foreign);
         ems_log_limited(&gw->log_foreign, ems_time_mono_ms(), EMS_LOG_WARN,
                         "device %s (%s) sent a packet for device %s: refused", d->id, dc->peer,
                         t->device_id);
@@ -313,14 +313,14 @@ static void handle_packet(gw_devconn_t *dc, const ems_telemetry_t *t, const char
     ems_verr_t te;
     int rule = timestamp_check(gw, t->timestamp_ms, now_ms, &te);
     if (rule >= 0) {
-        gw_metric_inc(gw->m.ts_refused[rule]);
+        ems_metric_inc(gw->m.ts_refused[rule]);
         ems_log_limited(&gw->log_ts, ems_time_mono_ms(), EMS_LOG_WARN,
                         "device %s (%s): packet seq %" PRIu64 " refused: timestamp %s", d->id,
                         dc->peer, t->has_seq ? t->seq : 0, te.reason);
         send_nack(dc, t->has_seq, t->seq, &te);
         return;
     }
-    gw_metric_inc(gw->m.telemetry_ok);
+    ems_metric_inc(gw->m.telemetry_ok);
     if (live && (!d->has_last || t->timestamp_ms >= d->last.timestamp_ms)) {
         d->last = *t;
         d->has_last = true;
@@ -349,7 +349,7 @@ static void handle_packet(gw_devconn_t *dc, const ems_telemetry_t *t, const char
         return; /* not stored, not acked: the edge sends it to the next gateway */
     int rc = gw_link_telemetry(gw->link, d, t, now_ms);
     if (rc < 0) {
-        gw_metric_inc(gw->m.not_stored);
+        ems_metric_inc(gw->m.not_stored);
         int64_t mono = ems_time_mono_ms();
         if (mono - gw->last_full_log_mono > 5000) {
             gw->last_full_log_mono = mono;
@@ -372,7 +372,7 @@ static void batch_item(void *ctx, const ems_batch_item_t *it)
         handle_packet(b->dc, it->packet, NULL, 0, false, b->now_ms);
         return;
     }
-    gw_metric_inc(b->dc->gw->m.invalid);
+    ems_metric_inc(b->dc->gw->m.invalid);
     ems_verr_t e;
     ems_verr_set(&e, it->packet_path ? it->packet_path : "", "%s", it->err->reason);
     send_nack(b->dc, it->has_seq, it->seq, &e);
@@ -406,7 +406,7 @@ static void handle_result(gw_devconn_t *dc, const json_t *root)
     ems_verr_t err;
     if (ems_command_result_from_json(root, &r, &err) < 0) {
         char b[400];
-        gw_metric_inc(dc->gw->m.invalid);
+        ems_metric_inc(dc->gw->m.invalid);
         ems_log_warn("device %s: invalid command_result: %s", dc->dev->id,
                      ems_verr_format(&err, b, sizeof b));
         send_nack(dc, false, 0, &err);
@@ -439,11 +439,11 @@ static void dev_on_message(ems_ws_t *ws, const char *data, size_t len, bool bina
     if (!d || d->conn != dc)
         return; /* replaced by a newer connection; its close is under way */
     int64_t now_ms = ems_time_now_ms(), mono = ems_time_mono_ms();
-    gw_metric_inc(gw->m.msgs_in[0]);
-    gw_metric_add(gw->m.bytes_in[0], (double)len);
+    ems_metric_inc(gw->m.msgs_in[0]);
+    ems_metric_add(gw->m.bytes_in[0], (double)len);
     d->last_seen_ms = now_ms;
     if (!gw_rate_take(&d->rate, (double)gw->cfg.rate_burst, (double)gw->cfg.rate_per_s, mono)) {
-        gw_metric_inc(gw->m.rate_limited);
+        ems_metric_inc(gw->m.rate_limited);
         ems_log_warn("device %s (%s): more than %" PRId64 " messages/s (burst %" PRId64
                      "): closing 4008",
                      d->id, dc->peer, gw->cfg.rate_per_s, gw->cfg.rate_burst);
@@ -456,15 +456,15 @@ static void dev_on_message(ems_ws_t *ws, const char *data, size_t len, bool bina
      * below, which gives the verdict and the error (telemetry.h). */
     ems_telemetry_t t;
     if (ems_telemetry_scan(data, len, &t) == 0) {
-        gw_metric_inc(gw->m.decodes[0]);
+        ems_metric_inc(gw->m.decodes[0]);
         handle_packet(dc, &t, data, len, !(t.has_backfill && t.backfill), now_ms);
         return;
     }
-    gw_metric_inc(gw->m.decodes[1]);
+    ems_metric_inc(gw->m.decodes[1]);
     ems_verr_t err;
     json_t *root = ems_jr_parse(data, len, &err);
     if (!root) {
-        gw_metric_inc(gw->m.invalid);
+        ems_metric_inc(gw->m.invalid);
         send_nack(dc, false, 0, &err);
         return;
     }
@@ -475,7 +475,7 @@ static void dev_on_message(ems_ws_t *ws, const char *data, size_t len, bool bina
         if (ems_telemetry_from_json(root, &t, &err) == 0) {
             handle_packet(dc, &t, data, len, !(t.has_backfill && t.backfill), now_ms);
         } else {
-            gw_metric_inc(gw->m.invalid);
+            ems_metric_inc(gw->m.invalid);
             json_int_t seq = -1;
             const json_t *s = json_object_get(root, "seq");
             if (json_is_number(s) && json_number_value(s) >= 0 &&
@@ -488,7 +488,7 @@ static void dev_on_message(ems_ws_t *ws, const char *data, size_t len, bool bina
     case EMS_MSG_TELEMETRY_BATCH: {
         batch_ctx_t b = {dc, now_ms};
         if (ems_batch_from_json(root, batch_item, &b, &err) < 0) {
-            gw_metric_inc(gw->m.invalid);
+            ems_metric_inc(gw->m.invalid);
             send_nack(dc, false, 0, &err);
         }
         break;
@@ -498,18 +498,18 @@ static void dev_on_message(ems_ws_t *ws, const char *data, size_t len, bool bina
         break;
     case EMS_MSG_DEVICE_INFO:
         if (handle_info(dc, root, &err) < 0) {
-            gw_metric_inc(gw->m.invalid);
+            ems_metric_inc(gw->m.invalid);
             send_nack(dc, false, 0, &err);
         } else {
             ems_log_info("device %s: %s", d->id, d->info_json);
         }
         break;
     case EMS_MSG_UNKNOWN:
-        gw_metric_inc(gw->m.invalid);
+        ems_metric_inc(gw->m.invalid);
         send_nack(dc, false, 0, &err);
         break;
     default:
-        gw_metric_inc(gw->m.invalid);
+        ems_metric_inc(gw->m.invalid);
         ems_verr_set(&err, type ? "type" : "", "a device does not send %s messages",
                      ems_message_kind_name(kind));
         send_nack(dc, false, 0, &err);
@@ -562,7 +562,7 @@ static const ems_ws_callbacks_t dev_cbs = {NULL, dev_on_message, dev_on_close};
 static void refuse(gw_t *gw, ems_server_req_t *req, int status, const char *id, const char *peer,
                    const char *why)
 {
-    gw_metric_inc(gw->m.refused[0]);
+    ems_metric_inc(gw->m.refused[0]);
     ems_log_limited(&gw->log_upgrade, ems_time_mono_ms(), EMS_LOG_WARN,
                     "device %s from %s refused: %d %s", id, peer, status, why);
     const char *extra = status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL;
@@ -582,7 +582,7 @@ static void refuse(gw_t *gw, ems_server_req_t *req, int status, const char *id, 
 static void refuse_busy(gw_t *gw, ems_server_req_t *req, const char *id, const char *peer,
                         const char *why)
 {
-    gw_metric_inc(gw->m.refused[0]);
+    ems_metric_inc(gw->m.refused[0]);
     ems_log_limited(&gw->log_upgrade, ems_time_mono_ms(), EMS_LOG_WARN,
                     "device %s from %s refused: 503 %s", id, peer, why);
     char body[300];
@@ -624,7 +624,7 @@ static void accept_device(gw_t *gw, ems_server_req_t *req, gw_dev_t *d, const ch
         gw->devconns->prev = dc;
     gw->devconns = dc;
     gw->ndevconns++;
-    gw_metric_inc(gw->m.conns_total[0]);
+    ems_metric_inc(gw->m.conns_total[0]);
 
     gw_devconn_t *old = d->conn;
     d->conn = dc;
@@ -665,7 +665,7 @@ static void decide(gw_t *gw, ems_server_req_t *req, gw_dev_t *d, const char *id,
         refuse(gw, req, 403, id, peer, "device credential revoked");
         return;
     }
-    if (!gw_auth_equal(hash, d->auth_hash)) {
+    if (!ems_auth_equal(hash, d->auth_hash)) {
         refuse(gw, req, 401, id, peer, "unknown device or wrong token");
         return;
     }
@@ -718,7 +718,7 @@ static int auth_send(gw_t *gw, auth_ctx_t *a)
 {
     int rc = gw_link_lookup(gw->link, a->id, auth_result, a);
     if (rc == 0)
-        gw_metric_inc(gw->m.device_lookups);
+        ems_metric_inc(gw->m.device_lookups);
     return rc;
 }
 
@@ -746,7 +746,7 @@ static void auth_result(void *ud, int status, const char *json, size_t len)
 {
     auth_ctx_t *a = ud;
     gw_t *gw = a->gw;
-    gw_metric_observe(gw->m.query_latency, (double)(ems_time_mono_ms() - a->t0) / 1000.0);
+    ems_metric_observe(gw->m.query_latency, (double)(ems_time_mono_ms() - a->t0) / 1000.0);
     /* A revocation or rotation was announced while this lookup was out:
      * its answer may predate the change, so ask once more before letting
      * anyone in on it. */
@@ -817,7 +817,7 @@ void gw_device_upgrade(gw_t *gw, ems_server_req_t *req, const char *id)
         return;
     }
     char hash[65];
-    gw_auth_token_hash(tok, tlen, hash, sizeof hash);
+    ems_auth_token_hash(tok, tlen, hash, sizeof hash);
     gw_dev_t *d = gw_dev_get(gw, id, false);
     int64_t mono = ems_time_mono_ms();
     if (d && d->auth_ok && mono - d->auth_mono_ms < gw->cfg.auth_cache_s * 1000) {
@@ -827,7 +827,7 @@ void gw_device_upgrade(gw_t *gw, ems_server_req_t *req, const char *id)
     /* The DB writer said "no such device" a moment ago (auth_negative_s):
      * the same answer without asking again. */
     if (gw_neg_has(&gw->dev_neg, id, mono)) {
-        gw_metric_inc(gw->m.device_negative_hits);
+        ems_metric_inc(gw->m.device_negative_hits);
         refuse(gw, req, 401, id, peer, "unknown device or wrong token");
         return;
     }
@@ -902,7 +902,7 @@ static void recheck_result(void *ud, int status, const char *json, size_t len)
         why = "device deleted";
     else if (d->auth_revoked)
         why = "credential revoked";
-    else if (!gw_auth_equal(dc->token_hash, d->auth_hash))
+    else if (!ems_auth_equal(dc->token_hash, d->auth_hash))
         why = "token rotated";
     if (why) {
         ems_log_warn("device %s (%s): %s; closing 4003", r->id, dc->peer, why);

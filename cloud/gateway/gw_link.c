@@ -1,9 +1,9 @@
 /* gw_link.c: the gateway's link to ems-dbwriter (see gw_link.h). */
 #include "gw_link.h"
 
+#include "auth.h"
 #include "backoff.h"
 #include "error.h"
-#include "gw_auth.h"
 #include "gw_map.h"
 #include "link.h"
 #include "log.h"
@@ -103,7 +103,7 @@ struct gw_link {
     uint64_t next_link_seq, next_query_id;
 
     /* The batch being built. */
-    ems_link_buf_t open;
+    ems_buf_t open;
     size_t mark;
     uint64_t open_seq;
     rec_t *open_recs;
@@ -188,16 +188,14 @@ static int seal(gw_link_t *l)
             free(l->open_recs[i].reject);
         l->held -= l->open_n;
         l->open_n = 0;
-        ems_link_buf_reset(&l->open);
+        ems_buf_clear(&l->open);
         return rc ? rc : EMS_ENOMEM;
     }
     f->link_seq = l->open_seq;
     /* The frame takes the buffer's memory; the batch starts a fresh one. */
-    f->bytes = l->open.data;
-    f->len = l->open.len;
+    f->bytes = (uint8_t *)ems_buf_steal(&l->open, &f->len);
     f->recs = l->open_recs;
     f->nrec = l->open_n;
-    memset(&l->open, 0, sizeof l->open);
     l->open_recs = NULL;
     l->open_n = 0;
     push_frame(l, f);
@@ -234,7 +232,7 @@ int gw_link_telemetry(gw_link_t *l, void *owner, const ems_telemetry_t *t, int64
     int rc = ems_link_telemetry_add(&l->open, l->mark, t, received_ms);
     if (rc < 0) {
         if (l->open_n == 0) {
-            ems_link_buf_reset(&l->open);
+            ems_buf_clear(&l->open);
             free(l->open_recs);
             l->open_recs = NULL;
         }
@@ -262,16 +260,15 @@ int gw_link_event(gw_link_t *l, const char *json, size_t len)
         return EMS_ENOSPC;
     }
     seal(l);
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     int rc = ems_link_put_id_json(&b, EMS_LINK_EVENT, l->next_link_seq, json, len);
     frame_t *f = rc == 0 ? calloc(1, sizeof *f) : NULL;
     if (!f) {
-        ems_link_buf_free(&b);
+        ems_buf_free(&b);
         return rc ? rc : EMS_ENOMEM;
     }
     f->link_seq = l->next_link_seq++;
-    f->bytes = b.data;
-    f->len = b.len;
+    f->bytes = (uint8_t *)ems_buf_steal(&b, &f->len);
     l->held++;
     push_frame(l, f);
     return 0;
@@ -614,18 +611,18 @@ static void connect_now(gw_link_t *l)
 static int query_add(gw_link_t *l, quser_t *u, const char *json, size_t len,
                      gw_link_result_fn fn, void *ud)
 {
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     int rc = ems_link_put_id_json(&b, EMS_LINK_QUERY, l->next_query_id + 1, json, len);
-    query_t *q = rc == 0 ? malloc(sizeof *q + b.len) : NULL;
+    query_t *q = rc == 0 ? malloc(sizeof *q + ems_buf_len(&b)) : NULL;
     if (!q) {
-        ems_link_buf_free(&b);
+        ems_buf_free(&b);
         return rc ? rc : EMS_ENOMEM;
     }
     memset(q, 0, sizeof *q);
     q->id = ++l->next_query_id;
-    q->len = b.len;
-    memcpy(q->frame, b.data, b.len);
-    ems_link_buf_free(&b);
+    q->len = ems_buf_len(&b);
+    memcpy(q->frame, ems_buf_data(&b), q->len);
+    ems_buf_free(&b);
     q->fn = fn;
     q->ud = ud;
     q->user = u;
@@ -1014,6 +1011,7 @@ int gw_link_new(uv_loop_t *loop, const gw_link_opts_t *o, const gw_link_cb_t *cb
     gw_link_t *l = calloc(1, sizeof *l);
     if (!l)
         return EMS_ENOMEM;
+    ems_buf_init(&l->open, EMS_BUF_UNBOUNDED);
     l->loop = loop;
     l->o = *o;
     if (!l->o.query_timeout_ms)
@@ -1050,7 +1048,7 @@ int gw_link_new(uv_loop_t *loop, const gw_link_opts_t *o, const gw_link_cb_t *cb
     l->ud = ud;
     l->next_link_seq = 1;
     uint64_t seed;
-    if (gw_auth_random(&seed, sizeof seed))
+    if (ems_auth_random(&seed, sizeof seed))
         seed = (uint64_t)ems_time_now_ms();
     ems_backoff_init(&l->backoff, 100, 5000, seed);
     uv_timer_init(loop, &l->retry);
@@ -1078,7 +1076,7 @@ static void release(gw_link_t *l)
     for (unsigned i = 0; i < l->open_n; i++)
         free(l->open_recs[i].reject);
     free(l->open_recs);
-    ems_link_buf_free(&l->open);
+    ems_buf_free(&l->open);
     free(l->path);
     free(l->hello);
     gw_map_free(&l->users);

@@ -1,8 +1,8 @@
 /* gw_session.c: signed session cookies (see gw_session.h). */
 #include "gw_session.h"
 
+#include "auth.h"
 #include "error.h"
-#include "gw_auth.h"
 
 #include <mbedtls/md.h>
 
@@ -11,36 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char *const role_names[] = {"none", "viewer", "operator", "admin"};
-
-const char *gw_role_name(gw_role_t r)
-{
-    return (unsigned)r < 4 ? role_names[r] : "none";
-}
-
-int gw_role_parse(const char *s, gw_role_t *out)
-{
-    for (int r = GW_ROLE_VIEWER; r <= GW_ROLE_ADMIN; r++) {
-        if (s && strcmp(s, role_names[r]) == 0) {
-            *out = (gw_role_t)r;
-            return 0;
-        }
-    }
-    return EMS_EINVAL;
-}
-
-bool gw_user_name_valid(const char *name, size_t len)
-{
-    if (!name || len == 0 || len > GW_USER_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (!(isalnum(c) || c == '_' || c == '.' || c == '@' || c == '-'))
-            return false;
-    }
-    return true;
-}
 
 int gw_session_key_load(gw_session_key_t *k, const char *path)
 {
@@ -63,7 +33,7 @@ int gw_session_key_load(gw_session_key_t *k, const char *path)
         hexlen++;
     if (hexlen == t && t % 2 == 0 && t / 2 >= GW_SESSION_KEY_MIN && t / 2 <= GW_SESSION_KEY_MAX) {
         k->key_len = t / 2;
-        return gw_auth_unhex((const char *)raw, t, k->key, k->key_len) ? EMS_ECONFIG : 0;
+        return ems_auth_unhex((const char *)raw, t, k->key, k->key_len) ? EMS_ECONFIG : 0;
     }
     if (n < GW_SESSION_KEY_MIN || n > GW_SESSION_KEY_MAX)
         return EMS_ECONFIG;
@@ -75,7 +45,7 @@ int gw_session_key_load(gw_session_key_t *k, const char *path)
 int gw_session_key_random(gw_session_key_t *k)
 {
     k->key_len = 32;
-    return gw_auth_random(k->key, k->key_len);
+    return ems_auth_random(k->key, k->key_len);
 }
 
 static int mac_hex(const gw_session_key_t *k, const char *msg, size_t len, char out[65])
@@ -84,16 +54,16 @@ static int mac_hex(const gw_session_key_t *k, const char *msg, size_t len, char 
     if (mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), k->key, k->key_len,
                         (const unsigned char *)msg, len, mac) != 0)
         return EMS_EIO;
-    gw_auth_hex(mac, sizeof mac, out);
+    ems_auth_hex(mac, sizeof mac, out);
     return 0;
 }
 
 int gw_session_sign(const gw_session_key_t *k, const gw_session_t *s, char *out, size_t cap)
 {
-    if (!gw_user_name_valid(s->user, strlen(s->user)) || s->role < GW_ROLE_VIEWER ||
-        s->role > GW_ROLE_ADMIN)
+    if (!ems_auth_user_name_valid(s->user, strlen(s->user)) || s->role < EMS_AUTH_ROLE_VIEWER ||
+        s->role > EMS_AUTH_ROLE_ADMIN)
         return EMS_EINVAL;
-    int n = snprintf(out, cap, "v1|%s|%s|%lld|", s->user, gw_role_name(s->role),
+    int n = snprintf(out, cap, "v1|%s|%s|%lld|", s->user, ems_auth_role_name(s->role),
                      (long long)s->expires_s);
     if (n < 0 || (size_t)n + 65 > cap)
         return EMS_ENOSPC;
@@ -119,7 +89,7 @@ int gw_session_verify(const gw_session_key_t *k, const char *value, size_t len, 
     char mac[65];
     if (mac_hex(k, buf, (size_t)(last - buf), mac))
         return EMS_EIO;
-    if (!gw_auth_equal(last + 1, mac))
+    if (!ems_auth_equal(last + 1, mac))
         return EMS_EPERM;
     /* Only a correctly signed text is parsed further. */
     *last = '\0';
@@ -135,8 +105,8 @@ int gw_session_verify(const gw_session_key_t *k, const char *value, size_t len, 
     errno = 0;
     long long e = strtoll(exp, &end, 10);
     gw_session_t s = {0};
-    if (errno || *end || end == exp || !gw_user_name_valid(user, strlen(user)) ||
-        gw_role_parse(role, &s.role))
+    if (errno || *end || end == exp || !ems_auth_user_name_valid(user, strlen(user)) ||
+        ems_auth_role_parse(role, &s.role))
         return EMS_EINVAL;
     if (e <= now_s)
         return EMS_EPERM;

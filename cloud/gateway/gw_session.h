@@ -19,31 +19,17 @@
 #ifndef GW_SESSION_H
 #define GW_SESSION_H
 
+#include "auth.h"
 #include "gw_map.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define GW_USER_MAX 64
 #define GW_SESSION_MAX 256   /* a cookie value always fits */
 #define GW_SESSION_KEY_MIN 32 /* bytes */
 #define GW_SESSION_KEY_MAX 128
 #define GW_SESSION_TTL_S (12 * 3600)
-
-typedef enum {
-    GW_ROLE_NONE = 0, /* not logged in */
-    GW_ROLE_VIEWER,
-    GW_ROLE_OPERATOR,
-    GW_ROLE_ADMIN,
-} gw_role_t;
-
-const char *gw_role_name(gw_role_t r);
-/* Parses "viewer", "operator", "admin". 0 or EMS_EINVAL. */
-int gw_role_parse(const char *s, gw_role_t *out);
-
-/* True when `name` is a valid user name (see above). */
-bool gw_user_name_valid(const char *name, size_t len);
 
 typedef struct {
     unsigned char key[GW_SESSION_KEY_MAX];
@@ -57,8 +43,8 @@ int gw_session_key_load(gw_session_key_t *k, const char *path);
 int gw_session_key_random(gw_session_key_t *k);
 
 typedef struct {
-    char user[GW_USER_MAX + 1];
-    gw_role_t role;
+    char user[EMS_AUTH_USER_MAX + 1];
+    ems_auth_role_t role;
     int64_t expires_s;
 } gw_session_t;
 

@@ -1,10 +1,10 @@
 /* gw_webhook.c: alarm webhooks (see gw_webhook.h). */
 #include "gw_webhook.h"
 
+#include "auth.h"
 #include "backoff.h"
 #include "conn.h"
 #include "error.h"
-#include "gw_auth.h"
 #include "http.h"
 #include "log.h"
 #include "timefmt.h"
@@ -136,7 +136,7 @@ int gw_webhook_sign(const void *key, size_t key_len, const char *timestamp, cons
     if (rc)
         return EMS_EIO;
     memcpy(out, "sha256=", 7);
-    gw_auth_hex(mac, sizeof mac, out + 7);
+    ems_auth_hex(mac, sizeof mac, out + 7);
     return 0;
 }
 
@@ -187,12 +187,12 @@ static void retry_later(hook_t *h, const char *why)
 {
     gw_webhooks_t *m = h->m;
     h->phase = PH_IDLE;
-    gw_metric_inc(m->o.failed);
+    ems_metric_inc(m->o.failed);
     h->attempts++;
     if (h->attempts >= m->o.retries) {
         ems_log_warn("webhook %s: event %" PRIu64 " dead-lettered after %u attempts (last: %s)",
                      h->url, h->event_id, h->attempts, why);
-        gw_metric_inc(m->o.dead);
+        ems_metric_inc(m->o.dead);
         advance(h, true);
         return;
     }
@@ -291,7 +291,7 @@ static void conn_closed(ems_conn_t *c, int status)
         if (h->http_status >= 200 && h->http_status < 300) {
             ems_backoff_reset(&h->backoff);
             advance(h, false);
-            gw_metric_inc(m->o.delivered);
+            ems_metric_inc(m->o.delivered);
             ems_log_info("webhook %s: event %" PRIu64 " (%s) delivered", h->url, h->event_id,
                          h->kind);
         } else {

@@ -26,7 +26,7 @@
 #define GW_WEBHOOK_H
 
 #include "gw_link.h"
-#include "gw_metrics.h"
+#include "metrics.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -44,7 +44,7 @@ typedef struct {
     unsigned timeout_ms;
     unsigned lease_s;
     gw_link_t **link; /* the gateway's link pointer (NULL while shutting down) */
-    gw_metric_t *delivered, *failed, *dead; /* counters; may be NULL */
+    ems_metric_t *delivered, *failed, *dead; /* counters; may be NULL */
 } gw_webhooks_opts_t;
 
 /* Parses the URLs and starts delivering. Returns 0 (also with no URL: then

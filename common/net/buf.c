@@ -118,9 +118,27 @@ void ems_buf_consume(ems_buf_t *b, size_t n)
     b->off += n;
 }
 
+void ems_buf_truncate(ems_buf_t *b, size_t n)
+{
+    if (n < b->len - b->off)
+        b->len = b->off + n;
+}
+
 void ems_buf_clear(ems_buf_t *b)
 {
     b->off = b->len = 0;
+}
+
+char *ems_buf_steal(ems_buf_t *b, size_t *len)
+{
+    size_t used = b->len - b->off;
+    if (b->off > 0)
+        memmove(b->data, b->data + b->off, used);
+    char *d = b->data;
+    *len = used;
+    b->data = NULL;
+    b->off = b->len = b->cap = 0;
+    return d;
 }
 
 void ems_buf_trim(ems_buf_t *b, size_t keep)

@@ -18,6 +18,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct ems_buf {
     char *data; /* storage, NULL until the first append */
@@ -26,6 +27,15 @@ typedef struct ems_buf {
     size_t cap; /* bytes allocated */
     size_t max; /* hard limit on the content size (len - off) */
 } ems_buf_t;
+
+/* No cap: for buffers bounded one layer up (a link frame is checked against
+ * EMS_LINK_FRAME_MAX when it is closed). */
+#define EMS_BUF_UNBOUNDED SIZE_MAX
+/* A static initialiser equivalent to ems_buf_init(b, max). */
+#define EMS_BUF_INIT(max)                                                                          \
+    {                                                                                              \
+        NULL, 0, 0, 0, (max)                                                                       \
+    }
 
 /* Initialises an empty buffer whose content may never exceed `max` bytes.
  * Allocates nothing. */
@@ -44,6 +54,13 @@ static inline const char *ems_buf_data(const ems_buf_t *b)
 static inline size_t ems_buf_len(const ems_buf_t *b)
 {
     return b->len - b->off;
+}
+/* Writable pointer to content byte `pos` (pos <= ems_buf_len), for
+ * patching a header in place once its length is known. Valid like
+ * ems_buf_data's pointer. */
+static inline char *ems_buf_at(ems_buf_t *b, size_t pos)
+{
+    return b->data + b->off + pos;
 }
 /* Bytes that may still be appended before the cap is hit. */
 static inline size_t ems_buf_room(const ems_buf_t *b)
@@ -72,8 +89,17 @@ void ems_buf_commit(ems_buf_t *b, size_t n);
 /* Drops n bytes from the front (n <= ems_buf_len). */
 void ems_buf_consume(ems_buf_t *b, size_t n);
 
+/* Keeps the first n bytes of the content and drops the rest (n larger
+ * than the content changes nothing). */
+void ems_buf_truncate(ems_buf_t *b, size_t n);
+
 /* Empties the buffer and keeps the storage for reuse. */
 void ems_buf_clear(ems_buf_t *b);
+
+/* Hands the storage to the caller, content at its start (free() it), and
+ * stores the content size in *len; the buffer is empty afterwards (same
+ * cap). Returns NULL when nothing was ever allocated (*len is then 0). */
+char *ems_buf_steal(ems_buf_t *b, size_t *len);
 
 /* Empties the buffer and frees the storage if more than `keep` bytes are
  * allocated: idle connections then hold little memory. */

@@ -14,7 +14,7 @@
 
 static void check_record(const ems_telemetry_t *t, int64_t recv)
 {
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     size_t mark;
     if (ems_link_telemetry_begin(&b, 1, &mark) < 0)
         abort();
@@ -22,14 +22,15 @@ static void check_record(const ems_telemetry_t *t, int64_t recv)
         abort(); /* whatever the reader accepts, the writer can write */
     if (ems_link_telemetry_end(&b, mark) < 0)
         abort();
-    ems_link_frame_t f = {EMS_LINK_TELEMETRY, b.data + EMS_LINK_HEADER, b.len - EMS_LINK_HEADER};
+    ems_link_frame_t f = {EMS_LINK_TELEMETRY, (const uint8_t *)ems_buf_data(&b) + EMS_LINK_HEADER,
+                          ems_buf_len(&b) - EMS_LINK_HEADER};
     ems_link_telemetry_reader_t r;
     ems_telemetry_t back;
     int64_t recv2;
     if (ems_link_telemetry_open(&r, &f) < 0 || ems_link_telemetry_next(&r, &back, &recv2) != 1 ||
         !ems_telemetry_equal(t, &back) || recv != recv2)
         abort();
-    ems_link_buf_free(&b);
+    ems_buf_free(&b);
 }
 
 static void check_frame(const ems_link_frame_t *f)

@@ -1,8 +1,8 @@
-/* Unit tests: passwords, device tokens and session cookies (gw_auth, gw_session). */
+/* Unit tests: passwords, device tokens and session cookies (cloud/lib/auth, gw_session). */
 #include "ems_test.h"
 
+#include "auth.h"
 #include "error.h"
-#include "gw_auth.h"
 #include "gw_session.h"
 
 #include <stdio.h>
@@ -10,22 +10,22 @@
 
 static void test_password_roundtrip(void)
 {
-    char h[GW_AUTH_HASH_MAX];
-    EMS_CHECK_INT(gw_auth_password_hash("correct horse", 1000, h, sizeof h), ==, 0);
+    char h[EMS_AUTH_HASH_MAX];
+    EMS_CHECK_INT(ems_auth_password_hash("correct horse", 1000, h, sizeof h), ==, 0);
     EMS_CHECK(strncmp(h, "pbkdf2-sha256$1000$", 19) == 0);
-    EMS_CHECK_INT(gw_auth_password_verify("correct horse", h), ==, 0);
-    EMS_CHECK_INT(gw_auth_password_verify("correct horsf", h), ==, EMS_EPERM);
-    EMS_CHECK_INT(gw_auth_password_verify("", h), ==, EMS_EPERM);
+    EMS_CHECK_INT(ems_auth_password_verify("correct horse", h), ==, 0);
+    EMS_CHECK_INT(ems_auth_password_verify("correct horsf", h), ==, EMS_EPERM);
+    EMS_CHECK_INT(ems_auth_password_verify("", h), ==, EMS_EPERM);
 }
 
 static void test_password_salted(void)
 {
-    char a[GW_AUTH_HASH_MAX], b[GW_AUTH_HASH_MAX];
-    EMS_CHECK_INT(gw_auth_password_hash("pw", 1000, a, sizeof a), ==, 0);
-    EMS_CHECK_INT(gw_auth_password_hash("pw", 1000, b, sizeof b), ==, 0);
+    char a[EMS_AUTH_HASH_MAX], b[EMS_AUTH_HASH_MAX];
+    EMS_CHECK_INT(ems_auth_password_hash("pw", 1000, a, sizeof a), ==, 0);
+    EMS_CHECK_INT(ems_auth_password_hash("pw", 1000, b, sizeof b), ==, 0);
     EMS_CHECK(strcmp(a, b) != 0); /* a fresh salt each time */
-    EMS_CHECK_INT(gw_auth_password_verify("pw", a), ==, 0);
-    EMS_CHECK_INT(gw_auth_password_verify("pw", b), ==, 0);
+    EMS_CHECK_INT(ems_auth_password_verify("pw", a), ==, 0);
+    EMS_CHECK_INT(ems_auth_password_verify("pw", b), ==, 0);
 }
 
 /* Cross-check with an independent implementation: Python's
@@ -34,20 +34,20 @@ static void test_password_known_vector(void)
 {
     const char *enc = "pbkdf2-sha256$4096$73616c7453414c5473616c7453414c54$"
                       "9150fa34ce258f3fa0f49507e456a9a71924f682d42f36482b2618848fd38e5a";
-    EMS_CHECK_INT(gw_auth_password_verify("password", enc), ==, 0);
-    EMS_CHECK_INT(gw_auth_password_verify("Password", enc), ==, EMS_EPERM);
+    EMS_CHECK_INT(ems_auth_password_verify("password", enc), ==, 0);
+    EMS_CHECK_INT(ems_auth_password_verify("Password", enc), ==, EMS_EPERM);
 }
 
 static void test_password_malformed(void)
 {
-    EMS_CHECK_INT(gw_auth_password_verify("x", "md5$1$2$3"), ==, EMS_EINVAL);
-    EMS_CHECK_INT(gw_auth_password_verify("x", "pbkdf2-sha256$10$aa$bb"), ==, EMS_EINVAL);
-    EMS_CHECK_INT(gw_auth_password_verify("x", "pbkdf2-sha256$1000$zz$bb"), ==, EMS_EINVAL);
-    EMS_CHECK_INT(gw_auth_password_verify("x", "pbkdf2-sha256$1000"), ==, EMS_EINVAL);
-    char h[GW_AUTH_HASH_MAX];
-    EMS_CHECK_INT(gw_auth_password_hash("", 1000, h, sizeof h), ==, EMS_EINVAL);
-    EMS_CHECK_INT(gw_auth_password_hash("x", 10, h, sizeof h), ==, EMS_EINVAL);
-    EMS_CHECK_INT(gw_auth_password_hash("x", 1000, h, 20), ==, EMS_ENOSPC);
+    EMS_CHECK_INT(ems_auth_password_verify("x", "md5$1$2$3"), ==, EMS_EINVAL);
+    EMS_CHECK_INT(ems_auth_password_verify("x", "pbkdf2-sha256$10$aa$bb"), ==, EMS_EINVAL);
+    EMS_CHECK_INT(ems_auth_password_verify("x", "pbkdf2-sha256$1000$zz$bb"), ==, EMS_EINVAL);
+    EMS_CHECK_INT(ems_auth_password_verify("x", "pbkdf2-sha256$1000"), ==, EMS_EINVAL);
+    char h[EMS_AUTH_HASH_MAX];
+    EMS_CHECK_INT(ems_auth_password_hash("", 1000, h, sizeof h), ==, EMS_EINVAL);
+    EMS_CHECK_INT(ems_auth_password_hash("x", 10, h, sizeof h), ==, EMS_EINVAL);
+    EMS_CHECK_INT(ems_auth_password_hash("x", 1000, h, 20), ==, EMS_ENOSPC);
 }
 
 /* New hashes use the current count (600,000, OWASP's guidance for
@@ -55,35 +55,35 @@ static void test_password_malformed(void)
  * is how the gateway knows to rehash at login. */
 static void test_password_iterations(void)
 {
-    EMS_CHECK_INT(GW_AUTH_PBKDF2_ITER, >=, 600000);
-    char h[GW_AUTH_HASH_MAX];
-    EMS_CHECK_INT(gw_auth_password_hash("pw-12345678", 1000, h, sizeof h), ==, 0);
-    EMS_CHECK_INT(gw_auth_password_iterations(h), ==, 1000);
-    EMS_CHECK_INT(gw_auth_password_iterations("pbkdf2-sha256$600000$00$00"), ==, 600000);
-    EMS_CHECK_INT(gw_auth_password_iterations("pbkdf2-sha256$12$00$00"), ==, EMS_EINVAL);
-    EMS_CHECK_INT(gw_auth_password_iterations("md5$x"), ==, EMS_EINVAL);
+    EMS_CHECK_INT(EMS_AUTH_PBKDF2_ITER, >=, 600000);
+    char h[EMS_AUTH_HASH_MAX];
+    EMS_CHECK_INT(ems_auth_password_hash("pw-12345678", 1000, h, sizeof h), ==, 0);
+    EMS_CHECK_INT(ems_auth_password_iterations(h), ==, 1000);
+    EMS_CHECK_INT(ems_auth_password_iterations("pbkdf2-sha256$600000$00$00"), ==, 600000);
+    EMS_CHECK_INT(ems_auth_password_iterations("pbkdf2-sha256$12$00$00"), ==, EMS_EINVAL);
+    EMS_CHECK_INT(ems_auth_password_iterations("md5$x"), ==, EMS_EINVAL);
 }
 
 static void test_token(void)
 {
     char t[65], t2[65], h[65];
-    EMS_CHECK_INT(gw_auth_token_new(t, sizeof t), ==, 0);
+    EMS_CHECK_INT(ems_auth_token_new(t, sizeof t), ==, 0);
     EMS_CHECK_INT(strlen(t), ==, 64);
-    EMS_CHECK_INT(gw_auth_token_new(t2, sizeof t2), ==, 0);
+    EMS_CHECK_INT(ems_auth_token_new(t2, sizeof t2), ==, 0);
     EMS_CHECK(strcmp(t, t2) != 0);
     /* SHA-256("abc"), FIPS 180-2. */
-    EMS_CHECK_INT(gw_auth_token_hash("abc", 3, h, sizeof h), ==, 0);
+    EMS_CHECK_INT(ems_auth_token_hash("abc", 3, h, sizeof h), ==, 0);
     EMS_CHECK_STR(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    EMS_CHECK_INT(gw_auth_token_hash("abc", 3, h, 64), ==, EMS_ENOSPC);
+    EMS_CHECK_INT(ems_auth_token_hash("abc", 3, h, 64), ==, EMS_ENOSPC);
 }
 
 static void test_equal(void)
 {
-    EMS_CHECK(gw_auth_equal("abc", "abc"));
-    EMS_CHECK(!gw_auth_equal("abd", "abc"));
-    EMS_CHECK(!gw_auth_equal("ab", "abc"));
-    EMS_CHECK(!gw_auth_equal("abcd", "abc"));
-    EMS_CHECK(gw_auth_equal("", ""));
+    EMS_CHECK(ems_auth_equal("abc", "abc"));
+    EMS_CHECK(!ems_auth_equal("abd", "abc"));
+    EMS_CHECK(!ems_auth_equal("ab", "abc"));
+    EMS_CHECK(!ems_auth_equal("abcd", "abc"));
+    EMS_CHECK(ems_auth_equal("", ""));
 }
 
 static gw_session_key_t key(void)
@@ -98,7 +98,7 @@ static gw_session_key_t key(void)
 static void test_session_roundtrip(void)
 {
     gw_session_key_t k = key();
-    gw_session_t s = {.role = GW_ROLE_OPERATOR, .expires_s = 2000};
+    gw_session_t s = {.role = EMS_AUTH_ROLE_OPERATOR, .expires_s = 2000};
     strcpy(s.user, "ada");
     char v[GW_SESSION_MAX];
     int n = gw_session_sign(&k, &s, v, sizeof v);
@@ -107,7 +107,7 @@ static void test_session_roundtrip(void)
     gw_session_t out;
     EMS_CHECK_INT(gw_session_verify(&k, v, (size_t)n, 1000, &out), ==, 0);
     EMS_CHECK_STR(out.user, "ada");
-    EMS_CHECK_INT(out.role, ==, GW_ROLE_OPERATOR);
+    EMS_CHECK_INT(out.role, ==, EMS_AUTH_ROLE_OPERATOR);
     EMS_CHECK_INT(out.expires_s, ==, 2000);
     /* Expired. */
     EMS_CHECK_INT(gw_session_verify(&k, v, (size_t)n, 2000, &out), ==, EMS_EPERM);
@@ -116,7 +116,7 @@ static void test_session_roundtrip(void)
 static void test_session_tamper(void)
 {
     gw_session_key_t k = key();
-    gw_session_t s = {.role = GW_ROLE_VIEWER, .expires_s = 5000};
+    gw_session_t s = {.role = EMS_AUTH_ROLE_VIEWER, .expires_s = 5000};
     strcpy(s.user, "bob");
     char v[GW_SESSION_MAX];
     int n = gw_session_sign(&k, &s, v, sizeof v);
@@ -141,13 +141,13 @@ static void test_session_tamper(void)
 static void test_session_bad_user(void)
 {
     gw_session_key_t k = key();
-    gw_session_t s = {.role = GW_ROLE_VIEWER, .expires_s = 5000};
+    gw_session_t s = {.role = EMS_AUTH_ROLE_VIEWER, .expires_s = 5000};
     strcpy(s.user, "a|b");
     char v[GW_SESSION_MAX];
     EMS_CHECK_INT(gw_session_sign(&k, &s, v, sizeof v), ==, EMS_EINVAL);
-    EMS_CHECK(gw_user_name_valid("ada.l@x-y_z", 11));
-    EMS_CHECK(!gw_user_name_valid("a b", 3));
-    EMS_CHECK(!gw_user_name_valid("", 0));
+    EMS_CHECK(ems_auth_user_name_valid("ada.l@x-y_z", 11));
+    EMS_CHECK(!ems_auth_user_name_valid("a b", 3));
+    EMS_CHECK(!ems_auth_user_name_valid("", 0));
 }
 
 static void test_cookie_find(void)
@@ -166,12 +166,13 @@ static void test_cookie_find(void)
 
 static void test_roles(void)
 {
-    gw_role_t r;
-    EMS_CHECK_INT(gw_role_parse("admin", &r), ==, 0);
-    EMS_CHECK_INT(r, ==, GW_ROLE_ADMIN);
-    EMS_CHECK_INT(gw_role_parse("root", &r), ==, EMS_EINVAL);
-    EMS_CHECK_STR(gw_role_name(GW_ROLE_VIEWER), "viewer");
-    EMS_CHECK(GW_ROLE_ADMIN > GW_ROLE_OPERATOR && GW_ROLE_OPERATOR > GW_ROLE_VIEWER);
+    ems_auth_role_t r;
+    EMS_CHECK_INT(ems_auth_role_parse("admin", &r), ==, 0);
+    EMS_CHECK_INT(r, ==, EMS_AUTH_ROLE_ADMIN);
+    EMS_CHECK_INT(ems_auth_role_parse("root", &r), ==, EMS_EINVAL);
+    EMS_CHECK_STR(ems_auth_role_name(EMS_AUTH_ROLE_VIEWER), "viewer");
+    EMS_CHECK(EMS_AUTH_ROLE_ADMIN > EMS_AUTH_ROLE_OPERATOR &&
+              EMS_AUTH_ROLE_OPERATOR > EMS_AUTH_ROLE_VIEWER);
 }
 
 static void test_key_file(void)

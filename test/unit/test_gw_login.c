@@ -176,7 +176,7 @@ static void test_session_revoke(void)
 {
     gw_session_key_t k;
     EMS_CHECK_INT(gw_session_key_random(&k), ==, 0);
-    gw_session_t s = {.role = GW_ROLE_VIEWER, .expires_s = 2000};
+    gw_session_t s = {.role = EMS_AUTH_ROLE_VIEWER, .expires_s = 2000};
     strcpy(s.user, "ada");
     char c1[GW_SESSION_MAX], c2[GW_SESSION_MAX];
     int n1 = gw_session_sign(&k, &s, c1, sizeof c1);

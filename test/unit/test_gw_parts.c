@@ -7,11 +7,11 @@
 #include "gw_config.h"
 #include "gw_hub.h"
 #include "gw_map.h"
-#include "gw_metrics.h"
 #include "gw_ranges.h"
 #include "gw_rate.h"
 #include "gw_router.h"
 #include "gw_static.h"
+#include "metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,22 +157,25 @@ static double six(void *ud)
 
 static void test_metrics(void)
 {
-    gw_metrics_t *m = gw_metrics_new();
-    gw_metric_t *a = gw_metrics_counter(m, "ems_msgs_total", "Messages.", "endpoint=\"device\"");
-    gw_metric_t *b = gw_metrics_counter(m, "ems_msgs_total", "Messages.", "endpoint=\"dashboard\"");
-    gw_metrics_gauge_fn(m, "ems_conns", "Open connections.", NULL, six, NULL);
+    ems_metrics_t *m = ems_metrics_new();
+    ems_metric_t *a = ems_metrics_counter(m, "ems_msgs_total", "Messages.", "endpoint=\"device\"");
+    ems_metric_t *b =
+        ems_metrics_counter(m, "ems_msgs_total", "Messages.", "endpoint=\"dashboard\"");
+    ems_metrics_gauge_fn(m, "ems_conns", "Open connections.", NULL, six, NULL);
     static const double bounds[] = {0.001, 0.01, 0.1};
-    gw_metric_t *h = gw_metrics_histogram(m, "ems_lat_seconds", "Latency.", NULL, bounds, 3);
+    ems_metric_t *h = ems_metrics_histogram(m, "ems_lat_seconds", "Latency.", NULL, bounds, 3);
     EMS_CHECK(a && b && h);
-    EMS_CHECK(gw_metrics_gauge(m, "ems_msgs_total", "x", NULL) == NULL); /* type clash */
-    gw_metric_inc(a);
-    gw_metric_add(a, 2);
-    gw_metric_observe(h, 0.005);
-    gw_metric_observe(h, 0.05);
-    gw_metric_observe(h, 5);
-    char *out;
-    size_t len;
-    EMS_CHECK_INT(gw_metrics_render(m, &out, &len), ==, 0);
+    EMS_CHECK(ems_metrics_gauge(m, "ems_msgs_total", "x", NULL) == NULL); /* type clash */
+    ems_metric_inc(a);
+    ems_metric_add(a, 2);
+    ems_metric_observe(h, 0.005);
+    ems_metric_observe(h, 0.05);
+    ems_metric_observe(h, 5);
+    ems_buf_t text = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
+    EMS_CHECK_INT(ems_metrics_render(m, &text), ==, 0);
+    size_t len = ems_buf_len(&text);
+    EMS_CHECK_INT(ems_buf_append(&text, "", 1), ==, 0); /* a C string for strstr */
+    const char *out = ems_buf_data(&text);
     EMS_CHECK_INT(strlen(out), ==, len);
     EMS_CHECK(strstr(out, "# HELP ems_msgs_total Messages.\n# TYPE ems_msgs_total counter\n"
                           "ems_msgs_total{endpoint=\"device\"} 3\n"
@@ -183,8 +186,8 @@ static void test_metrics(void)
                           "ems_lat_seconds_bucket{le=\"0.1\"} 2\n"
                           "ems_lat_seconds_bucket{le=\"+Inf\"} 3\n") != NULL);
     EMS_CHECK(strstr(out, "ems_lat_seconds_count 3\n") != NULL);
-    free(out);
-    gw_metrics_free(m);
+    ems_buf_free(&text);
+    ems_metrics_free(m);
 }
 
 static int got[8];

@@ -51,7 +51,7 @@ static ems_telemetry_t sample(int i)
 }
 
 /* Builds a stream of every kind of frame, returns it in *out. */
-static void build_stream(ems_link_buf_t *out, int records)
+static void build_stream(ems_buf_t *out, int records)
 {
     EMS_CHECK_INT(ems_link_put_hello(out, "{\"name\":\"t\"}", 12), ==, 0);
     size_t mark;
@@ -72,14 +72,14 @@ static void build_stream(ems_link_buf_t *out, int records)
 /* Checks the frames of build_stream, fed to a decoder `chunk` bytes at a time. */
 static void check_stream_chunked(size_t chunk, int records)
 {
-    ems_link_buf_t s = {0};
+    ems_buf_t s = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     build_stream(&s, records);
     ems_link_decoder_t d;
     ems_link_decoder_init(&d, 0);
     int seen = 0;
-    for (size_t off = 0; off < s.len;) {
-        size_t n = s.len - off < chunk ? s.len - off : chunk;
-        EMS_CHECK_INT(ems_link_decoder_feed(&d, s.data + off, n), ==, 0);
+    for (size_t off = 0; off < ems_buf_len(&s);) {
+        size_t n = ems_buf_len(&s) - off < chunk ? ems_buf_len(&s) - off : chunk;
+        EMS_CHECK_INT(ems_link_decoder_feed(&d, ems_buf_data(&s) + off, n), ==, 0);
         off += n;
         ems_link_frame_t f;
         int rc;
@@ -156,7 +156,7 @@ static void check_stream_chunked(size_t chunk, int records)
     EMS_CHECK_INT(seen, ==, 8);
     EMS_CHECK_INT(ems_link_decoder_pending(&d), ==, 0);
     ems_link_decoder_free(&d);
-    ems_link_buf_free(&s);
+    ems_buf_free(&s);
 }
 
 /* ------------------------------------------------------------------ framing */
@@ -177,35 +177,35 @@ static void test_stream_max_records(void)
 {
     check_stream_chunked(65536, EMS_LINK_RECORDS_MAX);
     /* One more record than the limit is refused and leaves the frame intact. */
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     size_t mark;
     EMS_CHECK_INT(ems_link_telemetry_begin(&b, 1, &mark), ==, 0);
     ems_telemetry_t t = sample(1);
     for (unsigned i = 0; i < EMS_LINK_RECORDS_MAX; i++)
         EMS_CHECK_INT(ems_link_telemetry_add(&b, mark, &t, 0), ==, 0);
-    size_t len = b.len;
+    size_t len = ems_buf_len(&b);
     EMS_CHECK_INT(ems_link_telemetry_add(&b, mark, &t, 0), ==, EMS_ENOSPC);
-    EMS_CHECK_INT(b.len, ==, len);
+    EMS_CHECK_INT(ems_buf_len(&b), ==, len);
     EMS_CHECK_INT(ems_link_telemetry_end(&b, mark), ==, 0);
-    EMS_CHECK(b.len - mark <= EMS_LINK_FRAME_MAX + 4);
-    ems_link_buf_free(&b);
+    EMS_CHECK(ems_buf_len(&b) - mark <= EMS_LINK_FRAME_MAX + 4);
+    ems_buf_free(&b);
 }
 
 static void test_zero_copy_reserve(void)
 {
-    ems_link_buf_t s = {0};
+    ems_buf_t s = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     build_stream(&s, 10);
     ems_link_decoder_t d;
     ems_link_decoder_init(&d, 0);
     size_t off = 0;
     int frames = 0;
-    while (off < s.len) {
+    while (off < ems_buf_len(&s)) {
         uint8_t *p;
         size_t cap;
         EMS_CHECK_INT(ems_link_decoder_reserve(&d, 17, &p, &cap), ==, 0);
         EMS_CHECK(cap >= 17);
-        size_t n = s.len - off < 17 ? s.len - off : 17;
-        memcpy(p, s.data + off, n);
+        size_t n = ems_buf_len(&s) - off < 17 ? ems_buf_len(&s) - off : 17;
+        memcpy(p, ems_buf_data(&s) + off, n);
         ems_link_decoder_commit(&d, n);
         off += n;
         ems_link_frame_t f;
@@ -214,7 +214,7 @@ static void test_zero_copy_reserve(void)
     }
     EMS_CHECK_INT(frames, ==, 8);
     ems_link_decoder_free(&d);
-    ems_link_buf_free(&s);
+    ems_buf_free(&s);
 }
 
 static void test_oversized_frame_refused(void)
@@ -232,24 +232,24 @@ static void test_oversized_frame_refused(void)
     ems_link_decoder_free(&d);
 
     /* Exactly the maximum is accepted. */
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     static char big[EMS_LINK_FRAME_MAX];
     memset(big, 'x', sizeof big);
     EMS_CHECK_INT(ems_link_put_id_json(&b, EMS_LINK_QUERY, 1, big, EMS_LINK_FRAME_MAX - 9), ==, 0);
     EMS_CHECK_INT(ems_link_put_id_json(&b, EMS_LINK_QUERY, 1, big, EMS_LINK_FRAME_MAX - 8),
                   ==, EMS_EMSGSIZE);
     ems_link_decoder_init(&d, 0);
-    EMS_CHECK_INT(ems_link_decoder_feed(&d, b.data, b.len), ==, 0);
+    EMS_CHECK_INT(ems_link_decoder_feed(&d, ems_buf_data(&b), ems_buf_len(&b)), ==, 0);
     EMS_CHECK_INT(ems_link_decoder_next(&d, &f), ==, 1);
     EMS_CHECK_INT(f.len, ==, EMS_LINK_FRAME_MAX - 1);
     ems_link_decoder_free(&d);
 
     /* A smaller configured limit. */
     ems_link_decoder_init(&d, 100);
-    EMS_CHECK_INT(ems_link_decoder_feed(&d, b.data, 8), ==, 0);
+    EMS_CHECK_INT(ems_link_decoder_feed(&d, ems_buf_data(&b), 8), ==, 0);
     EMS_CHECK_INT(ems_link_decoder_next(&d, &f), ==, EMS_EMSGSIZE);
     ems_link_decoder_free(&d);
-    ems_link_buf_free(&b);
+    ems_buf_free(&b);
 }
 
 static void test_malformed_frames_refused(void)
@@ -306,7 +306,7 @@ static void test_payload_parsers_check_lengths(void)
  * frame (ASan would say so). */
 static void test_telemetry_reader_refuses_bad_records(void)
 {
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     size_t mark;
     EMS_CHECK_INT(ems_link_telemetry_begin(&b, 9, &mark), ==, 0);
     for (int i = 0; i < 3; i++) {
@@ -314,8 +314,8 @@ static void test_telemetry_reader_refuses_bad_records(void)
         EMS_CHECK_INT(ems_link_telemetry_add(&b, mark, &t, 0), ==, 0);
     }
     EMS_CHECK_INT(ems_link_telemetry_end(&b, mark), ==, 0);
-    const uint8_t *payload = b.data + EMS_LINK_HEADER;
-    size_t plen = b.len - EMS_LINK_HEADER;
+    const uint8_t *payload = (const uint8_t *)ems_buf_data(&b) + EMS_LINK_HEADER;
+    size_t plen = ems_buf_len(&b) - EMS_LINK_HEADER;
 
     /* Truncated by one byte: the last record is incomplete. */
     ems_link_frame_t f = {EMS_LINK_TELEMETRY, payload, plen - 1};
@@ -366,24 +366,25 @@ static void test_telemetry_reader_refuses_bad_records(void)
     /* Encoding refuses invalid structs. */
     ems_telemetry_t bad = sample(0);
     strcpy(bad.device_id, "no spaces");
-    ems_link_buf_t e = {0};
+    ems_buf_t e = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     EMS_CHECK_INT(ems_link_telemetry_begin(&e, 1, &mark), ==, 0);
     EMS_CHECK_INT(ems_link_telemetry_add(&e, mark, &bad, 0), ==, EMS_EINVAL);
     bad = sample(0);
     bad.state = EMS_STATE_COUNT;
     EMS_CHECK_INT(ems_link_telemetry_add(&e, mark, &bad, 0), ==, EMS_EINVAL);
     EMS_CHECK_INT(ems_link_telemetry_end(&e, mark), ==, EMS_EINVAL); /* empty */
-    ems_link_buf_free(&e);
+    ems_buf_free(&e);
     free(copy);
-    ems_link_buf_free(&b);
+    ems_buf_free(&b);
 }
 
 /* Reads back every record of the one TELEMETRY frame in b (after `mark`). */
-static int read_back(const ems_link_buf_t *b, size_t mark, ems_telemetry_t *out, int max,
+static int read_back(const ems_buf_t *b, size_t mark, ems_telemetry_t *out, int max,
                      unsigned *version)
 {
-    ems_link_frame_t f = {EMS_LINK_TELEMETRY, b->data + mark + EMS_LINK_HEADER,
-                          b->len - mark - EMS_LINK_HEADER};
+    ems_link_frame_t f = {EMS_LINK_TELEMETRY,
+                          (const uint8_t *)ems_buf_data(b) + mark + EMS_LINK_HEADER,
+                          ems_buf_len(b) - mark - EMS_LINK_HEADER};
     ems_link_telemetry_reader_t r;
     if (ems_link_telemetry_open(&r, &f) < 0)
         return -1;
@@ -411,18 +412,18 @@ static void test_energy_records(void)
     in[1].energy_since_ms = 1767225600000LL;
     unsigned version = 0;
 
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     size_t mark;
     EMS_CHECK_INT(ems_link_telemetry_begin(&b, 9, &mark), ==, 0);
     EMS_CHECK_INT(ems_link_telemetry_add(&b, mark, &in[0], 0), ==, 0);
     EMS_CHECK_INT(ems_link_telemetry_end(&b, mark), ==, 0);
     EMS_CHECK_INT(read_back(&b, mark, out, 4, &version), ==, 1);
     EMS_CHECK_INT(version, ==, 1);
-    EMS_CHECK_INT(b.len - mark, ==, EMS_LINK_HEADER + 12 + EMS_LINK_RECORD_FIXED +
-                                        strlen(in[0].device_id));
+    EMS_CHECK_INT(ems_buf_len(&b) - mark, ==,
+                  EMS_LINK_HEADER + 12 + EMS_LINK_RECORD_FIXED + strlen(in[0].device_id));
     EMS_CHECK(!out[0].has_energy && ems_telemetry_equal(&in[0], &out[0]));
 
-    ems_link_buf_reset(&b);
+    ems_buf_clear(&b);
     EMS_CHECK_INT(ems_link_telemetry_begin(&b, 10, &mark), ==, 0);
     for (int i = 0; i < 3; i++)
         EMS_CHECK_INT(ems_link_telemetry_add(&b, mark, &in[i], 0), ==, 0);
@@ -435,21 +436,21 @@ static void test_energy_records(void)
               out[1].energy_since_ms == 1767225600000LL);
 
     /* The same bytes announced as version 1: HAS_ENERGY is malformed there. */
-    b.data[mark + EMS_LINK_HEADER + 8] = 1;
+    ems_buf_at(&b, mark + EMS_LINK_HEADER + 8)[0] = 1;
     EMS_CHECK_INT(read_back(&b, mark, out, 4, &version), ==, -1);
     /* A version 3 frame is refused by open. */
-    b.data[mark + EMS_LINK_HEADER + 8] = 3;
+    ems_buf_at(&b, mark + EMS_LINK_HEADER + 8)[0] = 3;
     EMS_CHECK_INT(read_back(&b, mark, out, 4, &version), ==, -1);
 
     /* Truncated inside the energy block of the only record. */
-    ems_link_buf_reset(&b);
+    ems_buf_clear(&b);
     EMS_CHECK_INT(ems_link_telemetry_begin(&b, 11, &mark), ==, 0);
     EMS_CHECK_INT(ems_link_telemetry_add(&b, mark, &in[1], 0), ==, 0);
     EMS_CHECK_INT(ems_link_telemetry_end(&b, mark), ==, 0);
     EMS_CHECK_INT(read_back(&b, mark, out, 4, &version), ==, 1);
-    b.len -= 8;
+    ems_buf_truncate(&b, ems_buf_len(&b) - 8);
     EMS_CHECK_INT(read_back(&b, mark, out, 4, &version), ==, -1);
-    ems_link_buf_free(&b);
+    ems_buf_free(&b);
 }
 
 /* ------------------------------------------------------------------ connection */
@@ -496,18 +497,18 @@ static void srv_frame(ems_link_conn_t *c, void *ud, const ems_link_frame_t *f)
         EMS_CHECK_INT(ems_link_parse_id_json(f, &id, &j, &n), ==, 0);
         EMS_CHECK_INT(id, ==, t->last_seq + 1);
         t->last_seq = id;
-        ems_link_buf_t b = {0};
+        ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
         ems_link_put_ack(&b, id);
-        EMS_CHECK_INT(ems_link_conn_send_raw(c, b.data, b.len), ==, 0);
-        ems_link_buf_free(&b);
+        EMS_CHECK_INT(ems_link_conn_send_raw(c, ems_buf_data(&b), ems_buf_len(&b)), ==, 0);
+        ems_buf_free(&b);
         if (t->pause_after_first && id == 1)
             ems_link_conn_pause(c);
     } else if (f->kind == EMS_LINK_QUERY) {
         /* Answer, then end gracefully: the ACKs and the RESULT still go out. */
-        ems_link_buf_t b = {0};
+        ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
         ems_link_put_result(&b, 1, 0, "{}", 2);
-        EMS_CHECK_INT(ems_link_conn_send_raw(c, b.data, b.len), ==, 0);
-        ems_link_buf_free(&b);
+        EMS_CHECK_INT(ems_link_conn_send_raw(c, ems_buf_data(&b), ems_buf_len(&b)), ==, 0);
+        ems_buf_free(&b);
         ems_link_conn_end(c, 0);
         EMS_CHECK_INT(ems_link_conn_send(c, EMS_LINK_ACK, "12345678", 8), ==, EMS_ECLOSED);
     }
@@ -585,10 +586,10 @@ static void test_conn_hello_frames_close(void)
     /* Frames queued before the connect completes go out after HELLO. */
     char json[] = "{\"type\":\"session_open\"}";
     for (uint64_t i = 1; i <= 100; i++) {
-        ems_link_buf_t b = {0};
+        ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
         ems_link_put_id_json(&b, EMS_LINK_EVENT, i, json, strlen(json));
-        EMS_CHECK_INT(ems_link_conn_send_raw(t.cli, b.data, b.len), ==, 0);
-        ems_link_buf_free(&b);
+        EMS_CHECK_INT(ems_link_conn_send_raw(t.cli, ems_buf_data(&b), ems_buf_len(&b)), ==, 0);
+        ems_buf_free(&b);
     }
     EMS_CHECK_INT(ems_link_conn_send(t.cli, EMS_LINK_QUERY, "12345678{}", 10), ==, 0);
     uv_run(&t.loop, UV_RUN_DEFAULT);
@@ -622,10 +623,10 @@ static void test_conn_pause_resume(void)
     ems_link_conn_opts_t o = {.name = "test client"};
     EMS_CHECK_INT(ems_link_conn_connect(&t.loop, t.path, &o, &CLI_CB, &t, &t.cli), ==, 0);
     for (uint64_t i = 1; i <= 50; i++) {
-        ems_link_buf_t b = {0};
+        ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
         ems_link_put_id_json(&b, EMS_LINK_EVENT, i, "{}", 2);
-        EMS_CHECK_INT(ems_link_conn_send_raw(t.cli, b.data, b.len), ==, 0);
-        ems_link_buf_free(&b);
+        EMS_CHECK_INT(ems_link_conn_send_raw(t.cli, ems_buf_data(&b), ems_buf_len(&b)), ==, 0);
+        ems_buf_free(&b);
     }
     EMS_CHECK_INT(ems_link_conn_send(t.cli, EMS_LINK_QUERY, "12345678{}", 10), ==, 0);
     uv_timer_t tm;
@@ -730,50 +731,52 @@ static int raw_case(const uint8_t *bytes, size_t len, raw_job_t *job)
 
 static void test_conn_refuses_bad_version(void)
 {
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     ems_link_put_hello(&b, "", 0);
-    b.data[EMS_LINK_HEADER + 4] = 2; /* version 2 */
+    ems_buf_at(&b, EMS_LINK_HEADER + 4)[0] = 2; /* version 2 */
     raw_job_t j;
-    EMS_CHECK_INT(raw_case(b.data, b.len, &j), ==, EMS_EPROTO);
+    EMS_CHECK_INT(raw_case((const uint8_t *)ems_buf_data(&b), ems_buf_len(&b), &j), ==, EMS_EPROTO);
     EMS_CHECK(j.got_error);
     EMS_CHECK(strstr(j.reason, "unsupported link protocol version 2") != NULL);
-    ems_link_buf_free(&b);
+    ems_buf_free(&b);
 }
 
 static void test_conn_refuses_oversized_frame(void)
 {
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     ems_link_put_hello(&b, "", 0);
     uint8_t h[5] = {0x7f, 0xff, 0xff, 0xff, EMS_LINK_TELEMETRY};
     ems_link_put_bytes(&b, h, sizeof h);
     raw_job_t j;
-    EMS_CHECK_INT(raw_case(b.data, b.len, &j), ==, EMS_EMSGSIZE);
+    EMS_CHECK_INT(raw_case((const uint8_t *)ems_buf_data(&b), ems_buf_len(&b), &j), ==,
+                  EMS_EMSGSIZE);
     EMS_CHECK(j.got_error);
     EMS_CHECK(strstr(j.reason, "length above the limit") != NULL);
-    ems_link_buf_free(&b);
+    ems_buf_free(&b);
 }
 
 static void test_conn_refuses_frame_before_hello(void)
 {
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     ems_link_put_ack(&b, 1);
     raw_job_t j;
-    EMS_CHECK_INT(raw_case(b.data, b.len, &j), ==, EMS_EPROTO);
+    EMS_CHECK_INT(raw_case((const uint8_t *)ems_buf_data(&b), ems_buf_len(&b), &j), ==, EMS_EPROTO);
     EMS_CHECK(j.got_error);
     EMS_CHECK(strstr(j.reason, "first frame must be hello") != NULL);
-    ems_link_buf_free(&b);
+    ems_buf_free(&b);
 }
 
 static void test_conn_peer_eof_midframe(void)
 {
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     ems_link_put_hello(&b, "", 0);
     ems_link_put_id_json(&b, EMS_LINK_EVENT, 1, "{\"a\":1}", 7);
     raw_job_t j;
     /* Cut in the middle of the second frame: EOF, no frame delivered. */
-    EMS_CHECK_INT(raw_case(b.data, b.len - 3, &j), ==, EMS_ECLOSED);
+    EMS_CHECK_INT(raw_case((const uint8_t *)ems_buf_data(&b), ems_buf_len(&b) - 3, &j), ==,
+                  EMS_ECLOSED);
     EMS_CHECK(!j.got_error);
-    ems_link_buf_free(&b);
+    ems_buf_free(&b);
 }
 
 static void test_connect_to_nothing(void)
@@ -823,24 +826,25 @@ static void lanes_srv_ready(ems_link_conn_t *c, void *ud, const char *info, size
 {
     (void)info, (void)n;
     lanes_t *t = ud;
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     char *big = malloc(LANES_BIG);
     memset(big, 'x', LANES_BIG);
     for (int i = 0; i < LANES_N; i++) {
-        ems_link_buf_reset(&b);
+        ems_buf_clear(&b);
         EMS_CHECK_INT(ems_link_put_result(&b, (uint64_t)i, 0, big, LANES_BIG), ==, 0);
-        EMS_CHECK_INT(ems_link_conn_send_bulk(c, b.data, b.len), ==, 0);
+        EMS_CHECK_INT(ems_link_conn_send_bulk(c, ems_buf_data(&b), ems_buf_len(&b)), ==, 0);
     }
     /* Over the bulk bound (one frame is already being written): refused. */
-    t->bulk_full_rc = ems_link_conn_send_bulk(c, b.data, b.len);
+    t->bulk_full_rc = ems_link_conn_send_bulk(c, ems_buf_data(&b), ems_buf_len(&b));
     /* Not whole frames: refused. */
-    EMS_CHECK_INT(ems_link_conn_send_bulk(c, b.data, b.len - 1), ==, EMS_EINVAL);
-    ems_link_buf_reset(&b);
+    EMS_CHECK_INT(ems_link_conn_send_bulk(c, ems_buf_data(&b), ems_buf_len(&b) - 1), ==,
+                  EMS_EINVAL);
+    ems_buf_clear(&b);
     ems_link_put_ack(&b, 42);
-    EMS_CHECK_INT(ems_link_conn_send_raw(c, b.data, b.len), ==, 0);
+    EMS_CHECK_INT(ems_link_conn_send_raw(c, ems_buf_data(&b), ems_buf_len(&b)), ==, 0);
     EMS_CHECK(ems_link_conn_bulk_queued(c) > 0);
     free(big);
-    ems_link_buf_free(&b);
+    ems_buf_free(&b);
 }
 
 static void lanes_cli_frame(ems_link_conn_t *c, void *ud, const ems_link_frame_t *f)
@@ -916,14 +920,14 @@ static void test_conn_urgent_lane_overtakes_bulk(void)
 /* STATUS and CREDENTIALS frames: encoders, parsers, the decoder knows them. */
 static void test_status_and_credentials_frames(void)
 {
-    ems_link_buf_t b = {0};
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
     EMS_CHECK_INT(ems_link_put_status(&b, "{\"db\":\"ok\"}", 11), ==, 0);
     EMS_CHECK_INT(ems_link_put_credentials(&b, "ems_001", 7), ==, 0);
     EMS_CHECK_INT(ems_link_put_credentials(&b, "", 0), ==, 0);
     EMS_CHECK_INT(ems_link_put_credentials(&b, "bad id", 6), ==, EMS_EINVAL);
     ems_link_decoder_t d;
     ems_link_decoder_init(&d, 0);
-    EMS_CHECK_INT(ems_link_decoder_feed(&d, b.data, b.len), ==, 0);
+    EMS_CHECK_INT(ems_link_decoder_feed(&d, ems_buf_data(&b), ems_buf_len(&b)), ==, 0);
     ems_link_frame_t f;
     const char *j;
     size_t n;
@@ -947,7 +951,7 @@ static void test_status_and_credentials_frames(void)
     EMS_CHECK_INT(ems_link_decoder_next(&d, &f), ==, 1);
     EMS_CHECK_INT(ems_link_parse_credentials(&f, id), ==, EMS_EPROTO);
     ems_link_decoder_free(&d);
-    ems_link_buf_free(&b);
+    ems_buf_free(&b);
 }
 
 int main(void)

@@ -322,6 +322,19 @@ static void test_jsonw(void)
     ems_jw_init(&w, buf, sizeof buf);
     ems_jw_num(&w, NAN);
     EMS_CHECK_INT(ems_jw_finish(&w), ==, EMS_EINVAL);
+    /* the growable form (DB writer answers) escapes exactly like the writer;
+     * an interior NUL counts as a control character */
+    static const char odd[] = "q\"b\\\x1f\x00\xc3\xa9 end";
+    ems_jw_init(&w, buf, sizeof buf);
+    ems_jw_strn(&w, odd, sizeof odd - 1);
+    EMS_CHECK_INT(ems_jw_finish(&w), >, 0);
+    ems_buf_t gb = EMS_BUF_INIT(40);
+    EMS_CHECK_INT(ems_jw_buf_str(&gb, odd, sizeof odd - 1), ==, 0);
+    EMS_CHECK_INT(ems_buf_len(&gb), ==, strlen(buf));
+    EMS_CHECK(memcmp(ems_buf_data(&gb), buf, strlen(buf)) == 0);
+    EMS_CHECK_STR(buf, "\"q\\\"b\\\\\\u001f\\u0000\xc3\xa9 end\"");
+    EMS_CHECK_INT(ems_jw_buf_str(&gb, "0123456789abcdef", 16), ==, EMS_ENOSPC); /* past its cap */
+    ems_buf_free(&gb);
     /* a jansson tree: members in order, numbers in their shortest text */
     json_t *o = json_pack("{sfs[ifsb]sn}", "v", 52.9, "a", 7, 558.6, "x\n", 1, "z");
     ems_jw_init(&w, buf, sizeof buf);

@@ -1,5 +1,6 @@
 /* test_net_buf.c: the bounded buffer and the backoff helper. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backoff.h"
@@ -118,11 +119,40 @@ static void test_backoff_full_jitter(void)
     EMS_CHECK_INT(ems_backoff_ceiling(&b), ==, 1000);
 }
 
+/* Truncate keeps a prefix (a link frame is aborted this way), at() patches
+ * a header in place, and steal hands the bytes over with the content at the
+ * start even after a consume. */
+static void test_buf_truncate_at_steal(void)
+{
+    ems_buf_t b = EMS_BUF_INIT(EMS_BUF_UNBOUNDED);
+    size_t len = 1;
+    EMS_CHECK(ems_buf_steal(&b, &len) == NULL);
+    EMS_CHECK_INT(len, ==, 0);
+    EMS_CHECK_INT(ems_buf_append(&b, "xxhello world", 13), ==, 0);
+    ems_buf_consume(&b, 2);
+    ems_buf_truncate(&b, 100); /* longer than the content: no change */
+    EMS_CHECK_INT(ems_buf_len(&b), ==, 11);
+    ems_buf_truncate(&b, 5);
+    EMS_CHECK_INT(ems_buf_len(&b), ==, 5);
+    ems_buf_at(&b, 0)[0] = 'H';
+    char *s = ems_buf_steal(&b, &len);
+    EMS_CHECK(s != NULL);
+    EMS_CHECK_INT(len, ==, 5);
+    EMS_CHECK(memcmp(s, "Hello", 5) == 0);
+    free(s);
+    /* the buffer is empty, keeps its cap, and is usable again */
+    EMS_CHECK_INT(ems_buf_len(&b), ==, 0);
+    EMS_CHECK(b.max == EMS_BUF_UNBOUNDED);
+    EMS_CHECK_INT(ems_buf_append(&b, "a", 1), ==, 0);
+    ems_buf_free(&b);
+}
+
 int main(void)
 {
     EMS_RUN(test_buf_cap_is_hard);
     EMS_RUN(test_buf_appendf_and_reserve);
     EMS_RUN(test_buf_queue_does_not_grow);
+    EMS_RUN(test_buf_truncate_at_steal);
     EMS_RUN(test_backoff_full_jitter);
     EMS_TEST_END();
 }

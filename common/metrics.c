@@ -1,5 +1,5 @@
-/* gw_metrics.c: Prometheus registry (see gw_metrics.h). */
-#include "gw_metrics.h"
+/* metrics.c: Prometheus registry (see metrics.h). */
+#include "metrics.h"
 
 #include "error.h"
 
@@ -11,24 +11,27 @@
 
 typedef struct family {
     char *name, *help;
-    gw_metric_type_t type;
-    gw_metric_t *first, *last;
+    ems_metric_type_t type;
+    ems_metric_t *first, *last;
     struct family *next;
 } family_t;
 
-struct gw_metrics {
+struct ems_metrics {
     family_t *first, *last;
 };
 
-gw_metrics_t *gw_metrics_new(void) { return calloc(1, sizeof(gw_metrics_t)); }
+ems_metrics_t *ems_metrics_new(void)
+{
+    return calloc(1, sizeof(ems_metrics_t));
+}
 
-void gw_metrics_free(gw_metrics_t *m)
+void ems_metrics_free(ems_metrics_t *m)
 {
     if (!m)
         return;
     for (family_t *f = m->first, *fn; f; f = fn) {
         fn = f->next;
-        for (gw_metric_t *s = f->first, *sn; s; s = sn) {
+        for (ems_metric_t *s = f->first, *sn; s; s = sn) {
             sn = s->next;
             free(s->labels);
             free(s->buckets);
@@ -41,7 +44,7 @@ void gw_metrics_free(gw_metrics_t *m)
     free(m);
 }
 
-static family_t *family(gw_metrics_t *m, const char *name, const char *help, gw_metric_type_t t)
+static family_t *family(ems_metrics_t *m, const char *name, const char *help, ems_metric_type_t t)
 {
     for (family_t *f = m->first; f; f = f->next)
         if (strcmp(f->name, name) == 0)
@@ -66,15 +69,15 @@ static family_t *family(gw_metrics_t *m, const char *name, const char *help, gw_
     return f;
 }
 
-static gw_metric_t *series(gw_metrics_t *m, const char *name, const char *help,
-                           gw_metric_type_t t, const char *labels)
+static ems_metric_t *series(ems_metrics_t *m, const char *name, const char *help,
+                            ems_metric_type_t t, const char *labels)
 {
     if (!m)
         return NULL;
     family_t *f = family(m, name, help, t);
     if (!f)
         return NULL;
-    gw_metric_t *s = calloc(1, sizeof *s);
+    ems_metric_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
     s->labels = strdup(labels ? labels : "");
@@ -90,22 +93,22 @@ static gw_metric_t *series(gw_metrics_t *m, const char *name, const char *help,
     return s;
 }
 
-gw_metric_t *gw_metrics_counter(gw_metrics_t *m, const char *name, const char *help,
+ems_metric_t *ems_metrics_counter(ems_metrics_t *m, const char *name, const char *help,
+                                  const char *labels)
+{
+    return series(m, name, help, EMS_METRIC_COUNTER, labels);
+}
+
+ems_metric_t *ems_metrics_gauge(ems_metrics_t *m, const char *name, const char *help,
                                 const char *labels)
 {
-    return series(m, name, help, GW_MT_COUNTER, labels);
+    return series(m, name, help, EMS_METRIC_GAUGE, labels);
 }
 
-gw_metric_t *gw_metrics_gauge(gw_metrics_t *m, const char *name, const char *help,
-                              const char *labels)
+ems_metric_t *ems_metrics_gauge_fn(ems_metrics_t *m, const char *name, const char *help,
+                                   const char *labels, double (*fn)(void *), void *ud)
 {
-    return series(m, name, help, GW_MT_GAUGE, labels);
-}
-
-gw_metric_t *gw_metrics_gauge_fn(gw_metrics_t *m, const char *name, const char *help,
-                                 const char *labels, double (*fn)(void *), void *ud)
-{
-    gw_metric_t *s = series(m, name, help, GW_MT_GAUGE, labels);
+    ems_metric_t *s = series(m, name, help, EMS_METRIC_GAUGE, labels);
     if (s) {
         s->fn = fn;
         s->ud = ud;
@@ -113,10 +116,10 @@ gw_metric_t *gw_metrics_gauge_fn(gw_metrics_t *m, const char *name, const char *
     return s;
 }
 
-gw_metric_t *gw_metrics_histogram(gw_metrics_t *m, const char *name, const char *help,
-                                  const char *labels, const double *bounds, size_t nbounds)
+ems_metric_t *ems_metrics_histogram(ems_metrics_t *m, const char *name, const char *help,
+                                    const char *labels, const double *bounds, size_t nbounds)
 {
-    gw_metric_t *s = series(m, name, help, GW_MT_HISTOGRAM, labels);
+    ems_metric_t *s = series(m, name, help, EMS_METRIC_HISTOGRAM, labels);
     if (s) {
         s->bounds = bounds;
         s->nbounds = nbounds;
@@ -127,7 +130,7 @@ gw_metric_t *gw_metrics_histogram(gw_metrics_t *m, const char *name, const char 
     return s;
 }
 
-void gw_metric_observe(gw_metric_t *s, double v)
+void ems_metric_observe(ems_metric_t *s, double v)
 {
     if (!s)
         return;
@@ -141,39 +144,22 @@ void gw_metric_observe(gw_metric_t *s, double v)
     s->count++;
 }
 
+/* Rendering appends to an ems_buf_t; the first error is kept and every
+ * later append skipped, so render checks once at the end. */
 typedef struct {
-    char *p;
-    size_t len, cap;
-    int oom;
+    ems_buf_t *b;
+    int rc;
 } out_t;
 
 static void put(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void put(out_t *o, const char *fmt, ...)
 {
-    if (o->oom)
+    if (o->rc)
         return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            o->oom = 1;
-            return;
-        }
-        if ((size_t)n < o->cap - o->len) {
-            o->len += (size_t)n;
-            return;
-        }
-        size_t ncap = o->cap * 2 + (size_t)n + 1;
-        char *np = realloc(o->p, ncap);
-        if (!np) {
-            o->oom = 1;
-            return;
-        }
-        o->p = np;
-        o->cap = ncap;
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    o->rc = ems_buf_vappendf(o->b, fmt, ap);
+    va_end(ap);
 }
 
 /* Prometheus numbers: integers without a fraction, others with %.17g. */
@@ -200,21 +186,18 @@ static void sample(out_t *o, const char *name, const char *suffix, const char *l
     put(o, "\n");
 }
 
-static const char *type_name(gw_metric_type_t t)
+static const char *type_name(ems_metric_type_t t)
 {
-    return t == GW_MT_COUNTER ? "counter" : t == GW_MT_GAUGE ? "gauge" : "histogram";
+    return t == EMS_METRIC_COUNTER ? "counter" : t == EMS_METRIC_GAUGE ? "gauge" : "histogram";
 }
 
-int gw_metrics_render(gw_metrics_t *m, char **out, size_t *len)
+int ems_metrics_render(const ems_metrics_t *m, ems_buf_t *out)
 {
-    out_t o = {malloc(4096), 0, 4096, 0};
-    if (!o.p)
-        return EMS_ENOMEM;
-    o.p[0] = '\0';
+    out_t o = {out, 0};
     for (family_t *f = m->first; f; f = f->next) {
         put(&o, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, type_name(f->type));
-        for (gw_metric_t *s = f->first; s; s = s->next) {
-            if (f->type != GW_MT_HISTOGRAM) {
+        for (ems_metric_t *s = f->first; s; s = s->next) {
+            if (f->type != EMS_METRIC_HISTOGRAM) {
                 sample(&o, f->name, "", s->labels, "", s->fn ? s->fn(s->ud) : s->value);
                 continue;
             }
@@ -230,11 +213,5 @@ int gw_metrics_render(gw_metrics_t *m, char **out, size_t *len)
             sample(&o, f->name, "_count", s->labels, "", (double)s->count);
         }
     }
-    if (o.oom) {
-        free(o.p);
-        return EMS_ENOMEM;
-    }
-    *out = o.p;
-    *len = o.len;
-    return 0;
+    return o.rc;
 }

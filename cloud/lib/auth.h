@@ -1,4 +1,5 @@
-/* gw_auth.h: credentials: user passwords, device tokens, random secrets.
+/* auth.h: credentials (user passwords, device tokens, random secrets) and
+ * user roles and names, shared by the gateway and emsctl.
  *
  * Passwords are guessable, so they are stored as a slow salted hash:
  * PBKDF2-HMAC-SHA256 with a 16-byte random salt per user, encoded as
@@ -11,11 +12,11 @@
  * (docs/protocol.md section 1). Every comparison of secrets is constant-time.
  *
  * The functions are pure (no global state); the random ones read the
- * kernel's getrandom(2). gw_auth_password_* are CPU-heavy on purpose: the
+ * kernel's getrandom(2). ems_auth_password_* are CPU-heavy on purpose: the
  * gateway runs them on libuv's thread pool, never on the loop thread.
  */
-#ifndef GW_AUTH_H
-#define GW_AUTH_H
+#ifndef EMS_AUTH_H
+#define EMS_AUTH_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -23,42 +24,60 @@
 /* Default for new hashes: OWASP's 2023 guidance for PBKDF2-HMAC-SHA256.
  * The gateway re-hashes a user's password with this count at the next
  * successful login when the stored hash has fewer (docs/api.md). */
-#define GW_AUTH_PBKDF2_ITER 600000
-#define GW_AUTH_HASH_MAX 160       /* an encoded password hash fits */
-#define GW_AUTH_TOKEN_HEX 64       /* device token / token hash length */
+#define EMS_AUTH_PBKDF2_ITER 600000
+#define EMS_AUTH_HASH_MAX 160 /* an encoded password hash fits */
+#define EMS_AUTH_TOKEN_HEX 64 /* device token / token hash length */
 
 /* Hashes `password` with a fresh salt; writes the encoded form into `out`
- * (NUL-terminated; GW_AUTH_HASH_MAX suffices). `iterations` 0 means the
+ * (NUL-terminated; EMS_AUTH_HASH_MAX suffices). `iterations` 0 means the
  * default. Returns 0, EMS_EINVAL (empty password or iterations out of
  * 1000..10000000), EMS_ENOSPC, or EMS_EIO (no randomness). */
-int gw_auth_password_hash(const char *password, unsigned iterations, char *out, size_t cap);
+int ems_auth_password_hash(const char *password, unsigned iterations, char *out, size_t cap);
 
 /* Checks `password` against an encoded hash. Returns 0 on a match,
  * EMS_EPERM on a mismatch, EMS_EINVAL if `encoded` is malformed. */
-int gw_auth_password_verify(const char *password, const char *encoded);
+int ems_auth_password_verify(const char *password, const char *encoded);
 
 /* The iteration count of an encoded hash, or EMS_EINVAL if malformed. */
-long gw_auth_password_iterations(const char *encoded);
+long ems_auth_password_iterations(const char *encoded);
 
 /* Fills `out` with 64 hex characters of a fresh 32-byte random token and a
  * NUL (cap >= 65). Returns 0 or EMS_EIO/EMS_ENOSPC. */
-int gw_auth_token_new(char *out, size_t cap);
+int ems_auth_token_new(char *out, size_t cap);
 
 /* SHA-256 of `len` bytes of `token` as 64 lower-case hex characters and a
  * NUL into `out` (cap >= 65). Returns 0 or EMS_ENOSPC. */
-int gw_auth_token_hash(const char *token, size_t len, char *out, size_t cap);
+int ems_auth_token_hash(const char *token, size_t len, char *out, size_t cap);
 
 /* True when `a` and `b` (each NUL-terminated) are equal; the time taken
  * depends only on the length of `b` (the secret's known length). */
-bool gw_auth_equal(const char *a, const char *b);
+bool ems_auth_equal(const char *a, const char *b);
 
 /* Fills `buf` with `len` random bytes from the kernel. 0 or EMS_EIO. */
-int gw_auth_random(void *buf, size_t len);
+int ems_auth_random(void *buf, size_t len);
 
 /* Lower-case hex of `len` bytes into `out` (cap >= 2*len+1). */
-void gw_auth_hex(const unsigned char *in, size_t len, char *out);
+void ems_auth_hex(const unsigned char *in, size_t len, char *out);
 
 /* Parses exactly 2*len hex characters of `hex` into `out`. 0 or EMS_EINVAL. */
-int gw_auth_unhex(const char *hex, size_t hexlen, unsigned char *out, size_t len);
+int ems_auth_unhex(const char *hex, size_t hexlen, unsigned char *out, size_t len);
+
+/* User names are 1..64 of [A-Za-z0-9_.@-], which never need escaping in a
+ * cookie or a log line. */
+#define EMS_AUTH_USER_MAX 64
+
+typedef enum {
+    EMS_AUTH_ROLE_NONE = 0, /* not logged in */
+    EMS_AUTH_ROLE_VIEWER,
+    EMS_AUTH_ROLE_OPERATOR,
+    EMS_AUTH_ROLE_ADMIN,
+} ems_auth_role_t;
+
+const char *ems_auth_role_name(ems_auth_role_t r);
+/* Parses "viewer", "operator", "admin". 0 or EMS_EINVAL. */
+int ems_auth_role_parse(const char *s, ems_auth_role_t *out);
+
+/* True when `name` is a valid user name (see above). */
+bool ems_auth_user_name_valid(const char *name, size_t len);
 
 #endif

@@ -1,5 +1,5 @@
-/* gw_auth.c: credentials (see gw_auth.h). */
-#include "gw_auth.h"
+/* auth.c: credentials and user roles (see auth.h). */
+#include "auth.h"
 
 #include "error.h"
 
@@ -8,6 +8,7 @@
 #include <mbedtls/platform_util.h>
 #include <mbedtls/sha256.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,7 @@
 #define DK_LEN 32
 #define PREFIX "pbkdf2-sha256$"
 
-int gw_auth_random(void *buf, size_t len)
+int ems_auth_random(void *buf, size_t len)
 {
     unsigned char *p = buf;
     while (len > 0) {
@@ -34,7 +35,7 @@ int gw_auth_random(void *buf, size_t len)
     return 0;
 }
 
-void gw_auth_hex(const unsigned char *in, size_t len, char *out)
+void ems_auth_hex(const unsigned char *in, size_t len, char *out)
 {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < len; i++) {
@@ -55,7 +56,7 @@ static int hexval(char c)
     return -1;
 }
 
-int gw_auth_unhex(const char *hex, size_t hexlen, unsigned char *out, size_t len)
+int ems_auth_unhex(const char *hex, size_t hexlen, unsigned char *out, size_t len)
 {
     if (hexlen != 2 * len)
         return EMS_EINVAL;
@@ -68,7 +69,7 @@ int gw_auth_unhex(const char *hex, size_t hexlen, unsigned char *out, size_t len
     return 0;
 }
 
-bool gw_auth_equal(const char *a, const char *b)
+bool ems_auth_equal(const char *a, const char *b)
 {
     size_t lb = strlen(b), la = strlen(a);
     /* Walk b's length whatever a is, reading a only within its bounds, so the
@@ -88,34 +89,34 @@ static int pbkdf2(const char *password, const unsigned char *salt, unsigned iter
     mbedtls_md_init(&ctx);
     int rc = mbedtls_md_setup(&ctx, mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), 1);
     if (rc == 0)
-        rc = mbedtls_pkcs5_pbkdf2_hmac(&ctx, (const unsigned char *)password,
-                                       strlen(password), salt, SALT_LEN, iter, DK_LEN, dk);
+        rc = mbedtls_pkcs5_pbkdf2_hmac(&ctx, (const unsigned char *)password, strlen(password),
+                                       salt, SALT_LEN, iter, DK_LEN, dk);
     mbedtls_md_free(&ctx);
     return rc ? EMS_EIO : 0;
 }
 
-int gw_auth_password_hash(const char *password, unsigned iterations, char *out, size_t cap)
+int ems_auth_password_hash(const char *password, unsigned iterations, char *out, size_t cap)
 {
     if (iterations == 0)
-        iterations = GW_AUTH_PBKDF2_ITER;
+        iterations = EMS_AUTH_PBKDF2_ITER;
     if (!password || !password[0] || iterations < 1000 || iterations > 10000000)
         return EMS_EINVAL;
     unsigned char salt[SALT_LEN], dk[DK_LEN];
-    int rc = gw_auth_random(salt, sizeof salt);
+    int rc = ems_auth_random(salt, sizeof salt);
     if (rc)
         return rc;
     rc = pbkdf2(password, salt, iterations, dk);
     if (rc)
         return rc;
     char salt_hex[2 * SALT_LEN + 1], dk_hex[2 * DK_LEN + 1];
-    gw_auth_hex(salt, SALT_LEN, salt_hex);
-    gw_auth_hex(dk, DK_LEN, dk_hex);
+    ems_auth_hex(salt, SALT_LEN, salt_hex);
+    ems_auth_hex(dk, DK_LEN, dk_hex);
     mbedtls_platform_zeroize(dk, sizeof dk);
     int n = snprintf(out, cap, PREFIX "%u$%s$%s", iterations, salt_hex, dk_hex);
     return n < 0 || (size_t)n >= cap ? EMS_ENOSPC : 0;
 }
 
-long gw_auth_password_iterations(const char *encoded)
+long ems_auth_password_iterations(const char *encoded)
 {
     if (!encoded || strncmp(encoded, PREFIX, strlen(PREFIX)) != 0)
         return EMS_EINVAL;
@@ -128,7 +129,7 @@ long gw_auth_password_iterations(const char *encoded)
     return (long)iter;
 }
 
-int gw_auth_password_verify(const char *password, const char *encoded)
+int ems_auth_password_verify(const char *password, const char *encoded)
 {
     if (!password || !encoded || strncmp(encoded, PREFIX, strlen(PREFIX)) != 0)
         return EMS_EINVAL;
@@ -143,8 +144,8 @@ int gw_auth_password_verify(const char *password, const char *encoded)
         return EMS_EINVAL;
     const char *dk_hex = d + 1;
     unsigned char salt[SALT_LEN], want[DK_LEN], got[DK_LEN];
-    if (gw_auth_unhex(salt_hex, (size_t)(d - salt_hex), salt, SALT_LEN) ||
-        gw_auth_unhex(dk_hex, strlen(dk_hex), want, DK_LEN))
+    if (ems_auth_unhex(salt_hex, (size_t)(d - salt_hex), salt, SALT_LEN) ||
+        ems_auth_unhex(dk_hex, strlen(dk_hex), want, DK_LEN))
         return EMS_EINVAL;
     int rc = pbkdf2(password, salt, (unsigned)iter, got);
     if (rc)
@@ -156,26 +157,56 @@ int gw_auth_password_verify(const char *password, const char *encoded)
     return diff ? EMS_EPERM : 0;
 }
 
-int gw_auth_token_new(char *out, size_t cap)
+int ems_auth_token_new(char *out, size_t cap)
 {
-    if (cap < GW_AUTH_TOKEN_HEX + 1)
+    if (cap < EMS_AUTH_TOKEN_HEX + 1)
         return EMS_ENOSPC;
     unsigned char raw[32];
-    int rc = gw_auth_random(raw, sizeof raw);
+    int rc = ems_auth_random(raw, sizeof raw);
     if (rc)
         return rc;
-    gw_auth_hex(raw, sizeof raw, out);
+    ems_auth_hex(raw, sizeof raw, out);
     mbedtls_platform_zeroize(raw, sizeof raw);
     return 0;
 }
 
-int gw_auth_token_hash(const char *token, size_t len, char *out, size_t cap)
+int ems_auth_token_hash(const char *token, size_t len, char *out, size_t cap)
 {
-    if (cap < GW_AUTH_TOKEN_HEX + 1)
+    if (cap < EMS_AUTH_TOKEN_HEX + 1)
         return EMS_ENOSPC;
     unsigned char h[32];
     if (mbedtls_sha256_ret((const unsigned char *)token, len, h, 0) != 0)
         return EMS_EIO;
-    gw_auth_hex(h, sizeof h, out);
+    ems_auth_hex(h, sizeof h, out);
     return 0;
+}
+
+static const char *const role_names[] = {"none", "viewer", "operator", "admin"};
+
+const char *ems_auth_role_name(ems_auth_role_t r)
+{
+    return (unsigned)r < 4 ? role_names[r] : "none";
+}
+
+int ems_auth_role_parse(const char *s, ems_auth_role_t *out)
+{
+    for (int r = EMS_AUTH_ROLE_VIEWER; r <= EMS_AUTH_ROLE_ADMIN; r++) {
+        if (s && strcmp(s, role_names[r]) == 0) {
+            *out = (ems_auth_role_t)r;
+            return 0;
+        }
+    }
+    return EMS_EINVAL;
+}
+
+bool ems_auth_user_name_valid(const char *name, size_t len)
+{
+    if (!name || len == 0 || len > EMS_AUTH_USER_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (!(isalnum(c) || c == '_' || c == '.' || c == '@' || c == '-'))
+            return false;
+    }
+    return true;
 }
