@@ -414,6 +414,10 @@ static void srv_metrics_register(gw_t *gw)
                                        "Times accepting paused: the TLS handshakes taken on "
                                        "filled handshake_admit_ms at the budget.",
                                        NULL);
+    gw->m.srv[8] = ems_metrics_counter(m, "ems_gateway_backlog_abandoned_total",
+                                       "Connections taken off the listen backlog but not served: "
+                                       "the client had closed, or waited over 7.5 s.",
+                                       NULL);
     ems_metrics_gauge_fn(m, "ems_gateway_accept_held",
                          "1 while accepting is paused (new connections wait in the backlog).", NULL,
                          g_accept_held, gw);
@@ -447,11 +451,11 @@ static void srv_metrics_update(gw_t *gw)
     if (!gw->server)
         return;
     ems_server_stats_t st = server_stats(gw);
-    const uint64_t v[8] = {st.refused_addr, st.refused_share,
+    const uint64_t v[9] = {st.refused_addr, st.refused_share,
                            st.refused - st.refused_addr - st.refused_share,
                            st.evicted, st.out_paused, st.out_shed, st.hs_deferred,
-                           st.accept_paused};
-    for (int i = 0; i < 8; i++)
+                           st.accept_paused, st.abandoned};
+    for (int i = 0; i < 9; i++)
         ems_metric_set(gw->m.srv[i], (double)v[i]);
     if (gw->tls) {
         ems_tls_stats_t ts;

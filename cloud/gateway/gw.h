@@ -123,7 +123,7 @@ typedef struct {
     ems_metric_t *query_latency;
     ems_metric_t *cmd_status[GW_CMD_STATUS_COUNT];
     ems_metric_t *dbw[24];    /* the DB writer's counters, gw.c dbw_stats[] */
-    ems_metric_t *srv[8];     /* the HTTP server's limit counters, gw.c srv_stats_update */
+    ems_metric_t *srv[9];     /* the HTTP server's limit counters, gw.c srv_stats_update */
     ems_metric_t *lnk[8];     /* the DB writer link's refusals and credential notices */
     ems_metric_t *decodes[2]; /* device messages decoded: [0] one-pass scan, [1] jansson */
     ems_metric_t *tls_hs[2];  /* TLS handshakes completed: [0] full, [1] resumed */
