@@ -65,6 +65,10 @@ import threading
 import time
 
 ROOT = os.environ.get("EMS_ROOT") or os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import emstest  # noqa: E402  (test/lib/emstest.py)
+from emstest import Proc, free_port, iso_ms, wait_for  # noqa: E402
+
 PG_SH = os.path.join(ROOT, "test/lib/pg.sh")
 MKCERTS = os.path.join(ROOT, "test/lib/mkcerts.sh")
 
@@ -77,25 +81,11 @@ class Stop(BaseException):
     """SIGTERM or SIGINT: unwind and clean up."""
 
 
-def log(msg):
-    print(f"# {msg}", flush=True)
+log = emstest.note  # one "# " comment line per line of text
 
 
 def now():
     return time.time()
-
-
-def wait_for(cond, timeout, step=0.1):
-    """Polls cond() until true or timeout; returns its last value."""
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            v = cond()
-        except Exception:
-            v = None
-        if v or time.monotonic() >= end:
-            return v
-        time.sleep(step)
 
 
 def ts_ms(text):
@@ -105,72 +95,7 @@ def ts_ms(text):
     return t * 1000 + int((frac + "000")[:3] or 0)
 
 
-def iso_ms(ms):
-    """ms since the epoch -> RFC 3339 UTC with milliseconds."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000)
-
-
-def free_port(host):
-    s = socket.socket()
-    s.bind((host, 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 # ---------------------------------------------------------------- processes
-
-class Proc:
-    """A child process; its output is appended to one log file across restarts."""
-
-    def __init__(self, name, argv, logpath):
-        self.name, self.argv, self.log = name, argv, logpath
-        self.p = None
-        self.starts = 0
-
-    def start(self):
-        f = open(self.log, "ab")
-        f.write(f"\n===== start {self.starts + 1} at {time.strftime('%H:%M:%S')}: "
-                f"{' '.join(self.argv)}\n".encode())
-        f.flush()
-        self.log_offset = f.tell()
-        self.p = subprocess.Popen(self.argv, stdout=f, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        f.close()
-        self.starts += 1
-        return self
-
-    def alive(self):
-        return self.p is not None and self.p.poll() is None
-
-    def kill9(self):
-        if self.alive():
-            self.p.send_signal(signal.SIGKILL)
-        self.p.wait()
-
-    def stop(self, timeout=20):
-        """SIGTERM, then SIGKILL after timeout; returns the exit status."""
-        if self.p is None:
-            return None
-        if self.alive():
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-                return None
-        return self.p.returncode
-
-    def text(self, since_start=False):
-        try:
-            with open(self.log, "rb") as f:
-                if since_start:
-                    f.seek(self.log_offset)
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
 
 # ---------------------------------------------------------------- the network
 
@@ -493,8 +418,9 @@ class Edge:
                                    self.conf, "--sim", "--profile", "sunny",
                                    "--seed", str(self.seed)])
         if self.proc is None:
-            self.proc = Proc(f"edge-{self.name}", argv, os.path.join(self.sysm.dir,
-                                                                      f"edge-{self.name}.log"))
+            self.proc = Proc(f"edge-{self.name}", argv,
+                             os.path.join(self.sysm.dir, f"edge-{self.name}.log"),
+                             start=False, banner=True)
         self.proc.argv = argv
         self.proc.start()
         st = wait_for(lambda: self.status() if self.proc.alive() else None, 30)
@@ -617,7 +543,8 @@ class System:
         self.start_pg()
         self.emsctl("user", "add", "faults", "--role", "viewer", stdin=self.password + "\n")
         self.dbw = Proc("dbwriter", [os.path.join(self.build, "ems-dbwriter"), "--socket", self.sock,
-                                     "--dsn", self.dsn], os.path.join(self.dir, "dbwriter.log"))
+                                     "--dsn", self.dsn], os.path.join(self.dir, "dbwriter.log"),
+                        start=False, banner=True)
         self.dbw.start()
         if not wait_for(lambda: os.path.exists(self.sock) or not self.dbw.alive(), 30) or \
                 not self.dbw.alive():
@@ -631,7 +558,7 @@ class System:
             f"--tls_cert={self.certs}/gw-chain.crt", f"--tls_key={self.certs}/gw.key",
             f"--dbwriter_socket={self.sock}", f"--session_key_file={self.keyfile}",
             f"--static_dir={self.dir}/www", "--log_level=info"],
-            os.path.join(self.dir, "gateway.log"))
+            os.path.join(self.dir, "gateway.log"), start=False, banner=True)
         self.start_gateway()
         self.cookie = self.login()
         self.dash = Dashboard(self.net.gateway_host(), self.gw_port,
@@ -729,9 +656,8 @@ class System:
         for n in sorted(os.listdir(self.dir)):
             if n.endswith(".log"):
                 with open(os.path.join(self.dir, n), "rb") as f:
-                    for line in f.read().decode("utf-8", "replace").splitlines():
-                        if re.search(r"ERROR: (Address|Leak|Undefined)Sanitizer|runtime error:", line):
-                            bad.append(f"{n}: {line.strip()}")
+                    text = f.read().decode("utf-8", "replace")
+                bad += [f"{n}: {line.strip()}" for line in emstest.sanitizer_lines(text)]
         return bad
 
     def close(self, failed=False):
@@ -802,12 +728,12 @@ class Runner:
         self.args = args
         self.rows = []
         self.failures = []
-        self.tap = args.tap
+        self.tap = emstest.Tap() if args.tap else None  # else PASS/FAIL lines
         self.excused_all = set()  # (device, seq) never appended, over the run
 
     def ok(self, name, cond, why=""):
         if self.tap:
-            print(f"ok - {name}" if cond else f"not ok - {name}: {why}", flush=True)
+            self.tap.ok(name, cond, why)
         else:
             log(("PASS " if cond else "FAIL ") + name + ("" if cond else f": {why}"))
         if not cond:

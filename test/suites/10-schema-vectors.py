@@ -39,17 +39,14 @@ MAX_DEPTH = 2048  # jansson's JSON_PARSER_MAX_DEPTH
 RANDOM_KINDS = ["telemetry", "command", "command-result", "ack", "nack", "welcome", "telemetry-batch",
                 "device-info"]
 
-failures = 0
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import emstest  # noqa: E402  (test/lib/emstest.py)
+
+TAP = emstest.Tap()
 
 
 def tap(ok, name, why=""):
-    global failures
-    if ok:
-        print(f"ok - {name}")
-    else:
-        failures += 1
-        print(f"not ok - {name}: {why}")
-    sys.stdout.flush()
+    TAP.ok(name, ok, why)
 
 
 # ------------------------------------------------------------------ strict JSON
@@ -345,7 +342,7 @@ def main():
     import tempfile
     with tempfile.TemporaryDirectory(prefix="ems-vectors-") as tmp:
         check_protocol_examples(validators, tmp)
-    return 1 if failures else 0
+    return TAP.status()
 
 
 if __name__ == "__main__":

@@ -19,15 +19,14 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ems-fuzz.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
-failed=0
+. "$ROOT/test/lib/tap.sh" # ok, notok, skip, note, tap_status
 
 run_target() { # name seconds seed-dir-or-empty
     local name=$1 secs=$2 seeds_from=$3
     local fuzz=$BUILD/fuzz/$name
     local label="$name runs ${secs}s without a crash, leak or failed property"
     if [ ! -x "$fuzz" ]; then
-        echo "not ok - $label: $fuzz is missing; build it with: make fuzz BUILD=${BUILD#"$ROOT"/}"
-        failed=1
+        notok "$label" "$fuzz is missing; build it with: make fuzz BUILD=${BUILD#"$ROOT"/}"
         return
     fi
     local work=$tmp/$name
@@ -48,18 +47,17 @@ run_target() { # name seconds seed-dir-or-empty
     local runs
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log" | tail -n 1)
     if [ "$rc" -eq 0 ]; then
-        echo "ok - $label (${runs:-?} runs from $seeds seeds)"
+        ok "$label (${runs:-?} runs from $seeds seeds)"
         return
     fi
     local keep=$BUILD/test-logs/fuzz-artifacts
     mkdir -p "$keep"
     cp "$work"/artifacts/* "$keep"/ 2>/dev/null
-    echo "not ok - $label: fuzzer exited with $rc; inputs kept in $keep"
+    notok "$label" "fuzzer exited with $rc; inputs kept in $keep"
     tail -n 60 "$work/log" | sed 's/^/# /' >&2
-    failed=1
 }
 
 run_target fuzz_msg "$SECS" "$ROOT/test/vectors"
 run_target fuzz_net_http $(((SECS + 2) / 3)) ""
 run_target fuzz_link $(((SECS + 2) / 3)) ""
-exit "$failed"
+tap_status

@@ -5,13 +5,15 @@
 import json
 import os
 import select
-import signal
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import emstest  # noqa: E402  (test/lib/emstest.py: Tap, Proc, wait_for)
 
 ROOT = os.environ.get("EMS_ROOT") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("EMS_BUILD") or os.path.join(ROOT, "build")
@@ -27,21 +29,10 @@ F_HAS_SEQ, F_HAS_BACKLOG, F_HAS_WIFI, F_HAS_TARGET_MODE = 0x1, 0x2, 0x4, 0x8
 F_HAS_TARGET_POWER, F_HAS_TEMP, F_HAS_CLOCK, F_CLOCK = 0x10, 0x20, 0x40, 0x80
 F_HAS_BACKFILL, F_BACKFILL = 0x100, 0x200
 
-failures = 0
-
-
-def ok(name, cond, why=""):
-    global failures
-    if cond:
-        print("ok - %s" % name, flush=True)
-    else:
-        failures += 1
-        print("not ok - %s: %s" % (name, why), flush=True)
-    return cond
-
-
-def diag(msg):
-    print("# " + str(msg).replace("\n", "\n# "), flush=True)
+# One Tap for the suite: ok(name, cond, why) and diag(msg) print its lines,
+# tap.failed decides the exit status.
+tap = emstest.Tap()
+ok, diag = tap.ok, tap.note
 
 
 # ------------------------------------------------------------------ frames
@@ -255,17 +246,18 @@ class Postgres:
         return int(self.sql("SELECT count(*) FROM telemetry WHERE " + where))
 
 
-class DBWriter:
+class DBWriter(emstest.Proc):
+    """The real ems-dbwriter (an emstest.Proc); start() returns once it
+    accepts connections on its socket."""
+
     def __init__(self, pg, workdir, *args, storage="auto", dsn=None):
         self.sock = os.path.join(workdir, "dbw.sock")
-        self.log = open(os.path.join(workdir, "dbwriter.log"), "ab")
-        self.args = ["--socket", self.sock, "--dsn", dsn or pg.dsn, "--storage", storage,
-                     "--migrations", os.path.join(ROOT, "cloud", "db")] + list(args)
-        self.proc = None
-        self.start()
+        argv = [DBW, "--socket", self.sock, "--dsn", dsn or pg.dsn, "--storage", storage,
+                "--migrations", os.path.join(ROOT, "cloud", "db")] + list(args)
+        super().__init__("ems-dbwriter", argv, os.path.join(workdir, "dbwriter.log"))
 
     def start(self):
-        self.proc = subprocess.Popen([DBW] + self.args, stdout=self.log, stderr=self.log)
+        super().start()
         end = time.time() + 20
         while time.time() < end:
             if os.path.exists(self.sock):
@@ -273,25 +265,13 @@ class DBWriter:
                     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                     s.connect(self.sock)
                     s.close()
-                    return
+                    return self
                 except OSError:
                     pass
-            if self.proc.poll() is not None:
-                raise RuntimeError("ems-dbwriter exited with %d" % self.proc.returncode)
+            if not self.alive():
+                raise RuntimeError("ems-dbwriter exited with %d" % self.returncode)
             time.sleep(0.05)
         raise RuntimeError("ems-dbwriter did not listen")
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self, sig=signal.SIGTERM, timeout=20):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
 
     def ready(self, timeout=20):
         """Waits until migrations are done (the stats say the storage mode)."""
@@ -326,6 +306,5 @@ def check_log_clean(path):
             text = f.read().decode(errors="replace")
     except OSError:
         text = ""
-    bad = [l for l in text.splitlines()
-           if "AddressSanitizer" in l or "LeakSanitizer" in l or "runtime error:" in l]
+    bad = emstest.sanitizer_lines(text)
     ok("no sanitizer report in the writer's log", not bad, "\n".join(bad[:10]))

@@ -220,11 +220,11 @@ def main():
         if d and d.alive():
             d.stop()
         L.check_log_clean(os.path.join(wd, "dbwriter.log"))
-        if L.failures:
+        if L.tap.failed:
             diag("dbwriter log:\n" + L.log_tail(os.path.join(wd, "dbwriter.log"), 40))
         pg.stop()
         shutil.rmtree(wd, ignore_errors=True)
-    return 1 if L.failures else 0
+    return 1 if L.tap.failed else 0
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@
 set -u
 ROOT=${EMS_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$ROOT/test/lib/pg.sh"
+. "$ROOT/test/lib/tap.sh" # ok, notok, skip, note, tap_status
 
-EMS_PG_NO_TRAP=1 ems_pg_start || { echo "not ok - timescaledb suite: cannot start PostgreSQL"; exit 1; }
+EMS_PG_NO_TRAP=1 ems_pg_start || { notok "timescaledb suite" "cannot start PostgreSQL"; exit 1; }
 avail=$(psql "$EMS_PG_DSN" -XAtqc "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'" 2>/dev/null)
 ems_pg_stop
 if [ "$avail" != 1 ]; then
-    echo "ok - timescaledb suite # SKIP timescaledb extension not installed"
+    skip "timescaledb suite" "timescaledb extension not installed"
     exit 0
 fi
 rc=0

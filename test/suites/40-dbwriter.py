@@ -442,21 +442,21 @@ def test_tsdb_objects(pg, d):
 def test_sigterm(pg, d):
     c = L.Link(d.sock)
     # SIGHUP first: it must not end the writer (its default action would).
-    d.proc.send_signal(signal.SIGHUP)
+    d.send_signal(signal.SIGHUP)
     c.send(L.telemetry(1, [pk("hup_dev", 0)]))
     got = c.wait_ack(1)
     ok("SIGHUP leaves the writer running (nothing to reload)",
-       got and d.proc.poll() is None and pg.count("device_id = 'hup_dev'") == 1,
-       "alive %s acked %s stored %d" % (d.proc.poll() is None, got, pg.count("device_id = 'hup_dev'")))
+       got and d.alive() and pg.count("device_id = 'hup_dev'") == 1,
+       "alive %s acked %s stored %d" % (d.alive(), got, pg.count("device_id = 'hup_dev'")))
     c.close()
     c = L.Link(d.sock)
     n = 0
     for k in range(20):
         c.send(L.telemetry(k + 1, [pk("s_dev", n + i) for i in range(25)]))
         n += 25
-    d.proc.send_signal(signal.SIGTERM)
+    d.send_signal(signal.SIGTERM)
     c.wait(lambda: c.eof, 20)
-    rc = d.proc.wait(20)
+    rc = d.wait(20)
     stored = pg.count("device_id = 's_dev'")
     ok("SIGTERM writes and acknowledges what it holds, then exits 0",
        rc == 0 and c.acked == 20 and stored == n, "rc %s acked %d stored %d" % (rc, c.acked, stored))
@@ -491,11 +491,11 @@ def main():
         if d and d.alive():
             d.stop()
         L.check_log_clean(os.path.join(wd, "dbwriter.log"))
-        if L.failures:
+        if L.tap.failed:
             diag("dbwriter log:\n" + L.log_tail(os.path.join(wd, "dbwriter.log"), 60))
         pg.stop()
         shutil.rmtree(wd, ignore_errors=True)
-    return 1 if L.failures else 0
+    return 1 if L.tap.failed else 0
 
 
 if __name__ == "__main__":

@@ -30,32 +30,9 @@ import time
 ROOT = os.environ.get("EMS_ROOT") or os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 BUILD = os.environ.get("EMS_BUILD") or os.path.join(ROOT, "build/san")
 
-
-class Tap:
-    """Prints TAP lines; counts failures for the exit status."""
-
-    def __init__(self):
-        self.failed = 0
-        self.passed = 0
-
-    def ok(self, name, cond=True, why=""):
-        if cond:
-            self.passed += 1
-            print(f"ok - {name}", flush=True)
-        else:
-            self.failed += 1
-            print(f"not ok - {name}: {why}", flush=True)
-        return cond
-
-    def eq(self, name, got, want):
-        return self.ok(name, got == want, f"got {got!r}, want {want!r}")
-
-    def note(self, msg):
-        for line in str(msg).splitlines():
-            print(f"# {line}", flush=True)
-
-    def done(self):
-        sys.exit(1 if self.failed else 0)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import emstest  # noqa: E402  (test/lib/emstest.py)
+from emstest import Proc, Tap, free_port, wait_for  # noqa: E402,F401  (the suites use gw.Tap ...)
 
 
 def packet(dev, seq, ts_ms=None, **over):
@@ -79,48 +56,7 @@ def packet(dev, seq, ts_ms=None, **over):
     return p
 
 
-def iso(ms):
-    t = time.gmtime(ms // 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + ".%03dZ" % (ms % 1000)
-
-
-class Proc:
-    """A child process with its log file."""
-
-    def __init__(self, name, argv, log, env=None):
-        self.name = name
-        self.log = log
-        self.f = open(log, "ab")
-        self.p = subprocess.Popen(argv, stdout=self.f, stderr=subprocess.STDOUT,
-                                  env=env, start_new_session=True)
-
-    def alive(self):
-        return self.p.poll() is None
-
-    def send_signal(self, sig):
-        if self.alive():
-            self.p.send_signal(sig)
-
-    def stop(self, sig=signal.SIGTERM, timeout=20):
-        """Stops the process; returns its exit status (None if it had to be killed)."""
-        if self.alive():
-            self.p.send_signal(sig)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-                self.f.close()
-                return None
-        self.f.close()
-        return self.p.returncode
-
-    def text(self):
-        try:
-            with open(self.log, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+iso = emstest.iso_ms
 
 
 class Env:
@@ -319,18 +255,6 @@ class Env:
         return s
 
 
-def wait_for(cond, timeout, step=0.05):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            if cond():
-                return True
-        except Exception:
-            pass
-        time.sleep(step)
-    return False
-
-
 async def recv_json(ws, timeout=5, skip=("device",)):
     """The next message as JSON, skipping the types in `skip`."""
     end = time.time() + timeout
@@ -493,14 +417,6 @@ def raw_upgrade(env, path, headers=None):
 
 
 # ---------------------------------------------------------- several gateways (NATS)
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 class BusGateway:
     """One of several gateways sharing an Env's PostgreSQL, DB writer and

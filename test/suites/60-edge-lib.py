@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -35,32 +34,9 @@ EDGE = os.path.join(BUILD, "ems-edge")
 EMSCTL = os.path.join(BUILD, "emsctl")
 DEV = "edge_t1"
 
-
-class Tap:
-    """Prints TAP lines; counts failures for the exit status."""
-
-    def __init__(self):
-        self.failed = 0
-        self.passed = 0
-
-    def ok(self, name, cond=True, why=""):
-        if cond:
-            self.passed += 1
-            print(f"ok - {name}", flush=True)
-        else:
-            self.failed += 1
-            print(f"not ok - {name}: {why}", flush=True)
-        return cond
-
-    def eq(self, name, got, want):
-        return self.ok(name, got == want, f"got {got!r}, want {want!r}")
-
-    def note(self, msg):
-        for line in str(msg).splitlines():
-            print(f"# {line}", flush=True)
-
-    def done(self):
-        sys.exit(1 if self.failed else 0)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import emstest  # noqa: E402  (test/lib/emstest.py)
+from emstest import Tap, free_port  # noqa: E402,F401  (the suites use lib.Tap, lib.free_port)
 
 
 def kernel_clock_synced():
@@ -78,14 +54,6 @@ def kernel_clock_synced():
         return not (status & 0x40)  # STA_UNSYNC
     except Exception:
         return None
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def load_validators():
@@ -137,9 +105,7 @@ def emsctl_validate(texts, tmpdir):
     return r.returncode == 0, (r.stdout + r.stderr)
 
 
-def iso(ms):
-    t = time.gmtime(ms // 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + ".%03dZ" % (ms % 1000)
+iso = emstest.iso_ms
 
 
 class Msg:

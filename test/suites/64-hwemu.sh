@@ -22,10 +22,7 @@ cd "$ROOT" || exit 1
 LIB=$BUILD/hwemu/libemshwemu.so
 CHECK=$BUILD/hwemu/hwemu_check
 
-fails=0
-ok() { echo "ok - $1"; }
-notok() { echo "not ok - $1: $2"; fails=$((fails + 1)); }
-skip() { echo "ok - $1 # SKIP $2"; }
+. "$ROOT/test/lib/tap.sh" # ok, notok, skip, note, tap_status
 
 if [ ! -f "$LIB" ] || [ ! -x "$CHECK" ]; then
     notok "hwemu: library and checker are built" "$LIB or $CHECK missing (make BUILD=${BUILD#"$ROOT"/} hwemu)"
@@ -396,4 +393,4 @@ for a in arm64 armhf; do
     done
 done
 
-[ "$fails" -eq 0 ]
+tap_status

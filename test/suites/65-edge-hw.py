@@ -18,6 +18,7 @@ the real gateway, DB writer and PostgreSQL over TLS on loopback. Proven here:
   - the same under qemu-aarch64 with the arm64 build of the edge and of the
     emulator (skipped, saying why, only when the cross toolchain is absent).
 """
+import functools
 import importlib.util
 import json
 import os
@@ -191,14 +192,8 @@ def command_done(env, cookie, cid, timeout=8):
     return rec
 
 
-def wait_for(cond, timeout, step=0.2):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return cond()
+# The shared poll (test/lib/emstest.py), at the pace of the emulated chips.
+wait_for = functools.partial(gw.wait_for, step=0.2)
 
 
 def start_edge(env, hw, conf, name, argv_prefix=()):

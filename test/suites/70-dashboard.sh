@@ -22,6 +22,7 @@ set -u
 ROOT=${EMS_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 BIN=${EMS_BUILD:-$ROOT/build/san}
 SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+. "$ROOT/test/lib/tap.sh" # ok, notok, skip, note, tap_status
 
 # ------------------------------------------------------------ processes
 # Each process runs in the background with its pid in $W/NAME.pid and its
@@ -125,7 +126,7 @@ cleanup() {
 trap cleanup EXIT
 
 fail_setup() { # NAME REASON [LOG]
-    echo "not ok - $1: $2"
+    notok "$1" "$2"
     if [ -n "${3:-}" ] && [ -f "$3" ]; then tail -n 40 "$3" | sed 's/^/# /'; fi
     exit 1
 }
@@ -140,7 +141,7 @@ CHROMIUM=${EMS_CHROMIUM:-/usr/bin/chromium}
 # The page, built as the gateway will serve it.
 if make -C "$ROOT" --no-print-directory dashboard BUILD="$W/build" >"$W/build.log" 2>&1 &&
     [ -s "$W/build/dashboard/index.html" ] && [ -s "$W/build/dashboard/assets/app.js" ]; then
-    echo "ok - the dashboard builds into index.html and assets/"
+    ok "the dashboard builds into index.html and assets/"
 else
     fail_setup "the dashboard builds" "make dashboard failed" "$W/build.log"
 fi
@@ -249,16 +250,16 @@ rc=$?
 hook_rc=0
 for ev in alarm.raised alarm.acknowledged alarm.cleared; do
     if ! timeout 20 sh -c "until grep -q '$ev .* dash_faulty error .*signature ok' '$W/webhook.log'; do sleep 0.5; done"; then
-        echo "not ok - the webhook receiver printed $ev of dash_faulty with a valid signature"
+        notok "the webhook receiver printed $ev of dash_faulty with a valid signature"
         hook_rc=1
     fi
 done
 if grep -q REJECTED "$W/webhook.log"; then
-    echo "not ok - the webhook receiver refused no event"
+    notok "the webhook receiver refused no event"
     hook_rc=1
 fi
 if [ $hook_rc -eq 0 ]; then
-    echo "ok - the webhook receiver printed the alarm raised, acknowledged and cleared, signatures valid"
+    ok "the webhook receiver printed the alarm raised, acknowledged and cleared, signatures valid"
 else
     sed 's/^/#   webhook: /' "$W/webhook.log" | tail -n 20
 fi

@@ -23,10 +23,7 @@ cd "$ROOT" || exit 1
 PY=/usr/bin/python3
 COMPOSE_FILE=docker/docker-compose.yml
 
-fails=0
-ok() { echo "ok - $1"; }
-notok() { echo "not ok - $1: $2"; fails=$((fails + 1)); }
-skip() { echo "ok - $1 # SKIP $2"; }
+. "$ROOT/test/lib/tap.sh" # ok, notok, skip, note, tap_status
 
 TMP=$(mktemp -d /tmp/ems-compose-test.XXXXXX)
 cleanup() {
@@ -149,21 +146,17 @@ env -u EMS_HTTPS_PORT -u EMS_NATS_URL docker-compose -f "$COMPOSE_FILE" config \
     >"$TMP/resolved-base.yml" 2>>"$TMP/resolved.err"
 
 # ---------------------------------------------------------------- compose promises
-"$PY" - "$TMP/resolved.yml" "$S" <<'PY'
+"$PY" - "$TMP/resolved.yml" "$S" "$ROOT/test/lib" <<'PY'
 import os, re, sys, yaml
+
+sys.path.insert(0, sys.argv[3])
+import emstest  # test/lib/emstest.py
 
 doc = yaml.safe_load(open(sys.argv[1]))
 secrets_dir = sys.argv[2]
 svcs = doc.get("services", {})
-fails = 0
-
-def check(name, cond, why):
-    global fails
-    if cond:
-        print(f"ok - {name}")
-    else:
-        print(f"not ok - {name}: {why}")
-        fails += 1
+tap = emstest.Tap()
+check = tap.ok  # check(name, cond, why)
 
 core = ["db", "dbwriter", "gateway"]
 check("compose: db, dbwriter and gateway are defined", all(s in svcs for s in core),
@@ -305,7 +298,7 @@ check("compose: gateway2 shares the DB writer socket volume and gets the same se
       f"/run/ems {g2.get('/run/ems')}, secrets {g2sec}")
 check("compose: gateway2 publishes no port (the proxy does)", not svcs.get("gateway2", {}).get("ports"),
       str(svcs.get("gateway2", {}).get("ports")))
-sys.exit(1 if fails else 0)
+sys.exit(tap.status())
 PY
 [ $? -eq 0 ] || fails=$((fails + 1))
 
@@ -748,4 +741,4 @@ else
     skip "shellcheck: docker/ scripts have no warnings" "shellcheck not installed"
 fi
 
-[ "$fails" -eq 0 ]
+tap_status

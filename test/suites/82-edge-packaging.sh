@@ -20,10 +20,7 @@ cd "$ROOT" || exit 1
 P=edge/packaging
 UNIT=$P/ems-edge.service
 
-fails=0
-ok() { echo "ok - $1"; }
-notok() { echo "not ok - $1: $2"; fails=$((fails + 1)); }
-skip() { echo "ok - $1 # SKIP $2"; }
+. "$ROOT/test/lib/tap.sh" # ok, notok, skip, note, tap_status
 
 TMP=$(mktemp -d /tmp/ems-edge-pkg-test.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
@@ -204,4 +201,4 @@ if command -v shellcheck >/dev/null 2>&1; then
     fi
 fi
 
-[ "$fails" -eq 0 ]
+tap_status

@@ -18,10 +18,7 @@ ROOT=${EMS_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 BUILD=${EMS_BUILD:-$ROOT/build/san}
 cd "$ROOT" || exit 1
 
-fails=0
-ok() { echo "ok - $1"; }
-notok() { echo "not ok - $1: $2"; fails=$((fails + 1)); }
-skip() { echo "ok - $1 # SKIP $2"; }
+. "$ROOT/test/lib/tap.sh" # ok, notok, skip, note, tap_status
 
 ARCHS="arm64 armhf"
 triple() { case "$1" in arm64) echo aarch64-linux-gnu ;; armhf) echo arm-linux-gnueabihf ;; esac; }
@@ -67,7 +64,7 @@ for a in $ARCHS; do
     fi
 done
 if [ -z "$have" ]; then
-    [ "$fails" -eq 0 ]
+    tap_status
     exit
 fi
 if [ ! -f edge/main.c ]; then
@@ -138,13 +135,13 @@ fi
 # ---------------------------------------------------------------- end to end
 if ! command -v curl >/dev/null 2>&1; then
     skip "cross: ARM edges against the native cloud" "curl is not installed"
-    [ "$fails" -eq 0 ]
+    tap_status
     exit
 fi
 for b in ems-gateway ems-dbwriter emsctl; do
     if [ ! -x "$BUILD/$b" ]; then
         skip "cross: ARM edges against the native cloud" "$BUILD/$b not built"
-        [ "$fails" -eq 0 ]
+        tap_status
         exit
     fi
 done
@@ -227,4 +224,4 @@ for a in $built; do
     fi
 done
 
-[ "$fails" -eq 0 ]
+tap_status

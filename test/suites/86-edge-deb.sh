@@ -28,10 +28,7 @@ set -u
 ROOT=${EMS_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 cd "$ROOT" || exit 1
 
-fails=0
-ok() { echo "ok - $1"; }
-notok() { echo "not ok - $1: $2"; fails=$((fails + 1)); }
-skip() { echo "ok - $1 # SKIP $2"; }
+. "$ROOT/test/lib/tap.sh" # ok, notok, skip, note, tap_status
 check() { # NAME WHY-IF-FAILED CONDITION...
     local name=$1 why=$2
     shift 2
@@ -261,7 +258,7 @@ a=$(echo $built | cut -d' ' -f1)
 # ---------------------------------------------------------------- install in an arm64 root
 case " $built " in
     *" arm64 "*) ;;
-    *) [ "$fails" -eq 0 ]; exit ;;
+    *) tap_status; exit ;;
 esac
 deb=$(echo "$B"/ems-edge_*_arm64.deb)
 # The root holds minbase plus the package's Depends (first alternatives), as
@@ -322,7 +319,7 @@ if [ ! -f "$tarball" ]; then
     else
         skip "deb arm64: install, provision, upgrade, remove, purge in an arm64 bookworm root" "${root_skip:-no root}"
     fi
-    [ "$fails" -eq 0 ]
+    tap_status
     exit
 fi
 R=$TMP/root
@@ -451,4 +448,4 @@ else
     notok "deb arm64: a first install on a provisioned device enables the service" "exit $rc; $(ls -l "$wants" 2>&1); $(echo "$out" | grep -E 'ems-edge:|error' | head -n 3 | tr '\n' ' ')"
 fi
 
-[ "$fails" -eq 0 ]
+tap_status
