@@ -18,8 +18,6 @@ import json
 import os
 import signal
 import socket
-import struct
-import sys
 import time
 
 spec = importlib.util.spec_from_file_location(

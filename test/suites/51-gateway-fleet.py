@@ -112,7 +112,6 @@ async def coalesce_tests(env, cookie, toks):
 
     fleet = await env.dashboard(cookie)     # fleet view + detail of fl0000
     detail = await env.dashboard(cookie)    # detail of fl0000 only
-    t0 = time.time()
     await fleet.send(json.dumps(FLEET))
     m = await gw.recv_json(fleet, timeout=INTERVAL * 0.8)  # before the first flush
     tap.ok("the snapshot arrives at once after the subscribe", m.get("type") == "fleet", m)

@@ -32,7 +32,7 @@ import os
 import subprocess
 import time
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 _spec = importlib.util.spec_from_file_location(

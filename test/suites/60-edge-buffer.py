@@ -16,7 +16,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import signal
 import time
 
 spec = importlib.util.spec_from_file_location(
@@ -123,7 +122,6 @@ async def bounded_backfill(tap, env):
     cloud.auto_ack = False
     await cloud.start()
     await cloud.wait(lambda: cloud.conns >= 1, 5)
-    t0 = time.monotonic()
     await asyncio.sleep(1.5)
     batches = cloud.of("telemetry-batch")
     live = cloud.of("telemetry")

@@ -16,7 +16,6 @@ import importlib.util
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 
@@ -70,7 +69,6 @@ async def refused_tls(tap, env, cert, what, pattern):
 async def main(tap):
     env = lib.Env(tap, "60-edge-link")
     wrong_name_cert(env.certs)
-    edges = []
     try:
         # -------------------------------------------------- TLS refusals
         await refused_tls(tap, env, "other-server", "a server certificate from another CA",
