@@ -121,6 +121,8 @@ struct gw_link {
     lookup_t *lhead, *ltail; /* credential lookups waiting, oldest first */
     size_t lwaiting, lpending; /* waiting; waiting or in a batch */
     unsigned lbatches;         /* device_auths queries out */
+    ems_backoff_t lback;       /* after a failed batch: no batch before lretry_mono */
+    int64_t lretry_mono;
     dbstate_t db;
     gw_link_stats_t st;
 };
@@ -751,6 +753,11 @@ static void lbatch_result(void *ud, int status, const char *json, size_t len);
  * lookup_inflight are out. */
 static void lookup_pump(gw_link_t *l)
 {
+    int64_t wait = l->lretry_mono - ems_time_mono_ms();
+    if (wait > 0) { /* backing off after a failed batch */
+        lookup_arm(l, wait < LOOKUP_POLL_MS ? (unsigned)wait : LOOKUP_POLL_MS);
+        return;
+    }
     while (l->lhead && l->lbatches < l->o.lookup_inflight && gw_link_up(l) && !l->freeing) {
         lbatch_t *b = calloc(1, sizeof *b);
         size_t cap = 64 + (size_t)l->o.lookup_batch * (EMS_DEVICE_ID_MAX + 3);
@@ -838,6 +845,8 @@ static void lbatch_result(void *ud, int status, const char *json, size_t len)
         }
     }
     if (status == 0) {
+        ems_backoff_reset(&l->lback);
+        l->lretry_mono = 0;
         lbatch_answer(l, b, devs);
     } else if (!l->freeing &&
                (status == EMS_EAGAIN || status == EMS_ETIMEDOUT || status == EMS_EDB)) {
@@ -847,6 +856,9 @@ static void lbatch_result(void *ud, int status, const char *json, size_t len)
                       ems_strerror(status));
         lookup_requeue(l, b->head);
         lookup_expire(l, ems_time_mono_ms());
+        /* Backed off with jitter, so a database that is down is not asked
+         * again by every new lookup of a storm. */
+        l->lretry_mono = ems_time_mono_ms() + (int64_t)ems_backoff_next(&l->lback);
         lookup_arm(l, LOOKUP_POLL_MS);
     } else {
         for (lookup_t *k = b->head, *next; k; k = next) {
@@ -1051,6 +1063,7 @@ int gw_link_new(uv_loop_t *loop, const gw_link_opts_t *o, const gw_link_cb_t *cb
     if (ems_auth_random(&seed, sizeof seed))
         seed = (uint64_t)ems_time_now_ms();
     ems_backoff_init(&l->backoff, 100, 5000, seed);
+    ems_backoff_init(&l->lback, LOOKUP_POLL_MS, 1000, seed ^ 0x9e3779b97f4a7c15ull);
     uv_timer_init(loop, &l->retry);
     uv_timer_init(loop, &l->flush);
     uv_timer_init(loop, &l->qtimer);
