@@ -413,19 +413,25 @@ static void jw_payload(ems_jw_t *w, const gw_cmd_t *c)
     ems_jw_obj_close(w);
 }
 
+/* What names a command in its record and its creation event. */
+static void jw_identity(ems_jw_t *w, const gw_cmd_t *c)
+{
+    ems_jw_key(w, "command_id");
+    ems_jw_str(w, c->cmd.command_id);
+    ems_jw_key(w, "device_id");
+    ems_jw_str(w, c->device_id);
+    ems_jw_key(w, "action");
+    ems_jw_str(w, ems_action_name(c->cmd.action));
+    ems_jw_key(w, "payload");
+    jw_payload(w, c);
+}
+
 int gw_cmd_to_json(const gw_cmd_t *c, char *buf, size_t cap)
 {
     ems_jw_t w;
     ems_jw_init(&w, buf, cap);
     ems_jw_obj_open(&w);
-    ems_jw_key(&w, "command_id");
-    ems_jw_str(&w, c->cmd.command_id);
-    ems_jw_key(&w, "device_id");
-    ems_jw_str(&w, c->device_id);
-    ems_jw_key(&w, "action");
-    ems_jw_str(&w, ems_action_name(c->cmd.action));
-    ems_jw_key(&w, "payload");
-    jw_payload(&w, c);
+    jw_identity(&w, c);
     ems_jw_key(&w, "status");
     ems_jw_str(&w, gw_cmd_status_name(c->status));
     ems_jw_key(&w, "reason");
@@ -472,14 +478,7 @@ int gw_cmd_event_json(const gw_cmd_t *c, char *buf, size_t cap)
     ems_jw_key(&w, "type");
     if (c->nhist <= 1) {
         ems_jw_str(&w, "command");
-        ems_jw_key(&w, "command_id");
-        ems_jw_str(&w, c->cmd.command_id);
-        ems_jw_key(&w, "device_id");
-        ems_jw_str(&w, c->device_id);
-        ems_jw_key(&w, "action");
-        ems_jw_str(&w, ems_action_name(c->cmd.action));
-        ems_jw_key(&w, "payload");
-        jw_payload(&w, c);
+        jw_identity(&w, c);
         ems_jw_key(&w, "created_by");
         ems_jw_str(&w, c->created_by);
         if (c->created_ms) {

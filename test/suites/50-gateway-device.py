@@ -287,6 +287,22 @@ async def rate_tests(env, tok):
     tap.eq("more than the burst at once closes with 4008", ws.close_code, 4008)
 
 
+async def acks_until_close(ws, timeout=10):
+    """Reads until the gateway closes `ws`; returns (seqs acked, close code or None)."""
+    import websockets
+    acks = set()
+    try:
+        while True:
+            m = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+            if m.get("type") == "ack":
+                for lo, hi in m["ranges"]:
+                    acks.update(range(lo, hi + 1))
+    except websockets.exceptions.ConnectionClosed:
+        return acks, ws.close_code
+    except asyncio.TimeoutError:
+        return acks, None
+
+
 async def ack_messages(ws, want, timeout=10):
     """Reads until every seq in `want` is acked; returns [(time, ranges)] per ack message."""
     got, msgs = set(), []
@@ -306,7 +322,6 @@ async def ack_messages(ws, want, timeout=10):
 async def ack_delay_tests(env, tok):
     """ack_delay_ms: one ack message per device per interval, a backlog at
     once, and held acks sent before a shutdown closes the device."""
-    import websockets
     env.stop_gateway()
     env.start_gateway(ack_delay_ms=1500, ack_batch=5)
     ws = await env.device("plain_1", tok)
@@ -337,17 +352,7 @@ async def ack_delay_tests(env, tok):
     await ws.send(json.dumps(packet("plain_1", 300, now + 4000)))
     await asyncio.sleep(0.4)  # committed, and held (the last ack was just sent)
     env.gw.send_signal(signal.SIGTERM)
-    acks, code = set(), None
-    try:
-        while True:
-            m = json.loads(await asyncio.wait_for(ws.recv(), 10))
-            if m.get("type") == "ack":
-                for lo, hi in m["ranges"]:
-                    acks.update(range(lo, hi + 1))
-    except websockets.exceptions.ConnectionClosed:
-        code = ws.close_code
-    except asyncio.TimeoutError:
-        pass
+    acks, code = await acks_until_close(ws)
     tap.ok("ack_delay_ms: a held ack is sent before the shutdown closes the device (1001)",
            300 in acks and code == 1001, (sorted(acks), code))
     tap.eq("ack_delay_ms: the gateway exits 0", env.gw.stop(), 0)
@@ -413,18 +418,7 @@ async def plain_tests():
         await ws.send(json.dumps(packet("plain_1", 6, now)))
         await asyncio.sleep(0.05)
         env.gw.send_signal(signal.SIGTERM)
-        acks, code = set(), None
-        import websockets
-        try:
-            while True:
-                m = json.loads(await asyncio.wait_for(ws.recv(), 10))
-                if m.get("type") == "ack":
-                    for lo, hi in m["ranges"]:
-                        acks.update(range(lo, hi + 1))
-        except websockets.exceptions.ConnectionClosed:
-            code = ws.close_code
-        except asyncio.TimeoutError:
-            pass
+        acks, code = await acks_until_close(ws)
         tap.ok("SIGTERM: what the device sent last is committed and acked first", 6 in acks, acks)
         tap.eq("SIGTERM: devices get close code 1001", code, 1001)
         tap.eq("SIGTERM: the gateway exits 0", env.gw.stop(), 0)
